@@ -1,0 +1,184 @@
+//! Invite links: how a client learns where a server is and which key to pin.
+//!
+//! `umbra://join?host=HOST&port=PORT&key=KEY` where KEY is the server's Noise
+//! static public key, base64url without padding (43 characters). HOST may be
+//! a DNS name, an IPv4 address or a bracketed IPv6 address.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// A parsed invite link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    /// Server host name or address.
+    pub host: String,
+    /// Server TCP port.
+    pub port: u16,
+    /// Server static public key to pin.
+    pub server_key: [u8; 32],
+}
+
+/// Why an invite link was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InviteError {
+    /// Not of the form `umbra://join?...`.
+    #[error("not an Umbra invite link (expected umbra://join?host=...&port=...&key=...)")]
+    Scheme,
+    /// A required field is missing.
+    #[error("the invite link has no `{0}`")]
+    Missing(&'static str),
+    /// The port is not a number in 1..=65535.
+    #[error("the invite link's port is not a valid port number")]
+    Port,
+    /// The key is not 32 bytes of base64url.
+    #[error("the invite link's key is not a valid server key (43 base64url characters)")]
+    Key,
+    /// The host has characters a host name cannot have.
+    #[error("the invite link's host is not a valid host name or address")]
+    Host,
+}
+
+impl Invite {
+    /// Parses an invite link.
+    pub fn parse(link: &str) -> Result<Self, InviteError> {
+        let query = link
+            .trim()
+            .strip_prefix("umbra://join?")
+            .ok_or(InviteError::Scheme)?;
+        let (mut host, mut port, mut key) = (None, None, None);
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("host", v)) => host = Some(v),
+                Some(("port", v)) => port = Some(v),
+                Some(("key", v)) => key = Some(v),
+                _ => {}
+            }
+        }
+        let host = host.ok_or(InviteError::Missing("host"))?;
+        let valid_host = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !valid_host {
+            return Err(InviteError::Host);
+        }
+        let port: u16 = port
+            .ok_or(InviteError::Missing("port"))?
+            .parse()
+            .map_err(|_| InviteError::Port)?;
+        if port == 0 {
+            return Err(InviteError::Port);
+        }
+        let key = decode_key(key.ok_or(InviteError::Missing("key"))?).ok_or(InviteError::Key)?;
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            server_key: key,
+        })
+    }
+
+    /// `host:port`, ready for a socket connect.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl fmt::Display for Invite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "umbra://join?host={}&port={}&key={}",
+            self.host,
+            self.port,
+            encode_key(&self.server_key)
+        )
+    }
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// base64url without padding of a 32-byte key.
+pub fn encode_key(key: &[u8; 32]) -> String {
+    let mut out = String::with_capacity(43);
+    for chunk in key.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Inverse of [`encode_key`]; `None` unless it is exactly 32 bytes.
+pub fn decode_key(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 43 {
+        return None;
+    }
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = Vec::with_capacity(32);
+    for c in text.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+        bits = (bits << 6) | v;
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            out.push((bits >> nbits) as u8);
+            bits &= (1 << nbits) - 1;
+        }
+    }
+    if bits != 0 {
+        return None;
+    }
+    out.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        let inv = Invite {
+            host: "chat.example.org".into(),
+            port: 7700,
+            server_key: [7; 32],
+        };
+        let text = inv.to_string();
+        assert_eq!(Invite::parse(&text), Ok(inv));
+        for k in [[0u8; 32], [255u8; 32]] {
+            assert_eq!(decode_key(&encode_key(&k)), Some(k));
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(Invite::parse("https://x"), Err(InviteError::Scheme));
+        assert_eq!(
+            Invite::parse("umbra://join?port=1&key=x"),
+            Err(InviteError::Missing("host"))
+        );
+        let key = encode_key(&[1; 32]);
+        assert_eq!(
+            Invite::parse(&format!("umbra://join?host=a&port=0&key={key}")),
+            Err(InviteError::Port)
+        );
+        assert_eq!(
+            Invite::parse("umbra://join?host=a&port=1&key=short"),
+            Err(InviteError::Key)
+        );
+        assert_eq!(
+            Invite::parse(&format!("umbra://join?host=a b&port=1&key={key}")),
+            Err(InviteError::Host)
+        );
+    }
+}

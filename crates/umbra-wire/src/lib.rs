@@ -1,0 +1,37 @@
+//! Umbra's wire protocol, with no I/O.
+//!
+//! - [`proto`] and [`e2e`]: the protobuf messages generated from `proto/*.proto`,
+//!   which are the written specification of the protocol.
+//! - [`frame`]: length-prefixed protobuf frames inside the decrypted stream.
+//! - [`noise`]: the Noise IK handshake and the encrypted, chunked byte stream
+//!   that carries the frames (client pins the server's static key).
+//! - [`invite`]: the `umbra://join?...` links that carry host, port and server key.
+//! - [`error`]: what can go wrong on the wire.
+//!
+//! Sockets live in `umbra-net`; this crate only turns bytes into messages and
+//! back, so every parser can be fuzzed and tested in memory.
+
+pub mod error;
+pub mod frame;
+pub mod invite;
+pub mod noise;
+
+pub use error::WireError;
+
+/// Messages between client and server (`proto/umbra.proto`).
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/umbra.v1.rs"));
+}
+
+/// End-to-end payloads the server never reads (`proto/e2e.proto`).
+#[allow(missing_docs, clippy::all)]
+pub mod e2e {
+    include!(concat!(env!("OUT_DIR"), "/umbra.e2e.v1.rs"));
+}
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = proto::ProtocolVersion::ProtocolVersion1 as u32;
+
+/// Hard upper bound on one frame, whatever a peer announces (1 MiB).
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
