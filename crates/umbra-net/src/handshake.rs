@@ -51,8 +51,9 @@ pub async fn connect<S: Stream>(
         stream.write_all(&msg1).await?;
         let msg2 = match read_noise_message(&mut stream).await {
             Ok(m) => m,
-            // A server that closes without answering could not read message 1.
-            Err(NetError::Closed) => return Err(umbra_wire::WireError::ServerKeyMismatch.into()),
+            // A server that cannot read message 1 answers HANDSHAKE_REJECTED;
+            // one that just closes is overloaded or not an Umbra server.
+            Err(NetError::Closed) => return Err(NetError::ClosedDuringHandshake),
             Err(e) => return Err(e),
         };
         let (session, hello) = hs.finish(&msg2)?;

@@ -33,6 +33,12 @@ pub enum NetError {
     /// The peer took too long.
     #[error("timed out during {0}")]
     Timeout(&'static str),
+    /// The server closed the connection before answering the handshake.
+    #[error(
+        "the server closed the connection during the handshake: it may be at its connection \
+         limit, or this address is not an Umbra server"
+    )]
+    ClosedDuringHandshake,
     /// The peer closed the connection.
     #[error("the connection was closed by the other side")]
     Closed,

@@ -127,7 +127,10 @@ mod tests {
         fb.extend(&2000u32.to_be_bytes());
         assert!(matches!(
             fb.next_frame::<ClientFrame>(),
-            Err(WireError::FrameTooLarge { len: 2000, max: 1024 })
+            Err(WireError::FrameTooLarge {
+                len: 2000,
+                max: 1024
+            })
         ));
     }
 

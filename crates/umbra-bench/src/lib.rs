@@ -1,0 +1,48 @@
+//! `umbra bench`: load against a running Umbra server.
+//!
+//! Phase 1 (throughput and latency): `clients` receivers register and log in;
+//! `clients` anonymous senders send pre-built opaque envelopes (random bytes
+//! with the send time in the first 8 bytes) to the receivers' mailboxes with
+//! their delivery tokens, pipelining up to `window` requests each. Receivers
+//! ack what they get and record end-to-end latency (send → push) in an HDR
+//! histogram. Reports delivered messages/s and p50/p99 latency.
+//!
+//! Phase 2 (memory): with `--server-pid`, reads the server's VmRSS from
+//! `/proc/<pid>/status`, opens `idle_connections` logged-in sessions, reads it
+//! again and divides the growth by the number of sessions.
+//!
+//! Everything is bounded: a fixed message count, a deadline, and a fixed
+//! number of sessions. Only the address in the invite link is contacted.
+//!
+//! Layout: [`args`] (flags), [`session`] (protocol client), [`throughput`]
+//! (phase 1), [`memory`] (phase 2), [`progress`] (status line), [`report`].
+
+pub mod args;
+pub mod memory;
+pub mod progress;
+pub mod report;
+pub mod session;
+pub mod throughput;
+
+pub use args::BenchArgs;
+pub use report::{MemoryReport, Report};
+
+use anyhow::Context;
+use umbra_wire::invite::Invite;
+
+/// Runs both phases against the server named by `args.invite`.
+pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
+    let invite = Invite::parse(&args.invite).context("parsing the invite link")?;
+    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let throughput = throughput::run(&invite, args).await?;
+    let memory = match (args.server_pid, args.idle_connections) {
+        (Some(pid), k) if k > 0 => {
+            // Leave room for the bench's own descriptors.
+            let fit = usize::try_from(fd_limit.saturating_sub(200)).unwrap_or(usize::MAX);
+            let k = k.min(fit);
+            Some(memory::run(&invite, pid, k, args.progress()).await?)
+        }
+        _ => None,
+    };
+    Ok(Report { throughput, memory })
+}

@@ -1,0 +1,150 @@
+//! `umbra`: one binary for the operator's daemons and the user's commands.
+//!
+//! - `daemon`: `serve` (all-in-one node) and `server` (messaging server alone).
+//! - `commands`: the client commands (register, send, group, listen, ...).
+//! - `output`: human-readable and `--json` rendering.
+//! - `demo`: a guided tour on a temporary node.
+
+mod commands;
+mod daemon;
+mod demo;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Umbra: private messaging. End-to-end encrypted chats and groups; the
+/// server sees neither what you say nor who sends it.
+#[derive(Debug, Parser)]
+#[command(name = "umbra", version, propagate_version = true)]
+struct Cli {
+    /// Profile directory holding this device's account, keys and history.
+    /// Use one per user to run several users on one machine.
+    #[arg(long, global = true, env = "UMBRA_PROFILE", value_name = "DIR")]
+    profile: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an all-in-one Umbra node (messaging server today; the call relay
+    /// and the proxy join it as they land).
+    Serve(umbra_server::ServerArgs),
+    /// Run the messaging server alone.
+    Server(umbra_server::ServerArgs),
+    /// Create an account on a server, from the invite link its operator shared.
+    Register {
+        /// The server's invite link (umbra://join?...), printed by `umbra serve`.
+        #[arg(long, env = "UMBRA_INVITE")]
+        invite: String,
+        /// The username to take: 3-32 characters a-z, 0-9, '_', '.', '-'.
+        username: String,
+    },
+    /// Send a 1:1 message (starts the conversation if needed).
+    Send {
+        /// Recipient's username.
+        to: String,
+        /// The message text.
+        text: String,
+    },
+    /// Group conversations.
+    #[command(subcommand)]
+    Group(commands::GroupCommand),
+    /// Receive messages as they arrive, until Ctrl-C.
+    Listen,
+    /// Receive what is waiting, then exit.
+    Sync,
+    /// Show message history (after fetching what is waiting).
+    History {
+        /// Only this conversation (a username for 1:1, or a group name).
+        conversation: Option<String>,
+        /// Most messages to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Do not contact the server first.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// List the people you have talked to, with their key fingerprints.
+    Contacts,
+    /// List conversations and their members.
+    Conversations,
+    /// Show the safety number to compare with USER out of band.
+    Verify {
+        /// The other person's username.
+        user: String,
+        /// Record that you compared the numbers and they matched.
+        #[arg(long)]
+        mark_verified: bool,
+    },
+    /// Show this profile's account and server.
+    Whoami,
+    /// A guided tour: a temporary server and three scripted users (alice,
+    /// bob, carol) exchange 1:1 and group messages, one of them offline for
+    /// a while; then it shows what the server stored.
+    Demo,
+    /// Load-test a running `umbra server`: delivered messages/s, end-to-end
+    /// latency (p50/p99) and server memory per idle connection.
+    Bench(umbra_bench::BenchArgs),
+}
+
+fn default_profile() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("umbra").join("profile");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/umbra/profile"),
+        None => PathBuf::from(".umbra-profile"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let json = cli.json;
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            output::error(json, &e);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let profile = cli.profile.clone().unwrap_or_else(default_profile);
+    let out = output::Output { json: cli.json };
+    match cli.command {
+        Command::Serve(args) => daemon::serve(args, true).await,
+        Command::Server(args) => daemon::serve(args, false).await,
+        Command::Demo => {
+            daemon::init_logging("warn");
+            demo::run(out).await
+        }
+        Command::Bench(args) => {
+            daemon::init_logging("warn");
+            let report = umbra_bench::run(&args).await?;
+            out.value(&report, &report.to_string());
+            Ok(())
+        }
+        other => {
+            daemon::init_logging("warn");
+            commands::run(other, &profile, out).await
+        }
+    }
+}

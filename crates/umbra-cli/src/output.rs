@@ -1,0 +1,119 @@
+//! Rendering results: plain text for people, JSON (`--json`) for scripts.
+
+use serde::Serialize;
+use umbra_client::{Event, HistoryEntry};
+
+/// Where results go.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints a value as JSON, or `text`.
+    pub fn value<T: Serialize>(&self, value: &T, text: &str) {
+        if self.json {
+            println!("{}", serde_json::to_string(value).unwrap_or_default());
+        } else if !text.is_empty() {
+            println!("{text}");
+        }
+    }
+
+    /// Prints one received event.
+    pub fn event(&self, event: &Event) {
+        if self.json {
+            println!("{}", serde_json::to_string(event).unwrap_or_default());
+            return;
+        }
+        match event {
+            Event::Message {
+                conversation,
+                sender,
+                text,
+                sent_ms,
+            } => {
+                if conversation == sender {
+                    println!("{} {sender}: {text}", clock(*sent_ms));
+                } else {
+                    println!("{} [{conversation}] {sender}: {text}", clock(*sent_ms));
+                }
+            }
+            Event::Info { conversation, text } => println!("* [{conversation}] {text}"),
+            Event::Warning { text } => eprintln!("warning: {text}"),
+        }
+    }
+
+    /// Prints events.
+    pub fn events(&self, events: &[Event]) {
+        for e in events {
+            self.event(e);
+        }
+    }
+
+    /// Prints history.
+    pub fn history(&self, entries: &[HistoryEntry], me: &str) {
+        if self.json {
+            self.value(&entries, "");
+            return;
+        }
+        if entries.is_empty() {
+            println!("(no messages yet)");
+        }
+        for h in entries {
+            let who = if h.outgoing { me } else { h.sender.as_str() };
+            if h.kind == "event" {
+                println!("{} [{}] * {}", clock(h.sent_ms), h.conversation, h.body);
+            } else {
+                println!(
+                    "{} [{}] {who}: {}",
+                    clock(h.sent_ms),
+                    h.conversation,
+                    h.body
+                );
+            }
+        }
+    }
+}
+
+/// Prints an error for the user.
+pub fn error(json: bool, e: &anyhow::Error) {
+    if json {
+        let v = serde_json::json!({ "error": format!("{e:#}") });
+        println!("{v}");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` UTC from Unix milliseconds.
+pub fn clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clock_formats_utc() {
+        assert_eq!(super::clock(0), "1970-01-01 00:00:00");
+        assert_eq!(super::clock(1_795_132_800_000), "2026-11-20 00:00:00");
+    }
+}

@@ -1,0 +1,188 @@
+//! End to end through the real binary, as the README's quick start does it:
+//! a server, users in separate profiles, 1:1 and group conversations,
+//! membership changes, offline delivery, safety numbers, clear errors.
+
+mod common;
+
+use common::{ServerProc, fails, history, ok};
+
+#[test]
+fn two_users_chat_and_a_group_lives_its_life() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProc::start(
+        &dir.path().join("server"),
+        "127.0.0.1:0",
+        &dir.path().join("server.log"),
+    );
+    let p = |n: &str| dir.path().join(n);
+
+    for user in ["alice", "bob", "carol", "dave"] {
+        let out = ok(&p(user), &["register", "--invite", &server.invite, user]);
+        assert!(out.contains(&format!("registered `{user}`")), "{out}");
+    }
+    // A second account in one profile is refused with a way out.
+    let err = fails(
+        &p("alice"),
+        &["register", "--invite", &server.invite, "alice2"],
+    );
+    assert!(err.contains("already holds the account `alice`"), "{err}");
+
+    // 1:1, bob offline when alice writes.
+    ok(&p("alice"), &["send", "bob", "hello bob"]);
+    ok(&p("alice"), &["send", "bob", "are you there?"]);
+    let synced = ok(&p("bob"), &["sync"]);
+    assert!(synced.contains("alice: hello bob"), "{synced}");
+    ok(&p("bob"), &["send", "alice", "yes, hi alice"]);
+    assert_eq!(
+        history(&p("alice"), "bob"),
+        vec![
+            ("alice".into(), "hello bob".into()),
+            ("alice".into(), "are you there?".into()),
+            ("bob".into(), "yes, hi alice".into())
+        ]
+    );
+    // Syncing again shows nothing twice.
+    assert_eq!(history(&p("bob"), "alice").len(), 3);
+
+    // Group: create, converge, add, remove, leave.
+    ok(&p("alice"), &["group", "create", "trip", "bob", "carol"]);
+    ok(&p("alice"), &["group", "send", "trip", "train at 9"]);
+    ok(&p("bob"), &["sync"]);
+    ok(&p("carol"), &["sync"]);
+    ok(&p("carol"), &["group", "send", "trip", "carol here"]);
+    ok(&p("alice"), &["group", "add", "trip", "dave"]);
+    ok(&p("dave"), &["sync"]);
+    ok(&p("dave"), &["group", "send", "trip", "dave joined"]);
+    for u in ["alice", "bob", "carol"] {
+        let h = history(&p(u), "trip");
+        assert!(
+            h.contains(&("dave".into(), "dave joined".into())),
+            "{u}: {h:?}"
+        );
+    }
+    // Dave sees only what was said after he joined.
+    let dave = history(&p("dave"), "trip");
+    assert!(!dave.iter().any(|(_, b)| b == "train at 9"), "{dave:?}");
+
+    // Everyone converged on one epoch.
+    let epoch = |u: &str| -> u64 {
+        let out = ok(&p(u), &["--json", "conversations"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .find(|c| c["name"] == "trip")
+            .and_then(|c| c["epoch"].as_u64())
+            .expect("trip epoch")
+    };
+    let e = epoch("alice");
+    for u in ["bob", "carol", "dave"] {
+        assert_eq!(epoch(u), e, "{u} is on another epoch");
+    }
+
+    // Remove bob: he is told, cannot read on, and what he sends is rejected.
+    ok(&p("alice"), &["group", "remove", "trip", "bob"]);
+    ok(&p("alice"), &["group", "send", "trip", "bob is gone"]);
+    let bob_sync = ok(&p("bob"), &["sync"]);
+    assert!(bob_sync.contains("removed you"), "{bob_sync}");
+    assert!(
+        !history(&p("bob"), "trip")
+            .iter()
+            .any(|(_, b)| b == "bob is gone")
+    );
+    let err = fails(&p("bob"), &["group", "send", "trip", "let me back"]);
+    assert!(err.contains("no conversation named `trip`"), "{err}");
+    for u in ["carol", "dave"] {
+        let h = history(&p(u), "trip");
+        assert!(
+            h.contains(&("alice".into(), "bob is gone".into())),
+            "{u}: {h:?}"
+        );
+    }
+
+    // Carol leaves; the others drop her; she hears no more.
+    ok(&p("carol"), &["group", "leave", "trip"]);
+    ok(&p("alice"), &["sync"]);
+    ok(&p("dave"), &["sync"]);
+    ok(&p("alice"), &["sync"]);
+    ok(&p("dave"), &["group", "send", "trip", "just us now"]);
+    let members = ok(&p("dave"), &["conversations"]);
+    assert!(
+        members.contains("trip") && !members.contains("carol,"),
+        "{members}"
+    );
+    ok(&p("carol"), &["sync"]);
+    assert!(
+        !history(&p("carol"), "trip")
+            .iter()
+            .any(|(_, b)| b == "just us now")
+    );
+    assert!(history(&p("alice"), "trip").contains(&("dave".into(), "just us now".into())));
+
+    // Safety numbers agree on both sides.
+    let a = ok(&p("alice"), &["--json", "verify", "bob"]);
+    let b = ok(&p("bob"), &["--json", "verify", "alice", "--mark-verified"]);
+    let num = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s.trim()).expect("json")["safety_number"].clone()
+    };
+    assert_eq!(num(&a), num(&b));
+    let contacts = ok(&p("bob"), &["contacts"]);
+    assert!(
+        contacts.contains("alice") && contacts.contains("verified"),
+        "{contacts}"
+    );
+
+    assert!(server.stop().success(), "server did not shut down cleanly");
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProc::start(
+        &dir.path().join("server"),
+        "127.0.0.1:0",
+        &dir.path().join("server.log"),
+    );
+    let p = |n: &str| dir.path().join(n);
+
+    // No profile yet.
+    let err = fails(&p("nobody"), &["send", "bob", "hi"]);
+    assert!(err.contains("umbra register"), "{err}");
+
+    ok(
+        &p("alice"),
+        &["register", "--invite", &server.invite, "alice"],
+    );
+    let err = fails(&p("alice"), &["send", "nosuchuser", "hi"]);
+    assert!(err.contains("there is no user `nosuchuser`"), "{err}");
+    let err = fails(
+        &p("other"),
+        &["register", "--invite", &server.invite, "alice"],
+    );
+    assert!(err.to_lowercase().contains("taken"), "{err}");
+    let err = fails(&p("bad"), &["register", "--invite", &server.invite, "A!"]);
+    assert!(err.contains("not a valid username"), "{err}");
+    let err = fails(
+        &p("bad"),
+        &["register", "--invite", "https://example.org", "zed"],
+    );
+    assert!(err.contains("not an Umbra invite link"), "{err}");
+
+    // A wrong pinned key: the client refuses and says why.
+    let key = server.invite.split("key=").nth(1).expect("key").to_string();
+    let mut wrong = key.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'A' { b'B' } else { b'A' };
+    let bad_invite = server
+        .invite
+        .replace(&key, &String::from_utf8(wrong).expect("utf8"));
+    let err = fails(
+        &p("mallory"),
+        &["register", "--invite", &bad_invite, "mallory"],
+    );
+    assert!(err.contains("does not match"), "{err}");
+
+    // Nothing listening.
+    server.kill();
+    let err = fails(&p("alice"), &["sync"]);
+    assert!(err.contains("cannot reach the server"), "{err}");
+}

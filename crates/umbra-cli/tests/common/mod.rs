@@ -1,0 +1,199 @@
+//! Helpers for process-level tests: the real `umbra` binary, real sockets
+//! on loopback, real SQLite files in temporary directories.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_umbra"))
+}
+
+/// A running `umbra server` process.
+pub struct ServerProc {
+    pub child: Child,
+    pub invite: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub listen: String,
+}
+
+impl ServerProc {
+    /// Starts `umbra server` on `listen` (e.g. `127.0.0.1:0`), logging to `log`.
+    pub fn start(data_dir: &Path, listen: &str, log: &Path) -> Self {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let mut child = Command::new(bin())
+            .args([
+                "server",
+                "--listen",
+                listen,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "debug")
+            .env_remove("UMBRA_PROFILE")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn umbra server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut invite = None;
+        let mut captured = String::new();
+        while Instant::now() < deadline {
+            let Some(Ok(line)) = lines.next() else { break };
+            captured.push_str(&line);
+            captured.push('\n');
+            if let Some(i) = line.trim().strip_prefix("umbra://") {
+                invite = Some(format!("umbra://{i}"));
+                break;
+            }
+        }
+        // Keep draining stdout into the log so the server never blocks on it.
+        let log_copy = log.to_path_buf();
+        let head = captured.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(log_copy)
+                .expect("log");
+            let _ = f.write_all(head.as_bytes());
+            for line in lines.map_while(Result::ok) {
+                let _ = writeln!(f, "{line}");
+            }
+        });
+        let invite = invite.unwrap_or_else(|| panic!("server printed no invite:\n{captured}"));
+        let port = invite
+            .split("port=")
+            .nth(1)
+            .and_then(|p| p.split('&').next())
+            .expect("port")
+            .to_string();
+        let host = listen.rsplit_once(':').expect("host").0.to_string();
+        Self {
+            child,
+            invite,
+            data_dir: data_dir.to_path_buf(),
+            log: log.to_path_buf(),
+            listen: format!("{host}:{port}"),
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        wait_timeout(&mut self.child, Duration::from_secs(20))
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for a child with a bound, killing it past the bound.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `umbra --profile DIR ARGS...` and returns its output.
+pub fn umbra(profile: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(bin())
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env_remove("UMBRA_PROFILE")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn umbra");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Like [`umbra`], asserting success and returning stdout.
+pub fn ok(profile: &Path, args: &[&str]) -> String {
+    let out = umbra(profile, args);
+    assert!(
+        out.status.success(),
+        "umbra {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Like [`umbra`], asserting failure and returning stderr.
+pub fn fails(profile: &Path, args: &[&str]) -> String {
+    let out = umbra(profile, args);
+    assert!(
+        !out.status.success(),
+        "umbra {args:?} should have failed:\nstdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// History of one conversation as (sender, body) pairs, text messages only.
+pub fn history(profile: &Path, conversation: &str) -> Vec<(String, String)> {
+    let out = ok(
+        profile,
+        &["--json", "history", conversation, "--limit", "10000"],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("history is not JSON ({e}):\n{out}"));
+    v.as_array()
+        .expect("array")
+        .iter()
+        .filter(|e| e["kind"] == "text")
+        .map(|e| {
+            (
+                e["sender"].as_str().unwrap_or_default().to_string(),
+                e["body"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}

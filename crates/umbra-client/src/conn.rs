@@ -1,0 +1,208 @@
+//! A connection to the messaging server.
+//!
+//! Each connection has a fresh Noise static key, so the server cannot link
+//! connections by key. Sending is done anonymously; receiving needs a
+//! [`ServerConn::login`] that proves possession of the device identity key by
+//! signing this channel's handshake hash.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use umbra_net::Channel;
+use umbra_wire::invite::Invite;
+use umbra_wire::noise::Keypair;
+use umbra_wire::proto::{
+    ClientFrame, Deliver, Devices, ErrorCode, FetchDevices, ServerFrame, ServerHello, client_frame,
+    server_frame,
+};
+
+use crate::ClientError;
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An open, encrypted connection.
+pub struct ServerConn {
+    ch: Channel,
+    next_id: u64,
+    pushes: VecDeque<server_frame::Body>,
+    hello: ServerHello,
+}
+
+impl ServerConn {
+    /// Connects to the server named in `invite`, pinning its key.
+    pub async fn open(invite: &Invite) -> Result<Self, ClientError> {
+        let addr = invite.address();
+        let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| ClientError::Unreachable {
+                addr: addr.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+            })?
+            .map_err(|source| ClientError::Unreachable {
+                addr: addr.clone(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let local = Keypair::generate().map_err(umbra_net::NetError::from)?;
+        let (ch, hello) = umbra_net::connect(tcp, &local, &invite.server_key, TIMEOUT).await?;
+        Ok(Self {
+            ch,
+            next_id: 1,
+            pushes: VecDeque::new(),
+            hello,
+        })
+    }
+
+    /// What the server announced.
+    pub fn hello(&self) -> &ServerHello {
+        &self.hello
+    }
+
+    /// This channel's handshake hash (what logins sign).
+    pub fn handshake_hash(&self) -> [u8; 32] {
+        self.ch.handshake_hash
+    }
+
+    fn frame(&mut self, body: client_frame::Body) -> (u64, ClientFrame) {
+        let id = self.next_id;
+        self.next_id += 1;
+        (
+            id,
+            ClientFrame {
+                request_id: id,
+                body: Some(body),
+            },
+        )
+    }
+
+    /// Sends a request and waits for its answer. Pushes that arrive meanwhile
+    /// are kept for [`ServerConn::next_push`]. A server error becomes
+    /// [`ClientError::Server`].
+    pub async fn call(
+        &mut self,
+        body: client_frame::Body,
+    ) -> Result<server_frame::Body, ClientError> {
+        let (id, frame) = self.frame(body);
+        self.ch.writer.send(&frame).await?;
+        self.wait_for(id).await
+    }
+
+    /// Sends many requests at once (pipelined) and returns their answers in order.
+    pub async fn call_many(
+        &mut self,
+        bodies: Vec<client_frame::Body>,
+    ) -> Result<Vec<Result<server_frame::Body, ClientError>>, ClientError> {
+        let mut ids = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let (id, frame) = self.frame(body);
+            self.ch.writer.queue(&frame)?;
+            ids.push(id);
+        }
+        self.ch.writer.flush().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(match self.wait_for(id).await {
+                Err(ClientError::Server { code, message }) => {
+                    Err(ClientError::Server { code, message })
+                }
+                other => Ok(other?),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn wait_for(&mut self, id: u64) -> Result<server_frame::Body, ClientError> {
+        loop {
+            let frame = self.recv_frame().await?;
+            if frame.request_id == 0 {
+                if let Some(body) = frame.body {
+                    self.pushes.push_back(body);
+                }
+                continue;
+            }
+            if frame.request_id != id {
+                return Err(ClientError::Protocol(format!(
+                    "answer to request {} while waiting for {id}",
+                    frame.request_id
+                )));
+            }
+            return match frame.body {
+                Some(server_frame::Body::Error(e)) => Err(ClientError::Server {
+                    code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+                    message: e.message,
+                }),
+                Some(body) => Ok(body),
+                None => Err(ClientError::Protocol("empty answer".into())),
+            };
+        }
+    }
+
+    async fn recv_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        self.ch
+            .reader
+            .recv::<ServerFrame>()
+            .await?
+            .ok_or(ClientError::Net(umbra_net::NetError::Closed))
+    }
+
+    /// The next push (Deliver or QueueDrained); `None` if the server closed.
+    pub async fn next_push(&mut self) -> Result<Option<server_frame::Body>, ClientError> {
+        if let Some(p) = self.pushes.pop_front() {
+            return Ok(Some(p));
+        }
+        loop {
+            match self.ch.reader.recv::<ServerFrame>().await? {
+                None => return Ok(None),
+                Some(f) if f.request_id == 0 => {
+                    if let Some(body) = f.body {
+                        return Ok(Some(body));
+                    }
+                }
+                // Answers to acks sent without waiting.
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Looks a user's devices up (anonymous), claiming a key package per
+    /// device when `claim`. An unknown user is [`ClientError::UnknownUser`].
+    pub async fn fetch_devices(
+        &mut self,
+        username: &str,
+        claim: bool,
+    ) -> Result<Devices, ClientError> {
+        let body = client_frame::Body::FetchDevices(FetchDevices {
+            username: username.to_string(),
+            claim_key_packages: claim,
+        });
+        match self.call(body).await {
+            Ok(server_frame::Body::Devices(d)) => Ok(d),
+            Ok(other) => Err(ClientError::Protocol(format!("{other:?}"))),
+            Err(ClientError::Server { code, message }) => {
+                Err(ClientError::from_server(code, message, Some(username)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Acknowledges delivered envelopes without waiting for the answer.
+    pub async fn ack(&mut self, envelope_ids: Vec<u64>) -> Result<(), ClientError> {
+        if envelope_ids.is_empty() {
+            return Ok(());
+        }
+        let (_, frame) = self.frame(client_frame::Body::Ack(umbra_wire::proto::Ack {
+            envelope_ids,
+        }));
+        self.ch.writer.send(&frame).await?;
+        Ok(())
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) {
+        let _ = self.ch.writer.shutdown().await;
+    }
+}
+
+/// A delivered envelope.
+pub type Delivered = Deliver;

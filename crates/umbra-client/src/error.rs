@@ -1,0 +1,91 @@
+//! Client errors, each naming the problem and what to do about it.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+use umbra_wire::proto::ErrorCode;
+
+/// Why a client operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The profile directory holds no account yet.
+    #[error(
+        "no Umbra account in profile {0}: run `umbra register --invite LINK USERNAME` first, \
+         or point --profile / UMBRA_PROFILE at an existing profile"
+    )]
+    NotRegistered(PathBuf),
+    /// The profile already has an account.
+    #[error(
+        "profile {0} already holds the account `{1}`: use another --profile for a second account"
+    )]
+    AlreadyRegistered(PathBuf, String),
+    /// The server refused a request.
+    #[error("the server refused: {message} ({code:?})")]
+    Server {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// What the server said.
+        message: String,
+    },
+    /// No such user on the server.
+    #[error("there is no user `{0}` on this server: check the spelling")]
+    UnknownUser(String),
+    /// The network or the channel failed.
+    #[error("{0}")]
+    Net(#[from] umbra_net::NetError),
+    /// Could not reach the server at all.
+    #[error("cannot reach the server at {addr}: {source} (is `umbra serve` running there?)")]
+    Unreachable {
+        /// Where we tried.
+        addr: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The invite link is not valid.
+    #[error("{0}")]
+    Invite(#[from] umbra_wire::invite::InviteError),
+    /// End-to-end cryptography failed.
+    #[error("{0}")]
+    Crypto(#[from] umbra_crypto::CryptoError),
+    /// The profile database failed.
+    #[error("profile database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// Profile directory I/O failed.
+    #[error("profile directory error: {0}")]
+    Io(#[from] std::io::Error),
+    /// No conversation with that name.
+    #[error("no conversation named `{0}`: `umbra conversations` lists them")]
+    UnknownConversation(String),
+    /// A group with that name already exists.
+    #[error("a conversation named `{0}` already exists: choose another name")]
+    ConversationExists(String),
+    /// A contact's identity key differs from the one first seen.
+    #[error(
+        "the identity key of `{0}` has changed since you first talked: this can be a new device \
+         or an attack. Compare safety numbers with `umbra verify {0}` in person before trusting it"
+    )]
+    KeyChanged(String),
+    /// The server answered something that does not fit the protocol.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+    /// The message is saved locally but the server has not accepted it yet.
+    #[error(
+        "{0} message(s) are saved but not yet accepted by the server ({1}); they are sent again \
+         automatically by your next umbra command"
+    )]
+    Queued(usize, String),
+    /// The argument is not valid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ClientError {
+    /// Turns a server error frame into the most specific client error.
+    pub fn from_server(code: ErrorCode, message: String, username: Option<&str>) -> Self {
+        match (code, username) {
+            (ErrorCode::UnknownUser, Some(u)) => Self::UnknownUser(u.to_string()),
+            _ => Self::Server { code, message },
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! Applying received envelopes, exactly once.
+//!
+//! For each delivered envelope, one transaction: skip it if its hash is in
+//! `seen`; otherwise open the seal, apply the MLS message (join, commit,
+//! application data), write history and any envelopes it causes us to send,
+//! and record the hash. The server's copy is acknowledged only after that
+//! commit, so a crash re-delivers the envelope and the `seen` table drops
+//! the second copy. An envelope that cannot be applied (forged, from an old
+//! epoch, from a removed member) is recorded as seen with a warning, and its
+//! partial effects are rolled back.
+
+use openmls::prelude::ProtocolMessage;
+use openmls_rust_crypto::RustCrypto;
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use umbra_crypto::mls::{self, Incoming, Processed};
+use umbra_crypto::{CryptoError, Identity};
+use umbra_wire::e2e::{Content, SealedContent, content, sealed_content};
+use umbra_wire::proto::Deliver;
+
+use crate::client::{check_identity, contact_address, group_recipients};
+use crate::mls_store::Provider;
+use crate::model::Event;
+use crate::{Client, ClientError, now_ms, outbox};
+
+struct Ctx<'a> {
+    crypto: &'a RustCrypto,
+    identity: &'a Identity,
+    me: &'a umbra_wire::e2e::DeviceAddress,
+}
+
+/// Applies one delivered envelope; returns what to show.
+pub fn apply(client: &mut Client, delivered: &Deliver) -> Result<Vec<Event>, ClientError> {
+    let hash = Sha256::digest(&delivered.sealed).to_vec();
+    let ctx = Ctx {
+        crypto: &client.crypto,
+        identity: &client.identity,
+        me: &client.me,
+    };
+    let mut tx = client.profile.write()?;
+    let seen: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM seen WHERE hash = ?1)",
+        [&hash],
+        |r| r.get(0),
+    )?;
+    if seen {
+        return Ok(Vec::new());
+    }
+    let result = {
+        let sp = tx.savepoint()?;
+        match open_and_apply(&sp, &ctx, &delivered.sealed) {
+            Ok(events) => {
+                sp.commit()?;
+                events
+            }
+            // Dropping the savepoint rolls back whatever the failed step wrote.
+            Err(e) => vec![Event::Warning {
+                text: format!("dropped a received message: {e}"),
+            }],
+        }
+    };
+    tx.execute("INSERT INTO seen (hash) VALUES (?1)", [&hash])?;
+    tx.commit()?;
+    Ok(result)
+}
+
+fn open_and_apply(
+    conn: &Connection,
+    ctx: &Ctx<'_>,
+    sealed: &[u8],
+) -> Result<Vec<Event>, ClientError> {
+    let inner = umbra_crypto::seal::open(ctx.identity.sealing_secret(), sealed)?;
+    let inner = SealedContent::decode(inner.as_slice())
+        .map_err(|e| ClientError::Protocol(format!("malformed sealed content: {e}")))?;
+    let Some(sealed_content::Body::MlsMessage(bytes)) = inner.body else {
+        return Err(ClientError::Protocol("empty sealed content".into()));
+    };
+    match mls::parse(&bytes)? {
+        Incoming::Welcome(welcome) => join(conn, ctx, *welcome),
+        Incoming::Group {
+            group_id,
+            epoch,
+            message,
+        } => {
+            let mut events = group_message(conn, ctx, &group_id, epoch, *message, &bytes)?;
+            events.extend(retry_deferred(conn, ctx, &group_id)?);
+            Ok(events)
+        }
+    }
+}
+
+fn join(
+    conn: &Connection,
+    ctx: &Ctx<'_>,
+    welcome: openmls::prelude::Welcome,
+) -> Result<Vec<Event>, ClientError> {
+    let provider = Provider::new(ctx.crypto, conn);
+    let (group, sender) = mls::join(&provider, welcome)?;
+    check_identity(conn, &sender.username, &sender.identity_key)?;
+    let members = mls::members(&group);
+    for m in &members {
+        if m.username != ctx.identity.username() {
+            check_identity(conn, &m.username, &m.identity_key)?;
+        }
+    }
+    let group_id = mls::group_id(&group);
+    let (kind, name, peer) = if members.len() == 2 {
+        (
+            "direct",
+            sender.username.clone(),
+            Some(sender.username.clone()),
+        )
+    } else {
+        (
+            "group",
+            format!("group-{}", hex::encode(&group_id[..3.min(group_id.len())])),
+            None,
+        )
+    };
+    conn.execute(
+        "INSERT OR IGNORE INTO conversations (group_id, kind, name, peer, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![group_id, kind, name, peer, now_ms() as i64],
+    )?;
+    if kind == "group" {
+        // The group's name and a notice follow in the GroupMeta message.
+        return Ok(Vec::new());
+    }
+    let text = format!("{} started a conversation with you", sender.username);
+    record_event(conn, &group_id, &sender.username, &text)?;
+    Ok(vec![Event::Info {
+        conversation: name,
+        text,
+    }])
+}
+
+fn conversation_name(
+    conn: &Connection,
+    group_id: &[u8],
+) -> Result<Option<(String, bool)>, ClientError> {
+    Ok(conn
+        .query_row(
+            "SELECT name, active FROM conversations WHERE group_id = ?1",
+            [group_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+fn group_message(
+    conn: &Connection,
+    ctx: &Ctx<'_>,
+    group_id: &[u8],
+    epoch: u64,
+    message: ProtocolMessage,
+    raw: &[u8],
+) -> Result<Vec<Event>, ClientError> {
+    let Some((name, active)) = conversation_name(conn, group_id)? else {
+        return Err(ClientError::Protocol(
+            "message for a conversation this device is not in".into(),
+        ));
+    };
+    if !active {
+        // We left or were removed: later traffic is expected and unreadable.
+        return Ok(Vec::new());
+    }
+    let provider = Provider::new(ctx.crypto, conn);
+    let Some(mut group) = mls::load_group(&provider, group_id)? else {
+        return Ok(Vec::new());
+    };
+    if epoch > mls::epoch(&group) {
+        // Sent after a commit we have not received yet: keep it for later.
+        conn.execute(
+            "INSERT INTO deferred (group_id, epoch, mls) VALUES (?1, ?2, ?3)",
+            params![group_id, epoch as i64, raw],
+        )?;
+        return Ok(Vec::new());
+    }
+    let processed = match mls::process(&provider, &mut group, epoch, message) {
+        Err(CryptoError::WrongEpoch) => {
+            return Err(ClientError::Invalid(format!(
+                "it was sent in an earlier epoch of `{name}` (by a member who has since been removed, \
+                 or before a change they had not seen)"
+            )));
+        }
+        other => other?,
+    };
+    let me = ctx.identity.username();
+    let mut events = Vec::new();
+    match processed {
+        Processed::Application { sender, data } => {
+            check_identity(conn, &sender.username, &sender.identity_key)?;
+            let content = Content::decode(data.as_slice())
+                .map_err(|e| ClientError::Protocol(format!("malformed content: {e}")))?;
+            if let Some(addr) = &content.sender {
+                if addr.username != sender.username {
+                    return Err(ClientError::Protocol("content names another sender".into()));
+                }
+                let token = (!addr.delivery_token.is_empty()).then(|| addr.delivery_token.clone());
+                conn.execute(
+                    "UPDATE contacts SET mailbox_id = ?2, sealing_key = ?3,
+                     delivery_token = COALESCE(?4, delivery_token) WHERE username = ?1",
+                    params![sender.username, addr.mailbox_id, addr.sealing_key, token],
+                )?;
+            }
+            match content.body {
+                Some(content::Body::Text(text)) => {
+                    let inserted = conn.execute(
+                        "INSERT OR IGNORE INTO history (group_id, message_id, sender, body, kind, sent_ms, received_ms, outgoing)
+                         VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?6, 0)",
+                        params![group_id, content.message_id, sender.username, text, content.sent_at_ms as i64, now_ms() as i64],
+                    )?;
+                    if inserted == 1 {
+                        events.push(Event::Message {
+                            conversation: name.clone(),
+                            sender: sender.username.clone(),
+                            text,
+                            sent_ms: content.sent_at_ms,
+                        });
+                    }
+                }
+                Some(content::Body::Meta(meta)) => {
+                    let members = mls::members(&group);
+                    for addr in meta.members {
+                        if let Some(m) = members.iter().find(|m| m.username == addr.username) {
+                            if m.username == me {
+                                continue;
+                            }
+                            check_identity(conn, &m.username, &m.identity_key)?;
+                            conn.execute(
+                                "UPDATE contacts SET mailbox_id = COALESCE(mailbox_id, ?2),
+                                 sealing_key = COALESCE(sealing_key, ?3) WHERE username = ?1",
+                                params![addr.username, addr.mailbox_id, addr.sealing_key],
+                            )?;
+                        }
+                    }
+                    announce(conn, ctx, &provider, &mut group, group_id)?;
+                    if !meta.name.is_empty() && meta.name != name {
+                        let new_name = unique_name(conn, &meta.name, group_id)?;
+                        conn.execute(
+                            "UPDATE conversations SET kind = 'group', name = ?2, peer = NULL WHERE group_id = ?1",
+                            params![group_id, new_name],
+                        )?;
+                        let text =
+                            format!("{} added you to the group `{new_name}`", sender.username);
+                        record_event(conn, group_id, &sender.username, &text)?;
+                        events.push(Event::Info {
+                            conversation: new_name.clone(),
+                            text,
+                        });
+                    }
+                }
+                Some(content::Body::Leaving(_)) => {
+                    let text = format!("{} left", sender.username);
+                    record_event(conn, group_id, &sender.username, &text)?;
+                    events.push(Event::Info {
+                        conversation: name.clone(),
+                        text,
+                    });
+                    // The remaining member at the lowest leaf commits the removal.
+                    let committer = mls::leaves(&group)
+                        .into_iter()
+                        .filter(|(_, u)| *u != sender.username)
+                        .min_by_key(|(i, _)| *i);
+                    if committer.map(|(_, u)| u == me).unwrap_or(false) {
+                        let recipients: Vec<_> = group_recipients(conn, &group, me)?
+                            .into_iter()
+                            .filter(|r| r.username != sender.username)
+                            .collect();
+                        let commit = mls::remove_members(
+                            &provider,
+                            ctx.identity,
+                            &mut group,
+                            &[sender.username.as_str()],
+                        )?;
+                        outbox::enqueue(conn, &commit.commit, &recipients)?;
+                    }
+                }
+                None => {}
+            }
+        }
+        Processed::Commit {
+            sender,
+            added,
+            removed,
+            we_were_removed,
+        } => {
+            for m in &added {
+                if m.username != me {
+                    check_identity(conn, &m.username, &m.identity_key)?;
+                }
+            }
+            let mut changes = Vec::new();
+            if !added.is_empty() {
+                changes.push(format!(
+                    "{} added {}",
+                    sender.username,
+                    added
+                        .iter()
+                        .map(|m| m.username.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if we_were_removed {
+                changes.push(format!("{} removed you", sender.username));
+                mls::delete_group(&provider, &mut group)?;
+                conn.execute(
+                    "UPDATE conversations SET active = 0 WHERE group_id = ?1",
+                    [group_id],
+                )?;
+            } else if !removed.is_empty() {
+                changes.push(format!(
+                    "{} removed {}",
+                    sender.username,
+                    removed.join(", ")
+                ));
+            }
+            for text in changes {
+                record_event(conn, group_id, &sender.username, &text)?;
+                events.push(Event::Info {
+                    conversation: name.clone(),
+                    text,
+                });
+            }
+        }
+        Processed::Ignored => {}
+    }
+    let _ = contact_address;
+    Ok(events)
+}
+
+/// Gives our delivery token (inside a body-less MLS message, whose `Content`
+/// carries our address) to members we have not given it to yet, so their
+/// messages to us are not counted as introductions by the server.
+fn announce<P: openmls_traits::OpenMlsProvider>(
+    conn: &Connection,
+    ctx: &Ctx<'_>,
+    provider: &P,
+    group: &mut openmls::prelude::MlsGroup,
+    group_id: &[u8],
+) -> Result<(), ClientError> {
+    let me = ctx.identity.username();
+    let mut recipients = Vec::new();
+    for r in group_recipients(conn, group, me)? {
+        let done: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM announced WHERE group_id = ?1 AND username = ?2)",
+            params![group_id, r.username],
+            |row| row.get(0),
+        )?;
+        if !done {
+            recipients.push(r);
+        }
+    }
+    if recipients.is_empty() {
+        return Ok(());
+    }
+    let me_addr = ctx.me.clone();
+    let mut id = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+    let content = Content {
+        message_id: id.to_vec(),
+        sent_at_ms: now_ms(),
+        sender: Some(me_addr),
+        body: None,
+    };
+    let ct = mls::encrypt(provider, ctx.identity, group, &content.encode_to_vec())?;
+    outbox::enqueue(conn, &ct, &recipients)?;
+    for r in &recipients {
+        mark_announced(conn, group_id, &r.username)?;
+    }
+    Ok(())
+}
+
+/// Records that `username` has our delivery token for this conversation.
+pub fn mark_announced(
+    conn: &Connection,
+    group_id: &[u8],
+    username: &str,
+) -> Result<(), ClientError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO announced (group_id, username) VALUES (?1, ?2)",
+        params![group_id, username],
+    )?;
+    Ok(())
+}
+
+/// Messages kept because they arrived before the commit they depend on.
+fn retry_deferred(
+    conn: &Connection,
+    ctx: &Ctx<'_>,
+    group_id: &[u8],
+) -> Result<Vec<Event>, ClientError> {
+    let mut events = Vec::new();
+    loop {
+        let provider = Provider::new(ctx.crypto, conn);
+        let Some(group) = mls::load_group(&provider, group_id)? else {
+            return Ok(events);
+        };
+        let current = mls::epoch(&group) as i64;
+        let next: Option<(i64, Vec<u8>)> = conn
+            .query_row(
+                "SELECT id, mls FROM deferred WHERE group_id = ?1 AND epoch <= ?2 ORDER BY id LIMIT 1",
+                params![group_id, current],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, raw)) = next else {
+            return Ok(events);
+        };
+        conn.execute("DELETE FROM deferred WHERE id = ?1", [id])?;
+        if let Ok(Incoming::Group { epoch, message, .. }) = mls::parse(&raw) {
+            match group_message(conn, ctx, group_id, epoch, *message, &raw) {
+                Ok(e) => events.extend(e),
+                Err(e) => events.push(Event::Warning {
+                    text: format!("dropped a received message: {e}"),
+                }),
+            }
+        }
+    }
+}
+
+fn unique_name(conn: &Connection, wanted: &str, group_id: &[u8]) -> Result<String, ClientError> {
+    let mut candidate = wanted.to_string();
+    let mut n = 2;
+    loop {
+        let taken: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM conversations WHERE name = ?1 AND group_id != ?2)",
+            params![candidate, group_id],
+            |r| r.get(0),
+        )?;
+        if !taken {
+            return Ok(candidate);
+        }
+        candidate = format!("{wanted}-{n}");
+        n += 1;
+    }
+}
+
+/// Writes a conversation event into the history.
+pub fn record_event(
+    conn: &Connection,
+    group_id: &[u8],
+    actor: &str,
+    text: &str,
+) -> Result<(), ClientError> {
+    let mut id = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+    let now = now_ms() as i64;
+    conn.execute(
+        "INSERT INTO history (group_id, message_id, sender, body, kind, sent_ms, received_ms, outgoing)
+         VALUES (?1, ?2, ?3, ?4, 'event', ?5, ?5, 0)",
+        params![group_id, id.to_vec(), actor, text, now],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! The Umbra client library: everything a user's device does.
+//!
+//! Layout:
+//! - [`profile`]: the profile directory and its SQLite database (settings,
+//!   contacts, conversations, history, seen envelopes, outbox, MLS state).
+//! - [`mls_store`]: the openmls provider over one SQLite transaction, so each
+//!   MLS operation and its bookkeeping commit together or not at all.
+//! - [`conn`]: a connection to the server (anonymous for sending, logged in
+//!   for receiving), with request/response matching.
+//! - [`outbox`]: sealed envelopes waiting to be sent; written in the same
+//!   transaction as the MLS operation that produced them, deleted once the
+//!   server accepted them, so a crash never loses or forks a message.
+//! - [`inbox`]: applying received envelopes exactly once.
+//! - [`client`]: the operations the CLI exposes (register, send, groups, ...).
+//! - [`model`]: what the operations return.
+//! - [`error`]: what can go wrong, phrased for the user.
+
+pub mod client;
+pub mod conn;
+pub mod error;
+pub mod inbox;
+pub mod mls_store;
+pub mod model;
+pub mod outbox;
+pub mod profile;
+
+pub use client::Client;
+pub use error::ClientError;
+pub use model::{Contact, Conversation, Event, HistoryEntry};
+
+/// Milliseconds since the Unix epoch, for message timestamps shown to users.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,112 @@
+//! Sealed envelopes waiting for the server.
+//!
+//! Envelopes are written here in the same transaction as the MLS operation
+//! that produced them, and deleted only after the server answered
+//! `Accepted` (stored durably). A crash in between means the envelope is sent
+//! again on the next run; the recipient recognises the identical envelope and
+//! shows it once.
+
+use prost::Message;
+use rusqlite::{Connection, params};
+use umbra_wire::e2e::{SealedContent, sealed_content};
+use umbra_wire::proto::{ErrorCode, SendEnvelope, client_frame};
+
+use crate::ClientError;
+use crate::conn::ServerConn;
+use crate::model::Event;
+
+/// Where one copy of a message goes.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    /// For messages to the user only.
+    pub username: String,
+    /// The device mailbox.
+    pub mailbox_id: Vec<u8>,
+    /// The device sealing key.
+    pub sealing_key: [u8; 32],
+    /// Their delivery token, if they gave us one.
+    pub delivery_token: Option<Vec<u8>>,
+}
+
+/// Seals `mls_message` to each recipient and queues the envelopes.
+pub fn enqueue(
+    conn: &Connection,
+    mls_message: &[u8],
+    recipients: &[Recipient],
+) -> Result<(), ClientError> {
+    let inner = SealedContent {
+        body: Some(sealed_content::Body::MlsMessage(mls_message.to_vec())),
+    }
+    .encode_to_vec();
+    for r in recipients {
+        let sealed = umbra_crypto::seal::seal(&r.sealing_key, &inner)?;
+        conn.execute(
+            "INSERT INTO outbox (mailbox_id, delivery_token, sealed) VALUES (?1, ?2, ?3)",
+            params![r.mailbox_id, r.delivery_token, sealed],
+        )?;
+    }
+    Ok(())
+}
+
+/// Envelopes still waiting.
+pub fn pending(conn: &Connection) -> Result<usize, ClientError> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))? as usize)
+}
+
+/// Sends everything queued, in order. Returns warnings for envelopes the
+/// server refused for good (they are dropped). Envelopes refused for now
+/// (rate limit, server busy) stay queued and make this a
+/// [`ClientError::Queued`].
+pub async fn flush(db: &Connection, server: &mut ServerConn) -> Result<Vec<Event>, ClientError> {
+    let mut warnings = Vec::new();
+    loop {
+        type Row = (i64, Vec<u8>, Option<Vec<u8>>, Vec<u8>);
+        let batch: Vec<Row> = {
+            let mut stmt = db.prepare(
+                "SELECT id, mailbox_id, delivery_token, sealed FROM outbox ORDER BY id LIMIT 256",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if batch.is_empty() {
+            return Ok(warnings);
+        }
+        let bodies = batch
+            .iter()
+            .map(|(_, mailbox_id, token, sealed)| {
+                client_frame::Body::Send(SendEnvelope {
+                    mailbox_id: mailbox_id.clone(),
+                    delivery_token: token.clone().unwrap_or_default(),
+                    sealed: sealed.clone(),
+                })
+            })
+            .collect();
+        let answers = server.call_many(bodies).await?;
+        let mut kept = 0;
+        for ((id, ..), answer) in batch.iter().zip(answers) {
+            match answer {
+                Ok(_) => {
+                    db.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+                }
+                Err(ClientError::Server { code, message }) => match code {
+                    ErrorCode::RateLimited | ErrorCode::Busy | ErrorCode::Internal => {
+                        kept += 1;
+                    }
+                    _ => {
+                        db.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+                        warnings.push(Event::Warning {
+                            text: format!("the server refused a message: {message}"),
+                        });
+                    }
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        if kept > 0 {
+            return Err(ClientError::Queued(
+                kept,
+                "the server limits messages to people who have not written to you yet".into(),
+            ));
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! A profile: one account on one device, in one directory.
+//!
+//! `DIR/profile.db` (SQLite, WAL) holds everything: settings (server invite,
+//! keys, mailbox), contacts, conversations, message history, the hashes of
+//! envelopes already applied (for exactly-once display), the outbox, which
+//! group members we have given our delivery token to, and the MLS state
+//! (openmls's own tables). The directory is created private (0700).
+//! Several processes may use one profile at once (`listen` in one terminal,
+//! `send` in another): every change runs in an IMMEDIATE transaction and MLS
+//! state is always reloaded inside it.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::ClientError;
+use crate::mls_store;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS contacts (
+    username TEXT PRIMARY KEY,
+    identity_key BLOB NOT NULL,
+    mailbox_id BLOB,
+    sealing_key BLOB,
+    delivery_token BLOB,
+    verified INTEGER NOT NULL DEFAULT 0,
+    added_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conversations (
+    group_id BLOB PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('direct', 'group')),
+    name TEXT NOT NULL,
+    peer TEXT,
+    created_ms INTEGER NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    group_id BLOB NOT NULL,
+    message_id BLOB NOT NULL UNIQUE,
+    sender TEXT NOT NULL,
+    body TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('text', 'event')),
+    sent_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    outgoing INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_group ON history (group_id, id);
+CREATE TABLE IF NOT EXISTS seen (
+    hash BLOB PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    mailbox_id BLOB NOT NULL,
+    delivery_token BLOB,
+    sealed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS announced (
+    group_id BLOB NOT NULL,
+    username TEXT NOT NULL,
+    PRIMARY KEY (group_id, username)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deferred (
+    id INTEGER PRIMARY KEY,
+    group_id BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    mls BLOB NOT NULL
+);
+";
+
+/// An open profile.
+pub struct Profile {
+    dir: PathBuf,
+    conn: Connection,
+}
+
+impl Profile {
+    /// Opens (creating if needed) the profile in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, ClientError> {
+        std::fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let mut conn = Connection::open(dir.join("profile.db"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        mls_store::migrate(&mut conn)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            conn,
+        })
+    }
+
+    /// The profile directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Read access.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Starts a write transaction (IMMEDIATE: takes the write lock at once,
+    /// so concurrent processes queue instead of failing).
+    pub fn write(&self) -> Result<Transaction<'_>, ClientError> {
+        Ok(Transaction::new_unchecked(
+            &self.conn,
+            TransactionBehavior::Immediate,
+        )?)
+    }
+}
+
+/// Reads a setting.
+pub fn get_setting(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
+    Ok(conn
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// Writes a setting.
+pub fn set_setting(conn: &Connection, key: &str, value: &[u8]) -> Result<(), ClientError> {
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! Server configuration: a TOML file, environment variables and flags.
+//!
+//! Precedence, lowest first: built-in defaults < the TOML file (`--config`)
+//! < environment variables (`UMBRA_*`) < command-line flags. Clap resolves
+//! flags and environment variables into [`ServerArgs`]; [`ServerConfig::load`]
+//! reads the file and lays every value given in `ServerArgs` over it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The resolved configuration (also the TOML file's format: every key is
+/// optional and named like the field).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the messaging service listens on.
+    pub listen: SocketAddr,
+    /// Host name put in invite links (default: the listen address's IP).
+    pub public_host: Option<String>,
+    /// Directory holding the database and the server key.
+    pub data_dir: PathBuf,
+    /// Address of the Prometheus metrics endpoint.
+    pub metrics_listen: SocketAddr,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+    /// Largest sealed envelope accepted, in bytes.
+    pub max_envelope_bytes: u32,
+    /// Largest frame either side may send, in bytes.
+    pub max_frame_bytes: u32,
+    /// Seconds a client has to complete the Noise handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a connection that has not logged in may stay silent.
+    pub idle_timeout_secs: u64,
+    /// Envelopes without a valid delivery token accepted per mailbox per hour.
+    pub introductions_per_hour: u32,
+    /// Most envelopes stored per mailbox.
+    pub mailbox_cap: u64,
+    /// Most unclaimed key packages per device.
+    pub key_package_cap: u32,
+    /// Days after which an undelivered envelope is deleted.
+    pub envelope_expiry_days: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            public_host: None,
+            data_dir: PathBuf::from("./umbra-data"),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9700)),
+            max_connections: 20_000,
+            max_envelope_bytes: 128 * 1024,
+            max_frame_bytes: 256 * 1024,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            introductions_per_hour: 50,
+            mailbox_cap: 10_000,
+            key_package_cap: 200,
+            envelope_expiry_days: 30,
+        }
+    }
+}
+
+/// Flags of `umbra server` (each can also come from the environment).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// TOML configuration file; flags and UMBRA_* variables override its values.
+    #[arg(long, env = "UMBRA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for clients [default: 127.0.0.1:7700].
+    #[arg(long, env = "UMBRA_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Host name that invite links name [default: the listen address's IP].
+    #[arg(long, env = "UMBRA_PUBLIC_HOST", value_name = "HOST")]
+    pub public_host: Option<String>,
+    /// Directory for the database and the server key [default: ./umbra-data].
+    #[arg(long, env = "UMBRA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Prometheus metrics address; keep it on loopback unless you mean it [default: 127.0.0.1:9700].
+    #[arg(long, env = "UMBRA_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Most simultaneous client connections [default: 20000].
+    #[arg(long, env = "UMBRA_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Largest sealed envelope accepted, in bytes [default: 131072].
+    #[arg(long, env = "UMBRA_MAX_ENVELOPE_BYTES", value_name = "BYTES")]
+    pub max_envelope_bytes: Option<u32>,
+    /// Largest protocol frame, in bytes [default: 262144].
+    #[arg(long, env = "UMBRA_MAX_FRAME_BYTES", value_name = "BYTES")]
+    pub max_frame_bytes: Option<u32>,
+    /// Seconds a client has to finish the handshake [default: 10].
+    #[arg(long, env = "UMBRA_HANDSHAKE_TIMEOUT_SECS", value_name = "SECS")]
+    pub handshake_timeout_secs: Option<u64>,
+    /// Seconds a connection that has not logged in may stay silent [default: 60].
+    #[arg(long, env = "UMBRA_IDLE_TIMEOUT_SECS", value_name = "SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Envelopes without a valid delivery token accepted per mailbox per hour [default: 50].
+    #[arg(long, env = "UMBRA_INTRODUCTIONS_PER_HOUR", value_name = "N")]
+    pub introductions_per_hour: Option<u32>,
+    /// Most envelopes stored per mailbox [default: 10000].
+    #[arg(long, env = "UMBRA_MAILBOX_CAP", value_name = "N")]
+    pub mailbox_cap: Option<u64>,
+    /// Most unclaimed key packages per device [default: 200].
+    #[arg(long, env = "UMBRA_KEY_PACKAGE_CAP", value_name = "N")]
+    pub key_package_cap: Option<u32>,
+    /// Days after which undelivered envelopes are deleted [default: 30].
+    #[arg(long, env = "UMBRA_ENVELOPE_EXPIRY_DAYS", value_name = "DAYS")]
+    pub envelope_expiry_days: Option<u32>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause (names the offending key).
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(&'static str),
+}
+
+impl ServerConfig {
+    /// Defaults < file named by `args.config` < environment < flags.
+    pub fn load(args: &ServerArgs) -> Result<Self, ConfigError> {
+        let base = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        let merged = base.overlay(args);
+        merged.validate()?;
+        Ok(merged)
+    }
+
+    /// Reads a TOML file (unknown keys are refused).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Replaces every value that `args` carries.
+    pub fn overlay(mut self, args: &ServerArgs) -> Self {
+        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *slot = v.clone();
+            }
+        }
+        set(&mut self.listen, &args.listen);
+        if args.public_host.is_some() {
+            self.public_host = args.public_host.clone();
+        }
+        set(&mut self.data_dir, &args.data_dir);
+        set(&mut self.metrics_listen, &args.metrics_listen);
+        set(&mut self.max_connections, &args.max_connections);
+        set(&mut self.max_envelope_bytes, &args.max_envelope_bytes);
+        set(&mut self.max_frame_bytes, &args.max_frame_bytes);
+        set(
+            &mut self.handshake_timeout_secs,
+            &args.handshake_timeout_secs,
+        );
+        set(&mut self.idle_timeout_secs, &args.idle_timeout_secs);
+        set(
+            &mut self.introductions_per_hour,
+            &args.introductions_per_hour,
+        );
+        set(&mut self.mailbox_cap, &args.mailbox_cap);
+        set(&mut self.key_package_cap, &args.key_package_cap);
+        set(&mut self.envelope_expiry_days, &args.envelope_expiry_days);
+        self
+    }
+
+    /// Checks ranges and relations between values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_frame_bytes as usize > umbra_wire::MAX_FRAME_BYTES {
+            return Err(ConfigError::Invalid(
+                "max_frame_bytes exceeds the protocol limit of 1 MiB",
+            ));
+        }
+        if u64::from(self.max_envelope_bytes) + 1024 > u64::from(self.max_frame_bytes) {
+            return Err(ConfigError::Invalid(
+                "max_frame_bytes must exceed max_envelope_bytes by at least 1024",
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections > u32::MAX as usize {
+            return Err(ConfigError::Invalid("max_connections must be at least 1"));
+        }
+        if self.handshake_timeout_secs == 0 || self.idle_timeout_secs == 0 {
+            return Err(ConfigError::Invalid("timeouts must be at least one second"));
+        }
+        if self.mailbox_cap == 0 || self.envelope_expiry_days == 0 {
+            return Err(ConfigError::Invalid(
+                "mailbox_cap and envelope_expiry_days must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    /// The idle timeout for connections that have not logged in.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The host invite links name.
+    pub fn invite_host(&self) -> String {
+        match &self.public_host {
+            Some(h) => h.clone(),
+            None => match self.listen.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:1234\"\nmailbox_cap = 7\n").expect("write");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            mailbox_cap: Some(9),
+            ..ServerArgs::default()
+        };
+        let cfg = ServerConfig::load(&args).expect("load");
+        assert_eq!(cfg.listen.port(), 1234);
+        assert_eq!(cfg.mailbox_cap, 9);
+        assert_eq!(cfg.envelope_expiry_days, 30);
+        assert_eq!(cfg.invite_host(), "0.0.0.0");
+
+        std::fs::write(&path, "listen_on = \"x\"\n").expect("write");
+        assert!(matches!(
+            ServerConfig::load(&args),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn clap_reads_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        let cli = Cli::parse_from(["umbra", "--listen", "127.0.0.1:9", "--mailbox-cap", "3"]);
+        let cfg = ServerConfig::load(&cli.server).expect("load");
+        assert_eq!(cfg.listen.port(), 9);
+        assert_eq!(cfg.mailbox_cap, 3);
+    }
+
+    #[test]
+    fn frame_must_hold_an_envelope() {
+        let cfg = ServerConfig {
+            max_frame_bytes: 1000,
+            ..ServerConfig::default()
+        };
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -1,0 +1,323 @@
+//! One client connection: handshake, then a loop over client frames, replies
+//! and pushes.
+//!
+//! The loop waits on four things: the next frame (while fewer than
+//! [`MAX_IN_FLIGHT`] requests await storage), the oldest pending reply, the
+//! inbox (when logged in) and shutdown. Replies are written in request order
+//! within each kind; frames are queued and flushed only when nothing else is
+//! ready, so a busy connection writes many frames per syscall. Whatever an
+//! idle connection keeps is small: the request handlers run in boxed futures.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+use umbra_net::{FrameReader, FrameWriter, NetError};
+use umbra_wire::noise::Keypair;
+use umbra_wire::proto::{ClientFrame, ErrorCode, ServerFrame, ServerHello, server_frame::Body};
+
+use crate::error::error_frame;
+use crate::metrics::inc;
+use crate::routing::Inbox;
+use crate::shared::Shared;
+use crate::storage::StorageHandle;
+
+/// Most requests of one connection waiting for storage before it stops reading.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Flush early when this much is queued.
+pub(crate) const FLUSH_AT: usize = 256 * 1024;
+
+/// A reply that will be ready after storage answers.
+pub(crate) type PendingReply = Pin<Box<dyn Future<Output = ServerFrame> + Send>>;
+
+/// Why a connection ends.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("storage unavailable")]
+    Storage,
+}
+
+/// The device a connection is logged in as.
+pub(crate) struct LoginState {
+    pub(crate) device_id: [u8; 16],
+    pub(crate) mailbox_id: [u8; 16],
+    pub(crate) inbox: Arc<Inbox>,
+    /// Highest envelope id delivered on this connection.
+    pub(crate) cursor: u64,
+}
+
+/// What a connection needs from the server.
+pub(crate) struct Ctx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) storage: StorageHandle,
+    pub(crate) key: Keypair,
+    pub(crate) handshake_timeout: std::time::Duration,
+}
+
+/// A connection after its handshake.
+pub(crate) struct Conn {
+    pub(crate) reader: FrameReader,
+    pub(crate) writer: FrameWriter,
+    pub(crate) handshake_hash: [u8; 32],
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) login: Option<Box<LoginState>>,
+    pub(crate) pending: VecDeque<PendingReply>,
+    pub(crate) idle: Option<Pin<Box<Sleep>>>,
+}
+
+enum Event {
+    Frame(Result<Option<ClientFrame>, NetError>),
+    Reply(ServerFrame),
+    Inbox,
+    Idle,
+    Shutdown,
+}
+
+/// What to do after handling an event.
+pub(crate) enum Flow {
+    Continue,
+    Close,
+}
+
+/// Serves one accepted socket until it closes or the server shuts down.
+pub(crate) async fn serve(stream: TcpStream, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let limits = ctx.shared.limits;
+    let hello = ServerHello {
+        protocol_version: umbra_wire::PROTOCOL_VERSION,
+        max_frame_bytes: limits.max_frame_bytes,
+        max_envelope_bytes: limits.max_envelope_bytes,
+    };
+    let mut client_version = 0;
+    let accepted = umbra_net::accept(stream, &ctx.key, ctx.handshake_timeout, |h| {
+        client_version = h.protocol_version;
+        hello
+    })
+    .await;
+    let channel = match accepted {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+    };
+    let mut conn = Conn {
+        reader: channel.reader,
+        writer: channel.writer,
+        handshake_hash: channel.handshake_hash,
+        ctx,
+        login: None,
+        pending: VecDeque::new(),
+        idle: Some(Box::pin(tokio::time::sleep(limits.idle_timeout))),
+    };
+    if client_version != umbra_wire::PROTOCOL_VERSION {
+        let f = error_frame(
+            0,
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "this server speaks protocol version {}",
+                umbra_wire::PROTOCOL_VERSION
+            ),
+        );
+        let _ = conn.writer.send(&f).await;
+        let _ = conn.writer.shutdown().await;
+        return;
+    }
+    let result = conn.run(&mut shutdown).await;
+    if let Err(e) = &result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+    if let Some(login) = conn.login.take() {
+        conn.ctx
+            .shared
+            .registry
+            .unregister(&login.mailbox_id, &login.inbox);
+    }
+}
+
+/// Completes the handshake only to say BUSY (connection cap reached), then closes.
+pub(crate) async fn refuse_busy(stream: TcpStream, ctx: &Ctx) {
+    let limits = ctx.shared.limits;
+    let hello = ServerHello {
+        protocol_version: umbra_wire::PROTOCOL_VERSION,
+        max_frame_bytes: limits.max_frame_bytes,
+        max_envelope_bytes: limits.max_envelope_bytes,
+    };
+    let timeout = ctx.handshake_timeout.min(std::time::Duration::from_secs(2));
+    if let Ok(mut ch) = umbra_net::accept(stream, &ctx.key, timeout, |_| hello).await {
+        let f = error_frame(
+            0,
+            ErrorCode::Busy,
+            "the server is at its connection limit".into(),
+        );
+        let _ = ch.writer.send(&f).await;
+        let _ = ch.writer.shutdown().await;
+    }
+}
+
+impl Conn {
+    async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), ConnError> {
+        loop {
+            let event = if self.writer.queued() > 0 {
+                tokio::select! {
+                    biased;
+                    ev = self.next_event(shutdown) => ev,
+                    () = std::future::ready(()) => {
+                        self.writer.flush().await?;
+                        continue;
+                    }
+                }
+            } else {
+                self.next_event(shutdown).await
+            };
+            let flow = match event {
+                Event::Frame(Ok(Some(frame))) => {
+                    if let Some(idle) = self.idle.as_mut() {
+                        let at = Instant::now() + self.ctx.shared.limits.idle_timeout;
+                        idle.as_mut().reset(at);
+                    }
+                    Box::pin(self.on_frame(frame)).await?
+                }
+                Event::Frame(Ok(None)) => Flow::Close,
+                Event::Frame(Err(e)) => self.on_bad_frame(e).await?,
+                Event::Reply(frame) => {
+                    self.writer.queue(&frame)?;
+                    Flow::Continue
+                }
+                Event::Inbox => Box::pin(self.on_inbox()).await?,
+                Event::Idle => Flow::Close,
+                Event::Shutdown => {
+                    self.finish_pending().await?;
+                    Flow::Close
+                }
+            };
+            if self.writer.queued() >= FLUSH_AT {
+                self.writer.flush().await?;
+            }
+            if let Flow::Close = flow {
+                let _ = self.writer.shutdown().await;
+                return Ok(());
+            }
+        }
+    }
+
+    async fn next_event(&mut self, shutdown: &mut watch::Receiver<bool>) -> Event {
+        let can_read = self.pending.len() < MAX_IN_FLIGHT;
+        let inbox = self.login.as_ref().map(|l| &*l.inbox);
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => Event::Shutdown,
+            frame = next_reply(&mut self.pending), if !self.pending.is_empty() => Event::Reply(frame),
+            () = wait_inbox(inbox) => Event::Inbox,
+            frame = self.reader.recv::<ClientFrame>(), if can_read => Event::Frame(frame),
+            () = wait_idle(&mut self.idle) => Event::Idle,
+        }
+    }
+
+    async fn on_bad_frame(&mut self, e: NetError) -> Result<Flow, ConnError> {
+        match e {
+            NetError::Wire(w) => {
+                inc(&self.ctx.shared.metrics.frames_rejected);
+                let message = match w {
+                    umbra_wire::WireError::FrameTooLarge { .. } => "frame exceeds the size limit",
+                    umbra_wire::WireError::Malformed(_) => "malformed frame",
+                    _ => "unreadable data on the channel",
+                };
+                let f = error_frame(0, ErrorCode::Protocol, message.to_string());
+                self.writer.queue(&f)?;
+                self.writer.flush().await?;
+                Ok(Flow::Close)
+            }
+            other => Err(other.into()),
+        }
+    }
+
+    async fn on_inbox(&mut self) -> Result<Flow, ConnError> {
+        let Some(login) = self.login.as_ref() else {
+            return Ok(Flow::Continue);
+        };
+        let taken = login.inbox.take();
+        if taken.replaced {
+            return Ok(Flow::Close);
+        }
+        for p in taken.pushes {
+            self.deliver(p.id, p.sealed, p.introduction)?;
+            if self.writer.queued() >= FLUSH_AT {
+                self.writer.flush().await?;
+            }
+        }
+        if taken.overflowed {
+            self.drain_backlog().await?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn finish_pending(&mut self) -> Result<(), ConnError> {
+        let wait = async {
+            while let Some(f) = self.pending.pop_front() {
+                let frame = f.await;
+                self.writer.queue(&frame)?;
+            }
+            Ok::<_, ConnError>(())
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// Queues a Deliver push unless this envelope was already delivered.
+    pub(crate) fn deliver(
+        &mut self,
+        id: u64,
+        sealed: Vec<u8>,
+        introduction: bool,
+    ) -> Result<(), ConnError> {
+        let Some(login) = self.login.as_mut() else {
+            return Ok(());
+        };
+        if id <= login.cursor {
+            return Ok(());
+        }
+        login.cursor = id;
+        self.writer.queue(&ServerFrame {
+            request_id: 0,
+            body: Some(Body::Deliver(umbra_wire::proto::Deliver {
+                envelope_id: id,
+                sealed,
+                introduction,
+            })),
+        })?;
+        inc(&self.ctx.shared.metrics.envelopes_delivered);
+        Ok(())
+    }
+}
+
+async fn next_reply(pending: &mut VecDeque<PendingReply>) -> ServerFrame {
+    match pending.front_mut() {
+        Some(f) => {
+            let frame = f.as_mut().await;
+            pending.pop_front();
+            frame
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_inbox(inbox: Option<&Inbox>) {
+    match inbox {
+        Some(i) => i.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_idle(idle: &mut Option<Pin<Box<Sleep>>>) {
+    match idle {
+        Some(s) => s.as_mut().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,94 @@
+//! Per-request errors: each becomes one `Error` frame; none closes the connection.
+
+use thiserror::Error;
+use umbra_wire::proto::{self, ErrorCode, ServerFrame, server_frame::Body};
+
+/// Why a request was refused. Messages never contain user data.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// Username does not match `^[a-z][a-z0-9_.-]{2,31}$`.
+    #[error(
+        "username must be 3 to 32 characters of a-z, 0-9, '_', '.', '-', starting with a letter"
+    )]
+    InvalidUsername,
+    /// Username exists.
+    #[error("username already taken")]
+    UsernameTaken,
+    /// No such user.
+    #[error("unknown user")]
+    UnknownUser,
+    /// No such device.
+    #[error("unknown device")]
+    UnknownDevice,
+    /// A signature did not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// The request needs a login first.
+    #[error("log in first")]
+    NotLoggedIn,
+    /// No such mailbox.
+    #[error("unknown mailbox")]
+    UnknownMailbox,
+    /// Envelope above the limit.
+    #[error("envelope exceeds the server's size limit")]
+    EnvelopeTooLarge,
+    /// Introduction budget spent.
+    #[error("no valid delivery token and the mailbox's introduction budget is spent")]
+    RateLimited,
+    /// A device has no key package.
+    #[error("a device has no key packages left")]
+    NoKeyPackages,
+    /// A field is missing or malformed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// Storage failed.
+    #[error("internal server error")]
+    Internal,
+    /// The server cannot take this now.
+    #[error("busy: {0}")]
+    Busy(&'static str),
+}
+
+impl RequestError {
+    /// The protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidUsername => ErrorCode::InvalidUsername,
+            Self::UsernameTaken => ErrorCode::UsernameTaken,
+            Self::UnknownUser => ErrorCode::UnknownUser,
+            Self::UnknownDevice => ErrorCode::UnknownDevice,
+            Self::BadSignature => ErrorCode::BadSignature,
+            Self::NotLoggedIn => ErrorCode::NotLoggedIn,
+            Self::UnknownMailbox => ErrorCode::UnknownMailbox,
+            Self::EnvelopeTooLarge => ErrorCode::EnvelopeTooLarge,
+            Self::RateLimited => ErrorCode::RateLimited,
+            Self::NoKeyPackages => ErrorCode::NoKeyPackages,
+            Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Self::Internal => ErrorCode::Internal,
+            Self::Busy(_) => ErrorCode::Busy,
+        }
+    }
+}
+
+/// An `Error` frame.
+pub fn error_frame(request_id: u64, code: ErrorCode, message: String) -> ServerFrame {
+    ServerFrame {
+        request_id,
+        body: Some(Body::Error(proto::Error {
+            code: code as i32,
+            message,
+        })),
+    }
+}
+
+/// The frame answering a request: its result or its error.
+pub fn reply(request_id: u64, r: Result<Body, RequestError>) -> ServerFrame {
+    match r {
+        Ok(body) => ServerFrame {
+            request_id,
+            body: Some(body),
+        },
+        Err(e) => error_frame(request_id, e.code(), e.to_string()),
+    }
+}

@@ -1,0 +1,169 @@
+//! Aggregate counters and the Prometheus text endpoint (`GET /metrics`).
+//!
+//! Only counts: no label ever carries a user, device, mailbox or address.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Server-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections currently open.
+    pub connections_open: AtomicI64,
+    /// Connections refused because the cap was reached.
+    pub connections_refused: AtomicU64,
+    /// Successful logins.
+    pub logins: AtomicU64,
+    /// Accounts registered.
+    pub registrations: AtomicU64,
+    /// Envelopes durably stored.
+    pub envelopes_accepted: AtomicU64,
+    /// Deliver frames sent.
+    pub envelopes_delivered: AtomicU64,
+    /// Envelopes deleted by acknowledgements.
+    pub envelopes_acked: AtomicU64,
+    /// Envelopes deleted by expiry.
+    pub envelopes_expired: AtomicU64,
+    /// Envelopes accepted without a valid delivery token.
+    pub introductions: AtomicU64,
+    /// Frames refused (malformed, oversize, undecryptable).
+    pub frames_rejected: AtomicU64,
+    /// Envelopes currently stored.
+    pub envelopes_stored: AtomicI64,
+    /// Storage transactions committed.
+    pub storage_batches: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut put = |name: &str, kind: &str, help: &str, v: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        };
+        let g = |a: &AtomicI64| a.load(Ordering::Relaxed).to_string();
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        put(
+            "umbra_connections_open",
+            "gauge",
+            "Client connections open.",
+            g(&self.connections_open),
+        );
+        put(
+            "umbra_connections_refused_total",
+            "counter",
+            "Connections refused at the cap.",
+            c(&self.connections_refused),
+        );
+        put(
+            "umbra_logins_total",
+            "counter",
+            "Successful logins.",
+            c(&self.logins),
+        );
+        put(
+            "umbra_registrations_total",
+            "counter",
+            "Accounts registered.",
+            c(&self.registrations),
+        );
+        put(
+            "umbra_envelopes_accepted_total",
+            "counter",
+            "Envelopes durably stored.",
+            c(&self.envelopes_accepted),
+        );
+        put(
+            "umbra_envelopes_delivered_total",
+            "counter",
+            "Envelopes pushed to devices.",
+            c(&self.envelopes_delivered),
+        );
+        put(
+            "umbra_envelopes_acked_total",
+            "counter",
+            "Envelopes deleted after acknowledgement.",
+            c(&self.envelopes_acked),
+        );
+        put(
+            "umbra_envelopes_expired_total",
+            "counter",
+            "Envelopes deleted by expiry.",
+            c(&self.envelopes_expired),
+        );
+        put(
+            "umbra_introductions_total",
+            "counter",
+            "Envelopes accepted without a delivery token.",
+            c(&self.introductions),
+        );
+        put(
+            "umbra_frames_rejected_total",
+            "counter",
+            "Malformed or oversize frames.",
+            c(&self.frames_rejected),
+        );
+        put(
+            "umbra_envelopes_stored",
+            "gauge",
+            "Envelopes waiting in mailboxes.",
+            g(&self.envelopes_stored),
+        );
+        put(
+            "umbra_storage_batches_total",
+            "counter",
+            "Storage transactions committed.",
+            c(&self.storage_batches),
+        );
+        out
+    }
+}
+
+/// Serves `GET /metrics` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics)).await;
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() > 8192 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let (status, body) = if buf.starts_with(b"GET /metrics ") || buf.starts_with(b"GET /metrics?") {
+        ("200 OK", metrics.render())
+    } else {
+        ("404 Not Found", "not found\n".to_string())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,394 @@
+//! Handling of each client request (see `proto/umbra.proto`).
+//!
+//! Register and Login are answered inline (a login then pushes the stored
+//! backlog before anything else); the other requests go to the storage thread
+//! and their replies wait in the connection's pending queue, so clients can
+//! pipeline them.
+
+use std::time::Instant;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use umbra_wire::proto::{
+    self, ClientFrame, ErrorCode, client_frame::Body as Req, server_frame::Body as Resp,
+};
+
+use crate::connection::{Conn, ConnError, Flow, LoginState};
+use crate::error::{RequestError, error_frame, reply};
+use crate::metrics::inc;
+use crate::storage::{Command, Refused, Reply};
+use crate::validate::{LOGIN_CONTEXT, REGISTER_CONTEXT, valid_username, verify};
+
+/// Envelopes per backlog page.
+const PAGE: u32 = 64;
+/// Sealed bytes per backlog page.
+const PAGE_BYTES: usize = 512 * 1024;
+/// Most ids in one Ack.
+const MAX_ACK_IDS: usize = 4096;
+
+fn internal(r: Refused) -> RequestError {
+    match r {
+        Refused::UnknownDevice => RequestError::UnknownDevice,
+        Refused::UnknownMailbox => RequestError::UnknownMailbox,
+        Refused::MailboxFull => RequestError::Busy("the recipient's mailbox is full"),
+        Refused::NoKeyPackages => RequestError::NoKeyPackages,
+        Refused::UsernameTaken => RequestError::UsernameTaken,
+        Refused::TooManyKeyPackages => RequestError::InvalidArgument("too many key packages"),
+        _ => RequestError::Internal,
+    }
+}
+
+impl Conn {
+    /// Handles one frame from the client.
+    pub(crate) async fn on_frame(&mut self, frame: ClientFrame) -> Result<Flow, ConnError> {
+        let rid = frame.request_id;
+        let Some(body) = frame.body.filter(|_| rid != 0) else {
+            inc(&self.ctx.shared.metrics.frames_rejected);
+            let f = error_frame(
+                0,
+                ErrorCode::Protocol,
+                "frame without request id or body".to_string(),
+            );
+            self.writer.queue(&f)?;
+            return Ok(Flow::Close);
+        };
+        match body {
+            Req::Ping(p) => self.answer(rid, Ok(Resp::Pong(proto::Pong { nonce: p.nonce })))?,
+            Req::Register(r) => {
+                let r = self.register(r).await;
+                self.answer(rid, r)?;
+            }
+            Req::Login(l) => return self.login(rid, l).await,
+            Req::UploadKeyPackages(u) => self.upload(rid, u).await?,
+            Req::SetDeliveryToken(t) => self.set_token(rid, t).await?,
+            Req::FetchDevices(f) => self.fetch_devices(rid, f).await?,
+            Req::Send(s) => self.send_envelope(rid, s).await?,
+            Req::Ack(a) => self.ack(rid, a).await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn answer(&mut self, rid: u64, r: Result<Resp, RequestError>) -> Result<(), ConnError> {
+        self.writer.queue(&reply(rid, r))?;
+        Ok(())
+    }
+
+    /// Sends `make`'s command to storage; its answer, mapped by `map`, joins
+    /// the pending replies.
+    async fn pend<T: Send + 'static>(
+        &mut self,
+        rid: u64,
+        make: impl FnOnce(Reply<T>) -> Command,
+        map: impl FnOnce(T) -> Result<Resp, RequestError> + Send + 'static,
+    ) {
+        let rx = self.ctx.storage.submit(make).await;
+        self.pending.push_back(Box::pin(async move {
+            let r = match rx.await {
+                Ok(Ok(v)) => map(v),
+                Ok(Err(refused)) => Err(internal(refused)),
+                Err(_) => Err(RequestError::Internal),
+            };
+            reply(rid, r)
+        }));
+    }
+
+    fn logged_in(&self) -> Result<([u8; 16], [u8; 16]), RequestError> {
+        self.login
+            .as_ref()
+            .map(|l| (l.device_id, l.mailbox_id))
+            .ok_or(RequestError::NotLoggedIn)
+    }
+
+    async fn register(&mut self, r: proto::Register) -> Result<Resp, RequestError> {
+        if !valid_username(&r.username) {
+            return Err(RequestError::InvalidUsername);
+        }
+        let keys = r
+            .device
+            .ok_or(RequestError::InvalidArgument("device keys missing"))?;
+        let identity_key: [u8; 32] = keys
+            .identity_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| RequestError::InvalidArgument("identity key must be 32 bytes"))?;
+        let sealing_key: [u8; 32] = keys
+            .sealing_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| RequestError::InvalidArgument("sealing key must be 32 bytes"))?;
+        let token_hash: [u8; 32] =
+            r.delivery_token_hash.as_slice().try_into().map_err(|_| {
+                RequestError::InvalidArgument("delivery token hash must be 32 bytes")
+            })?;
+        let signed: [&[u8]; 5] = [
+            REGISTER_CONTEXT,
+            &self.handshake_hash,
+            r.username.as_bytes(),
+            &identity_key,
+            &sealing_key,
+        ];
+        if !verify(&identity_key, &signed, &r.signature) {
+            return Err(RequestError::BadSignature);
+        }
+        for _ in 0..3 {
+            let mut device_id = [0u8; 16];
+            let mut mailbox_id = [0u8; 16];
+            rand::thread_rng().fill_bytes(&mut device_id);
+            rand::thread_rng().fill_bytes(&mut mailbox_id);
+            let device = umbra_store::NewDevice {
+                username: r.username.clone(),
+                device_id,
+                mailbox_id,
+                identity_key,
+                sealing_key,
+                delivery_token_hash: token_hash,
+            };
+            match self
+                .ctx
+                .storage
+                .call(|reply| Command::Register { device, reply })
+                .await
+            {
+                Ok(()) => {
+                    return Ok(Resp::Registered(proto::Registered {
+                        device_id: device_id.to_vec(),
+                        mailbox_id: mailbox_id.to_vec(),
+                    }));
+                }
+                Err(Refused::IdCollision) => continue,
+                Err(other) => return Err(internal(other)),
+            }
+        }
+        Err(RequestError::Internal)
+    }
+
+    async fn login(&mut self, rid: u64, l: proto::Login) -> Result<Flow, ConnError> {
+        let r = self.verify_login(l).await;
+        let logged_in = r.is_ok();
+        self.answer(rid, r)?;
+        if logged_in {
+            self.drain_backlog().await?;
+            self.writer.queue(&proto::ServerFrame {
+                request_id: 0,
+                body: Some(Resp::QueueDrained(proto::QueueDrained {})),
+            })?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn verify_login(&mut self, l: proto::Login) -> Result<Resp, RequestError> {
+        if self.login.is_some() {
+            return Err(RequestError::InvalidArgument("already logged in"));
+        }
+        let device_id: [u8; 16] = l
+            .device_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| RequestError::UnknownDevice)?;
+        let info = self
+            .ctx
+            .storage
+            .call(|reply| Command::Login { device_id, reply })
+            .await
+            .map_err(internal)?
+            .ok_or(RequestError::UnknownDevice)?;
+        let signed: [&[u8]; 2] = [LOGIN_CONTEXT, &self.handshake_hash];
+        if !verify(&info.identity_key, &signed, &l.signature) {
+            return Err(RequestError::BadSignature);
+        }
+        let inbox = self.ctx.shared.registry.register(&info.mailbox_id);
+        self.login = Some(Box::new(LoginState {
+            device_id,
+            mailbox_id: info.mailbox_id,
+            inbox,
+            cursor: 0,
+        }));
+        self.idle = None;
+        inc(&self.ctx.shared.metrics.logins);
+        Ok(Resp::LoggedIn(proto::LoggedIn {
+            mailbox_id: info.mailbox_id.to_vec(),
+            key_packages_left: info.key_packages_left,
+        }))
+    }
+
+    /// Pushes every stored envelope above the cursor, page by page.
+    pub(crate) async fn drain_backlog(&mut self) -> Result<(), ConnError> {
+        loop {
+            let Some(login) = self.login.as_ref() else {
+                return Ok(());
+            };
+            let (mailbox_id, after) = (login.mailbox_id, login.cursor);
+            let page = self
+                .ctx
+                .storage
+                .call(|reply| Command::Fetch {
+                    mailbox_id,
+                    after,
+                    limit: PAGE,
+                    max_bytes: PAGE_BYTES,
+                    reply,
+                })
+                .await
+                .map_err(|_| ConnError::Storage)?;
+            let bytes: usize = page.iter().map(|e| e.sealed.len()).sum();
+            let exhausted = page.len() < PAGE as usize && bytes < PAGE_BYTES;
+            for env in page {
+                self.deliver(env.id, env.sealed, env.introduction)?;
+            }
+            self.writer.flush().await?;
+            if exhausted {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn upload(&mut self, rid: u64, u: proto::UploadKeyPackages) -> Result<(), ConnError> {
+        let device_id = match self.logged_in() {
+            Ok((d, _)) => d,
+            Err(e) => return self.answer(rid, Err(e)),
+        };
+        let last_resort = Some(u.last_resort).filter(|l| !l.is_empty());
+        if u.key_packages.iter().any(Vec::is_empty) {
+            return self.answer(rid, Err(RequestError::InvalidArgument("empty key package")));
+        }
+        let packages = u.key_packages;
+        self.pend(
+            rid,
+            |reply| Command::Upload {
+                device_id,
+                packages,
+                last_resort,
+                reply,
+            },
+            |left| {
+                Ok(Resp::KeyPackagesStored(proto::KeyPackagesStored {
+                    key_packages_left: left,
+                }))
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn set_token(&mut self, rid: u64, t: proto::SetDeliveryToken) -> Result<(), ConnError> {
+        let (device_id, mailbox_id) = match self.logged_in() {
+            Ok(ids) => ids,
+            Err(e) => return self.answer(rid, Err(e)),
+        };
+        let Ok(hash) = <[u8; 32]>::try_from(t.delivery_token_hash.as_slice()) else {
+            return self.answer(
+                rid,
+                Err(RequestError::InvalidArgument(
+                    "delivery token hash must be 32 bytes",
+                )),
+            );
+        };
+        self.pend(
+            rid,
+            |reply| Command::SetToken {
+                device_id,
+                mailbox_id,
+                hash,
+                reply,
+            },
+            |()| Ok(Resp::Accepted(proto::Accepted {})),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn fetch_devices(&mut self, rid: u64, f: proto::FetchDevices) -> Result<(), ConnError> {
+        if !valid_username(&f.username) {
+            return self.answer(rid, Err(RequestError::InvalidUsername));
+        }
+        let username = f.username;
+        let claim = f.claim_key_packages;
+        let echo = username.clone();
+        self.pend(
+            rid,
+            |reply| Command::Devices {
+                username,
+                claim,
+                reply,
+            },
+            move |devices| {
+                let devices = devices.ok_or(RequestError::UnknownUser)?;
+                Ok(Resp::Devices(proto::Devices {
+                    username: echo,
+                    devices: devices
+                        .into_iter()
+                        .map(|d| proto::Device {
+                            device_id: d.device.device_id.to_vec(),
+                            mailbox_id: d.device.mailbox_id.to_vec(),
+                            keys: Some(proto::DeviceKeys {
+                                identity_key: d.device.identity_key.to_vec(),
+                                sealing_key: d.device.sealing_key.to_vec(),
+                            }),
+                            key_package: d.key_package.unwrap_or_default(),
+                            key_package_is_last_resort: d.key_package_is_last_resort,
+                        })
+                        .collect(),
+                }))
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn send_envelope(&mut self, rid: u64, s: proto::SendEnvelope) -> Result<(), ConnError> {
+        let shared = &self.ctx.shared;
+        if s.sealed.len() > shared.limits.max_envelope_bytes as usize {
+            return self.answer(rid, Err(RequestError::EnvelopeTooLarge));
+        }
+        let route = <[u8; 16]>::try_from(s.mailbox_id.as_slice())
+            .ok()
+            .and_then(|m| shared.cache.get(&m).map(|r| (m, r)));
+        let Some((mailbox_id, route)) = route else {
+            return self.answer(rid, Err(RequestError::UnknownMailbox));
+        };
+        let token_ok = !s.delivery_token.is_empty()
+            && bool::from(Sha256::digest(&s.delivery_token).ct_eq(&route.token_hash));
+        if !token_ok && !shared.budget.try_take(&mailbox_id, Instant::now()) {
+            return self.answer(rid, Err(RequestError::RateLimited));
+        }
+        let sealed = s.sealed;
+        self.pend(
+            rid,
+            |reply| Command::Send {
+                mailbox_id,
+                sealed,
+                introduction: !token_ok,
+                reply,
+            },
+            |()| Ok(Resp::Accepted(proto::Accepted {})),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn ack(&mut self, rid: u64, a: proto::Ack) -> Result<(), ConnError> {
+        let mailbox_id = match self.logged_in() {
+            Ok((_, m)) => m,
+            Err(e) => return self.answer(rid, Err(e)),
+        };
+        if a.envelope_ids.len() > MAX_ACK_IDS {
+            return self.answer(
+                rid,
+                Err(RequestError::InvalidArgument("too many ids in one ack")),
+            );
+        }
+        let ids = a.envelope_ids;
+        self.pend(
+            rid,
+            |reply| Command::Ack {
+                mailbox_id,
+                ids,
+                reply,
+            },
+            |deleted| Ok(Resp::Acked(proto::Acked { deleted })),
+        )
+        .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,430 @@
+//! The storage thread: group commit for every connection.
+//!
+//! Connections send [`Command`]s through a bounded channel (back-pressure
+//! when storage falls behind). One thread takes every command waiting, runs
+//! them in one transaction, commits, and only then replies through each
+//! command's oneshot, updates the mailbox cache, and pushes stored envelopes
+//! to online devices (in id order, since one thread assigns and pushes them).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use umbra_store::{
+    Day, DeviceId, MailboxEntry, MailboxId, NewDevice, Store, StoreError, StoreTx, StoredEnvelope,
+    UserDevice,
+};
+
+use crate::metrics::inc;
+use crate::routing::Push;
+use crate::shared::Shared;
+
+/// Most commands in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Commands waiting before senders are made to wait.
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+/// A refused or failed storage operation, as the protocol layer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The username exists.
+    UsernameTaken,
+    /// A random id collided; retry with new ids.
+    IdCollision,
+    /// No such device.
+    UnknownDevice,
+    /// No such mailbox.
+    UnknownMailbox,
+    /// The mailbox holds its maximum.
+    MailboxFull,
+    /// The device would hold too many key packages.
+    TooManyKeyPackages,
+    /// A device has no key package at all.
+    NoKeyPackages,
+    /// Storage failed or is shutting down.
+    Unavailable,
+}
+
+fn refused(e: StoreError) -> Refused {
+    match e {
+        StoreError::UsernameTaken => Refused::UsernameTaken,
+        StoreError::IdCollision => Refused::IdCollision,
+        StoreError::UnknownDevice => Refused::UnknownDevice,
+        StoreError::UnknownMailbox => Refused::UnknownMailbox,
+        StoreError::MailboxFull => Refused::MailboxFull,
+        StoreError::TooManyKeyPackages { .. } => Refused::TooManyKeyPackages,
+        StoreError::NoKeyPackages => Refused::NoKeyPackages,
+        other => {
+            tracing::error!(error = %other, "storage operation failed");
+            Refused::Unavailable
+        }
+    }
+}
+
+/// Where a command's answer goes.
+pub type Reply<T> = oneshot::Sender<Result<T, Refused>>;
+
+/// What a login needs to know about a device.
+#[derive(Debug, Clone)]
+pub struct LoginInfo {
+    /// Ed25519 key that must have signed the login.
+    pub identity_key: [u8; 32],
+    /// The device's mailbox.
+    pub mailbox_id: MailboxId,
+    /// Regular key packages left.
+    pub key_packages_left: u32,
+}
+
+/// One storage request.
+#[non_exhaustive]
+pub enum Command {
+    /// Create an account and device.
+    Register {
+        /// The new device.
+        device: NewDevice,
+        /// Answer.
+        reply: Reply<()>,
+    },
+    /// Look up a device for login.
+    Login {
+        /// The device.
+        device_id: DeviceId,
+        /// Answer (`None`: unknown device).
+        reply: Reply<Option<LoginInfo>>,
+    },
+    /// A user's devices, optionally claiming key packages.
+    Devices {
+        /// The user.
+        username: String,
+        /// Claim one key package per device.
+        claim: bool,
+        /// Answer (`None`: unknown user).
+        reply: Reply<Option<Vec<UserDevice>>>,
+    },
+    /// Add key packages.
+    Upload {
+        /// The logged-in device.
+        device_id: DeviceId,
+        /// Regular packages.
+        packages: Vec<Vec<u8>>,
+        /// New last-resort package.
+        last_resort: Option<Vec<u8>>,
+        /// Answer: regular packages left.
+        reply: Reply<u32>,
+    },
+    /// Replace a delivery-token hash.
+    SetToken {
+        /// The logged-in device.
+        device_id: DeviceId,
+        /// Its mailbox (to update the cache).
+        mailbox_id: MailboxId,
+        /// New hash.
+        hash: [u8; 32],
+        /// Answer.
+        reply: Reply<()>,
+    },
+    /// Store an envelope.
+    Send {
+        /// Target mailbox.
+        mailbox_id: MailboxId,
+        /// Sealed bytes.
+        sealed: Vec<u8>,
+        /// Sent without a valid token.
+        introduction: bool,
+        /// Answer once committed.
+        reply: Reply<()>,
+    },
+    /// Read pending envelopes.
+    Fetch {
+        /// The logged-in device's mailbox.
+        mailbox_id: MailboxId,
+        /// Only ids above this.
+        after: u64,
+        /// Most envelopes.
+        limit: u32,
+        /// Stop after this many sealed bytes.
+        max_bytes: usize,
+        /// Answer.
+        reply: Reply<Vec<StoredEnvelope>>,
+    },
+    /// Delete acknowledged envelopes.
+    Ack {
+        /// The logged-in device's mailbox.
+        mailbox_id: MailboxId,
+        /// Envelope ids.
+        ids: Vec<u64>,
+        /// Answer: how many were deleted.
+        reply: Reply<u32>,
+    },
+    /// Delete old envelopes.
+    Expire {
+        /// Age limit in days.
+        max_age_days: u32,
+    },
+    /// Commit what is queued and end the thread.
+    Stop,
+}
+
+/// A cloneable handle to the storage thread.
+#[derive(Clone)]
+pub struct StorageHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl StorageHandle {
+    /// Queues a command; the receiver yields its answer after commit.
+    pub async fn submit<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> oneshot::Receiver<Result<T, Refused>> {
+        let (reply, rx) = oneshot::channel();
+        // If the thread is gone the reply sender is dropped with the command,
+        // and the receiver reports it.
+        let _ = self.tx.send(make(reply)).await;
+        rx
+    }
+
+    /// Queues a command and waits for its answer.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Refused> {
+        self.submit(make)
+            .await
+            .await
+            .unwrap_or(Err(Refused::Unavailable))
+    }
+
+    /// Queues a command that has no answer.
+    pub async fn send(&self, cmd: Command) {
+        let _ = self.tx.send(cmd).await;
+    }
+}
+
+/// Starts the storage thread.
+pub fn spawn(
+    store: Box<dyn Store>,
+    shared: Arc<Shared>,
+) -> std::io::Result<(StorageHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let join = std::thread::Builder::new()
+        .name("umbra-storage".into())
+        .spawn(move || thread_main(store, rx, &shared))?;
+    Ok((StorageHandle { tx }, join))
+}
+
+fn today() -> Day {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Day::from_unix_seconds(secs)
+}
+
+fn thread_main(mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Command>, shared: &Shared) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        if run_batch(&mut *store, &mut batch, shared) {
+            break;
+        }
+    }
+    tracing::debug!("storage thread stopped");
+}
+
+type Finish = Box<dyn FnOnce(bool, &Shared)>;
+
+fn answer<T: 'static>(reply: Reply<T>, r: Result<T, Refused>) -> Finish {
+    Box::new(move |ok, _| {
+        let _ = reply.send(if ok { r } else { Err(Refused::Unavailable) });
+    })
+}
+
+/// Runs one batch in one transaction. Returns true on [`Command::Stop`].
+fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -> bool {
+    let day = today();
+    let mut stop = false;
+    let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
+    let committed = match store.begin() {
+        Ok(mut tx) => {
+            for cmd in batch.drain(..) {
+                match cmd {
+                    Command::Stop => stop = true,
+                    cmd => finishes.push(execute(&mut *tx, cmd, day)),
+                }
+            }
+            match tx.commit() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "storage commit failed");
+                    false
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "storage transaction could not start");
+            stop = batch.iter().any(|c| matches!(c, Command::Stop));
+            batch.clear();
+            false
+        }
+    };
+    if committed {
+        inc(&shared.metrics.storage_batches);
+    }
+    for f in finishes {
+        f(committed, shared);
+    }
+    stop
+}
+
+fn execute(tx: &mut dyn StoreTx, cmd: Command, day: Day) -> Finish {
+    match cmd {
+        Command::Register { device, reply } => {
+            let r = tx.register(&device, day).map_err(refused);
+            let entry = MailboxEntry {
+                mailbox_id: device.mailbox_id,
+                device_id: device.device_id,
+                delivery_token_hash: device.delivery_token_hash,
+            };
+            Box::new(move |ok, shared: &Shared| {
+                if ok && r.is_ok() {
+                    shared.cache.insert(&entry);
+                    inc(&shared.metrics.registrations);
+                }
+                let _ = reply.send(if ok { r } else { Err(Refused::Unavailable) });
+            })
+        }
+        Command::Login { device_id, reply } => {
+            let r = login_info(tx, &device_id).map_err(refused);
+            answer(reply, r)
+        }
+        Command::Devices {
+            username,
+            claim,
+            reply,
+        } => answer(
+            reply,
+            tx.devices_for_user(&username, claim).map_err(refused),
+        ),
+        Command::Upload {
+            device_id,
+            packages,
+            last_resort,
+            reply,
+        } => answer(
+            reply,
+            tx.upload_key_packages(&device_id, &packages, last_resort.as_deref())
+                .map_err(refused),
+        ),
+        Command::SetToken {
+            device_id,
+            mailbox_id,
+            hash,
+            reply,
+        } => {
+            let r = tx
+                .set_delivery_token_hash(&device_id, &hash)
+                .map_err(refused);
+            Box::new(move |ok, shared: &Shared| {
+                if ok && r.is_ok() {
+                    shared.cache.set_token_hash(&mailbox_id, hash);
+                }
+                let _ = reply.send(if ok { r } else { Err(Refused::Unavailable) });
+            })
+        }
+        Command::Send {
+            mailbox_id,
+            sealed,
+            introduction,
+            reply,
+        } => {
+            let r = tx
+                .store_envelope(&mailbox_id, &sealed, introduction, day)
+                .map_err(refused);
+            Box::new(move |ok, shared: &Shared| {
+                let r = if ok { r } else { Err(Refused::Unavailable) };
+                if let Ok(id) = r {
+                    let m = &shared.metrics;
+                    inc(&m.envelopes_accepted);
+                    if introduction {
+                        inc(&m.introductions);
+                    }
+                    m.envelopes_stored
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.registry.push(
+                        &mailbox_id,
+                        Push {
+                            id,
+                            sealed,
+                            introduction,
+                        },
+                    );
+                }
+                let _ = reply.send(r.map(|_| ()));
+            })
+        }
+        Command::Fetch {
+            mailbox_id,
+            after,
+            limit,
+            max_bytes,
+            reply,
+        } => answer(
+            reply,
+            tx.fetch_envelopes(&mailbox_id, after, limit, max_bytes)
+                .map_err(refused),
+        ),
+        Command::Ack {
+            mailbox_id,
+            ids,
+            reply,
+        } => {
+            let r = tx.delete_envelopes(&mailbox_id, &ids).map_err(refused);
+            Box::new(move |ok, shared: &Shared| {
+                let r = if ok { r } else { Err(Refused::Unavailable) };
+                if let Ok(n) = r {
+                    let m = &shared.metrics;
+                    m.envelopes_acked
+                        .fetch_add(u64::from(n), std::sync::atomic::Ordering::Relaxed);
+                    m.envelopes_stored
+                        .fetch_sub(i64::from(n), std::sync::atomic::Ordering::Relaxed);
+                }
+                let _ = reply.send(r);
+            })
+        }
+        Command::Expire { max_age_days } => {
+            let r = tx.expire_envelopes(day, max_age_days).map_err(refused);
+            Box::new(move |ok, shared: &Shared| {
+                if ok && let Ok(n) = r {
+                    let m = &shared.metrics;
+                    m.envelopes_expired
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    m.envelopes_stored.fetch_sub(
+                        i64::try_from(n).unwrap_or(i64::MAX),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    if n > 0 {
+                        tracing::info!(count = n, "expired old envelopes");
+                    }
+                }
+            })
+        }
+        Command::Stop => Box::new(|_, _| {}),
+    }
+}
+
+fn login_info(tx: &mut dyn StoreTx, device_id: &DeviceId) -> Result<Option<LoginInfo>, StoreError> {
+    let Some(d) = tx.device(device_id)? else {
+        return Ok(None);
+    };
+    let left = tx.key_packages_left(device_id)?;
+    Ok(Some(LoginInfo {
+        identity_key: d.identity_key,
+        mailbox_id: d.mailbox_id,
+        key_packages_left: left,
+    }))
+}

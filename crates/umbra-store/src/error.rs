@@ -1,0 +1,47 @@
+//! What a storage operation can report.
+
+use thiserror::Error;
+
+/// A storage failure or a refused operation.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Registering a username that already exists.
+    #[error("username already taken")]
+    UsernameTaken,
+    /// A freshly generated random id collided with an existing one; retry.
+    #[error("generated id already in use")]
+    IdCollision,
+    /// The device does not exist.
+    #[error("unknown device")]
+    UnknownDevice,
+    /// The mailbox does not exist.
+    #[error("unknown mailbox")]
+    UnknownMailbox,
+    /// The mailbox already holds the maximum number of envelopes.
+    #[error("mailbox is full")]
+    MailboxFull,
+    /// A claim found a device without any key package, not even a last-resort one.
+    #[error("a device has no key packages left")]
+    NoKeyPackages,
+    /// The device would hold more key packages than allowed.
+    #[error("too many key packages (at most {max} per device)")]
+    TooManyKeyPackages {
+        /// The per-device cap.
+        max: u32,
+    },
+    /// The database file was written by a newer schema.
+    #[error("database schema version {found} is newer than this program's ({supported})")]
+    SchemaTooNew {
+        /// Version found in the file.
+        found: i64,
+        /// Version this program writes.
+        supported: i64,
+    },
+    /// Stored data is not what the schema promises (corrupt file).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(&'static str),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}

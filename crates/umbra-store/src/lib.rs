@@ -1,0 +1,34 @@
+//! Storage for the Umbra messaging server.
+//!
+//! The server talks to storage only through the [`Store`] / [`StoreTx`] traits,
+//! so another backend (PostgreSQL) can be added without touching the server.
+//!
+//! Layout:
+//! - [`model`]: the records that go in and out (ids, devices, envelopes, limits).
+//! - [`traits`]: [`Store`] opens a transaction, [`StoreTx`] has every operation.
+//! - [`error`]: [`StoreError`], with a distinct variant for every outcome the
+//!   server turns into a protocol error (username taken, mailbox full, ...).
+//! - [`day`]: coarse time: storage never keeps anything finer than a day.
+//! - [`sqlite`]: the embedded default backend (WAL, `synchronous=NORMAL`).
+//!
+//! What is stored is fixed by the privacy contract: accounts (username and
+//! creation day), devices (public keys, random mailbox id, SHA-256 of the
+//! delivery token), MLS key packages and sealed envelopes keyed by mailbox
+//! only. No table names a sender, no address is stored, no timestamp is finer
+//! than a day.
+//!
+//! Time is passed in (a [`Day`]); nothing here reads the clock.
+
+pub mod day;
+pub mod error;
+pub mod model;
+pub mod sqlite;
+pub mod traits;
+
+pub use day::Day;
+pub use error::StoreError;
+pub use model::{
+    DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredEnvelope, UserDevice,
+};
+pub use sqlite::SqliteStore;
+pub use traits::{Store, StoreTx};

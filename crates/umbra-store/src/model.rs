@@ -1,0 +1,91 @@
+//! Records stored and returned by the store.
+
+/// A device id: 16 random bytes.
+pub type DeviceId = [u8; 16];
+/// A mailbox id: 16 random bytes, unique per device.
+pub type MailboxId = [u8; 16];
+
+/// Everything needed to create an account with its first device.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// Account name (validated by the server).
+    pub username: String,
+    /// Random device id chosen by the server.
+    pub device_id: DeviceId,
+    /// Random mailbox id chosen by the server.
+    pub mailbox_id: MailboxId,
+    /// Ed25519 public key.
+    pub identity_key: [u8; 32],
+    /// X25519 public key.
+    pub sealing_key: [u8; 32],
+    /// SHA-256 of the device's delivery token.
+    pub delivery_token_hash: [u8; 32],
+}
+
+/// A stored device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Device id.
+    pub device_id: DeviceId,
+    /// Owning account.
+    pub username: String,
+    /// Ed25519 public key.
+    pub identity_key: [u8; 32],
+    /// X25519 public key.
+    pub sealing_key: [u8; 32],
+    /// Where its envelopes go.
+    pub mailbox_id: MailboxId,
+    /// SHA-256 of its delivery token.
+    pub delivery_token_hash: [u8; 32],
+}
+
+/// A device as handed out to someone looking up a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserDevice {
+    /// The device.
+    pub device: DeviceRecord,
+    /// A claimed key package, when claiming was asked for and one exists.
+    pub key_package: Option<Vec<u8>>,
+    /// Whether the claimed package is the (kept) last-resort one.
+    pub key_package_is_last_resort: bool,
+}
+
+/// What the server caches per mailbox to route envelopes without reading storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxEntry {
+    /// The mailbox.
+    pub mailbox_id: MailboxId,
+    /// Its device.
+    pub device_id: DeviceId,
+    /// SHA-256 of the device's delivery token.
+    pub delivery_token_hash: [u8; 32],
+}
+
+/// A stored envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    /// Global, increasing, never reused.
+    pub id: u64,
+    /// Opaque sealed bytes.
+    pub sealed: Vec<u8>,
+    /// Stored without a valid delivery token.
+    pub introduction: bool,
+}
+
+/// Caps the store enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most envelopes one mailbox may hold.
+    pub mailbox_cap: u64,
+    /// Most key packages (last-resort excluded) one device may hold.
+    pub key_package_cap: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            mailbox_cap: 10_000,
+            key_package_cap: 200,
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Accounts, devices and mailbox lookups.
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+
+use super::convert::fixed;
+use crate::model::{DeviceId, DeviceRecord, MailboxEntry, MailboxId, NewDevice};
+use crate::{Day, StoreError};
+
+const DEVICE_COLUMNS: &str =
+    "device_id, username, identity_key, sealing_key, mailbox_id, delivery_token_hash";
+
+fn device_row(row: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
+    Ok(DeviceRecord {
+        device_id: fixed(row, 0)?,
+        username: row.get(1)?,
+        identity_key: fixed(row, 2)?,
+        sealing_key: fixed(row, 3)?,
+        mailbox_id: fixed(row, 4)?,
+        delivery_token_hash: fixed(row, 5)?,
+    })
+}
+
+fn mailbox_row(row: &Row<'_>) -> rusqlite::Result<MailboxEntry> {
+    Ok(MailboxEntry {
+        mailbox_id: fixed(row, 0)?,
+        device_id: fixed(row, 1)?,
+        delivery_token_hash: fixed(row, 2)?,
+    })
+}
+
+/// Creates the account and its first device, atomically.
+pub fn register(tx: &mut Transaction<'_>, d: &NewDevice, today: Day) -> Result<(), StoreError> {
+    let sp = tx.savepoint()?;
+    let taken: Option<i64> = sp
+        .prepare_cached("SELECT 1 FROM accounts WHERE username = ?1")?
+        .query_row([&d.username], |r| r.get(0))
+        .optional()?;
+    if taken.is_some() {
+        return Err(StoreError::UsernameTaken);
+    }
+    sp.prepare_cached("INSERT INTO accounts (username, created_day) VALUES (?1, ?2)")?
+        .execute(params![d.username, today.0])?;
+    let inserted = sp
+        .prepare_cached(
+            "INSERT OR IGNORE INTO devices (device_id, username, identity_key, sealing_key, \
+             mailbox_id, delivery_token_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            &d.device_id[..],
+            d.username,
+            &d.identity_key[..],
+            &d.sealing_key[..],
+            &d.mailbox_id[..],
+            &d.delivery_token_hash[..],
+        ])?;
+    if inserted == 0 {
+        return Err(StoreError::IdCollision);
+    }
+    sp.commit()?;
+    Ok(())
+}
+
+/// One device by id.
+pub fn device(tx: &Connection, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+    Ok(tx
+        .prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?1"
+        ))?
+        .query_row([&id[..]], device_row)
+        .optional()?)
+}
+
+/// The devices of a user, ordered by id; `None` for an unknown user.
+pub fn devices_of(
+    tx: &Connection,
+    username: &str,
+) -> Result<Option<Vec<DeviceRecord>>, StoreError> {
+    let exists: Option<i64> = tx
+        .prepare_cached("SELECT 1 FROM accounts WHERE username = ?1")?
+        .query_row([username], |r| r.get(0))
+        .optional()?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices WHERE username = ?1 ORDER BY device_id"
+    ))?;
+    let rows = stmt.query_map([username], device_row)?;
+    Ok(Some(rows.collect::<Result<Vec<_>, _>>()?))
+}
+
+/// The routing entry of a mailbox.
+pub fn mailbox(tx: &Connection, id: &MailboxId) -> Result<Option<MailboxEntry>, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT mailbox_id, device_id, delivery_token_hash FROM devices WHERE mailbox_id = ?1",
+        )?
+        .query_row([&id[..]], mailbox_row)
+        .optional()?)
+}
+
+/// Every routing entry.
+pub fn all_mailboxes(tx: &Connection) -> Result<Vec<MailboxEntry>, StoreError> {
+    let mut stmt =
+        tx.prepare_cached("SELECT mailbox_id, device_id, delivery_token_hash FROM devices")?;
+    let rows = stmt.query_map([], mailbox_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Replaces the delivery-token hash of a device.
+pub fn set_token_hash(tx: &Connection, id: &DeviceId, hash: &[u8; 32]) -> Result<(), StoreError> {
+    let n = tx
+        .prepare_cached("UPDATE devices SET delivery_token_hash = ?2 WHERE device_id = ?1")?
+        .execute(params![&id[..], &hash[..]])?;
+    if n == 0 {
+        return Err(StoreError::UnknownDevice);
+    }
+    Ok(())
+}
+
+/// Whether a device exists.
+pub fn device_exists(tx: &Connection, id: &DeviceId) -> Result<bool, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM devices WHERE device_id = ?1")?
+        .query_row([&id[..]], |r| r.get::<_, i64>(0))
+        .optional()?
+        .is_some())
+}

@@ -1,0 +1,74 @@
+//! MLS key packages: batched upload with a per-device cap, atomic claim.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::accounts::device_exists;
+use super::convert::count;
+use crate::StoreError;
+use crate::model::DeviceId;
+
+/// Regular packages left for a device.
+pub fn left(tx: &Connection, device: &DeviceId) -> Result<u32, StoreError> {
+    let n: i64 = tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
+        )?
+        .query_row([&device[..]], |r| r.get(0))?;
+    Ok(u32::try_from(count(n)).unwrap_or(u32::MAX))
+}
+
+/// Adds `packages`, replaces the last-resort one if given; all or nothing.
+pub fn upload(
+    tx: &mut Transaction<'_>,
+    device: &DeviceId,
+    packages: &[Vec<u8>],
+    last_resort: Option<&[u8]>,
+    cap: u32,
+) -> Result<u32, StoreError> {
+    let sp = tx.savepoint()?;
+    if !device_exists(&sp, device)? {
+        return Err(StoreError::UnknownDevice);
+    }
+    let have = left(&sp, device)?;
+    let total = u64::from(have) + packages.len() as u64;
+    if total > u64::from(cap) {
+        return Err(StoreError::TooManyKeyPackages { max: cap });
+    }
+    {
+        let mut insert = sp.prepare_cached(
+            "INSERT INTO key_packages (device_id, data, last_resort) VALUES (?1, ?2, ?3)",
+        )?;
+        for p in packages {
+            insert.execute(params![&device[..], p, 0])?;
+        }
+        if let Some(lr) = last_resort {
+            sp.prepare_cached("DELETE FROM key_packages WHERE device_id = ?1 AND last_resort = 1")?
+                .execute([&device[..]])?;
+            insert.execute(params![&device[..], lr, 1])?;
+        }
+    }
+    sp.commit()?;
+    Ok(u32::try_from(total).unwrap_or(u32::MAX))
+}
+
+/// Takes one package for `device`: a regular one (deleted) or else the
+/// last-resort one (kept). Returns the package and whether it is last-resort.
+pub fn claim(tx: &Connection, device: &DeviceId) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
+    let regular: Option<Vec<u8>> = tx
+        .prepare_cached(
+            "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages \
+             WHERE device_id = ?1 AND last_resort = 0 ORDER BY id LIMIT 1) RETURNING data",
+        )?
+        .query_row([&device[..]], |r| r.get(0))
+        .optional()?;
+    if let Some(p) = regular {
+        return Ok(Some((p, false)));
+    }
+    let lr: Option<Vec<u8>> = tx
+        .prepare_cached(
+            "SELECT data FROM key_packages WHERE device_id = ?1 AND last_resort = 1 LIMIT 1",
+        )?
+        .query_row([&device[..]], |r| r.get(0))
+        .optional()?;
+    Ok(lr.map(|p| (p, true)))
+}

@@ -1,0 +1,160 @@
+//! [`SqliteTx`]: one SQLite transaction implementing [`StoreTx`].
+
+use std::collections::HashMap;
+
+use rusqlite::Transaction;
+
+use super::{accounts, envelopes, key_packages};
+use crate::model::{
+    DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredEnvelope, UserDevice,
+};
+use crate::traits::StoreTx;
+use crate::{Day, StoreError};
+
+/// A write transaction on the SQLite store.
+pub struct SqliteTx<'a> {
+    tx: Transaction<'a>,
+    limits: Limits,
+    /// Envelope counts of mailboxes touched in this transaction (`None`:
+    /// the mailbox does not exist), so a batch counts each mailbox once.
+    counts: HashMap<MailboxId, Option<u64>>,
+}
+
+impl<'a> SqliteTx<'a> {
+    pub(crate) fn new(tx: Transaction<'a>, limits: Limits) -> Self {
+        Self {
+            tx,
+            limits,
+            counts: HashMap::new(),
+        }
+    }
+
+    fn mailbox_count(&mut self, mailbox: &MailboxId) -> Result<Option<u64>, StoreError> {
+        if let Some(c) = self.counts.get(mailbox) {
+            return Ok(*c);
+        }
+        let c = match accounts::mailbox(&self.tx, mailbox)? {
+            Some(_) => Some(envelopes::count_in(&self.tx, mailbox)?),
+            None => None,
+        };
+        self.counts.insert(*mailbox, c);
+        Ok(c)
+    }
+}
+
+impl StoreTx for SqliteTx<'_> {
+    fn register(&mut self, device: &NewDevice, today: Day) -> Result<(), StoreError> {
+        accounts::register(&mut self.tx, device, today)
+    }
+
+    fn device(&mut self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        accounts::device(&self.tx, device_id)
+    }
+
+    fn devices_for_user(
+        &mut self,
+        username: &str,
+        claim: bool,
+    ) -> Result<Option<Vec<UserDevice>>, StoreError> {
+        let sp = self.tx.savepoint()?;
+        let Some(devices) = accounts::devices_of(&sp, username)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(devices.len());
+        for device in devices {
+            let (key_package, last_resort) = if claim {
+                match key_packages::claim(&sp, &device.device_id)? {
+                    Some((p, lr)) => (Some(p), lr),
+                    // Dropping the savepoint rolls back the claims made so far.
+                    None => return Err(StoreError::NoKeyPackages),
+                }
+            } else {
+                (None, false)
+            };
+            out.push(UserDevice {
+                device,
+                key_package,
+                key_package_is_last_resort: last_resort,
+            });
+        }
+        sp.commit()?;
+        Ok(Some(out))
+    }
+
+    fn mailbox(&mut self, mailbox_id: &MailboxId) -> Result<Option<MailboxEntry>, StoreError> {
+        accounts::mailbox(&self.tx, mailbox_id)
+    }
+
+    fn all_mailboxes(&mut self) -> Result<Vec<MailboxEntry>, StoreError> {
+        accounts::all_mailboxes(&self.tx)
+    }
+
+    fn set_delivery_token_hash(
+        &mut self,
+        device_id: &DeviceId,
+        hash: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        accounts::set_token_hash(&self.tx, device_id, hash)
+    }
+
+    fn upload_key_packages(
+        &mut self,
+        device_id: &DeviceId,
+        packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+    ) -> Result<u32, StoreError> {
+        let cap = self.limits.key_package_cap;
+        key_packages::upload(&mut self.tx, device_id, packages, last_resort, cap)
+    }
+
+    fn key_packages_left(&mut self, device_id: &DeviceId) -> Result<u32, StoreError> {
+        key_packages::left(&self.tx, device_id)
+    }
+
+    fn store_envelope(
+        &mut self,
+        mailbox_id: &MailboxId,
+        sealed: &[u8],
+        introduction: bool,
+        today: Day,
+    ) -> Result<u64, StoreError> {
+        let Some(count) = self.mailbox_count(mailbox_id)? else {
+            return Err(StoreError::UnknownMailbox);
+        };
+        if count >= self.limits.mailbox_cap {
+            return Err(StoreError::MailboxFull);
+        }
+        let id = envelopes::insert(&self.tx, mailbox_id, sealed, introduction, today)?;
+        self.counts.insert(*mailbox_id, Some(count + 1));
+        Ok(id)
+    }
+
+    fn fetch_envelopes(
+        &mut self,
+        mailbox_id: &MailboxId,
+        after: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEnvelope>, StoreError> {
+        envelopes::fetch(&self.tx, mailbox_id, after, limit, max_bytes)
+    }
+
+    fn delete_envelopes(&mut self, mailbox_id: &MailboxId, ids: &[u64]) -> Result<u32, StoreError> {
+        self.counts.remove(mailbox_id);
+        envelopes::delete(&self.tx, mailbox_id, ids)
+    }
+
+    fn expire_envelopes(&mut self, today: Day, max_age_days: u32) -> Result<u64, StoreError> {
+        self.counts.clear();
+        envelopes::expire(&self.tx, today, max_age_days)
+    }
+
+    fn envelope_count(&mut self) -> Result<u64, StoreError> {
+        envelopes::total(&self.tx)
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}

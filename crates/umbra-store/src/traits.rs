@@ -1,0 +1,92 @@
+//! The storage interface the server is written against.
+
+use crate::model::{
+    DeviceId, DeviceRecord, MailboxEntry, MailboxId, NewDevice, StoredEnvelope, UserDevice,
+};
+use crate::{Day, StoreError};
+
+/// A storage backend. Work happens in transactions so the server can group
+/// many operations into one commit.
+pub trait Store: Send {
+    /// Starts a transaction. Dropping it without [`StoreTx::commit`] rolls back.
+    fn begin(&mut self) -> Result<Box<dyn StoreTx + '_>, StoreError>;
+}
+
+/// One transaction. Every operation is atomic on its own: if it fails, none of
+/// its changes remain and the transaction can go on with the next one.
+pub trait StoreTx {
+    /// Creates an account with its first device. [`StoreError::UsernameTaken`]
+    /// if the name exists, [`StoreError::IdCollision`] if an id does.
+    fn register(&mut self, device: &NewDevice, today: Day) -> Result<(), StoreError>;
+
+    /// The device with this id.
+    fn device(&mut self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// The devices of a user (`None` if the user does not exist). With
+    /// `claim`, atomically takes one key package per device: a regular one if
+    /// any is left (it is deleted), else the last-resort one (which is kept).
+    fn devices_for_user(
+        &mut self,
+        username: &str,
+        claim: bool,
+    ) -> Result<Option<Vec<UserDevice>>, StoreError>;
+
+    /// The device and token hash behind a mailbox.
+    fn mailbox(&mut self, mailbox_id: &MailboxId) -> Result<Option<MailboxEntry>, StoreError>;
+
+    /// Every mailbox, to fill the server's routing cache at start.
+    fn all_mailboxes(&mut self) -> Result<Vec<MailboxEntry>, StoreError>;
+
+    /// Replaces a device's delivery-token hash.
+    fn set_delivery_token_hash(
+        &mut self,
+        device_id: &DeviceId,
+        hash: &[u8; 32],
+    ) -> Result<(), StoreError>;
+
+    /// Adds key packages (and replaces the last-resort one when given).
+    /// Returns the regular packages left afterwards.
+    fn upload_key_packages(
+        &mut self,
+        device_id: &DeviceId,
+        packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+    ) -> Result<u32, StoreError>;
+
+    /// Regular (non-last-resort) key packages left for a device.
+    fn key_packages_left(&mut self, device_id: &DeviceId) -> Result<u32, StoreError>;
+
+    /// Stores one envelope; returns its id. [`StoreError::UnknownMailbox`] or
+    /// [`StoreError::MailboxFull`] when refused.
+    fn store_envelope(
+        &mut self,
+        mailbox_id: &MailboxId,
+        sealed: &[u8],
+        introduction: bool,
+        today: Day,
+    ) -> Result<u64, StoreError>;
+
+    /// Up to `limit` envelopes of a mailbox with id greater than `after`, in
+    /// id order, stopping early once `max_bytes` of sealed data are gathered
+    /// (at least one envelope is returned if any is pending).
+    fn fetch_envelopes(
+        &mut self,
+        mailbox_id: &MailboxId,
+        after: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEnvelope>, StoreError>;
+
+    /// Deletes the listed envelopes, but only those in this mailbox. Returns
+    /// how many were deleted.
+    fn delete_envelopes(&mut self, mailbox_id: &MailboxId, ids: &[u64]) -> Result<u32, StoreError>;
+
+    /// Deletes envelopes stored more than `max_age_days` before `today`.
+    fn expire_envelopes(&mut self, today: Day, max_age_days: u32) -> Result<u64, StoreError>;
+
+    /// Number of stored envelopes.
+    fn envelope_count(&mut self) -> Result<u64, StoreError>;
+
+    /// Makes every change of this transaction durable.
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}

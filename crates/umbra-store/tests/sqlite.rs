@@ -1,0 +1,206 @@
+//! The SQLite store against real database files in a temporary directory.
+
+use std::path::Path;
+
+use umbra_store::{Day, Limits, NewDevice, SqliteStore, Store, StoreError};
+
+const TODAY: Day = Day(20_000);
+
+fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open(
+        path,
+        Limits {
+            mailbox_cap: 5,
+            key_package_cap: 3,
+        },
+    )
+    .expect("open")
+}
+
+fn device(name: &str, n: u8) -> NewDevice {
+    NewDevice {
+        username: name.to_string(),
+        device_id: [n; 16],
+        mailbox_id: [n.wrapping_add(100); 16],
+        identity_key: [n; 32],
+        sealing_key: [n.wrapping_add(1); 32],
+        delivery_token_hash: [n.wrapping_add(2); 32],
+    }
+}
+
+fn with_tx<T>(store: &mut SqliteStore, f: impl FnOnce(&mut dyn umbra_store::StoreTx) -> T) -> T {
+    let mut tx = store.begin().expect("begin");
+    let out = f(&mut *tx);
+    tx.commit().expect("commit");
+    out
+}
+
+#[test]
+fn register_and_look_up_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db.sqlite");
+    {
+        let mut s = open(&path);
+        with_tx(&mut s, |tx| {
+            tx.register(&device("alice", 1), TODAY).expect("register");
+            assert!(matches!(
+                tx.register(&device("alice", 2), TODAY),
+                Err(StoreError::UsernameTaken)
+            ));
+            // Same device id under another name: collision, and no half-made account.
+            assert!(matches!(
+                tx.register(&device("bob", 1), TODAY),
+                Err(StoreError::IdCollision)
+            ));
+            assert!(tx.devices_for_user("bob", false).expect("lookup").is_none());
+        });
+    }
+    let mut s = open(&path);
+    with_tx(&mut s, |tx| {
+        let d = tx.device(&[1; 16]).expect("device").expect("exists");
+        assert_eq!(d.username, "alice");
+        assert_eq!(d.identity_key, [1; 32]);
+        let m = tx.mailbox(&[101; 16]).expect("mailbox").expect("exists");
+        assert_eq!(m.device_id, [1; 16]);
+        assert_eq!(tx.all_mailboxes().expect("all").len(), 1);
+        tx.set_delivery_token_hash(&[1; 16], &[9; 32]).expect("set");
+        assert!(matches!(
+            tx.set_delivery_token_hash(&[7; 16], &[9; 32]),
+            Err(StoreError::UnknownDevice)
+        ));
+        let devs = tx
+            .devices_for_user("alice", false)
+            .expect("lookup")
+            .expect("user");
+        assert_eq!(devs.len(), 1);
+        assert_eq!(devs[0].device.delivery_token_hash, [9; 32]);
+        assert!(tx.device(&[7; 16]).expect("device").is_none());
+    });
+}
+
+#[test]
+fn key_packages_claim_falls_back_to_last_resort() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("db.sqlite"));
+    with_tx(&mut s, |tx| {
+        tx.register(&device("alice", 1), TODAY).expect("register");
+        let dev = [1u8; 16];
+        assert!(matches!(
+            tx.devices_for_user("alice", true),
+            Err(StoreError::NoKeyPackages)
+        ));
+        let left = tx
+            .upload_key_packages(&dev, &[vec![1], vec![2]], Some(&[0xaa]))
+            .expect("upload");
+        assert_eq!(left, 2);
+        assert!(matches!(
+            tx.upload_key_packages(&dev, &[vec![3], vec![4]], None),
+            Err(StoreError::TooManyKeyPackages { max: 3 })
+        ));
+        assert_eq!(tx.key_packages_left(&dev).expect("left"), 2);
+        // Last resort replaced.
+        tx.upload_key_packages(&dev, &[], Some(&[0xbb]))
+            .expect("replace");
+        let claim = |tx: &mut dyn umbra_store::StoreTx| {
+            let d = tx
+                .devices_for_user("alice", true)
+                .expect("claim")
+                .expect("user");
+            (d[0].key_package.clone(), d[0].key_package_is_last_resort)
+        };
+        assert_eq!(claim(tx), (Some(vec![1]), false));
+        assert_eq!(claim(tx), (Some(vec![2]), false));
+        assert_eq!(claim(tx), (Some(vec![0xbb]), true));
+        assert_eq!(claim(tx), (Some(vec![0xbb]), true));
+        assert_eq!(tx.key_packages_left(&dev).expect("left"), 0);
+        assert!(matches!(
+            tx.upload_key_packages(&[5; 16], &[vec![1]], None),
+            Err(StoreError::UnknownDevice)
+        ));
+    });
+}
+
+#[test]
+fn envelopes_store_fetch_ack_cap_and_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db.sqlite");
+    let a = [101u8; 16];
+    let b = [102u8; 16];
+    let ids = {
+        let mut s = open(&path);
+        with_tx(&mut s, |tx| {
+            tx.register(&device("alice", 1), TODAY).expect("register");
+            tx.register(&device("bobby", 2), TODAY).expect("register");
+            let mut ids = Vec::new();
+            for i in 0..5u8 {
+                ids.push(
+                    tx.store_envelope(&a, &[i; 10], i == 0, TODAY)
+                        .expect("store"),
+                );
+            }
+            assert!(matches!(
+                tx.store_envelope(&a, b"x", false, TODAY),
+                Err(StoreError::MailboxFull)
+            ));
+            assert!(matches!(
+                tx.store_envelope(&[9; 16], b"x", false, TODAY),
+                Err(StoreError::UnknownMailbox)
+            ));
+            tx.store_envelope(&b, b"old", false, Day(TODAY.0 - 31))
+                .expect("store");
+            ids
+        })
+    };
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let mut s = open(&path);
+    with_tx(&mut s, |tx| {
+        let got = tx.fetch_envelopes(&a, 0, 100, usize::MAX).expect("fetch");
+        assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+        assert!(got[0].introduction && !got[1].introduction);
+        assert_eq!(got[2].sealed, vec![2; 10]);
+        let page = tx
+            .fetch_envelopes(&a, ids[1], 2, usize::MAX)
+            .expect("fetch");
+        assert_eq!(page.len(), 2);
+        assert_eq!(page[0].id, ids[2]);
+        // Byte bound: stops after the envelope that crosses it.
+        assert_eq!(tx.fetch_envelopes(&a, 0, 100, 15).expect("fetch").len(), 2);
+        // Acks only touch the given mailbox.
+        assert_eq!(tx.delete_envelopes(&b, &ids).expect("delete"), 0);
+        assert_eq!(tx.delete_envelopes(&a, &ids[..2]).expect("delete"), 2);
+        // Room again after the acks.
+        tx.store_envelope(&a, b"y", false, TODAY)
+            .expect("store after ack");
+        assert_eq!(tx.envelope_count().expect("count"), 5);
+        assert_eq!(tx.expire_envelopes(TODAY, 30).expect("expire"), 1);
+        assert_eq!(tx.envelope_count().expect("count"), 4);
+    });
+    // A deleted top id is never reused.
+    let last = with_tx(&mut s, |tx| {
+        let all = tx.fetch_envelopes(&a, 0, 100, usize::MAX).expect("fetch");
+        let top = all.last().expect("some").id;
+        tx.delete_envelopes(&a, &[top]).expect("delete");
+        top
+    });
+    let next = with_tx(&mut s, |tx| {
+        tx.store_envelope(&a, b"z", false, TODAY).expect("store")
+    });
+    assert!(next > last);
+}
+
+#[test]
+fn rolled_back_transaction_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("db.sqlite"));
+    {
+        let mut tx = s.begin().expect("begin");
+        tx.register(&device("alice", 1), TODAY).expect("register");
+    }
+    with_tx(&mut s, |tx| {
+        assert!(
+            tx.devices_for_user("alice", false)
+                .expect("lookup")
+                .is_none()
+        );
+    });
+}

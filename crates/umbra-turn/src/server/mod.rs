@@ -1,0 +1,296 @@
+//! The sans-IO TURN server (RFC 8656).
+//!
+//! Feed it client packets ([`Server::handle_packet`]), packets arriving on relay sockets
+//! ([`Server::handle_relayed`]), the daemon's answers about relay sockets
+//! ([`Server::relay_allocated`]) and timer ticks ([`Server::handle_timeout`]); drain
+//! [`Server::poll_output`] after each call and sleep until [`Server::poll_timeout`].
+//!
+//! Files: [`config`] (settings), [`auth`] (credentials, RFC 8489 §9.2.4), `nonce`
+//! (stateless nonces), [`policy`] (peer policy hook), `allocation` (per-allocation state),
+//! [`output`] (actions for the daemon), `handlers` (one function per request type), and
+//! this file (the struct, dispatch, timers).
+
+pub mod auth;
+pub mod config;
+pub mod output;
+pub mod policy;
+
+mod allocation;
+mod handlers;
+mod nonce;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use auth::{Authenticator, RestAuthenticator, StaticAuthenticator};
+pub use config::ServerConfig;
+pub use nonce::{NONCE_COOKIE, nonce_signals_password_algorithms};
+pub use output::{Discarded, Output, RelayError, RelayGrant, RelayRequestId};
+pub use policy::{AllowAll, DenyInternal, PeerCheck, PeerPolicy};
+
+use crate::attribute::{AddressFamily, Attribute, ErrorCode};
+use crate::builder::MessageBuilder;
+use crate::credentials::LongTermKey;
+use crate::demux::{Packet, Transport, demux};
+use crate::header::{Class, Method, TransactionId};
+use crate::integrity::IntegrityKind;
+use allocation::{Allocation, ClientKey};
+use nonce::NonceIssuer;
+
+/// An Allocate waiting for the daemon to open its relay socket.
+struct Pending {
+    client: ClientKey,
+    tid: TransactionId,
+    username: String,
+    key: LongTermKey,
+    kind: IntegrityKind,
+    lifetime: Duration,
+    family: AddressFamily,
+}
+
+/// The TURN server state machine. See the module docs for the driving loop.
+pub struct Server {
+    config: ServerConfig,
+    auth: Box<dyn Authenticator + Send>,
+    policy: Box<dyn PeerPolicy + Send>,
+    nonces: NonceIssuer,
+    allocations: HashMap<u64, Allocation>,
+    by_client: HashMap<ClientKey, u64>,
+    by_relay: HashMap<SocketAddr, u64>,
+    pending: HashMap<RelayRequestId, Pending>,
+    pending_by_client: HashMap<ClientKey, RelayRequestId>,
+    per_user: HashMap<String, usize>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    outputs: VecDeque<Output>,
+    next_id: u64,
+}
+
+impl Server {
+    /// A server with no allocations. `now` anchors nonce timestamps.
+    pub fn new(
+        config: ServerConfig,
+        auth: impl Authenticator + Send + 'static,
+        policy: impl PeerPolicy + Send + 'static,
+        now: Instant,
+    ) -> Server {
+        let nonces = NonceIssuer::new(
+            config.nonce_secret,
+            now,
+            config.nonce_lifetime,
+            config.negotiates_algorithms(),
+        );
+        Server {
+            config,
+            auth: Box::new(auth),
+            policy: Box::new(policy),
+            nonces,
+            allocations: HashMap::new(),
+            by_client: HashMap::new(),
+            by_relay: HashMap::new(),
+            pending: HashMap::new(),
+            pending_by_client: HashMap::new(),
+            per_user: HashMap::new(),
+            timers: BinaryHeap::new(),
+            outputs: VecDeque::new(),
+            next_id: 1,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Number of live allocations.
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    /// Handles one packet (datagram, or one frame from [`crate::demux::split_frames`])
+    /// received from a client.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        client: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Discarded> {
+        let key = ClientKey {
+            transport,
+            addr: client,
+        };
+        match demux(bytes)? {
+            Packet::ChannelData(cd) => self.on_client_channel_data(now, key, cd.channel, cd.data),
+            Packet::Stun(msg) => match (msg.class(), msg.method()) {
+                (Class::Request, Method::BINDING) => self.on_binding(key, &msg),
+                (
+                    Class::Request,
+                    Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION,
+                )
+                | (Class::Request, Method::CHANNEL_BIND) => {
+                    self.on_authenticated_request(now, key, &msg)
+                }
+                (Class::Request, method) => self.send_error(
+                    key,
+                    method,
+                    msg.transaction_id(),
+                    ErrorCode::BAD_REQUEST,
+                    &[],
+                    None,
+                ),
+                (Class::Indication, Method::SEND) => self.on_send_indication(now, key, &msg),
+                _ => Err(Discarded::Unexpected),
+            },
+        }
+    }
+
+    /// Handles a datagram that arrived from `peer` on the relay socket `relay`.
+    pub fn handle_relayed(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Discarded> {
+        self.on_peer_data(now, relay, peer, bytes)
+    }
+
+    /// The daemon's answer to [`Output::AllocateRelay`].
+    pub fn relay_allocated(
+        &mut self,
+        now: Instant,
+        request: RelayRequestId,
+        result: Result<RelayGrant, RelayError>,
+    ) -> Result<(), Discarded> {
+        self.on_relay_allocated(now, request, result)
+    }
+
+    /// The next action for the daemon, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Expires allocations whose lifetime ended by `now` (emitting
+    /// [`Output::ReleaseRelay`]) and prunes their expired permissions and channels.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(alloc) = self.allocations.get_mut(&id) else {
+                continue;
+            };
+            if alloc.expires <= now {
+                self.remove_allocation(id);
+            } else if alloc.timer == at {
+                // The allocation was refreshed: sleep until its new expiry.
+                alloc.purge(now);
+                alloc.timer = alloc.expires;
+                let next = alloc.expires;
+                self.timers.push(Reverse((next, id)));
+            }
+            // Otherwise a stale entry: an earlier one was scheduled after it.
+        }
+    }
+
+    fn remove_allocation(&mut self, id: u64) {
+        let Some(alloc) = self.allocations.remove(&id) else {
+            return;
+        };
+        self.by_client.remove(&alloc.client);
+        self.by_relay.remove(&alloc.relay);
+        self.release_quota(&alloc.username);
+        self.outputs
+            .push_back(Output::ReleaseRelay { relay: alloc.relay });
+    }
+
+    fn release_quota(&mut self, username: &str) {
+        if let Some(n) = self.per_user.get_mut(username) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_user.remove(username);
+            }
+        }
+    }
+
+    fn in_use(&self) -> usize {
+        self.allocations.len() + self.pending.len()
+    }
+
+    /// Builds and queues a STUN response to `client`.
+    fn send_response(
+        &mut self,
+        client: ClientKey,
+        class: Class,
+        method: Method,
+        tid: TransactionId,
+        attrs: &[Attribute<'_>],
+        sign: Option<(&LongTermKey, IntegrityKind)>,
+    ) -> Result<(), Discarded> {
+        let bytes = self.build_response(class, method, tid, attrs, sign)?;
+        self.outputs.push_back(Output::SendToClient {
+            transport: client.transport,
+            client: client.addr,
+            bytes,
+        });
+        Ok(())
+    }
+
+    fn build_response(
+        &self,
+        class: Class,
+        method: Method,
+        tid: TransactionId,
+        attrs: &[Attribute<'_>],
+        sign: Option<(&LongTermKey, IntegrityKind)>,
+    ) -> Result<Vec<u8>, Discarded> {
+        let mut b = MessageBuilder::new(class, method, tid);
+        for a in attrs {
+            b = b.attr(a);
+        }
+        if let Some(s) = &self.config.software {
+            b = b.attr(&Attribute::Software(s));
+        }
+        if let Some((key, kind)) = sign {
+            b = b.integrity(kind, key.as_bytes());
+        }
+        if self.config.fingerprint {
+            b = b.fingerprint();
+        }
+        Ok(b.build()?)
+    }
+
+    /// Queues an error response with the standard reason phrase.
+    fn send_error(
+        &mut self,
+        client: ClientKey,
+        method: Method,
+        tid: TransactionId,
+        code: u16,
+        extra: &[Attribute<'_>],
+        sign: Option<(&LongTermKey, IntegrityKind)>,
+    ) -> Result<(), Discarded> {
+        let mut attrs = vec![Attribute::ErrorCode(ErrorCode::standard(code))];
+        attrs.extend_from_slice(extra);
+        self.send_response(client, Class::ErrorResponse, method, tid, &attrs, sign)
+    }
+
+    /// Makes sure a timer fires no later than `at` for allocation `id`. At most one entry
+    /// per allocation is "live" (`Allocation::timer`), so refresh floods cannot grow the heap.
+    fn schedule(&mut self, id: u64, at: Instant) {
+        if let Some(alloc) = self.allocations.get_mut(&id)
+            && at < alloc.timer
+        {
+            alloc.timer = at;
+            self.timers.push(Reverse((at, id)));
+        }
+    }
+}

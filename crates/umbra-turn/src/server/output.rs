@@ -1,0 +1,119 @@
+//! What the server asks the daemon to do ([`Output`]), the daemon's answers about relay
+//! sockets ([`RelayGrant`], [`RelayError`]), and why an input produced nothing
+//! ([`Discarded`]).
+
+use std::net::SocketAddr;
+
+use thiserror::Error;
+
+use crate::attribute::AddressFamily;
+use crate::demux::Transport;
+use crate::error::{DecodeError, EncodeError};
+
+/// Identifies one pending relay allocation request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayRequestId(pub u64);
+
+/// An action for the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send `bytes` to a client over the transport it used.
+    SendToClient {
+        /// Transport to the client.
+        transport: Transport,
+        /// The client's address.
+        client: SocketAddr,
+        /// A STUN message or ChannelData frame (padded on stream transports).
+        bytes: Vec<u8>,
+    },
+    /// Send `bytes` from the relay socket `relay` to `peer` (UDP).
+    SendFromRelay {
+        /// The allocation's relay address (the source).
+        relay: SocketAddr,
+        /// The peer (the destination).
+        peer: SocketAddr,
+        /// Application data.
+        bytes: Vec<u8>,
+        /// Set the DF bit (the client asked with DONT-FRAGMENT).
+        dont_fragment: bool,
+    },
+    /// Open a relay socket and answer with [`super::Server::relay_allocated`].
+    AllocateRelay {
+        /// Echo this in the answer.
+        request: RelayRequestId,
+        /// Address family of the relay address.
+        family: AddressFamily,
+        /// `Some(reserve)` if the client asked for an even port; `reserve` also asks to hold
+        /// the next port and return a reservation token.
+        even_port: Option<bool>,
+        /// A token from an earlier reservation the client wants to use.
+        reservation_token: Option<[u8; 8]>,
+    },
+    /// Close the relay socket of an allocation that ended.
+    ReleaseRelay {
+        /// The relay address.
+        relay: SocketAddr,
+    },
+}
+
+/// The daemon's successful answer to [`Output::AllocateRelay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayGrant {
+    /// The relayed transport address (what peers see).
+    pub relay: SocketAddr,
+    /// Token for the next (odd) port, when a reservation was requested and made.
+    pub reservation_token: Option<[u8; 8]>,
+}
+
+/// The daemon's refusal of [`Output::AllocateRelay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// No port available or unknown reservation token (508).
+    #[error("insufficient capacity")]
+    InsufficientCapacity,
+    /// The address family cannot be served (440).
+    #[error("address family not supported")]
+    FamilyNotSupported,
+    /// Anything else (500).
+    #[error("server error")]
+    Internal,
+}
+
+/// Why an input was dropped without a response (RFC 8656 discards silently in these
+/// cases). Useful for counters; never contains peer data.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Discarded {
+    /// Not a valid STUN or ChannelData message.
+    #[error("malformed: {0}")]
+    Malformed(#[from] DecodeError),
+    /// A response or an indication other than Send arrived from a client.
+    #[error("unexpected message class or method")]
+    Unexpected,
+    /// No allocation for this client (or relay address).
+    #[error("no allocation")]
+    NoAllocation,
+    /// Channel not bound (or expired).
+    #[error("channel not bound")]
+    NoChannel,
+    /// No (unexpired) permission for the peer.
+    #[error("no permission for peer")]
+    NoPermission,
+    /// The peer policy refused the peer.
+    #[error("peer forbidden by policy")]
+    PeerForbidden,
+    /// A Send indication lacked XOR-PEER-ADDRESS or DATA, or had an unsupported attribute.
+    #[error("incomplete or unsupported indication")]
+    BadIndication,
+    /// A retransmission of an Allocate whose relay is still being opened.
+    #[error("allocation in progress")]
+    InProgress,
+    /// Unknown relay request id.
+    #[error("unknown relay request")]
+    UnknownRelayRequest,
+    /// A response could not be encoded (a bug, or oversize data).
+    #[error("encode: {0}")]
+    Encode(#[from] EncodeError),
+}
