@@ -202,6 +202,21 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
                 ),
             );
         }
+        Command::IceServers => {
+            let mut client = open(profile)?;
+            let creds = client.relay_credentials().await?;
+            let value = serde_json::json!({
+                "iceServers": [{
+                    "urls": creds.urls,
+                    "username": creds.username,
+                    "credential": creds.password,
+                }],
+                "iceTransportPolicy": "relay",
+                "ttl_secs": creds.ttl_secs,
+            });
+            let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
+            out.value(&value, &pretty);
+        }
         Command::Whoami => {
             let client = open(profile)?;
             out.value(

@@ -84,6 +84,9 @@ enum Command {
     },
     /// Show this profile's account and server.
     Whoami,
+    /// Print WebRTC `iceServers` for the server's call relay, with
+    /// time-limited credentials (any WebRTC app can use them).
+    IceServers,
     /// A guided tour: a temporary server and three scripted users (alice,
     /// bob, carol) exchange 1:1 and group messages, one of them offline for
     /// a while; then it shows what the server stored.

@@ -17,7 +17,7 @@ use umbra_crypto::{Identity, identity::IdentitySecrets};
 use umbra_wire::e2e::{Content, DeviceAddress, GroupMeta, Leaving, content};
 use umbra_wire::invite::Invite;
 use umbra_wire::proto::{
-    DeviceKeys, Login, Register, UploadKeyPackages, client_frame, server_frame,
+    DeviceKeys, Login, Register, RelayCredentials, UploadKeyPackages, client_frame, server_frame,
 };
 
 use crate::conn::ServerConn;
@@ -683,6 +683,21 @@ impl Client {
         }
         server.close().await;
         Ok(())
+    }
+
+    /// Time-limited credentials for the call relay (TURN REST scheme). The
+    /// username holds a random token, not our account name.
+    pub async fn relay_credentials(&mut self) -> Result<RelayCredentials, ClientError> {
+        let mut server = ServerConn::open(&self.invite).await?;
+        self.login(&mut server).await?;
+        let body =
+            client_frame::Body::GetRelayCredentials(umbra_wire::proto::GetRelayCredentials {});
+        let creds = match server.call(body).await? {
+            server_frame::Body::RelayCredentials(c) => c,
+            other => return Err(ClientError::Protocol(format!("{other:?}"))),
+        };
+        server.close().await;
+        Ok(creds)
     }
 
     /// History, oldest first; one conversation or all.

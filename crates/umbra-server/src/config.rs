@@ -43,6 +43,13 @@ pub struct ServerConfig {
     pub key_package_cap: u32,
     /// Days after which an undelivered envelope is deleted.
     pub envelope_expiry_days: u32,
+    /// File holding the secret shared with the call relay (TURN REST scheme);
+    /// without it the server hands out no relay credentials.
+    pub relay_secret_file: Option<PathBuf>,
+    /// TURN URLs of the call relay, given to clients with their credentials.
+    pub relay_urls: Vec<String>,
+    /// Lifetime of relay credentials, in seconds.
+    pub relay_credential_ttl_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +68,9 @@ impl Default for ServerConfig {
             mailbox_cap: 10_000,
             key_package_cap: 200,
             envelope_expiry_days: 30,
+            relay_secret_file: None,
+            relay_urls: Vec::new(),
+            relay_credential_ttl_secs: 86_400,
         }
     }
 }
@@ -110,6 +120,22 @@ pub struct ServerArgs {
     /// Days after which undelivered envelopes are deleted [default: 30].
     #[arg(long, env = "UMBRA_ENVELOPE_EXPIRY_DAYS", value_name = "DAYS")]
     pub envelope_expiry_days: Option<u32>,
+    /// File with the secret shared with the call relay; enables handing out
+    /// relay credentials to logged-in clients.
+    #[arg(long, env = "UMBRA_RELAY_SECRET_FILE", value_name = "FILE")]
+    pub relay_secret_file: Option<PathBuf>,
+    /// TURN URL of the call relay given to clients (repeat, or comma-separate
+    /// in the environment), e.g. turn:relay.example.org:3478?transport=udp.
+    #[arg(
+        long = "relay-url",
+        env = "UMBRA_RELAY_URLS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub relay_urls: Vec<String>,
+    /// Lifetime of relay credentials in seconds [default: 86400].
+    #[arg(long, env = "UMBRA_RELAY_CREDENTIAL_TTL_SECS", value_name = "SECS")]
+    pub relay_credential_ttl_secs: Option<u64>,
 }
 
 /// Why the configuration could not be loaded.
@@ -189,6 +215,16 @@ impl ServerConfig {
         set(&mut self.mailbox_cap, &args.mailbox_cap);
         set(&mut self.key_package_cap, &args.key_package_cap);
         set(&mut self.envelope_expiry_days, &args.envelope_expiry_days);
+        if args.relay_secret_file.is_some() {
+            self.relay_secret_file = args.relay_secret_file.clone();
+        }
+        if !args.relay_urls.is_empty() {
+            self.relay_urls = args.relay_urls.clone();
+        }
+        set(
+            &mut self.relay_credential_ttl_secs,
+            &args.relay_credential_ttl_secs,
+        );
         self
     }
 
@@ -209,6 +245,13 @@ impl ServerConfig {
         }
         if self.handshake_timeout_secs == 0 || self.idle_timeout_secs == 0 {
             return Err(ConfigError::Invalid("timeouts must be at least one second"));
+        }
+        if self.relay_credential_ttl_secs == 0
+            || self.relay_credential_ttl_secs > u64::from(u32::MAX)
+        {
+            return Err(ConfigError::Invalid(
+                "relay_credential_ttl_secs must be between 1 and 2^32-1",
+            ));
         }
         if self.mailbox_cap == 0 || self.envelope_expiry_days == 0 {
             return Err(ConfigError::Invalid(

@@ -45,6 +45,9 @@ pub enum RequestError {
     /// Storage failed.
     #[error("internal server error")]
     Internal,
+    /// No call relay is configured.
+    #[error("this server has no call relay configured")]
+    NoRelay,
     /// The server cannot take this now.
     #[error("busy: {0}")]
     Busy(&'static str),
@@ -67,6 +70,7 @@ impl RequestError {
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Self::Internal => ErrorCode::Internal,
             Self::Busy(_) => ErrorCode::Busy,
+            Self::NoRelay => ErrorCode::NoRelay,
         }
     }
 }

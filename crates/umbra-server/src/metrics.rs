@@ -36,6 +36,8 @@ pub struct Metrics {
     pub envelopes_stored: AtomicI64,
     /// Storage transactions committed.
     pub storage_batches: AtomicU64,
+    /// Relay credentials handed out.
+    pub relay_credentials: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -125,6 +127,12 @@ impl Metrics {
             "counter",
             "Storage transactions committed.",
             c(&self.storage_batches),
+        );
+        put(
+            "umbra_relay_credentials_total",
+            "counter",
+            "Call relay credentials handed out.",
+            c(&self.relay_credentials),
         );
         out
     }

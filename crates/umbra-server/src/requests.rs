@@ -65,6 +65,10 @@ impl Conn {
             Req::FetchDevices(f) => self.fetch_devices(rid, f).await?,
             Req::Send(s) => self.send_envelope(rid, s).await?,
             Req::Ack(a) => self.ack(rid, a).await?,
+            Req::GetRelayCredentials(_) => {
+                let r = self.relay_credentials();
+                self.answer(rid, r)?;
+            }
         }
         Ok(Flow::Continue)
     }
@@ -91,6 +95,22 @@ impl Conn {
             };
             reply(rid, r)
         }));
+    }
+
+    fn relay_credentials(&self) -> Result<Resp, RequestError> {
+        self.logged_in()?;
+        let issuer = self
+            .ctx
+            .shared
+            .relay
+            .as_ref()
+            .ok_or(RequestError::NoRelay)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        inc(&self.ctx.shared.metrics.relay_credentials);
+        Ok(Resp::RelayCredentials(issuer.issue(now)))
     }
 
     fn logged_in(&self) -> Result<([u8; 16], [u8; 16]), RequestError> {

@@ -116,6 +116,15 @@ impl Server {
                 max_envelope_bytes: config.max_envelope_bytes,
                 idle_timeout: config.idle_timeout(),
             },
+            relay: match &config.relay_secret_file {
+                Some(path) => Some(crate::shared::RelayCredentialIssuer {
+                    secret: crate::shared::read_relay_secret(path)
+                        .with_context(|| format!("reading relay secret {}", path.display()))?,
+                    urls: config.relay_urls.clone(),
+                    ttl: Duration::from_secs(config.relay_credential_ttl_secs),
+                }),
+                None => None,
+            },
         });
         let listener = TcpListener::bind(config.listen)
             .await

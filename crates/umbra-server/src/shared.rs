@@ -1,5 +1,6 @@
 //! State shared by the connection tasks and the storage thread.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,4 +31,61 @@ pub struct Shared {
     pub budget: IntroductionBudget,
     /// Protocol limits.
     pub limits: Limits,
+    /// Call relay credentials, when a relay is configured.
+    pub relay: Option<RelayCredentialIssuer>,
+}
+
+/// Hands out TURN REST credentials for the call relay.
+pub struct RelayCredentialIssuer {
+    /// Secret shared with the relay.
+    pub secret: Vec<u8>,
+    /// TURN URLs given to clients.
+    pub urls: Vec<String>,
+    /// Credential lifetime.
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for RelayCredentialIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayCredentialIssuer")
+            .field("urls", &self.urls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayCredentialIssuer {
+    /// Credentials valid for `ttl` from `now_unix`, with a fresh random token
+    /// as the name part (never the account name).
+    pub fn issue(&self, now_unix: u64) -> umbra_wire::proto::RelayCredentials {
+        let mut token = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut token);
+        let token = hex::encode(token);
+        let (username, password) = umbra_turn::credentials::rest::credentials(
+            &self.secret,
+            now_unix + self.ttl.as_secs(),
+            &token,
+        );
+        umbra_wire::proto::RelayCredentials {
+            username,
+            password,
+            ttl_secs: u32::try_from(self.ttl.as_secs()).unwrap_or(u32::MAX),
+            urls: self.urls.clone(),
+        }
+    }
+}
+
+/// Reads the relay secret file (trailing whitespace ignored).
+pub fn read_relay_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    let text = std::fs::read(path)?;
+    let end = text
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    if end == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the relay secret file is empty",
+        ));
+    }
+    Ok(text[..end].to_vec())
 }

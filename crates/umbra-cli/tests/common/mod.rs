@@ -25,6 +25,11 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts `umbra server` on `listen` (e.g. `127.0.0.1:0`), logging to `log`.
     pub fn start(data_dir: &Path, listen: &str, log: &Path) -> Self {
+        Self::start_with(data_dir, listen, log, &[])
+    }
+
+    /// Like [`ServerProc::start`], with extra flags.
+    pub fn start_with(data_dir: &Path, listen: &str, log: &Path, extra: &[&str]) -> Self {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -40,6 +45,7 @@ impl ServerProc {
             ])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "debug")
             .env_remove("UMBRA_PROFILE")
             .stdout(Stdio::piped())
