@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Subcommand;
 use umbra_client::Client;
+use umbra_wire::proxy::ProxyLink;
 
 use crate::Command;
 use crate::output::Output;
@@ -49,15 +50,59 @@ pub enum GroupCommand {
     },
 }
 
-fn open(profile: &Path) -> anyhow::Result<Client> {
-    Ok(Client::open(profile)?)
+/// `umbra proxy ...`
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ProxyCommand {
+    /// Checks instead of running.
+    #[command(subcommand)]
+    pub check: Option<ProxyCheck>,
+    /// Settings of the proxy.
+    #[command(flatten)]
+    pub args: umbra_proxy::ProxyArgs,
+}
+
+/// `umbra proxy doctor`
+#[derive(Debug, Subcommand)]
+pub enum ProxyCheck {
+    /// Check the upstreams, the ports and the certificate, and print the link again.
+    Doctor(umbra_proxy::ProxyArgs),
+}
+
+/// `umbra network ...`
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Go through a proxy from now on (LINK), or no more (--off).
+    Proxy {
+        /// The proxy link (umbra://proxy?...) a volunteer shared.
+        #[arg(required_unless_present = "off")]
+        link: Option<String>,
+        /// Connect directly again.
+        #[arg(long, conflicts_with = "link")]
+        off: bool,
+    },
+    /// Show how this profile reaches its server.
+    Show,
+}
+
+fn open(profile: &Path, proxy: &Option<ProxyLink>) -> anyhow::Result<Client> {
+    let mut client = Client::open(profile)?;
+    if let Some(link) = proxy {
+        client.use_proxy(link.clone());
+    }
+    Ok(client)
 }
 
 /// Runs a client command.
-pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Result<()> {
+pub async fn run(
+    command: Command,
+    profile: &Path,
+    proxy: Option<ProxyLink>,
+    out: Output,
+) -> anyhow::Result<()> {
     match command {
         Command::Register { invite, username } => {
-            let client = Client::register(profile, &invite, &username).await?;
+            let client = Client::register(profile, &invite, &username, proxy).await?;
             out.value(
                 &serde_json::json!({
                     "username": client.username(),
@@ -73,7 +118,7 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
             );
         }
         Command::Send { to, text } => {
-            let mut client = open(profile)?;
+            let mut client = open(profile, &proxy)?;
             let events = client.send(&to, &text).await?;
             out.events(&events);
             out.value(
@@ -82,7 +127,7 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
             );
         }
         Command::Group(g) => {
-            let mut client = open(profile)?;
+            let mut client = open(profile, &proxy)?;
             let (events, done) = match &g {
                 GroupCommand::Create { name, members } => {
                     let m: Vec<&str> = members.iter().map(String::as_str).collect();
@@ -114,7 +159,7 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
             out.value(&serde_json::json!({ "ok": true, "done": done }), &done);
         }
         Command::Listen => {
-            let mut client = open(profile)?;
+            let mut client = open(profile, &proxy)?;
             if !out.json {
                 eprintln!("listening as `{}` (Ctrl-C to stop)", client.username());
             }
@@ -124,7 +169,7 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
                 .context("listening stopped")?;
         }
         Command::Sync => {
-            let mut client = open(profile)?;
+            let mut client = open(profile, &proxy)?;
             let events = client.sync().await?;
             out.events(&events);
             if !out.json && events.is_empty() {
@@ -136,7 +181,7 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
             limit,
             offline,
         } => {
-            let mut client = open(profile)?;
+            let mut client = open(profile, &proxy)?;
             if !offline {
                 for e in client.sync().await? {
                     // History's output stays clean for scripts: warnings go to stderr.
@@ -149,7 +194,7 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
             out.history(&entries, client.username());
         }
         Command::Contacts => {
-            let client = open(profile)?;
+            let client = open(profile, &proxy)?;
             let contacts = client.contacts()?;
             let mut text = String::new();
             for c in &contacts {
@@ -170,7 +215,7 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
             out.value(&contacts, text.trim_end());
         }
         Command::Conversations => {
-            let client = open(profile)?;
+            let client = open(profile, &proxy)?;
             let convs = client.conversations()?;
             let mut text = String::new();
             for c in &convs {
@@ -191,7 +236,7 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
             user,
             mark_verified,
         } => {
-            let mut client = open(profile)?;
+            let mut client = open(profile, &proxy)?;
             let number = client.verify(&user, mark_verified).await?;
             out.value(
                 &serde_json::json!({ "user": user, "safety_number": number, "verified": mark_verified }),
@@ -203,7 +248,7 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
             );
         }
         Command::IceServers => {
-            let mut client = open(profile)?;
+            let mut client = open(profile, &proxy)?;
             let creds = client.relay_credentials().await?;
             let value = serde_json::json!({
                 "iceServers": [{
@@ -217,8 +262,43 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
             let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
             out.value(&value, &pretty);
         }
+        Command::Network(n) => {
+            let mut client = open(profile, &None)?;
+            match n {
+                NetworkCommand::Proxy { link, off } => {
+                    let link = match (link, off) {
+                        (Some(text), false) => Some(ProxyLink::parse(&text)?),
+                        _ => None,
+                    };
+                    let text = match &link {
+                        Some(l) => format!(
+                            "from now on this profile reaches its server through the proxy at {}",
+                            l.address()
+                        ),
+                        None => "this profile connects to its server directly".to_string(),
+                    };
+                    client.save_proxy(link)?;
+                    out.value(
+                        &serde_json::json!({ "proxy": client.proxy().map(|l| l.address()) }),
+                        &text,
+                    );
+                }
+                NetworkCommand::Show => {
+                    let text = match client.proxy() {
+                        Some(l) => format!(
+                            "server {} reached through the proxy at {} ({})",
+                            client.invite().address(),
+                            l.address(),
+                            if l.tls { "TLS" } else { "plain TCP" }
+                        ),
+                        None => format!("server {} reached directly", client.invite().address()),
+                    };
+                    out.value(&serde_json::json!({ "server": client.invite().address(), "proxy": client.proxy().map(|l| l.address()) }), &text);
+                }
+            }
+        }
         Command::Whoami => {
-            let client = open(profile)?;
+            let client = open(profile, &proxy)?;
             out.value(
                 &serde_json::json!({
                     "username": client.username(),
@@ -233,7 +313,11 @@ pub async fn run(command: Command, profile: &Path, out: Output) -> anyhow::Resul
                 ),
             );
         }
-        Command::Serve(_) | Command::Server(_) | Command::Demo | Command::Bench(_) => {
+        Command::Serve(_)
+        | Command::Server(_)
+        | Command::Proxy(_)
+        | Command::Demo
+        | Command::Bench(_) => {
             unreachable!("handled in main")
         }
     }

@@ -49,3 +49,36 @@ pub async fn serve(args: umbra_server::ServerArgs, all_in_one: bool) -> anyhow::
     println!("Register with: umbra register --invite '{invite}' USERNAME");
     server.run(shutdown_signal()).await
 }
+
+/// `umbra proxy` and `umbra proxy doctor`.
+pub async fn proxy(cmd: crate::commands::ProxyCommand) -> anyhow::Result<()> {
+    use crate::commands::ProxyCheck;
+    if let Some(ProxyCheck::Doctor(args)) = cmd.check {
+        init_logging("warn");
+        let mut config = umbra_proxy::ProxyConfig::default().overlay(&args);
+        if let Some(path) = &args.config {
+            config = umbra_proxy::ProxyConfig::from_file(path)?.overlay(&args);
+        }
+        let ok = umbra_proxy::doctor::run(&config).await?;
+        if !ok {
+            anyhow::bail!("some checks failed (see above)");
+        }
+        return Ok(());
+    }
+    init_logging("info");
+    let config = umbra_proxy::ProxyConfig::load(&cmd.args)?;
+    let proxy = umbra_proxy::Proxy::bind(config).await?;
+    for a in proxy.tls_addrs() {
+        println!("Umbra proxy listening on {a} (TLS)");
+    }
+    for a in proxy.plain_addrs() {
+        println!("Umbra proxy listening on {a} (plain)");
+    }
+    if let Some(fp) = proxy.certificate_fingerprint() {
+        println!("TLS certificate SHA-256: {fp}");
+    }
+    println!("Proxy link (share it with the people you want to help):");
+    println!("{}", umbra_proxy::link::show(proxy.link()));
+    println!("Users run: umbra network proxy '{}'", proxy.link());
+    proxy.run(shutdown_signal()).await
+}

@@ -26,10 +26,16 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Reach the server through this proxy (umbra://proxy?...) for this
+    /// command; `umbra network proxy LINK` keeps one in the profile.
+    #[arg(long, global = true, env = "UMBRA_PROXY", value_name = "LINK")]
+    proxy: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an all-in-one Umbra node (messaging server today; the call relay
@@ -37,6 +43,12 @@ enum Command {
     Serve(umbra_server::ServerArgs),
     /// Run the messaging server alone.
     Server(umbra_server::ServerArgs),
+    /// Run a censorship-circumvention proxy (volunteers: see the README's
+    /// tutorial), or check one with `umbra proxy doctor`.
+    Proxy(commands::ProxyCommand),
+    /// Network settings of this profile: the proxy to go through.
+    #[command(subcommand)]
+    Network(commands::NetworkCommand),
     /// Create an account on a server, from the invite link its operator shared.
     Register {
         /// The server's invite link (umbra://join?...), printed by `umbra serve`.
@@ -132,9 +144,14 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let profile = cli.profile.clone().unwrap_or_else(default_profile);
     let out = output::Output { json: cli.json };
+    let proxy = match &cli.proxy {
+        Some(text) => Some(umbra_wire::proxy::ProxyLink::parse(text)?),
+        None => None,
+    };
     match cli.command {
         Command::Serve(args) => daemon::serve(args, true).await,
         Command::Server(args) => daemon::serve(args, false).await,
+        Command::Proxy(p) => daemon::proxy(p).await,
         Command::Demo => {
             daemon::init_logging("warn");
             demo::run(out).await
@@ -147,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         other => {
             daemon::init_logging("warn");
-            commands::run(other, &profile, out).await
+            commands::run(other, &profile, proxy, out).await
         }
     }
 }

@@ -119,10 +119,10 @@ fn forged_replayed_and_oversize_envelopes() {
     let data = dir.path().join("server");
     let server = ServerProc::start(&data, "127.0.0.1:0", &dir.path().join("log"));
     rt().block_on(async {
-        let mut alice = Client::register(&dir.path().join("alice"), &server.invite, "alice")
+        let mut alice = Client::register(&dir.path().join("alice"), &server.invite, "alice", None)
             .await
             .expect("alice");
-        let mut bob = Client::register(&dir.path().join("bob"), &server.invite, "bob")
+        let mut bob = Client::register(&dir.path().join("bob"), &server.invite, "bob", None)
             .await
             .expect("bob");
         alice.send("bob", "the real one").await.expect("send");
@@ -191,7 +191,7 @@ fn last_resort_key_package_keeps_new_conversations_possible() {
         &dir.path().join("log"),
     );
     rt().block_on(async {
-        let mut bob = Client::register(&dir.path().join("bob"), &server.invite, "bob")
+        let mut bob = Client::register(&dir.path().join("bob"), &server.invite, "bob", None)
             .await
             .expect("bob");
         let mut raw = Raw::open(&server.invite).await;
@@ -210,10 +210,10 @@ fn last_resort_key_package_keeps_new_conversations_possible() {
             last_resort_seen >= 10,
             "the last-resort package is reused once the others are gone"
         );
-        let mut alice = Client::register(&dir.path().join("alice"), &server.invite, "alice")
+        let mut alice = Client::register(&dir.path().join("alice"), &server.invite, "alice", None)
             .await
             .expect("alice");
-        let mut carol = Client::register(&dir.path().join("carol"), &server.invite, "carol")
+        let mut carol = Client::register(&dir.path().join("carol"), &server.invite, "carol", None)
             .await
             .expect("carol");
         alice.send("bob", "from alice").await.expect("alice send");
@@ -341,12 +341,12 @@ fn server_killed_under_load_loses_no_acknowledged_message() {
     let invite = server.invite.clone();
     let listen = server.listen.clone();
     rt().block_on(async {
-        let mut bob = Client::register(&dir.path().join("bob"), &invite, "bob")
+        let mut bob = Client::register(&dir.path().join("bob"), &invite, "bob", None)
             .await
             .expect("bob");
         let mut senders = Vec::new();
         for s in SENDERS {
-            let mut c = Client::register(&dir.path().join(s), &invite, s)
+            let mut c = Client::register(&dir.path().join(s), &invite, s, None)
                 .await
                 .expect("register");
             c.send("bob", &format!("{s} hello"))

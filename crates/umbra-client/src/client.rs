@@ -14,11 +14,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use umbra_crypto::mls::{self, VerifiedKeyPackage};
 use umbra_crypto::{Identity, identity::IdentitySecrets};
+use umbra_net::dial::Route;
 use umbra_wire::e2e::{Content, DeviceAddress, GroupMeta, Leaving, content};
 use umbra_wire::invite::Invite;
 use umbra_wire::proto::{
     DeviceKeys, Login, Register, RelayCredentials, UploadKeyPackages, client_frame, server_frame,
 };
+use umbra_wire::proxy::ProxyLink;
 
 use crate::conn::ServerConn;
 use crate::mls_store::Provider;
@@ -40,6 +42,7 @@ pub struct Client {
     pub(crate) invite: Invite,
     pub(crate) me: DeviceAddress,
     device_id: Vec<u8>,
+    proxy: Option<ProxyLink>,
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -77,6 +80,7 @@ impl Client {
         dir: &Path,
         invite_link: &str,
         username: &str,
+        proxy: Option<ProxyLink>,
     ) -> Result<Self, ClientError> {
         validate_username(username)?;
         let invite = Invite::parse(invite_link)?;
@@ -89,7 +93,11 @@ impl Client {
         }
         let identity = Identity::generate(username)?;
         let token: [u8; 32] = random_bytes();
-        let mut server = ServerConn::open(&invite).await?;
+        let route = match &proxy {
+            Some(link) => Route::Proxy(link.clone()),
+            None => Route::Direct(invite.address()),
+        };
+        let mut server = ServerConn::open(&invite, &route).await?;
         let hh = server.handshake_hash();
         let mut signed = b"umbra-register-v1".to_vec();
         signed.extend_from_slice(&hh);
@@ -119,6 +127,9 @@ impl Client {
             set_setting(&tx, "identity_keypair", &secrets.identity_keypair)?;
             set_setting(&tx, "sealing_private", &secrets.sealing_private)?;
             set_setting(&tx, "delivery_token", &token)?;
+            if let Some(link) = &proxy {
+                set_setting(&tx, "proxy", link.to_string().as_bytes())?;
+            }
             tx.commit()?;
         }
         let mut client = Self::open(dir)?;
@@ -156,6 +167,10 @@ impl Client {
             delivery_token: setting(conn, "delivery_token")?,
         };
         let device_id = setting(conn, "device_id")?;
+        let proxy = match get_setting(conn, "proxy")? {
+            Some(text) => Some(ProxyLink::parse(&String::from_utf8_lossy(&text))?),
+            None => None,
+        };
         Ok(Self {
             profile,
             crypto: RustCrypto::default(),
@@ -163,12 +178,48 @@ impl Client {
             invite,
             me,
             device_id,
+            proxy,
         })
     }
 
     /// Our username.
     pub fn username(&self) -> &str {
         self.identity.username()
+    }
+
+    /// How this client reaches the server: through the proxy if one is set,
+    /// else directly. With a proxy, no connection ever goes to the server's
+    /// own address.
+    pub fn route(&self) -> Route {
+        match &self.proxy {
+            Some(link) => Route::Proxy(link.clone()),
+            None => Route::Direct(self.invite.address()),
+        }
+    }
+
+    /// The proxy in use, if any.
+    pub fn proxy(&self) -> Option<&ProxyLink> {
+        self.proxy.as_ref()
+    }
+
+    /// Uses `link` for this session only (`--proxy`); [`Client::save_proxy`]
+    /// keeps one in the profile.
+    pub fn use_proxy(&mut self, link: ProxyLink) {
+        self.proxy = Some(link);
+    }
+
+    /// Keeps `link` (or no proxy) as this profile's network setting.
+    pub fn save_proxy(&mut self, link: Option<ProxyLink>) -> Result<(), ClientError> {
+        match &link {
+            Some(l) => set_setting(self.profile.conn(), "proxy", l.to_string().as_bytes())?,
+            None => {
+                self.profile
+                    .conn()
+                    .execute("DELETE FROM settings WHERE key = 'proxy'", [])?;
+            }
+        }
+        self.proxy = link;
+        Ok(())
     }
 
     /// This device's mailbox id (what the server files our envelopes under).
@@ -229,7 +280,7 @@ impl Client {
         if outbox::pending(self.profile.conn())? == 0 {
             return Ok(Vec::new());
         }
-        let mut server = ServerConn::open(&self.invite).await?;
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         let warnings = outbox::flush(self.profile.conn(), &mut server).await?;
         server.close().await;
         Ok(warnings)
@@ -330,7 +381,7 @@ impl Client {
         if missing.is_empty() {
             return Ok(());
         }
-        let mut server = ServerConn::open(&self.invite).await?;
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         for member in missing {
             let devices = server.fetch_devices(&member.username, false).await?;
             let Some(device) = devices.devices.into_iter().next() else {
@@ -370,7 +421,7 @@ impl Client {
         name: Option<&str>,
         members: &[&str],
     ) -> Result<Vec<u8>, ClientError> {
-        let mut server = ServerConn::open(&self.invite).await?;
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         let mut claimed = Vec::new();
         for m in members {
             claimed.push(self.claim(&mut server, m).await?);
@@ -510,7 +561,7 @@ impl Client {
         // Apply what others changed first, so our commit builds on it.
         let mut events = self.sync().await?;
         self.ensure_addresses(&group_id).await?;
-        let mut server = ServerConn::open(&self.invite).await?;
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         let mut claimed = Vec::new();
         for m in members {
             claimed.push(self.claim(&mut server, m).await?);
@@ -628,7 +679,7 @@ impl Client {
     /// what happened.
     pub async fn sync(&mut self) -> Result<Vec<Event>, ClientError> {
         let mut events = self.flush_earlier().await?;
-        let mut server = ServerConn::open(&self.invite).await?;
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         self.login(&mut server).await?;
         loop {
             match server.next_push().await? {
@@ -655,7 +706,7 @@ impl Client {
         for e in self.flush_earlier().await? {
             on_event(&e);
         }
-        let mut server = ServerConn::open(&self.invite).await?;
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         self.login(&mut server).await?;
         tokio::pin!(stop);
         loop {
@@ -688,7 +739,7 @@ impl Client {
     /// Time-limited credentials for the call relay (TURN REST scheme). The
     /// username holds a random token, not our account name.
     pub async fn relay_credentials(&mut self) -> Result<RelayCredentials, ClientError> {
-        let mut server = ServerConn::open(&self.invite).await?;
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         self.login(&mut server).await?;
         let body =
             client_frame::Body::GetRelayCredentials(umbra_wire::proto::GetRelayCredentials {});
@@ -802,7 +853,7 @@ impl Client {
             .optional()?;
         if key.is_none() {
             validate_username(username)?;
-            let mut server = ServerConn::open(&self.invite).await?;
+            let mut server = ServerConn::open(&self.invite, &self.route()).await?;
             let devices = server.fetch_devices(username, false).await?;
             server.close().await;
             let k = devices

@@ -8,14 +8,15 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use umbra_net::Channel;
+use umbra_net::dial::Route;
 use umbra_wire::invite::Invite;
 use umbra_wire::noise::Keypair;
 use umbra_wire::proto::{
     ClientFrame, Deliver, Devices, ErrorCode, FetchDevices, ServerFrame, ServerHello, client_frame,
     server_frame,
 };
+use umbra_wire::proxy::Target;
 
 use crate::ClientError;
 
@@ -30,22 +31,27 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
-    /// Connects to the server named in `invite`, pinning its key.
-    pub async fn open(invite: &Invite) -> Result<Self, ClientError> {
-        let addr = invite.address();
-        let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(&addr))
-            .await
-            .map_err(|_| ClientError::Unreachable {
-                addr: addr.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
-            })?
-            .map_err(|source| ClientError::Unreachable {
-                addr: addr.clone(),
-                source,
-            })?;
-        let _ = tcp.set_nodelay(true);
+    /// Connects to the server named in `invite`, pinning its key, along
+    /// `route` (directly, or through a proxy).
+    pub async fn open(invite: &Invite, route: &Route) -> Result<Self, ClientError> {
+        let stream = match umbra_net::dial::dial(route, Target::Messaging, TIMEOUT).await {
+            Ok(s) => s,
+            Err(umbra_net::NetError::Io(source)) => {
+                return Err(ClientError::Unreachable {
+                    addr: describe(route),
+                    source,
+                });
+            }
+            Err(umbra_net::NetError::Timeout(_)) => {
+                return Err(ClientError::Unreachable {
+                    addr: describe(route),
+                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let local = Keypair::generate().map_err(umbra_net::NetError::from)?;
-        let (ch, hello) = umbra_net::connect(tcp, &local, &invite.server_key, TIMEOUT).await?;
+        let (ch, hello) = umbra_net::connect(stream, &local, &invite.server_key, TIMEOUT).await?;
         Ok(Self {
             ch,
             next_id: 1,
@@ -206,3 +212,10 @@ impl ServerConn {
 
 /// A delivered envelope.
 pub type Delivered = Deliver;
+
+fn describe(route: &Route) -> String {
+    match route {
+        Route::Direct(addr) => addr.clone(),
+        Route::Proxy(link) => format!("{} (your proxy)", link.address()),
+    }
+}

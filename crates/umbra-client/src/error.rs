@@ -42,6 +42,9 @@ pub enum ClientError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The proxy link is not valid.
+    #[error("{0}")]
+    ProxyLink(#[from] umbra_wire::proxy::ProxyLinkError),
     /// The invite link is not valid.
     #[error("{0}")]
     Invite(#[from] umbra_wire::invite::InviteError),

@@ -2,6 +2,8 @@
 //!
 //! - [`handshake`]: [`connect`] (client) and [`accept`] (server) run the Noise IK
 //!   handshake over any byte stream (TCP today; TLS through a proxy later).
+//! - [`dial`]: opening the stream to the server, directly or through a proxy
+//!   (TCP or TLS, then the admission preamble).
 //! - [`channel`]: [`FrameReader`] and [`FrameWriter`], the two halves of an
 //!   established channel, usable from different tasks.
 //!
@@ -9,6 +11,7 @@
 //! client's business.
 
 pub mod channel;
+pub mod dial;
 pub mod handshake;
 
 pub use channel::{FrameReader, FrameWriter};
@@ -39,6 +42,9 @@ pub enum NetError {
          limit, or this address is not an Umbra server"
     )]
     ClosedDuringHandshake,
+    /// Going through the proxy failed.
+    #[error("proxy: {0}")]
+    Proxy(&'static str),
     /// The peer closed the connection.
     #[error("the connection was closed by the other side")]
     Closed,

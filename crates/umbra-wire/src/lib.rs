@@ -6,6 +6,8 @@
 //! - [`noise`]: the Noise IK handshake and the encrypted, chunked byte stream
 //!   that carries the frames (client pins the server's static key).
 //! - [`invite`]: the `umbra://join?...` links that carry host, port and server key.
+//! - [`proxy`]: proxy links (`umbra://proxy?...`) and the admission preamble
+//!   a client sends a proxy first.
 //! - [`error`]: what can go wrong on the wire.
 //!
 //! Sockets live in `umbra-net`; this crate only turns bytes into messages and
@@ -15,6 +17,7 @@ pub mod error;
 pub mod frame;
 pub mod invite;
 pub mod noise;
+pub mod proxy;
 
 pub use error::WireError;
 

@@ -1,0 +1,339 @@
+//! Chatting through `umbra proxy`, with the real binaries: the client never
+//! contacts the server's own address, and the proxy sees (and logs) nothing
+//! but ciphertext.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{ServerProc, history, ok};
+
+struct ProxyProc {
+    child: Child,
+    link: String,
+    output: Arc<Mutex<String>>,
+}
+
+impl ProxyProc {
+    fn start(data: &Path, upstream: &str, listen: &str, tls: bool, public_host: &str) -> Self {
+        let mut cmd = Command::new(common::bin());
+        cmd.args([
+            "proxy",
+            "--upstream",
+            upstream,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--public-host", public_host])
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        if tls {
+            cmd.args(["--tls-listen", listen, "--no-plain"]);
+        } else {
+            cmd.args(["--plain-listen", listen, "--no-tls"]);
+        }
+        let mut child = cmd.spawn().expect("spawn umbra proxy");
+        let output = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut o = sink.lock().expect("lock");
+                o.push_str(&line);
+                o.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && line.starts_with("umbra://proxy?") {
+                    let _ = tx.send(line.clone());
+                    sent = true;
+                }
+                let mut o = sink.lock().expect("lock");
+                o.push_str(&line);
+                o.push('\n');
+            }
+        });
+        let link = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the proxy printed its link");
+        Self {
+            child,
+            link,
+            output,
+        }
+    }
+
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        common::wait_timeout(&mut self.child, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(200));
+        self.output.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind(format!("{ip}:0"))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A listener that counts connections and never answers.
+fn tripwire() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            c.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (addr, count)
+}
+
+/// A TCP relay that records every byte both ways: a packet capture of the
+/// proxy's traffic on that side.
+fn capture(listen_ip: &str, to: String) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let l = TcpListener::bind(format!("{listen_ip}:0")).expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let record = log.clone();
+    std::thread::spawn(move || {
+        for inbound in l.incoming().flatten() {
+            let Ok(outbound) = TcpStream::connect(&to) else {
+                continue;
+            };
+            for (mut from, mut into) in [
+                (
+                    inbound.try_clone().expect("clone"),
+                    outbound.try_clone().expect("clone"),
+                ),
+                (outbound, inbound),
+            ] {
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => {
+                                let _ = into.shutdown(std::net::Shutdown::Write);
+                                return;
+                            }
+                            Ok(n) => {
+                                record.lock().expect("lock").extend_from_slice(&buf[..n]);
+                                if into.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, log)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn with_a_proxy_the_client_never_contacts_the_server_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProc::start(
+        &dir.path().join("server"),
+        "127.0.0.1:0",
+        &dir.path().join("log"),
+    );
+    // An invite with the real server key but a tripwire address: any direct
+    // connection attempt is counted, and cannot succeed.
+    let (wire, touched) = tripwire();
+    let key = server.invite.split("key=").nth(1).expect("key");
+    let invite = format!("umbra://join?host=127.0.0.1&port={}&key={key}", wire.port());
+    let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let proxy = ProxyProc::start(
+        &dir.path().join("proxy"),
+        &server.listen,
+        &listen,
+        true,
+        "127.0.0.1",
+    );
+    assert!(
+        proxy.link.starts_with("umbra://proxy?host=127.0.0.1&port="),
+        "{}",
+        proxy.link
+    );
+
+    let p = |n: &str| dir.path().join(n);
+    // Alice gives the proxy on the command line; Bob keeps it in his profile.
+    ok(
+        &p("alice"),
+        &[
+            "--proxy",
+            &proxy.link,
+            "register",
+            "--invite",
+            &invite,
+            "alice",
+        ],
+    );
+    ok(
+        &p("bob"),
+        &[
+            "--proxy",
+            &proxy.link,
+            "register",
+            "--invite",
+            &invite,
+            "bob",
+        ],
+    );
+    ok(&p("bob"), &["network", "proxy", &proxy.link]);
+    ok(&p("alice"), &["send", "bob", "hello via the proxy"]);
+    ok(&p("bob"), &["send", "alice", "hello back"]);
+    ok(&p("alice"), &["group", "create", "pals", "bob"]);
+    ok(
+        &p("alice"),
+        &["group", "send", "pals", "group via the proxy"],
+    );
+    assert!(history(&p("bob"), "alice").contains(&("alice".into(), "hello via the proxy".into())));
+    assert!(history(&p("alice"), "bob").contains(&("bob".into(), "hello back".into())));
+    assert!(history(&p("bob"), "pals").contains(&("alice".into(), "group via the proxy".into())));
+    assert_eq!(
+        touched.load(Ordering::SeqCst),
+        0,
+        "a client connected to the server's own address"
+    );
+
+    // The tripwire works: without the proxy the client does try that address.
+    ok(&p("bob"), &["network", "proxy", "--off"]);
+    let out = common::umbra(&p("bob"), &["sync"]);
+    assert!(!out.status.success());
+    assert!(touched.load(Ordering::SeqCst) > 0);
+    drop(proxy);
+}
+
+#[test]
+fn the_proxy_sees_and_logs_only_ciphertext() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Distinct loopback addresses: clients come from 127.0.0.1, which must
+    // not appear anywhere in the proxy's output.
+    let server = ServerProc::start(
+        &dir.path().join("server"),
+        "127.0.0.5:0",
+        &dir.path().join("log"),
+    );
+    let (upstream_side, up_capture) = capture("127.0.0.6", server.listen.clone());
+    let proxy_listen = format!("127.0.0.4:{}", free_port("127.0.0.4"));
+    let proxy = ProxyProc::start(
+        &dir.path().join("proxy"),
+        &upstream_side.to_string(),
+        &proxy_listen,
+        false,
+        "127.0.0.4",
+    );
+    let (client_side, client_capture) = capture("127.0.0.7", proxy_listen.clone());
+    let link = proxy.link.replace(
+        &format!(
+            "host=127.0.0.4&port={}",
+            proxy_listen.rsplit(':').next().expect("port")
+        ),
+        &format!("host=127.0.0.7&port={}", client_side.port()),
+    );
+    assert_ne!(
+        link, proxy.link,
+        "the link goes through the client-side capture"
+    );
+
+    let p = |n: &str| dir.path().join(n);
+    let users = ["alicia", "bobbyt"];
+    let secrets = [
+        "blind-proxy-secret-one-8f3",
+        "blind-proxy-secret-two-k29",
+        "blind-group-name-q77",
+    ];
+    for u in users {
+        ok(
+            &p(u),
+            &["--proxy", &link, "register", "--invite", &server.invite, u],
+        );
+    }
+    ok(&p("alicia"), &["send", "bobbyt", secrets[0]]);
+    ok(&p("bobbyt"), &["send", "alicia", secrets[1]]);
+    ok(&p("alicia"), &["group", "create", secrets[2], "bobbyt"]);
+    assert!(history(&p("bobbyt"), "alicia").contains(&("alicia".into(), secrets[0].into())));
+    assert!(history(&p("alicia"), "bobbyt").contains(&("bobbyt".into(), secrets[1].into())));
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client_capture.lock().expect("lock").len() < 1000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = proxy.stop();
+    let down = client_capture.lock().expect("lock").clone();
+    let up = up_capture.lock().expect("lock").clone();
+    assert!(
+        down.len() > 5000 && up.len() > 5000,
+        "captures hold the chat ({} / {} bytes)",
+        down.len(),
+        up.len()
+    );
+    for (side, bytes) in [("client side", &down), ("server side", &up)] {
+        for s in secrets {
+            assert!(
+                !contains(bytes, s.as_bytes()),
+                "plaintext on the {side} of the proxy"
+            );
+        }
+        for u in users {
+            assert!(
+                !contains(bytes, u.as_bytes()),
+                "username {u} on the {side} of the proxy"
+            );
+        }
+    }
+    assert!(
+        output.contains("umbra proxy ready"),
+        "complete output captured:\n{output}"
+    );
+    for s in secrets {
+        assert!(!output.contains(s), "plaintext in the proxy's output");
+    }
+    for u in users {
+        assert!(!output.contains(u), "username in the proxy's output");
+    }
+    assert!(
+        !output.contains("127.0.0.1"),
+        "a client address in the proxy's output:\n{output}"
+    );
+    assert!(
+        !output.contains("127.0.0.7"),
+        "the client-side peer address in the proxy's output"
+    );
+}

@@ -1,0 +1,37 @@
+//! `umbra proxy`: lets people reach Umbra where it is blocked.
+//!
+//! A volunteer runs it on ports that are rarely blocked (443 with TLS, 80 and
+//! 5222 plain) and shares its link. A client's first bytes prove it knows the
+//! link's secret (see `umbra_wire::proxy`); then the proxy forwards the
+//! stream, which is the client's Noise session with the server, to the
+//! messaging server (or the call relay). Anything else is served as a web
+//! visitor, so a prober sees an ordinary website. The proxy learns the
+//! client's IP and nothing else, and neither logs it nor passes it on.
+//!
+//! Layout:
+//! - [`config`]: flags, environment, TOML file.
+//! - [`replay`]: the bounded cache of seen admission nonces.
+//! - [`admission`]: deciding, from the first bytes, admit or decoy.
+//! - [`decoy`]: the website probers see (built in, or a configured web server).
+//! - [`tls`]: the certificate (operator's PEM, or generated and kept).
+//! - [`forward`]: copying bytes both ways with almost no memory while idle.
+//! - [`proxy_protocol`]: PROXY protocol v2 from a load balancer in front.
+//! - [`metrics`]: aggregate counters on loopback.
+//! - [`server`]: listeners, connection handling, limits, shutdown.
+//! - [`doctor`]: `umbra proxy doctor`, the operator's checks.
+//! - [`link`]: the proxy's secret and link, printed with a QR code.
+
+pub mod admission;
+pub mod config;
+pub mod decoy;
+pub mod doctor;
+pub mod forward;
+pub mod link;
+pub mod metrics;
+pub mod proxy_protocol;
+pub mod replay;
+pub mod server;
+pub mod tls;
+
+pub use config::{ProxyArgs, ProxyConfig};
+pub use server::Proxy;

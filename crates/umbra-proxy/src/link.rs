@@ -1,0 +1,54 @@
+//! The proxy's secret (created on first start, kept 0600 in the data
+//! directory) and the link users open, shown with a QR code.
+
+use std::path::Path;
+
+use anyhow::Context;
+use rand::RngCore;
+use umbra_wire::invite::{decode_key, encode_key};
+use umbra_wire::proxy::ProxyLink;
+
+const SECRET_FILE: &str = "proxy.secret";
+
+/// Loads the secret, creating it if absent.
+pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if !data_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+    }
+    let path = data_dir.join(SECRET_FILE);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return decode_key(text.trim()).with_context(|| format!("{} is damaged", path.display()));
+    }
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{}", encode_key(&secret))?;
+    tracing::info!("created a new proxy secret");
+    Ok(secret)
+}
+
+/// The link as text and as a terminal QR code.
+pub fn show(link: &ProxyLink) -> String {
+    let text = link.to_string();
+    let qr = qrcode::QrCode::new(text.as_bytes())
+        .map(|code| {
+            code.render::<qrcode::render::unicode::Dense1x2>()
+                .quiet_zone(true)
+                .build()
+        })
+        .unwrap_or_default();
+    format!("{text}\n{qr}")
+}

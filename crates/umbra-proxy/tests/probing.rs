@@ -1,0 +1,404 @@
+//! Probe resistance and the proxy's mechanics, against an in-process proxy
+//! on loopback: real sockets, real TLS, and curl / openssl s_client as the
+//! probers a censor would use.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use umbra_proxy::{Proxy, ProxyConfig};
+use umbra_wire::proxy::{Target, preamble};
+
+/// An upstream that records every connection's bytes.
+struct Upstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+async fn upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let index = {
+                    let mut r = record.lock().expect("lock");
+                    r.push(Vec::new());
+                    r.len() - 1
+                };
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    record.lock().expect("lock")[index].extend_from_slice(&buf[..n]);
+                    // Echo, so clients can see the path works both ways.
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Upstream { addr, seen }
+}
+
+struct Running {
+    tls: SocketAddr,
+    plain: SocketAddr,
+    metrics: SocketAddr,
+    secret: [u8; 32],
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start(tweak: impl FnOnce(&mut ProxyConfig)) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ProxyConfig {
+        tls_listen: vec!["127.0.0.1:0".parse().expect("addr")],
+        plain_listen: vec!["127.0.0.1:0".parse().expect("addr")],
+        metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().join("proxy"),
+        handshake_timeout_secs: 1,
+        upstream: Some("127.0.0.1:1".into()),
+        ..ProxyConfig::default()
+    };
+    tweak(&mut config);
+    let proxy = Proxy::bind(config).await.expect("bind proxy");
+    let (tls, plain) = (
+        proxy
+            .tls_addrs()
+            .first()
+            .copied()
+            .unwrap_or_else(|| "127.0.0.1:1".parse().expect("addr")),
+        proxy
+            .plain_addrs()
+            .first()
+            .copied()
+            .unwrap_or_else(|| "127.0.0.1:1".parse().expect("addr")),
+    );
+    let metrics = proxy.metrics_addr().expect("metrics");
+    let secret = proxy.link().secret;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(proxy.run(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        tls,
+        plain,
+        metrics,
+        secret,
+        _dir: dir,
+        stop: Some(stop),
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let page = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+    text(&page)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name} "))
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probers_get_a_website_and_only_the_secret_gets_through() {
+    let up = upstream().await;
+    let p = start(|c| c.upstream = Some(up.addr.to_string())).await;
+
+    // curl over TLS and plain HTTP, as a censor's scanner would.
+    let tls_port = p.tls.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args([
+                "-skv",
+                "--max-time",
+                "10",
+                &format!("https://127.0.0.1:{tls_port}/"),
+            ])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("curl is needed for this test (apt-get install curl)");
+    let (body, log) = (text(&out.stdout), text(&out.stderr));
+    assert!(body.contains("<h1>Welcome</h1>"), "{body}");
+    assert!(log.contains("ALPN: server accepted http/1.1"), "{log}");
+    assert!(log.contains("HTTP/1.1 200 OK"), "{log}");
+    let plain_port = p.plain.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args([
+                "-si",
+                "--max-time",
+                "10",
+                &format!("http://127.0.0.1:{plain_port}/wp-admin"),
+            ])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("curl");
+    assert!(
+        text(&out.stdout).starts_with("HTTP/1.1 404 Not Found"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // openssl s_client speaking HTTP inside TLS.
+    let tls_addr = p.tls.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("openssl")
+            .args([
+                "s_client", "-quiet", "-alpn", "http/1.1", "-connect", &tls_addr,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl is needed for this test (apt-get install openssl)");
+        use std::io::Write;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        child.wait_with_output()
+    })
+    .await
+    .expect("join")
+    .expect("openssl");
+    assert!(
+        text(&out.stdout).contains("HTTP/1.1 200 OK"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Wrong secret, stale, replayed, garbage, silence: all get the website's 400.
+    let wrong = preamble(&[0xAA; 32], now(), [1; 16], Target::Messaging);
+    let stale = preamble(&p.secret, now() - 3600, [2; 16], Target::Messaging);
+    let good = preamble(&p.secret, now(), [3; 16], Target::Messaging);
+    let mut admitted = good.to_vec();
+    admitted.extend_from_slice(b"noise-bytes-after-the-preamble");
+    let echoed = exchange(p.plain, &admitted).await;
+    assert_eq!(
+        echoed, b"noise-bytes-after-the-preamble",
+        "admitted traffic reaches the upstream and back"
+    );
+    for (what, probe) in [
+        ("wrong secret", wrong.to_vec()),
+        ("stale", stale.to_vec()),
+        ("replayed", admitted.clone()),
+        ("garbage", vec![0x01; 80]),
+        ("silence", Vec::new()),
+        (
+            "tls-looking",
+            vec![0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5],
+        ),
+    ] {
+        let reply = text(&exchange(p.plain, &probe).await);
+        assert!(
+            reply.starts_with("HTTP/1.1 400 Bad Request"),
+            "{what}: {reply}"
+        );
+    }
+    // The upstream saw exactly one connection, holding exactly the bytes after
+    // the preamble: nothing from probers, no PROXY header, no client address.
+    let seen = up.seen.lock().expect("lock").clone();
+    assert_eq!(seen, vec![b"noise-bytes-after-the-preamble".to_vec()]);
+
+    assert_eq!(
+        metric(p.metrics, "umbra_proxy_admitted_messaging_total").await,
+        1
+    );
+    assert_eq!(metric(p.metrics, "umbra_proxy_stale_total").await, 1);
+    assert_eq!(metric(p.metrics, "umbra_proxy_replayed_total").await, 1);
+    assert!(metric(p.metrics, "umbra_proxy_turned_away_total").await >= 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_over_tls_and_to_the_relay_upstream() {
+    let messaging = upstream().await;
+    let relay = upstream().await;
+    let p = start(|c| {
+        c.upstream = Some(messaging.addr.to_string());
+        c.relay_upstream = Some(relay.addr.to_string());
+        c.public_host = Some("127.0.0.1".into());
+    })
+    .await;
+    let link = umbra_wire::proxy::ProxyLink {
+        host: "127.0.0.1".into(),
+        port: p.tls.port(),
+        secret: p.secret,
+        tls: true,
+    };
+    let route = umbra_net::dial::Route::Proxy(link);
+    for (target, marker) in [
+        (Target::Messaging, &b"to-messaging"[..]),
+        (Target::Relay, &b"to-relay"[..]),
+    ] {
+        let mut s = umbra_net::dial::dial(&route, target, Duration::from_secs(5))
+            .await
+            .expect("dial");
+        s.write_all(marker).await.expect("write");
+        let mut back = vec![0u8; marker.len()];
+        s.read_exact(&mut back).await.expect("echo");
+        assert_eq!(back, marker);
+    }
+    assert_eq!(
+        messaging.seen.lock().expect("lock").concat(),
+        b"to-messaging"
+    );
+    assert_eq!(relay.seen.lock().expect("lock").concat(), b"to-relay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_decoy_site_gets_every_visitor() {
+    let site = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let site_addr = site.local_addr().expect("addr");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let record = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = site.accept().await {
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            record.lock().expect("lock").push(buf[..n].to_vec());
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\noperator-site")
+                .await;
+        }
+    });
+    let up = upstream().await;
+    let p = start(|c| {
+        c.upstream = Some(up.addr.to_string());
+        c.decoy = Some(site_addr.to_string());
+    })
+    .await;
+    let reply = text(&exchange(p.plain, b"GET /blog HTTP/1.1\r\nHost: x\r\n\r\n").await);
+    assert!(reply.ends_with("operator-site"), "{reply}");
+    let wrong = preamble(&[7; 32], now(), [9; 16], Target::Messaging);
+    let _ = exchange(p.plain, &wrong).await;
+    let got = got.lock().expect("lock").clone();
+    assert!(got[0].starts_with(b"GET /blog"));
+    assert_eq!(
+        got[1],
+        wrong.to_vec(),
+        "the decoy receives the prober's bytes verbatim"
+    );
+    assert!(up.seen.lock().expect("lock").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_from_a_load_balancer_is_stripped_never_forwarded() {
+    let up = upstream().await;
+    let p = start(|c| {
+        c.upstream = Some(up.addr.to_string());
+        c.accept_proxy_protocol = true;
+        c.tls_listen.clear();
+    })
+    .await;
+    let mut header = vec![
+        0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x21, 0x11, 0, 12,
+    ];
+    header.extend_from_slice(&[203, 0, 113, 7, 198, 51, 100, 1, 0x30, 0x39, 0x01, 0xBB]);
+    let mut bytes = header.clone();
+    bytes.extend_from_slice(&preamble(&p.secret, now(), [5; 16], Target::Messaging));
+    bytes.extend_from_slice(b"after");
+    assert_eq!(exchange(p.plain, &bytes).await, b"after");
+    // Without the header the connection is dropped without a word.
+    let nothing = exchange(
+        p.plain,
+        &preamble(&p.secret, now(), [6; 16], Target::Messaging),
+    )
+    .await;
+    assert!(nothing.is_empty());
+    let seen = up.seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        vec![b"after".to_vec()],
+        "the client's address never goes upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_connection_limit_and_idle_timeout() {
+    let up = upstream().await;
+    let p = start(|c| {
+        c.upstream = Some(up.addr.to_string());
+        c.tls_listen.clear();
+        c.plain_listen = vec!["[::1]:0".parse().expect("v6")];
+        c.max_connections = 2;
+        c.idle_timeout_secs = 1;
+        c.handshake_timeout_secs = 5;
+    })
+    .await;
+    assert!(p.plain.is_ipv6());
+    // IPv6 works.
+    let mut first = TcpStream::connect(p.plain).await.expect("v6 connect");
+    first
+        .write_all(&preamble(&p.secret, now(), [1; 16], Target::Messaging))
+        .await
+        .expect("write");
+    first.write_all(b"v6").await.expect("write");
+    let mut back = [0u8; 2];
+    first.read_exact(&mut back).await.expect("echo");
+    assert_eq!(&back, b"v6");
+    // Second connection takes the last slot; the third is refused.
+    let _second = TcpStream::connect(p.plain).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(p.plain).await.expect("connect");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), third.read(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "refused at the limit");
+    assert_eq!(
+        metric(p.metrics, "umbra_proxy_connections_refused_total").await,
+        1
+    );
+    // The admitted one goes silent and is closed after the idle timeout.
+    let start = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), first.read(&mut buf))
+        .await
+        .expect("closed by idle timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(start.elapsed() >= Duration::from_millis(500));
+    assert_eq!(metric(p.metrics, "umbra_proxy_idle_closed_total").await, 1);
+}
