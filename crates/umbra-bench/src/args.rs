@@ -5,7 +5,7 @@
 pub struct BenchArgs {
     /// Invite link of the server to load (the only address contacted).
     #[arg(long, env = "UMBRA_INVITE")]
-    pub invite: String,
+    pub invite: Option<String>,
     /// Receiving clients; as many anonymous senders run alongside.
     #[arg(long, default_value_t = 50)]
     pub clients: usize,
@@ -40,7 +40,7 @@ impl BenchArgs {
     /// Defaults for `invite` (as the flags would give).
     pub fn new(invite: String) -> Self {
         Self {
-            invite,
+            invite: Some(invite),
             clients: 50,
             messages: 200_000,
             envelope_bytes: 256,

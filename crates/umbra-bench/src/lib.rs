@@ -15,11 +15,13 @@
 //! number of sessions. Only the address in the invite link is contacted.
 //!
 //! Layout: [`args`] (flags), [`session`] (protocol client), [`throughput`]
-//! (phase 1), [`memory`] (phase 2), [`progress`] (status line), [`report`].
+//! (phase 1), [`memory`] (phase 2), [`progress`] (status line), [`report`];
+//! [`proxy_bench`] is `umbra bench proxy`, the proxy against HAProxy.
 
 pub mod args;
 pub mod memory;
 pub mod progress;
+pub mod proxy_bench;
 pub mod report;
 pub mod session;
 pub mod throughput;
@@ -32,7 +34,11 @@ use umbra_wire::invite::Invite;
 
 /// Runs both phases against the server named by `args.invite`.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    let invite = Invite::parse(&args.invite).context("parsing the invite link")?;
+    let link = args
+        .invite
+        .as_deref()
+        .context("name the server to load: umbra bench --invite LINK (or `umbra bench proxy`)")?;
+    let invite = Invite::parse(link).context("parsing the invite link")?;
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let throughput = throughput::run(&invite, args).await?;
     let memory = match (args.server_pid, args.idle_connections) {

@@ -315,6 +315,7 @@ pub async fn run(
         }
         Command::Serve(_)
         | Command::Server(_)
+        | Command::Relay(_)
         | Command::Proxy(_)
         | Command::Demo
         | Command::Bench(_) => {

@@ -1,5 +1,9 @@
 //! `umbra serve` and `umbra server`: logging, signals, and running the daemons.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -31,23 +35,132 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Runs the node: the messaging server (and, with `all_in_one`, whatever
-/// else the node hosts).
-pub async fn serve(args: umbra_server::ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
-    init_logging("info");
-    let config = umbra_server::ServerConfig::load(&args)?;
-    let server = umbra_server::Server::bind(config).await?;
+/// Flags of `umbra serve`: the messaging server's, plus where the relay listens.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    server: umbra_server::ServerArgs,
+    /// Where the call relay listens for TURN over UDP and TCP [default: the
+    /// server's listen IP, port 3478].
+    #[arg(long, env = "UMBRA_SERVE_RELAY_LISTEN", value_name = "ADDR")]
+    relay_listen: Option<SocketAddr>,
+    /// Where the call relay listens for TURN over TLS [default: the server's
+    /// listen IP, port 5349].
+    #[arg(long, env = "UMBRA_SERVE_RELAY_TLS_LISTEN", value_name = "ADDR")]
+    relay_tls_listen: Option<SocketAddr>,
+    /// Prometheus metrics of the relay [default: 127.0.0.1:9701].
+    #[arg(long, env = "UMBRA_SERVE_RELAY_METRICS_LISTEN", value_name = "ADDR")]
+    relay_metrics_listen: Option<SocketAddr>,
+    /// Run the messaging server without the call relay.
+    #[arg(long, env = "UMBRA_SERVE_NO_RELAY")]
+    no_relay: bool,
+}
+
+/// The secret the messaging server and the relay share, created on first use.
+fn relay_secret(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let path = data_dir.join("relay.secret");
+    if !path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)?;
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        let mut f = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        writeln!(f, "{}", hex::encode(secret))?;
+    }
+    Ok(path)
+}
+
+fn print_invite(role: &str, server: &umbra_server::Server) -> anyhow::Result<()> {
     let invite = server.invite().to_string();
-    let role = if all_in_one {
-        "Umbra node"
-    } else {
-        "Umbra messaging server"
-    };
     println!("{role} listening on {}", server.local_addr()?);
     println!("Invite link (share it with your users; it names this server and pins its key):");
     println!("  {invite}");
     println!("Register with: umbra register --invite '{invite}' USERNAME");
+    Ok(())
+}
+
+/// `umbra server`: the messaging server alone.
+pub async fn serve(args: umbra_server::ServerArgs) -> anyhow::Result<()> {
+    init_logging("info");
+    let config = umbra_server::ServerConfig::load(&args)?;
+    let server = umbra_server::Server::bind(config).await?;
+    print_invite("Umbra messaging server", &server)?;
     server.run(shutdown_signal()).await
+}
+
+/// `umbra serve`: the messaging server and the call relay in one process.
+pub async fn serve_all(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging("info");
+    let mut config = umbra_server::ServerConfig::load(&args.server)?;
+    if args.no_relay {
+        let server = umbra_server::Server::bind(config).await?;
+        print_invite("Umbra node", &server)?;
+        return server.run(shutdown_signal()).await;
+    }
+    let secret = relay_secret(&config.data_dir)?;
+    let ip = config.listen.ip();
+    let udp = args.relay_listen.unwrap_or(SocketAddr::new(ip, 3478));
+    let tls = args.relay_tls_listen.unwrap_or(SocketAddr::new(ip, 5349));
+    let relay_config = umbra_relay::RelayConfig {
+        udp_listen: udp,
+        tcp_listen: Some(udp),
+        tls_listen: Some(tls),
+        auth_secret_file: Some(secret.clone()),
+        metrics_listen: args
+            .relay_metrics_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9701))),
+        ..umbra_relay::RelayConfig::default()
+    };
+    let relay = umbra_relay::Relay::bind(relay_config).await?;
+    let host = config.invite_host();
+    config.relay_secret_file = Some(secret);
+    if config.relay_urls.is_empty() {
+        config.relay_urls = vec![
+            format!("turn:{host}:{}?transport=udp", relay.udp_addr().port()),
+            format!("turn:{host}:{}?transport=tcp", relay.tcp_addr().port()),
+            format!("turns:{host}:{}?transport=tcp", relay.tls_addr().port()),
+        ];
+    }
+    let server = umbra_server::Server::bind(config).await?;
+    print_invite("Umbra node", &server)?;
+    println!(
+        "Call relay (TURN) on udp/tcp {} and tls {}",
+        relay.udp_addr(),
+        relay.tls_addr()
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server_task = tokio::spawn(server.run(wait(stopped.clone())));
+    let relay_task = tokio::spawn(relay.run(wait(stopped)));
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    server_task.await??;
+    relay_task.await??;
+    Ok(())
+}
+
+/// `umbra relay`: the call relay alone.
+pub async fn relay(args: umbra_relay::RelayArgs) -> anyhow::Result<()> {
+    init_logging("info");
+    let config = umbra_relay::RelayConfig::load(&args)?;
+    let relay = umbra_relay::Relay::bind(config).await?;
+    println!("Umbra call relay (TURN) listening:");
+    println!("  udp {}", relay.udp_addr());
+    println!("  tcp {}", relay.tcp_addr());
+    println!("  tls {}", relay.tls_addr());
+    println!("Metrics on http://{}/metrics", relay.metrics_addr());
+    relay.run(shutdown_signal()).await
 }
 
 /// `umbra proxy` and `umbra proxy doctor`.

@@ -38,11 +38,14 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an all-in-one Umbra node (messaging server today; the call relay
-    /// and the proxy join it as they land).
-    Serve(umbra_server::ServerArgs),
+    /// Run an all-in-one Umbra node: the messaging server and the call relay
+    /// (which share a generated secret, so clients get relay credentials).
+    Serve(daemon::ServeArgs),
     /// Run the messaging server alone.
     Server(umbra_server::ServerArgs),
+    /// Run the call relay alone: a standard TURN server (UDP, TCP, TLS) with
+    /// time-limited REST credentials, as coturn's static-auth-secret.
+    Relay(umbra_relay::RelayArgs),
     /// Run a censorship-circumvention proxy (volunteers: see the README's
     /// tutorial), or check one with `umbra proxy doctor`.
     Proxy(commands::ProxyCommand),
@@ -105,7 +108,24 @@ enum Command {
     Demo,
     /// Load-test a running `umbra server`: delivered messages/s, end-to-end
     /// latency (p50/p99) and server memory per idle connection.
-    Bench(umbra_bench::BenchArgs),
+    Bench(BenchCommand),
+}
+
+/// `umbra bench` (the messaging server) or `umbra bench proxy`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct BenchCommand {
+    #[command(subcommand)]
+    which: Option<BenchWhich>,
+    #[command(flatten)]
+    args: umbra_bench::BenchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchWhich {
+    /// The Umbra proxy side by side with HAProxy: bulk throughput, new
+    /// connections/s, memory per idle connection.
+    Proxy(umbra_bench::proxy_bench::ProxyBenchArgs),
 }
 
 fn default_profile() -> PathBuf {
@@ -149,17 +169,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => None,
     };
     match cli.command {
-        Command::Serve(args) => daemon::serve(args, true).await,
-        Command::Server(args) => daemon::serve(args, false).await,
+        Command::Serve(args) => daemon::serve_all(args).await,
+        Command::Server(args) => daemon::serve(args).await,
+        Command::Relay(args) => daemon::relay(args).await,
         Command::Proxy(p) => daemon::proxy(p).await,
         Command::Demo => {
             daemon::init_logging("warn");
             demo::run(out).await
         }
-        Command::Bench(args) => {
+        Command::Bench(b) => {
             daemon::init_logging("warn");
-            let report = umbra_bench::run(&args).await?;
-            out.value(&report, &report.to_string());
+            match b.which {
+                Some(BenchWhich::Proxy(args)) => {
+                    let report = umbra_bench::proxy_bench::run(&args).await?;
+                    out.value(&report, &report.to_string());
+                }
+                None => {
+                    let report = umbra_bench::run(&b.args).await?;
+                    out.value(&report, &report.to_string());
+                }
+            }
             Ok(())
         }
         other => {

@@ -6,12 +6,17 @@ use crate::error::{DecodeError, EncodeError};
 
 /// First valid channel number.
 pub const CHANNEL_MIN: u16 = 0x4000;
-/// Last valid channel number.
+/// Last channel number RFC 8656 allows, and the last our client binds.
 pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// Last channel number accepted from others: RFC 5766 allowed up to 0x7FFF, and RFC 5766
+/// clients still use that range (coturn's `turnutils_uclient` does).
+pub const CHANNEL_MAX_ACCEPTED: u16 = 0x7FFF;
 
-/// True if `n` is a channel number a client may bind (0x4000..=0x4FFF).
+/// True if `n` is a channel number a peer may use: 0x4000..=0x7FFF (RFC 5766's range,
+/// which contains RFC 8656's 0x4000..=0x4FFF; being liberal here is what lets RFC 5766
+/// clients interoperate).
 pub fn is_valid_channel(n: u16) -> bool {
-    (CHANNEL_MIN..=CHANNEL_MAX).contains(&n)
+    (CHANNEL_MIN..=CHANNEL_MAX_ACCEPTED).contains(&n)
 }
 
 /// A decoded ChannelData message borrowing its payload.
@@ -88,7 +93,7 @@ mod tests {
     fn rejects_bad_frames() {
         assert_eq!(ChannelData::decode(&[0x40, 0]), Err(DecodeError::Truncated));
         assert_eq!(
-            ChannelData::decode(&[0x50, 0, 0, 0]),
+            ChannelData::decode(&[0x80, 0, 0, 0]),
             Err(DecodeError::InvalidChannelNumber)
         );
         assert_eq!(

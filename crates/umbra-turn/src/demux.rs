@@ -100,10 +100,8 @@ mod tests {
             frame_len(&[0x80, 0, 0, 8]),
             Err(DecodeError::UnknownFraming)
         );
-        assert_eq!(
-            frame_len(&[0x50, 0, 0, 8]),
-            Err(DecodeError::InvalidChannelNumber)
-        );
+        // RFC 5766's wider channel range (0x4000..=0x7FFF) is accepted.
+        assert_eq!(frame_len(&[0x7f, 0xff, 0, 8]), Ok(Some(12)));
     }
 
     #[test]

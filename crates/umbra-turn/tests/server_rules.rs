@@ -445,7 +445,7 @@ fn channel_bind_rules() {
         Some(400)
     );
     assert_eq!(
-        h.authed(Method::CHANNEL_BIND, &bind(0x5000, p1)).1,
+        h.authed(Method::CHANNEL_BIND, &bind(0x8000, p1)).1,
         Some(400)
     );
     assert_eq!(

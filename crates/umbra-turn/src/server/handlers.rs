@@ -250,6 +250,7 @@ impl Server {
             family,
             even_port,
             reservation_token: token,
+            username: authed.username.clone(),
         });
         Ok(Reply::Done)
     }
@@ -278,6 +279,7 @@ impl Server {
                 let code = match other {
                     Err(RelayError::FamilyNotSupported) => ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
                     Err(RelayError::InsufficientCapacity) => ErrorCode::INSUFFICIENT_CAPACITY,
+                    Err(RelayError::QuotaReached) => ErrorCode::ALLOCATION_QUOTA_REACHED,
                     _ => ErrorCode::SERVER_ERROR,
                 };
                 return self.send_error(p.client, Method::ALLOCATE, p.tid, code, &[], sign);

@@ -201,6 +201,25 @@ impl Server {
         }
     }
 
+    /// A stream client's connection closed (RFC 8656 §3.1: the allocation goes with it).
+    /// Deletes its allocation (emitting [`Output::ReleaseRelay`]) and forgets a pending
+    /// Allocate, whose later [`Server::relay_allocated`] answer is then refused as unknown
+    /// (the daemon should release that relay socket itself).
+    pub fn close_client(&mut self, transport: Transport, client: SocketAddr) {
+        let key = ClientKey {
+            transport,
+            addr: client,
+        };
+        if let Some(id) = self.by_client.get(&key).copied() {
+            self.remove_allocation(id);
+        }
+        if let Some(req) = self.pending_by_client.remove(&key)
+            && let Some(p) = self.pending.remove(&req)
+        {
+            self.release_quota(&p.username);
+        }
+    }
+
     fn remove_allocation(&mut self, id: u64) {
         let Some(alloc) = self.allocations.remove(&id) else {
             return;

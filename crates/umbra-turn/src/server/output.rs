@@ -49,6 +49,9 @@ pub enum Output {
         even_port: Option<bool>,
         /// A token from an earlier reservation the client wants to use.
         reservation_token: Option<[u8; 8]>,
+        /// The authenticated username, so a daemon running several servers can enforce a
+        /// per-credential quota across all of them. Never log it.
+        username: String,
     },
     /// Close the relay socket of an allocation that ended.
     ReleaseRelay {
@@ -76,6 +79,9 @@ pub enum RelayError {
     /// The address family cannot be served (440).
     #[error("address family not supported")]
     FamilyNotSupported,
+    /// The credential's allocation quota is used up (486), e.g. across daemon workers.
+    #[error("allocation quota reached")]
+    QuotaReached,
     /// Anything else (500).
     #[error("server error")]
     Internal,

@@ -1,0 +1,423 @@
+//! `umbra bench proxy`: the Umbra proxy side by side with HAProxy, in one run.
+//!
+//! The bench runs its own upstream (a sink on loopback) and starts both
+//! proxies as child processes in front of it: `umbra proxy` on a plain port,
+//! and HAProxy configured as WhatsApp's proxy is (TCP mode,
+//! `tune.bufsize 4096`). For each path — direct to the sink, through HAProxy,
+//! through Umbra — it measures:
+//!
+//! - bulk throughput: one stream, 64 KiB writes for a fixed time, bytes
+//!   counted by the sink;
+//! - new connections per second: connect (plus the admission preamble for
+//!   Umbra), one byte there and back through the proxy, close; a fixed count
+//!   with a fixed number of workers;
+//! - memory per idle connection: the proxy process's RSS growth while a fixed
+//!   number of connections stay open and silent.
+//!
+//! The sink tells modes apart by the first byte: `T` discard, `E` echo one
+//! byte, `I` hold idle.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rand::RngCore;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use umbra_wire::proxy::{ProxyLink, Target, preamble};
+
+use crate::memory::rss_kib;
+
+/// Flags of `umbra bench proxy`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyBenchArgs {
+    /// HAProxy binary to compare with (Debian package `haproxy`).
+    #[arg(long, default_value = "/usr/sbin/haproxy")]
+    pub haproxy: String,
+    /// The `umbra` binary whose proxy is measured [default: this one].
+    #[arg(long)]
+    pub umbra: Option<String>,
+    /// Seconds of bulk transfer per path.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Connections opened per path for the rate test.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: u64,
+    /// Concurrent workers for the rate test.
+    #[arg(long, default_value_t = 16)]
+    pub workers: usize,
+    /// Idle connections held for the memory test.
+    #[arg(long, default_value_t = 5_000)]
+    pub idle: usize,
+}
+
+/// One path's numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathReport {
+    /// Which path.
+    pub name: String,
+    /// Bulk throughput, Gbit/s.
+    pub gbit_per_s: f64,
+    /// New connections per second.
+    pub connections_per_s: f64,
+    /// RSS per idle connection, bytes (None for the direct path).
+    pub idle_bytes_per_connection: Option<f64>,
+}
+
+/// The comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyReport {
+    /// Direct, HAProxy, Umbra.
+    pub paths: Vec<PathReport>,
+    /// Idle connections held.
+    pub idle_connections: usize,
+}
+
+impl std::fmt::Display for ProxyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<10} {:>12} {:>14} {:>22}",
+            "path", "Gbit/s", "connections/s", "idle bytes/connection"
+        )?;
+        for p in &self.paths {
+            let mem = p
+                .idle_bytes_per_connection
+                .map(|b| format!("{b:.0}"))
+                .unwrap_or_else(|| "-".into());
+            writeln!(
+                f,
+                "{:<10} {:>12.2} {:>14.0} {:>22}",
+                p.name, p.gbit_per_s, p.connections_per_s, mem
+            )?;
+        }
+        if let (Some(h), Some(u)) = (
+            self.paths.iter().find(|p| p.name == "haproxy"),
+            self.paths.iter().find(|p| p.name == "umbra"),
+        ) {
+            write!(
+                f,
+                "umbra / haproxy: throughput {:.2}x, connection rate {:.2}x",
+                u.gbit_per_s / h.gbit_per_s,
+                u.connections_per_s / h.connections_per_s
+            )?;
+            if let (Some(hm), Some(um)) = (h.idle_bytes_per_connection, u.idle_bytes_per_connection)
+            {
+                write!(f, ", idle memory {:.2}x", um / hm)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+enum Path {
+    Direct(SocketAddr),
+    Haproxy(SocketAddr, u32),
+    Umbra(SocketAddr, u32, [u8; 32]),
+}
+
+impl Path {
+    fn name(&self) -> &'static str {
+        match self {
+            Path::Direct(_) => "direct",
+            Path::Haproxy(..) => "haproxy",
+            Path::Umbra(..) => "umbra",
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Path::Direct(_) => None,
+            Path::Haproxy(_, pid) | Path::Umbra(_, pid, _) => Some(*pid),
+        }
+    }
+
+    async fn connect(&self, mode: u8) -> std::io::Result<TcpStream> {
+        let (addr, secret) = match self {
+            Path::Direct(a) | Path::Haproxy(a, _) => (*a, None),
+            Path::Umbra(a, _, s) => (*a, Some(*s)),
+        };
+        let mut s = TcpStream::connect(addr).await?;
+        let _ = s.set_nodelay(true);
+        let mut first = Vec::with_capacity(64);
+        if let Some(secret) = secret {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut nonce = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut nonce);
+            first.extend_from_slice(&preamble(&secret, now, nonce, Target::Messaging));
+        }
+        first.push(mode);
+        s.write_all(&first).await?;
+        Ok(s)
+    }
+}
+
+struct Sink {
+    addr: SocketAddr,
+    bytes: Arc<AtomicU64>,
+    idle: Arc<AtomicU64>,
+}
+
+async fn sink() -> anyhow::Result<Sink> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    let bytes = Arc::new(AtomicU64::new(0));
+    let idle = Arc::new(AtomicU64::new(0));
+    let (b, i) = (bytes.clone(), idle.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (b, i) = (b.clone(), i.clone());
+            tokio::spawn(async move {
+                let mut mode = [0u8; 1];
+                if s.read_exact(&mut mode).await.is_err() {
+                    return;
+                }
+                match mode[0] {
+                    b'T' => {
+                        let mut buf = vec![0u8; 256 * 1024];
+                        while let Ok(n) = s.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            b.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    }
+                    b'E' => {
+                        let mut one = [0u8; 1];
+                        if s.read_exact(&mut one).await.is_ok() {
+                            let _ = s.write_all(&one).await;
+                        }
+                        let _ = s.read(&mut one).await;
+                    }
+                    _ => {
+                        i.fetch_add(1, Ordering::Relaxed);
+                        let mut one = [0u8; 1];
+                        let _ = s.read(&mut one).await;
+                        i.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    Ok(Sink { addr, bytes, idle })
+}
+
+async fn throughput(path: &Path, sink: &Sink, seconds: u64) -> anyhow::Result<f64> {
+    let mut s = path.connect(b'T').await.context("bulk connection")?;
+    let buf = vec![0x5au8; 64 * 1024];
+    let start_bytes = sink.bytes.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        s.write_all(&buf).await?;
+    }
+    s.shutdown().await?;
+    // Wait for the sink to have everything that was sent.
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = sink.bytes.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let moved = last.saturating_sub(start_bytes);
+    Ok(moved as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9)
+}
+
+async fn connection_rate(path: &Path, total: u64, workers: usize) -> anyhow::Result<f64> {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (path, next) = (path.clone(), next.clone());
+        tasks.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let mut s = path.connect(b'E').await?;
+                s.write_all(b"x").await?;
+                let mut one = [0u8; 1];
+                s.read_exact(&mut one).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.context("worker")?
+            .context("a connection through the path failed")?;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn idle_memory(path: &Path, sink: &Sink, k: usize) -> anyhow::Result<Option<f64>> {
+    let Some(pid) = path.pid() else {
+        return Ok(None);
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(pid)?;
+    let base = sink.idle.load(Ordering::Relaxed);
+    let mut held = Vec::with_capacity(k);
+    for _ in 0..k {
+        held.push(path.connect(b'I').await.context("idle connection")?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink.idle.load(Ordering::Relaxed) < base + k as u64 {
+        if Instant::now() > deadline {
+            bail!("idle connections did not all reach the sink");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid)?;
+    drop(held);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(Some(
+        after.saturating_sub(before) as f64 * 1024.0 / k as f64,
+    ))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn start_umbra(
+    bin: &str,
+    sink: SocketAddr,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Child, SocketAddr, [u8; 32])> {
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(bin)
+        .args([
+            "proxy",
+            "--upstream",
+            &sink.to_string(),
+            "--plain-listen",
+            &listen,
+            "--no-tls",
+        ])
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "20000",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {bin} proxy"))?;
+    let stdout = child.stdout.take().context("proxy stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let link = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("umbra://proxy?") {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .context("the Umbra proxy printed no link")?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let link = ProxyLink::parse(&link)?;
+    Ok((child, listen.parse()?, link.secret))
+}
+
+async fn start_haproxy(
+    bin: &str,
+    sink: SocketAddr,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Child, SocketAddr)> {
+    let port = free_port()?;
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 9000\n  tune.bufsize 4096\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\n\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\nbackend be\n  server sink {sink}\n"
+        ),
+    )?;
+    let child = Command::new(bin)
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {bin} (install the Debian package haproxy)"))?;
+    Ok((child, format!("127.0.0.1:{port}").parse()?))
+}
+
+async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Runs the comparison.
+pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let dir = std::env::temp_dir().join(format!("umbra-bench-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sink = sink().await?;
+    let umbra_bin = match &args.umbra {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.to_string_lossy().into_owned(),
+    };
+    let (umbra_child, umbra_addr, secret) =
+        start_umbra(&umbra_bin, sink.addr, &dir.join("umbra")).await?;
+    let (haproxy_child, haproxy_addr) = start_haproxy(&args.haproxy, sink.addr, &dir).await?;
+    wait_listening(haproxy_addr).await?;
+    let paths = [
+        Path::Direct(sink.addr),
+        Path::Haproxy(haproxy_addr, haproxy_child.id().context("haproxy pid")?),
+        Path::Umbra(umbra_addr, umbra_child.id().context("proxy pid")?, secret),
+    ];
+    let mut reports = Vec::new();
+    for path in &paths {
+        eprintln!("measuring {} ...", path.name());
+        let gbit = throughput(path, &sink, args.seconds).await?;
+        eprintln!("  bulk: {gbit:.2} Gbit/s");
+        let rate = connection_rate(path, args.connections, args.workers).await?;
+        eprintln!("  new connections: {rate:.0}/s");
+        let mem = idle_memory(path, &sink, args.idle).await?;
+        if let Some(m) = mem {
+            eprintln!("  idle: {m:.0} bytes per connection");
+        }
+        reports.push(PathReport {
+            name: path.name().to_string(),
+            gbit_per_s: gbit,
+            connections_per_s: rate,
+            idle_bytes_per_connection: mem,
+        });
+    }
+    drop(umbra_child);
+    drop(haproxy_child);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ProxyReport {
+        paths: reports,
+        idle_connections: args.idle,
+    })
+}
