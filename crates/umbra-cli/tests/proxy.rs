@@ -22,6 +22,17 @@ struct ProxyProc {
 
 impl ProxyProc {
     fn start(data: &Path, upstream: &str, listen: &str, tls: bool, public_host: &str) -> Self {
+        Self::start_with(data, upstream, listen, tls, public_host, &[])
+    }
+
+    fn start_with(
+        data: &Path,
+        upstream: &str,
+        listen: &str,
+        tls: bool,
+        public_host: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut cmd = Command::new(common::bin());
         cmd.args([
             "proxy",
@@ -33,6 +44,7 @@ impl ProxyProc {
         .args(["--public-host", public_host])
         .arg("--data-dir")
         .arg(data)
+        .args(extra)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -336,4 +348,115 @@ fn the_proxy_sees_and_logs_only_ciphertext() {
         !output.contains("127.0.0.7"),
         "the client-side peer address in the proxy's output"
     );
+}
+
+#[test]
+fn calls_go_through_the_same_proxy_port_to_the_relay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay_port = free_port("127.0.0.1");
+    let relay_listen = format!("127.0.0.1:{relay_port}");
+    let relay_tls = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let node = ServerProc::start_command(
+        "serve",
+        &dir.path().join("node"),
+        "127.0.0.1:0",
+        &dir.path().join("log"),
+        &[
+            "--relay-listen",
+            &relay_listen,
+            "--relay-tls-listen",
+            &relay_tls,
+            "--relay-metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let proxy = ProxyProc::start_with(
+        &dir.path().join("proxy"),
+        &node.listen,
+        &listen,
+        true,
+        "127.0.0.1",
+        &["--relay-upstream", &relay_listen],
+    );
+    let alice = dir.path().join("alice");
+    ok(
+        &alice,
+        &[
+            "--proxy",
+            &proxy.link,
+            "register",
+            "--invite",
+            &node.invite,
+            "alice",
+        ],
+    );
+    // Relay credentials, fetched through the proxy.
+    let ice: serde_json::Value =
+        serde_json::from_str(ok(&alice, &["--json", "ice-servers"]).trim()).expect("json");
+    let user = ice["iceServers"][0]["username"]
+        .as_str()
+        .expect("user")
+        .to_string();
+    let pass = ice["iceServers"][0]["credential"]
+        .as_str()
+        .expect("pass")
+        .to_string();
+
+    // A TURN allocation over TCP through the proxy's one TLS port.
+    let link = umbra_wire::proxy::ProxyLink::parse(&proxy.link).expect("link");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let relay_addr = rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use umbra_turn::client::{Client, ClientConfig, ClientEvent};
+        let route = umbra_net::dial::Route::Proxy(link);
+        let mut stream = umbra_net::dial::dial(
+            &route,
+            umbra_wire::proxy::Target::Relay,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("dial the relay through the proxy");
+        let config = ClientConfig::new(umbra_turn::demux::Transport::Tcp, user, pass);
+        let mut turn = Client::new(config, [7; 32]);
+        turn.allocate(Instant::now()).expect("allocate");
+        let mut inbuf = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            while let Some(out) = turn.poll_transmit() {
+                stream.write_all(&out).await.expect("write");
+            }
+            while let Some(event) = turn.poll_event() {
+                if let ClientEvent::Allocated { relay, .. } = event {
+                    return relay;
+                }
+                assert!(
+                    !matches!(event, ClientEvent::RequestFailed { .. }),
+                    "{event:?}"
+                );
+            }
+            assert!(Instant::now() < deadline, "no allocation through the proxy");
+            let mut buf = [0u8; 2048];
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("relay answered")
+                .expect("read");
+            assert!(n > 0, "the proxy closed the relay connection");
+            inbuf.extend_from_slice(&buf[..n]);
+            while let Ok(Some(len)) = umbra_turn::demux::frame_len(&inbuf) {
+                if inbuf.len() < len {
+                    break;
+                }
+                let frame: Vec<u8> = inbuf.drain(..len).collect();
+                turn.handle_packet(Instant::now(), &frame)
+                    .expect("turn packet");
+            }
+        }
+    });
+    assert_eq!(relay_addr.ip().to_string(), "127.0.0.1");
+    drop(proxy);
+    drop(node);
 }

@@ -30,19 +30,24 @@ impl ServerProc {
 
     /// Like [`ServerProc::start`], with extra flags.
     pub fn start_with(data_dir: &Path, listen: &str, log: &Path, extra: &[&str]) -> Self {
+        Self::start_command("server", data_dir, listen, log, extra)
+    }
+
+    /// Starts `umbra SUBCOMMAND` (`server` or `serve`).
+    pub fn start_command(
+        sub: &str,
+        data_dir: &Path,
+        listen: &str,
+        log: &Path,
+        extra: &[&str],
+    ) -> Self {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("log file");
         let mut child = Command::new(bin())
-            .args([
-                "server",
-                "--listen",
-                listen,
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
+            .args([sub, "--listen", listen, "--metrics-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
