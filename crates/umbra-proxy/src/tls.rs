@@ -72,6 +72,14 @@ pub fn load(
 }
 
 fn generate(cert: &Path, key: &Path, host: &str) -> anyhow::Result<()> {
+    if let Some(dir) = key.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
     let certified = rcgen::generate_simple_self_signed(vec![host.to_string()])
         .context("generating a self-signed certificate")?;
     write_private(key, certified.signing_key.serialize_pem().as_bytes())?;
@@ -93,4 +101,18 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(bytes)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generates_into_a_data_dir_that_does_not_exist_yet() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("fresh").join("umbra-proxy-data");
+        let first = super::load(None, None, &data, "proxy.example.net").expect("generated");
+        assert!(first.generated);
+        // Kept: the same certificate on the next start.
+        let again = super::load(None, None, &data, "proxy.example.net").expect("reloaded");
+        assert_eq!(first.fingerprint, again.fingerprint);
+    }
 }
