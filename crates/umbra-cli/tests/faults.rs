@@ -455,3 +455,61 @@ fn server_killed_under_load_loses_no_acknowledged_message() {
     );
     drop(server);
 }
+
+#[test]
+fn listen_reconnects_when_the_server_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("server");
+    let log = dir.path().join("log");
+    let server = ServerProc::start(&data, "127.0.0.1:0", &log);
+    let (invite, listen_addr) = (server.invite.clone(), server.listen.clone());
+    rt().block_on(async {
+        let mut alice = Client::register(&dir.path().join("alice"), &invite, "alice", None)
+            .await
+            .expect("alice");
+        let mut bob = Client::register(&dir.path().join("bob"), &invite, "bob", None)
+            .await
+            .expect("bob");
+        alice.send("bob", "before the restart").await.expect("send");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let events = std::cell::RefCell::new(Vec::new());
+        let listener = bob.listen(|e| events.borrow_mut().push(e.clone()), async {
+            let _ = stopped.await;
+        });
+        let driver = async {
+            let wait_for = |text: &'static str| {
+                let events = &events;
+                async move {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while !texts(&events.borrow()).iter().any(|t| t == text) {
+                        assert!(
+                            Instant::now() < deadline,
+                            "`{text}` never arrived: {:?}",
+                            events.borrow()
+                        );
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            };
+            wait_for("before the restart").await;
+            server.kill();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let restarted = ServerProc::start(&data, &listen_addr, &log);
+            alice
+                .send("bob", "after the restart")
+                .await
+                .expect("send after restart");
+            wait_for("after the restart").await;
+            let _ = stop.send(());
+            restarted
+        };
+        let (result, restarted) = tokio::join!(listener, driver);
+        result.expect("listen ends cleanly when stopped");
+        let warned = events
+            .borrow()
+            .iter()
+            .any(|e| matches!(e, Event::Warning { text } if text.contains("reconnecting")));
+        assert!(warned, "the user was told about the reconnection");
+        drop(restarted);
+    });
+}

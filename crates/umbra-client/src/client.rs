@@ -29,6 +29,11 @@ use crate::outbox::{self, Recipient};
 use crate::profile::{Profile, get_setting, set_setting};
 use crate::{ClientError, inbox, now_ms};
 
+/// How often `listen` pings an otherwise quiet connection.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+/// First and longest wait before `listen` reconnects.
+const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// Key packages uploaded at a time.
 const KEY_PACKAGE_BATCH: usize = 50;
 /// Below this many left, a login uploads a new batch.
@@ -697,21 +702,61 @@ impl Client {
     }
 
     /// Receives until `stop` resolves, handing each event to `on_event` as
-    /// it happens.
+    /// it happens. Keeps the connection alive with pings (so a proxy's idle
+    /// timeout does not cut it), and reconnects with backoff when it drops.
     pub async fn listen(
         &mut self,
         mut on_event: impl FnMut(&Event),
         stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ClientError> {
+        tokio::pin!(stop);
+        let mut backoff = RECONNECT_MIN;
+        loop {
+            match self
+                .listen_once(&mut on_event, &mut stop, &mut backoff)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e @ (ClientError::Net(_) | ClientError::Unreachable { .. })) => {
+                    on_event(&Event::Warning {
+                        text: format!(
+                            "connection lost ({e}); reconnecting in {} s",
+                            backoff.as_secs()
+                        ),
+                    });
+                    tokio::select! {
+                        _ = &mut stop => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One connection's worth of [`Client::listen`]; `Ok` when stopped.
+    async fn listen_once(
+        &mut self,
+        on_event: &mut impl FnMut(&Event),
+        stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        backoff: &mut std::time::Duration,
     ) -> Result<(), ClientError> {
         for e in self.flush_earlier().await? {
             on_event(&e);
         }
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         self.login(&mut server).await?;
-        tokio::pin!(stop);
+        *backoff = RECONNECT_MIN;
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.tick().await;
         loop {
             let push = tokio::select! {
-                _ = &mut stop => break,
+                _ = stop.as_mut() => break,
+                _ = keepalive.tick() => {
+                    server.ping().await?;
+                    continue;
+                }
                 p = server.next_push() => p?,
             };
             match push {
@@ -726,9 +771,7 @@ impl Client {
                         }
                     }
                 }
-                None => {
-                    return Err(ClientError::Net(umbra_net::NetError::Closed));
-                }
+                None => return Err(ClientError::Net(umbra_net::NetError::Closed)),
                 Some(_) => {}
             }
         }

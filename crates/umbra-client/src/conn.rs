@@ -192,6 +192,15 @@ impl ServerConn {
         }
     }
 
+    /// Sends a ping without waiting for its pong (keeps the path warm).
+    pub async fn ping(&mut self) -> Result<(), ClientError> {
+        let (_, frame) = self.frame(client_frame::Body::Ping(umbra_wire::proto::Ping {
+            nonce: 0,
+        }));
+        self.ch.writer.send(&frame).await?;
+        Ok(())
+    }
+
     /// Acknowledges delivered envelopes without waiting for the answer.
     pub async fn ack(&mut self, envelope_ids: Vec<u64>) -> Result<(), ClientError> {
         if envelope_ids.is_empty() {
