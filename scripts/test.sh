@@ -5,8 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages used by tests (real peers nobody here wrote).
-packages=(coturn curl openssl)
+# System packages used by tests (real peers nobody here wrote): coturn's
+# turnutils_uclient, curl and openssl as probers, Chromium for the WebRTC test,
+# iproute2 to give Chromium an interface to gather on.
+packages=(coturn curl openssl chromium iproute2)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -18,10 +22,23 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ]; then
+    echo "error: the browser test needs Node.js 20 or newer (found $(node --version 2>/dev/null || echo none))" >&2
+    exit 1
+fi
 
 # Build outside the clone so repeated runs reuse the artifacts.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/umbra/target}"
 echo "==> building (target dir: $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 echo "==> testing"
-cargo test --workspace --locked
+log="$(mktemp)"
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals over every test binary.
+awk '/^test result:/ {p += $4; f += $6; i += $8} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, i}' "$log"
+rm -f "$log"
+exit "$status"
