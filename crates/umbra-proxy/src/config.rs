@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
+use umbra_daemon::config::{set, set_opt};
 
 /// The resolved configuration (also the TOML file's format).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -155,22 +156,9 @@ pub struct ProxyArgs {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this configuration.
-    #[error("invalid config file {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The cause (names the offending key).
-        source: toml::de::Error,
-    },
+    /// The configuration file could not be used.
+    #[error(transparent)]
+    File(#[from] umbra_daemon::FileError),
     /// A value is missing or out of range.
     #[error("invalid proxy configuration: {0}")]
     Invalid(&'static str),
@@ -190,28 +178,11 @@ impl ProxyConfig {
 
     /// Reads a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        Ok(umbra_daemon::config::read_toml(path)?)
     }
 
     /// Replaces every value `args` carries.
     pub fn overlay(mut self, args: &ProxyArgs) -> Self {
-        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
-            if let Some(v) = v {
-                *slot = v.clone();
-            }
-        }
-        fn set_opt<T: Clone>(slot: &mut Option<T>, v: &Option<T>) {
-            if v.is_some() {
-                *slot = v.clone();
-            }
-        }
         set_opt(&mut self.upstream, &args.upstream);
         set_opt(&mut self.relay_upstream, &args.relay_upstream);
         if !args.tls_listen.is_empty() {
@@ -309,7 +280,7 @@ mod tests {
         std::fs::write(&path, "upstream = \"x:1\"\nbogus = 1\n").expect("write");
         assert!(matches!(
             ProxyConfig::load(&args),
-            Err(ConfigError::Parse { .. })
+            Err(ConfigError::File(umbra_daemon::FileError::Parse { .. }))
         ));
         assert!(matches!(
             ProxyConfig::load(&ProxyArgs::default()),

@@ -1,11 +1,7 @@
 //! Aggregate counters, served as Prometheus text on loopback. No per-client
 //! data exists here: no addresses, no per-connection labels.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// The proxy's counters.
 #[derive(Debug, Default)]
@@ -132,23 +128,8 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` until dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
-                .await;
-            let body = metrics.render();
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
+impl umbra_daemon::Render for Metrics {
+    fn render(&self) -> String {
+        Metrics::render(self)
     }
 }

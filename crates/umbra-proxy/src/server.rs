@@ -21,7 +21,7 @@ use umbra_wire::proxy::{PREAMBLE_LEN, ProxyLink, Target};
 
 use crate::admission::{Admission, Decision, Reason};
 use crate::config::ProxyConfig;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::{decoy, forward, link, proxy_protocol, tls};
 
 /// How long shutdown waits for open connections.
@@ -181,7 +181,7 @@ impl Proxy {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(metrics::serve(
+        tasks.spawn(umbra_daemon::metrics::serve(
             self.metrics_listener,
             self.shared.metrics.clone(),
         ));

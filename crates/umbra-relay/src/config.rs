@@ -12,6 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 use thiserror::Error;
+use umbra_daemon::config::{set, set_opt};
 
 /// The resolved configuration (also the TOML file's format: every key is optional and
 /// named like the field).
@@ -175,21 +176,16 @@ pub struct RelayArgs {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
+    /// The configuration file could not be used.
+    #[error(transparent)]
+    File(#[from] umbra_daemon::FileError),
+    /// The auth secret file could not be read.
+    #[error("cannot read the auth secret file {path}: {source}")]
+    Secret {
         /// The file.
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
-    },
-    /// The file is not valid TOML for this configuration.
-    #[error("invalid config file {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The cause (names the offending key).
-        source: toml::de::Error,
     },
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
@@ -210,28 +206,11 @@ impl RelayConfig {
 
     /// Reads a TOML file (unknown keys are refused).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        Ok(umbra_daemon::config::read_toml(path)?)
     }
 
     /// Replaces every value that `args` carries.
     pub fn overlay(mut self, args: &RelayArgs) -> Self {
-        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
-            if let Some(v) = v {
-                *slot = v.clone();
-            }
-        }
-        fn set_opt<T: Clone>(slot: &mut Option<T>, v: &Option<T>) {
-            if v.is_some() {
-                *slot = v.clone();
-            }
-        }
         set(&mut self.udp_listen, &args.udp_listen);
         set_opt(&mut self.tcp_listen, &args.tcp_listen);
         set_opt(&mut self.tls_listen, &args.tls_listen);
@@ -300,13 +279,15 @@ impl RelayConfig {
     /// The shared REST secret, read from `auth_secret_file` if set.
     pub fn secret(&self) -> Result<Vec<u8>, ConfigError> {
         let secret = match (&self.auth_secret_file, &self.auth_secret) {
-            (Some(path), _) => std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim_end()
-                .to_owned(),
+            (Some(path), _) => {
+                let bytes = umbra_daemon::config::read_secret(path).map_err(|source| {
+                    ConfigError::Secret {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
             (None, Some(s)) => s.clone(),
             (None, None) => String::new(),
         };
@@ -382,7 +363,7 @@ mod tests {
         std::fs::write(&path, "udp_listen_on = \"x\"\n").expect("write");
         assert!(matches!(
             RelayConfig::load(&args),
-            Err(ConfigError::Parse { .. })
+            Err(ConfigError::File(umbra_daemon::FileError::Parse { .. }))
         ));
     }
 

@@ -1,13 +1,10 @@
-//! Aggregate counters and the Prometheus text endpoint (`GET /metrics`).
+//! Aggregate counters, rendered as Prometheus text; `umbra_daemon::metrics`
+//! serves them on loopback.
 //!
 //! Only counts: no label ever carries a username, client IP, peer address or port.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use umbra_turn::server::Discarded;
 
 /// Why a packet was dropped (the `reason` label of `umbra_relay_packets_dropped_total`).
@@ -211,42 +208,10 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics)).await;
-        });
+impl umbra_daemon::Render for Metrics {
+    fn render(&self) -> String {
+        Metrics::render(self)
     }
-}
-
-async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || buf.len() > 8192 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let (status, body) = if buf.starts_with(b"GET /metrics ") || buf.starts_with(b"GET /metrics?") {
-        ("200 OK", metrics.render())
-    } else {
-        ("404 Not Found", "not found\n".to_owned())
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]

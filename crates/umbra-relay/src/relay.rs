@@ -20,7 +20,7 @@ use umbra_turn::AddressFamily;
 use umbra_turn::server::{RestAuthenticator, ServerConfig};
 
 use crate::config::RelayConfig;
-use crate::metrics::{self, Metrics, inc};
+use crate::metrics::{Metrics, inc};
 use crate::policy::{MeshPolicy, RelaySet};
 use crate::ports::PortRange;
 use crate::quota::Quotas;
@@ -183,7 +183,10 @@ impl Relay {
         let tasks = [
             tokio::spawn(accept_loop(tcp, false, senders.clone(), shared.clone())),
             tokio::spawn(accept_loop(tls, true, senders.clone(), shared.clone())),
-            tokio::spawn(metrics::serve(metrics_listener, shared.metrics.clone())),
+            tokio::spawn(umbra_daemon::metrics::serve(
+                metrics_listener,
+                shared.metrics.clone(),
+            )),
         ];
         tracing::info!(workers = n, "relay running");
         let exited_early = tokio::select! {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
+use umbra_daemon::config::{set, set_opt};
 
 /// The resolved configuration (also the TOML file's format: every key is
 /// optional and named like the field).
@@ -142,22 +143,9 @@ pub struct ServerArgs {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this configuration.
-    #[error("invalid config file {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The cause (names the offending key).
-        source: toml::de::Error,
-    },
+    /// The configuration file could not be used.
+    #[error(transparent)]
+    File(#[from] umbra_daemon::FileError),
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(&'static str),
@@ -177,27 +165,13 @@ impl ServerConfig {
 
     /// Reads a TOML file (unknown keys are refused).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        Ok(umbra_daemon::config::read_toml(path)?)
     }
 
     /// Replaces every value that `args` carries.
     pub fn overlay(mut self, args: &ServerArgs) -> Self {
-        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
-            if let Some(v) = v {
-                *slot = v.clone();
-            }
-        }
         set(&mut self.listen, &args.listen);
-        if args.public_host.is_some() {
-            self.public_host = args.public_host.clone();
-        }
+        set_opt(&mut self.public_host, &args.public_host);
         set(&mut self.data_dir, &args.data_dir);
         set(&mut self.metrics_listen, &args.metrics_listen);
         set(&mut self.max_connections, &args.max_connections);
@@ -215,9 +189,7 @@ impl ServerConfig {
         set(&mut self.mailbox_cap, &args.mailbox_cap);
         set(&mut self.key_package_cap, &args.key_package_cap);
         set(&mut self.envelope_expiry_days, &args.envelope_expiry_days);
-        if args.relay_secret_file.is_some() {
-            self.relay_secret_file = args.relay_secret_file.clone();
-        }
+        set_opt(&mut self.relay_secret_file, &args.relay_secret_file);
         if !args.relay_urls.is_empty() {
             self.relay_urls = args.relay_urls.clone();
         }
@@ -306,7 +278,7 @@ mod tests {
         std::fs::write(&path, "listen_on = \"x\"\n").expect("write");
         assert!(matches!(
             ServerConfig::load(&args),
-            Err(ConfigError::Parse { .. })
+            Err(ConfigError::File(umbra_daemon::FileError::Parse { .. }))
         ));
     }
 

@@ -18,7 +18,7 @@ use umbra_wire::noise::Keypair;
 use crate::budget::IntroductionBudget;
 use crate::config::ServerConfig;
 use crate::connection::{self, Ctx};
-use crate::metrics::{self, Metrics, inc};
+use crate::metrics::{Metrics, inc};
 use crate::routing::{MailboxCache, Registry};
 use crate::shared::{Limits, Shared};
 use crate::storage::{self, Command};
@@ -118,7 +118,7 @@ impl Server {
             },
             relay: match &config.relay_secret_file {
                 Some(path) => Some(crate::shared::RelayCredentialIssuer {
-                    secret: crate::shared::read_relay_secret(path)
+                    secret: umbra_daemon::config::read_secret(path)
                         .with_context(|| format!("reading relay secret {}", path.display()))?,
                     urls: config.relay_urls.clone(),
                     ttl: Duration::from_secs(config.relay_credential_ttl_secs),
@@ -186,7 +186,10 @@ impl Server {
         } = self;
         let (storage, storage_thread) =
             storage::spawn(Box::new(store), shared.clone()).context("starting storage thread")?;
-        let metrics_task = tokio::spawn(metrics::serve(metrics_listener, shared.metrics.clone()));
+        let metrics_task = tokio::spawn(umbra_daemon::metrics::serve(
+            metrics_listener,
+            shared.metrics.clone(),
+        ));
         let expiry_storage = storage.clone();
         let expiry_days = config.envelope_expiry_days;
         let expiry_task = tokio::spawn(async move {

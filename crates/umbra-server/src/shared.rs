@@ -1,6 +1,5 @@
 //! State shared by the connection tasks and the storage thread.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,20 +71,4 @@ impl RelayCredentialIssuer {
             urls: self.urls.clone(),
         }
     }
-}
-
-/// Reads the relay secret file (trailing whitespace ignored).
-pub fn read_relay_secret(path: &Path) -> std::io::Result<Vec<u8>> {
-    let text = std::fs::read(path)?;
-    let end = text
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    if end == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "the relay secret file is empty",
-        ));
-    }
-    Ok(text[..end].to_vec())
 }

@@ -43,35 +43,14 @@ pub enum InviteError {
 impl Invite {
     /// Parses an invite link.
     pub fn parse(link: &str) -> Result<Self, InviteError> {
-        let query = link
-            .trim()
-            .strip_prefix("umbra://join?")
-            .ok_or(InviteError::Scheme)?;
-        let (mut host, mut port, mut key) = (None, None, None);
-        for pair in query.split('&') {
-            match pair.split_once('=') {
-                Some(("host", v)) => host = Some(v),
-                Some(("port", v)) => port = Some(v),
-                Some(("key", v)) => key = Some(v),
-                _ => {}
-            }
-        }
-        let host = host.ok_or(InviteError::Missing("host"))?;
-        let valid_host = !host.is_empty()
-            && host.len() <= 253
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-        if !valid_host {
+        let f = crate::link::fields(link, "umbra://join?").ok_or(InviteError::Scheme)?;
+        let host = f.get("host").ok_or(InviteError::Missing("host"))?;
+        if !crate::link::valid_host(host) {
             return Err(InviteError::Host);
         }
-        let port: u16 = port
-            .ok_or(InviteError::Missing("port"))?
-            .parse()
-            .map_err(|_| InviteError::Port)?;
-        if port == 0 {
-            return Err(InviteError::Port);
-        }
+        let port = crate::link::port(f.get("port").ok_or(InviteError::Missing("port"))?)
+            .ok_or(InviteError::Port)?;
+        let key = f.get("key");
         let key = decode_key(key.ok_or(InviteError::Missing("key"))?).ok_or(InviteError::Key)?;
         Ok(Self {
             host: host.to_string(),

@@ -16,6 +16,7 @@
 pub mod error;
 pub mod frame;
 pub mod invite;
+mod link;
 pub mod noise;
 pub mod proxy;
 

@@ -114,36 +114,14 @@ pub enum ProxyLinkError {
 impl ProxyLink {
     /// Parses a proxy link.
     pub fn parse(link: &str) -> Result<Self, ProxyLinkError> {
-        let query = link
-            .trim()
-            .strip_prefix("umbra://proxy?")
-            .ok_or(ProxyLinkError::Scheme)?;
-        let (mut host, mut port, mut secret, mut tls) = (None, None, None, None);
-        for pair in query.split('&') {
-            match pair.split_once('=') {
-                Some(("host", v)) => host = Some(v),
-                Some(("port", v)) => port = Some(v),
-                Some(("secret", v)) => secret = Some(v),
-                Some(("tls", v)) => tls = Some(v),
-                _ => {}
-            }
-        }
-        let host = host.ok_or(ProxyLinkError::Missing("host"))?;
-        let valid_host = !host.is_empty()
-            && host.len() <= 253
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-        if !valid_host {
+        let f = crate::link::fields(link, "umbra://proxy?").ok_or(ProxyLinkError::Scheme)?;
+        let host = f.get("host").ok_or(ProxyLinkError::Missing("host"))?;
+        if !crate::link::valid_host(host) {
             return Err(ProxyLinkError::Host);
         }
-        let port: u16 = port
-            .ok_or(ProxyLinkError::Missing("port"))?
-            .parse()
-            .map_err(|_| ProxyLinkError::Port)?;
-        if port == 0 {
-            return Err(ProxyLinkError::Port);
-        }
+        let port = crate::link::port(f.get("port").ok_or(ProxyLinkError::Missing("port"))?)
+            .ok_or(ProxyLinkError::Port)?;
+        let (secret, tls) = (f.get("secret"), f.get("tls"));
         let secret = decode_key(secret.ok_or(ProxyLinkError::Missing("secret"))?)
             .ok_or(ProxyLinkError::Secret)?;
         let tls = match tls {

@@ -1,0 +1,11 @@
+//! What every Umbra daemon (server, relay, proxy) shares, written once:
+//!
+//! - [`config`]: reading the TOML file (`deny_unknown_fields` is each
+//!   config's own attribute), overlaying flags on it, shared-secret files.
+//! - [`metrics`]: the loopback Prometheus endpoint (`GET /metrics`).
+
+pub mod config;
+pub mod metrics;
+
+pub use config::FileError;
+pub use metrics::Render;
