@@ -16,12 +16,14 @@
 //!
 //! Layout: [`args`] (flags), [`session`] (protocol client), [`throughput`]
 //! (phase 1), [`memory`] (phase 2), [`progress`] (status line), [`report`];
-//! [`proxy_bench`] is `umbra bench proxy`, the proxy against HAProxy.
+//! [`proxy_bench`] is `umbra bench proxy`, the proxy against HAProxy;
+//! [`relay_bench`] is `umbra bench relay`, the call relay against coturn.
 
 pub mod args;
 pub mod memory;
 pub mod progress;
 pub mod proxy_bench;
+pub mod relay_bench;
 pub mod report;
 pub mod session;
 pub mod throughput;

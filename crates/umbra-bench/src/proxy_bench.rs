@@ -152,7 +152,7 @@ impl Path {
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let mut nonce = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut nonce);
+            rand::thread_rng().fill_bytes(&mut nonce);
             first.extend_from_slice(&preamble(&secret, now, nonce, Target::Messaging));
         }
         first.push(mode);

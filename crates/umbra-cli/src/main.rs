@@ -126,6 +126,9 @@ enum BenchWhich {
     /// The Umbra proxy side by side with HAProxy: bulk throughput, new
     /// connections/s, memory per idle connection.
     Proxy(umbra_bench::proxy_bench::ProxyBenchArgs),
+    /// The Umbra call relay side by side with coturn: relayed packets/s, CPU per
+    /// packet, round-trip latency, against a raw UDP forwarder.
+    Relay(umbra_bench::relay_bench::RelayBenchArgs),
 }
 
 fn default_profile() -> PathBuf {
@@ -182,6 +185,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match b.which {
                 Some(BenchWhich::Proxy(args)) => {
                     let report = umbra_bench::proxy_bench::run(&args).await?;
+                    out.value(&report, &report.to_string());
+                }
+                Some(BenchWhich::Relay(args)) => {
+                    let report = umbra_bench::relay_bench::run(&args).await?;
                     out.value(&report, &report.to_string());
                 }
                 None => {

@@ -53,8 +53,9 @@ pub async fn dial(route: &Route, target: Target, timeout: Duration) -> Result<Bo
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
+            // A userspace CSPRNG (seeded from the OS): no syscall per connection.
             let mut nonce = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut nonce);
+            rand::thread_rng().fill_bytes(&mut nonce);
             let hello = preamble(&link.secret, now, nonce, target);
             if link.tls {
                 let name = ServerName::try_from(

@@ -2,6 +2,10 @@
 //! per system call) with GRO where the kernel has it, and sends coalesced with GSO (one
 //! `sendmsg` carrying consecutive equal-size datagrams to one destination). No `unsafe`
 //! here: the system calls live in `quinn-udp`.
+//!
+//! A receive that returns fewer than a full batch marks the socket drained (`recvmmsg`
+//! stopped at `EAGAIN`), so a lightly loaded socket costs one `recvmmsg` per wake-up rather
+//! than two (the second would only say `EAGAIN`).
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -64,6 +68,11 @@ impl BatchSocket {
         // Best effort: the kernel caps these at net.core.{r,w}mem_max.
         let _ = state.set_recv_buffer_size((&socket).into(), buffer_bytes);
         let _ = state.set_send_buffer_size((&socket).into(), buffer_bytes);
+        // quinn-udp asks for the TOS byte of every datagram (for QUIC's ECN); a TURN relay
+        // does not use it, and the control message costs on every receive.
+        if socket.local_addr()?.is_ipv4() {
+            let _ = socket2::SockRef::from(&socket).set_recv_tos_v4(false);
+        }
         let io = tokio::net::UdpSocket::from_std(socket)?;
         Ok(BatchSocket { io, state })
     }
@@ -81,11 +90,25 @@ impl BatchSocket {
     /// Receives one batch without blocking; returns how many slots were filled.
     pub fn try_recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
         let RecvBufs { data, meta } = bufs;
-        self.io.try_io(Interest::READABLE, || {
-            let mut slices: Vec<IoSliceMut<'_>> =
-                data.chunks_mut(SLOT).map(IoSliceMut::new).collect();
-            self.state.recv((&self.io).into(), &mut slices, meta)
-        })
+        let mut got = None;
+        let r = self.io.try_io(Interest::READABLE, || {
+            let mut chunks = data.chunks_mut(SLOT);
+            let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+            let n = self.state.recv((&self.io).into(), &mut slices, meta)?;
+            got = Some(n);
+            if n < quinn_udp::BATCH_SIZE {
+                // recvmmsg stopped at EAGAIN: the queue is empty. Saying so makes tokio
+                // clear the readiness it saw before this call; readiness that arrives
+                // later is kept, so no wake-up is lost.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (r, got) {
+            (_, Some(n)) => Ok(n),
+            (r, None) => r,
+        }
     }
 
     fn try_send(&self, dest: SocketAddr, contents: &[u8], segment: Option<usize>) -> bool {

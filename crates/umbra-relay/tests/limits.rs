@@ -57,7 +57,20 @@ async fn total_cap_gives_508() {
 
 #[tokio::test]
 async fn bandwidth_cap_drops_the_excess() {
-    let mut cfg = common::config();
+    bandwidth_cap(common::config()).await;
+}
+
+/// The same with one worker, where the datagram is handed over in memory.
+#[tokio::test]
+async fn bandwidth_cap_holds_in_memory() {
+    bandwidth_cap(umbra_relay::RelayConfig {
+        workers: Some(1),
+        ..common::config()
+    })
+    .await;
+}
+
+async fn bandwidth_cap(mut cfg: umbra_relay::RelayConfig) {
     cfg.bandwidth_bytes_per_sec = 20_000;
     let relay = start(cfg).await;
     let (mut a, ra, mut b, rb) = common::pair(&relay, Via::Udp, Via::Udp).await;

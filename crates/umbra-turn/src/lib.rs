@@ -15,6 +15,7 @@
 //! - [`credentials`]: long-term keys, USERHASH, the TURN REST time-limited scheme.
 //! - [`channel_data`]: ChannelData frames.
 //! - [`demux`]: STUN vs ChannelData, and stream framing for TCP/TLS.
+//! - [`hash`]: the keyed fast hasher of the per-packet maps.
 //! - [`error`]: codec error enums.
 //!
 //! State machines:
@@ -49,6 +50,7 @@ pub mod client;
 pub mod credentials;
 pub mod demux;
 pub mod error;
+pub mod hash;
 pub mod header;
 pub mod integrity;
 pub mod message;

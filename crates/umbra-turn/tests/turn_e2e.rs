@@ -324,3 +324,111 @@ fn refresh_flood_keeps_one_expiry() {
     assert_eq!(w.server.allocation_count(), 0);
     assert_eq!(w.log.released.len(), 1);
 }
+
+/// The borrowing entry points give exactly what the queuing ones queue: ChannelData both
+/// ways as a `Forward`, everything else (Send/Data indications, STUN) as outputs.
+#[test]
+fn forward_matches_queued_outputs() {
+    use umbra_turn::server::{Forward, Output};
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut w = world(transport);
+        let relay = w.allocate();
+        let peer = addr("192.0.2.77:6000");
+        let channel = w.client.bind_channel(w.now, peer).expect("allocated");
+        w.pump();
+        w.take_events();
+        let frame = ChannelData {
+            channel,
+            data: b"payload",
+        }
+        .encode(transport.is_stream())
+        .expect("valid");
+
+        // Client → peer.
+        let f = w
+            .server
+            .handle_packet_forward(w.now, transport, w.client_addr, &frame)
+            .expect("bound");
+        assert_eq!(
+            f,
+            Some(Forward::ToPeer {
+                relay,
+                peer,
+                data: b"payload"
+            })
+        );
+        assert!(!w.server.has_output(), "nothing queued for a Forward");
+        w.server
+            .handle_packet(w.now, transport, w.client_addr, &frame)
+            .expect("bound");
+        assert_eq!(
+            w.server.poll_output(),
+            Some(Output::SendFromRelay {
+                relay,
+                peer,
+                bytes: b"payload".to_vec(),
+                dont_fragment: false
+            })
+        );
+
+        // Peer → client.
+        let f = w
+            .server
+            .handle_relayed_forward(w.now, relay, peer, b"back")
+            .expect("permitted");
+        assert_eq!(
+            f,
+            Some(Forward::ToClient {
+                transport,
+                client: w.client_addr,
+                channel,
+                data: b"back"
+            })
+        );
+        w.server
+            .handle_relayed(w.now, relay, peer, b"back")
+            .expect("permitted");
+        let expected = ChannelData {
+            channel,
+            data: b"back",
+        }
+        .encode(transport.is_stream())
+        .expect("valid");
+        assert_eq!(
+            w.server.poll_output(),
+            Some(Output::SendToClient {
+                transport,
+                client: w.client_addr,
+                bytes: expected
+            })
+        );
+
+        // A peer without a channel gets a Data indication, queued.
+        let other = addr("192.0.2.77:6001");
+        let f = w
+            .server
+            .handle_relayed_forward(w.now, relay, other, b"indicated")
+            .expect("same IP, permitted");
+        assert_eq!(f, None);
+        assert!(w.server.has_output());
+        w.pump();
+        assert_eq!(
+            w.take_events(),
+            vec![ClientEvent::Data {
+                peer: other,
+                data: b"indicated".to_vec()
+            }]
+        );
+
+        // Refusals are the same.
+        let unknown = addr("198.51.100.99:1");
+        assert_eq!(
+            w.server
+                .handle_packet_forward(w.now, transport, unknown, &frame)
+                .err(),
+            w.server
+                .handle_packet(w.now, transport, unknown, &frame)
+                .err()
+        );
+    }
+}

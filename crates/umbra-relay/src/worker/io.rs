@@ -6,14 +6,12 @@
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use umbra_turn::Transport;
 
 use super::Worker;
-use crate::metrics::{DropReason, inc};
 use crate::udp::BatchSocket;
 
 /// Longest the timer sleeps without looking again.
@@ -57,8 +55,13 @@ pub(super) async fn client_task(w: Rc<Worker>) {
             let rx = w.rx.borrow();
             let mut st = w.state.borrow_mut();
             for (client, data) in rx.datagrams(n) {
-                if let Err(d) = st.server.handle_packet(now, Transport::Udp, client, data) {
-                    w.shared.metrics.discarded(&d);
+                match st
+                    .server
+                    .handle_packet_forward(now, Transport::Udp, client, data)
+                {
+                    Ok(Some(f)) => w.forward(&mut st, f, now),
+                    Ok(None) => {}
+                    Err(d) => w.shared.metrics.discarded(&d),
                 }
             }
             w.drain(&mut st, now);
@@ -92,23 +95,10 @@ pub(super) async fn relay_task(
         {
             let rx = w.rx.borrow();
             let mut st = w.state.borrow_mut();
-            let m = &w.shared.metrics;
             for (src, data) in rx.datagrams(n) {
                 let peer = w.shared.peer_from_local(src);
-                let Some(e) = st.relays.get_mut(&relay) else {
+                if !w.deliver(&mut st, relay, peer, data, now) {
                     return;
-                };
-                if !e.to_client.take(data.len(), now) {
-                    m.count_drop(DropReason::Bandwidth);
-                    continue;
-                }
-                match st.server.handle_relayed(now, relay, peer, data) {
-                    Ok(()) => {
-                        inc(&m.packets_to_clients);
-                        m.bytes_to_clients
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    }
-                    Err(d) => m.discarded(&d),
                 }
             }
             w.drain(&mut st, now);

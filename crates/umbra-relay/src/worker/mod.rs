@@ -7,13 +7,22 @@
 //! This file: setup, the worker's state and the output dispatcher ([`Worker::drain`]),
 //! which turns the server's [`Output`]s into socket sends, relay sockets and releases.
 //! `io` holds the socket and timer tasks, `stream` the TCP/TLS connections.
+//!
+//! The per-packet path allocates nothing and touches nothing shared: ChannelData comes
+//! from the server as a borrowed [`Forward`] ([`Worker::forward`]), datagrams are queued
+//! back to back in one reusable buffer ([`Outbox`]) and sent once per batch, traffic
+//! counters are summed per batch ([`Tally`]) before reaching the shared atomics, and a
+//! datagram from one of this worker's allocations to another's relayed address (the
+//! normal case under the closed-world policy: both call parties use this relay) is
+//! handed over in memory ([`Worker::deliver`]) instead of through the kernel.
 
 mod io;
 mod stream;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,10 +31,11 @@ use std::time::Instant;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::LocalSet;
 use tokio_rustls::TlsAcceptor;
+use umbra_turn::hash::{KeyedMap, KeyedState};
 use umbra_turn::server::{
-    Discarded, Output, RelayError, RelayGrant, RestAuthenticator, Server, ServerConfig,
+    Discarded, Forward, Output, RelayError, RelayGrant, RestAuthenticator, Server, ServerConfig,
 };
-use umbra_turn::{AddressFamily, Class, Message, Transport};
+use umbra_turn::{AddressFamily, ChannelData, Class, Message, Transport};
 
 use crate::bandwidth::TokenBucket;
 use crate::metrics::{DropReason, Metrics, inc};
@@ -124,18 +134,37 @@ struct RelayEntry {
 /// Mutable state of a worker (borrowed only between awaits).
 struct State {
     server: Server,
-    relays: HashMap<SocketAddr, RelayEntry>,
+    relays: KeyedMap<SocketAddr, RelayEntry>,
     streams: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// True while `handle_timeout` runs, so releases count as expiries.
     expiring: bool,
 }
 
-/// UDP datagrams queued during one batch, sent together by [`Worker::flush`].
+/// UDP datagrams queued during one batch, sent together by [`Worker::flush`]. Their bytes
+/// sit back to back in `arena` (cleared, not freed, after each flush).
 #[derive(Default)]
 struct Outbox {
-    to_clients: Vec<(SocketAddr, Vec<u8>)>,
-    from_relays: Vec<(Rc<BatchSocket>, SocketAddr, Vec<u8>)>,
+    arena: Vec<u8>,
+    to_clients: Vec<(SocketAddr, Range<usize>)>,
+    from_relays: Vec<(Rc<BatchSocket>, SocketAddr, Range<usize>)>,
     scratch: Vec<u8>,
+}
+
+impl Outbox {
+    fn push(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        start..self.arena.len()
+    }
+}
+
+/// Relayed traffic counted during one batch, added to [`Metrics`] by [`Worker::flush`].
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    packets_to_peers: u64,
+    bytes_to_peers: u64,
+    packets_to_clients: u64,
+    bytes_to_clients: u64,
 }
 
 pub(crate) struct Worker {
@@ -144,6 +173,7 @@ pub(crate) struct Worker {
     state: RefCell<State>,
     rx: RefCell<RecvBufs>,
     out: RefCell<Outbox>,
+    tally: Cell<Tally>,
     /// Wakes the timer task when an earlier deadline may exist.
     timer: Notify,
 }
@@ -162,12 +192,13 @@ async fn run(setup: WorkerSetup) -> std::io::Result<()> {
         client,
         state: RefCell::new(State {
             server,
-            relays: HashMap::new(),
+            relays: KeyedState::new(rand::random()).map(),
             streams: HashMap::new(),
             expiring: false,
         }),
         rx: RefCell::new(RecvBufs::default()),
         out: RefCell::new(Outbox::default()),
+        tally: Cell::new(Tally::default()),
         timer: Notify::new(),
     });
     tokio::task::spawn_local(io::client_task(w.clone()));
@@ -201,21 +232,17 @@ impl Worker {
                 } => {
                     self.count_error_response(&bytes);
                     match transport {
-                        Transport::Udp => self.out.borrow_mut().to_clients.push((client, bytes)),
-                        Transport::Tcp => {
-                            let sent = st
-                                .streams
-                                .get(&client)
-                                .is_some_and(|tx| tx.try_send(bytes).is_ok());
-                            if !sent {
-                                self.shared.metrics.count_drop(DropReason::SendFailed);
-                            }
+                        Transport::Udp => {
+                            let mut out = self.out.borrow_mut();
+                            let r = out.push(&bytes);
+                            out.to_clients.push((client, r));
                         }
+                        Transport::Tcp => self.send_stream(st, client, bytes),
                     }
                 }
                 Output::SendFromRelay {
                     relay, peer, bytes, ..
-                } => self.send_from_relay(st, relay, peer, bytes, now),
+                } => self.send_from_relay(st, relay, peer, &bytes, now),
                 Output::AllocateRelay {
                     request,
                     family,
@@ -244,16 +271,107 @@ impl Worker {
         }
     }
 
-    fn send_from_relay(
-        &self,
+    /// Queues a frame for a TCP/TLS client.
+    fn send_stream(&self, st: &State, client: SocketAddr, bytes: Vec<u8>) {
+        let sent = st
+            .streams
+            .get(&client)
+            .is_some_and(|tx| tx.try_send(bytes).is_ok());
+        if !sent {
+            self.shared.metrics.count_drop(DropReason::SendFailed);
+        }
+    }
+
+    /// Executes a [`Forward`] the server handed back: the same as the [`Output`] it stands
+    /// for, without the allocation. If outputs are queued, it goes behind them (through
+    /// the server's queue) so no destination sees packets out of order.
+    fn forward(self: &Rc<Self>, st: &mut State, f: Forward<'_>, now: Instant) {
+        if st.server.has_output() {
+            if let Err(d) = st.server.queue_forward(f) {
+                self.shared.metrics.discarded(&d);
+            }
+            return;
+        }
+        match f {
+            Forward::ToPeer { relay, peer, data } => {
+                self.send_from_relay(st, relay, peer, data, now)
+            }
+            Forward::ToClient {
+                transport,
+                client,
+                channel,
+                data,
+            } => {
+                let cd = ChannelData { channel, data };
+                match transport {
+                    Transport::Udp => {
+                        let mut out = self.out.borrow_mut();
+                        let start = out.arena.len();
+                        if cd.encode_into(false, &mut out.arena).is_ok() {
+                            let end = out.arena.len();
+                            out.to_clients.push((client, start..end));
+                        } else {
+                            out.arena.truncate(start);
+                        }
+                    }
+                    Transport::Tcp => match cd.encode(true) {
+                        Ok(bytes) => self.send_stream(st, client, bytes),
+                        Err(e) => self.shared.metrics.discarded(&Discarded::Encode(e)),
+                    },
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A datagram that arrived (or, from [`Worker::send_from_relay`], would arrive) on
+    /// our relay socket `relay` from `peer`: the bandwidth cap towards the client, then
+    /// the server. False if `relay` is not (or no longer) ours.
+    fn deliver(
+        self: &Rc<Self>,
         st: &mut State,
         relay: SocketAddr,
         peer: SocketAddr,
-        bytes: Vec<u8>,
+        data: &[u8],
+        now: Instant,
+    ) -> bool {
+        let m = &self.shared.metrics;
+        let Some(e) = st.relays.get_mut(&relay) else {
+            return false;
+        };
+        if !e.to_client.take(data.len(), now) {
+            m.count_drop(DropReason::Bandwidth);
+            return true;
+        }
+        match st.server.handle_relayed_forward(now, relay, peer, data) {
+            Ok(f) => {
+                let mut t = self.tally.get();
+                t.packets_to_clients += 1;
+                t.bytes_to_clients += data.len() as u64;
+                self.tally.set(t);
+                if let Some(f) = f {
+                    self.forward(st, f, now);
+                }
+            }
+            Err(d) => m.discarded(&d),
+        }
+        true
+    }
+
+    fn send_from_relay(
+        self: &Rc<Self>,
+        st: &mut State,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        bytes: &[u8],
         now: Instant,
     ) {
         let m = &self.shared.metrics;
-        if !self.shared.policy.allows(peer) {
+        // A peer that is the relayed address of another allocation of this worker is a
+        // live relayed address, so the closed-world policy allows it without asking the
+        // shared set; the datagram is then handed to that allocation directly (below).
+        let local = st.relays.contains_key(&peer);
+        if !local && !self.shared.policy.allows(peer) {
             m.count_drop(DropReason::Policy);
             return;
         }
@@ -265,14 +383,20 @@ impl Worker {
             m.count_drop(DropReason::Bandwidth);
             return;
         }
-        inc(&m.packets_to_peers);
-        m.bytes_to_peers
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let socket = e.socket.clone();
+        let mut t = self.tally.get();
+        t.packets_to_peers += 1;
+        t.bytes_to_peers += bytes.len() as u64;
+        self.tally.set(t);
+        if local {
+            // What the peer's relay task would do on receiving it from our relay socket.
+            self.deliver(st, peer, relay, bytes, now);
+            return;
+        }
         let dest = self.shared.local_dest(peer);
-        self.out
-            .borrow_mut()
-            .from_relays
-            .push((e.socket.clone(), dest, bytes));
+        let mut out = self.out.borrow_mut();
+        let r = out.push(bytes);
+        out.from_relays.push((socket, dest, r));
     }
 
     /// Opens a relay socket for a new allocation and starts its receive task.
@@ -363,19 +487,37 @@ impl Worker {
         st.streams.clear();
     }
 
-    /// Sends what [`Worker::drain`] queued.
+    /// Sends what [`Worker::drain`] and [`Worker::forward`] queued, and publishes the
+    /// batch's traffic counts.
     fn flush(&self) {
+        // Counts first, so they are up to date by the time anyone sees the packets.
+        let m = &self.shared.metrics;
+        let t = self.tally.take();
+        if t.packets_to_peers > 0 {
+            m.packets_to_peers
+                .fetch_add(t.packets_to_peers, Ordering::Relaxed);
+            m.bytes_to_peers
+                .fetch_add(t.bytes_to_peers, Ordering::Relaxed);
+        }
+        if t.packets_to_clients > 0 {
+            m.packets_to_clients
+                .fetch_add(t.packets_to_clients, Ordering::Relaxed);
+            m.bytes_to_clients
+                .fetch_add(t.bytes_to_clients, Ordering::Relaxed);
+        }
         let mut out = self.out.borrow_mut();
         let Outbox {
+            arena,
             to_clients,
             from_relays,
             scratch,
         } = &mut *out;
+        let bytes = |r: &Range<usize>| arena.get(r.clone()).unwrap_or_default();
         let mut failed = 0;
         if !to_clients.is_empty() {
             failed += self
                 .client
-                .send_batch(to_clients.iter().map(|(a, b)| (*a, b.as_slice())), scratch);
+                .send_batch(to_clients.iter().map(|(a, r)| (*a, bytes(r))), scratch);
             to_clients.clear();
         }
         let mut i = 0;
@@ -388,14 +530,15 @@ impl Worker {
             failed += sock.send_batch(
                 from_relays[i..i + run]
                     .iter()
-                    .map(|(_, d, b)| (*d, b.as_slice())),
+                    .map(|(_, d, r)| (*d, bytes(r))),
                 scratch,
             );
             i += run;
         }
         from_relays.clear();
+        arena.clear();
         for _ in 0..failed {
-            self.shared.metrics.count_drop(DropReason::SendFailed);
+            m.count_drop(DropReason::SendFailed);
         }
     }
 

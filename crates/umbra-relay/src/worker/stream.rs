@@ -115,11 +115,17 @@ where
                 let rest = buf.get(at..).unwrap_or_default();
                 match frame_len(rest) {
                     Ok(Some(len)) if len <= rest.len() => {
-                        if let Some(frame) = rest.get(..len)
-                            && let Err(d) =
-                                st.server.handle_packet(now, Transport::Tcp, client, frame)
-                        {
-                            w.shared.metrics.discarded(&d);
+                        if let Some(frame) = rest.get(..len) {
+                            match st.server.handle_packet_forward(
+                                now,
+                                Transport::Tcp,
+                                client,
+                                frame,
+                            ) {
+                                Ok(Some(f)) => w.forward(&mut st, f, now),
+                                Ok(None) => {}
+                                Err(d) => w.shared.metrics.discarded(&d),
+                            }
                         }
                         at += len;
                     }

@@ -1,11 +1,11 @@
 //! One allocation's state: relay address, owner, expiry, permissions (per peer IP) and
 //! channel bindings (channel ⇄ peer transport address), with the RFC 8656 §12 rules.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::demux::Transport;
+use crate::hash::KeyedMap;
 use crate::header::TransactionId;
 
 /// The client side of the 5-tuple (the server side is the daemon's listening socket).
@@ -40,9 +40,9 @@ pub(crate) struct Allocation {
     pub timer: Instant,
     pub allocate_tid: TransactionId,
     pub allocate_response: Vec<u8>,
-    pub permissions: HashMap<IpAddr, Instant>,
-    pub channels: HashMap<u16, Channel>,
-    pub peer_channels: HashMap<SocketAddr, u16>,
+    pub permissions: KeyedMap<IpAddr, Instant>,
+    pub channels: KeyedMap<u16, Channel>,
+    pub peer_channels: KeyedMap<SocketAddr, u16>,
 }
 
 impl Allocation {
@@ -113,9 +113,11 @@ impl Allocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hash::KeyedState;
     use std::time::Duration;
 
     fn alloc(now: Instant) -> Allocation {
+        let keys = KeyedState::new([7; 16]);
         Allocation {
             client: ClientKey {
                 transport: Transport::Udp,
@@ -127,9 +129,9 @@ mod tests {
             timer: now + Duration::from_secs(600),
             allocate_tid: TransactionId([0; 12]),
             allocate_response: Vec::new(),
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            peer_channels: HashMap::new(),
+            permissions: keys.map(),
+            channels: keys.map(),
+            peer_channels: keys.map(),
         }
     }
 

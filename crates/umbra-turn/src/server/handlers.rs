@@ -8,12 +8,12 @@ use std::time::Instant;
 use super::allocation::{Allocation, BindCheck, ClientKey};
 use super::auth::{AuthContext, AuthFailure, Authenticated, authenticate};
 use super::nonce::NonceCheck;
-use super::output::{Discarded, Output, RelayError, RelayGrant, RelayRequestId};
+use super::output::{Discarded, Forward, Output, RelayError, RelayGrant, RelayRequestId};
 use super::policy::PeerCheck;
 use super::{Pending, Server};
 use crate::attribute::{self as attr, AddressFamily, Attribute, ErrorCode, PROTOCOL_UDP};
 use crate::builder::MessageBuilder;
-use crate::channel_data::{ChannelData, is_valid_channel};
+use crate::channel_data::is_valid_channel;
 use crate::header::{Class, Method};
 use crate::message::Message;
 
@@ -322,9 +322,9 @@ impl Server {
                 timer: expires,
                 allocate_tid: p.tid,
                 allocate_response: bytes.clone(),
-                permissions: Default::default(),
-                channels: Default::default(),
-                peer_channels: Default::default(),
+                permissions: self.keys.map(),
+                channels: self.keys.map(),
+                peer_channels: self.keys.map(),
             },
         );
         self.by_client.insert(p.client, id);
@@ -482,13 +482,14 @@ impl Server {
         Ok(())
     }
 
-    pub(super) fn on_client_channel_data(
-        &mut self,
+    /// ChannelData from a client: the (relay, peer) it goes between, if the channel is
+    /// bound and its permission live.
+    pub(super) fn client_channel_route(
+        &self,
         now: Instant,
         client: ClientKey,
         channel: u16,
-        data: &[u8],
-    ) -> Result<(), Discarded> {
+    ) -> Result<(SocketAddr, SocketAddr), Discarded> {
         let id = *self.by_client.get(&client).ok_or(Discarded::NoAllocation)?;
         let alloc = self.allocations.get(&id).ok_or(Discarded::NoAllocation)?;
         let peer = alloc
@@ -497,48 +498,49 @@ impl Server {
         if !alloc.has_permission(now, peer.ip()) {
             return Err(Discarded::NoPermission);
         }
-        let relay = alloc.relay;
-        self.outputs.push_back(Output::SendFromRelay {
-            relay,
-            peer,
-            bytes: data.to_vec(),
-            dont_fragment: false,
-        });
-        Ok(())
+        Ok((alloc.relay, peer))
     }
 
-    pub(super) fn on_peer_data(
+    /// Data from a peer: a bound channel gives a [`Forward::ToClient`]; otherwise a Data
+    /// indication is queued.
+    pub(super) fn on_peer_data<'a>(
         &mut self,
         now: Instant,
         relay: SocketAddr,
         peer: SocketAddr,
-        data: &[u8],
-    ) -> Result<(), Discarded> {
+        data: &'a [u8],
+    ) -> Result<Option<Forward<'a>>, Discarded> {
         let id = *self.by_relay.get(&relay).ok_or(Discarded::NoAllocation)?;
         let alloc = self.allocations.get(&id).ok_or(Discarded::NoAllocation)?;
         if !alloc.has_permission(now, peer.ip()) {
             return Err(Discarded::NoPermission);
         }
         let client = alloc.client;
-        let bytes = match alloc.peer_channel(now, peer) {
-            Some(channel) => ChannelData { channel, data }.encode(client.transport.is_stream())?,
-            None => {
-                let mut b =
-                    MessageBuilder::new(Class::Indication, Method::DATA, self.fresh_tid(id))
-                        .attr(&Attribute::XorPeerAddress(peer))
-                        .attr(&Attribute::Data(data));
-                if self.config.fingerprint {
-                    b = b.fingerprint();
-                }
-                b.build()?
+        if let Some(channel) = alloc.peer_channel(now, peer) {
+            // The frame must be encodable, as the queued output would be.
+            if !is_valid_channel(channel) || u16::try_from(data.len()).is_err() {
+                return Err(crate::error::EncodeError::InvalidChannelData.into());
             }
-        };
+            return Ok(Some(Forward::ToClient {
+                transport: client.transport,
+                client: client.addr,
+                channel,
+                data,
+            }));
+        }
+        let mut b = MessageBuilder::new(Class::Indication, Method::DATA, self.fresh_tid(id))
+            .attr(&Attribute::XorPeerAddress(peer))
+            .attr(&Attribute::Data(data));
+        if self.config.fingerprint {
+            b = b.fingerprint();
+        }
+        let bytes = b.build()?;
         self.outputs.push_back(Output::SendToClient {
             transport: client.transport,
             client: client.addr,
             bytes,
         });
-        Ok(())
+        Ok(None)
     }
 
     /// A unique, unpredictable transaction id for a server-originated indication.

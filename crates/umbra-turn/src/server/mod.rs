@@ -5,6 +5,11 @@
 //! ([`Server::relay_allocated`]) and timer ticks ([`Server::handle_timeout`]); drain
 //! [`Server::poll_output`] after each call and sleep until [`Server::poll_timeout`].
 //!
+//! Daemons that care about the cost per relayed packet use
+//! [`Server::handle_packet_forward`] and [`Server::handle_relayed_forward`] instead: the
+//! same checks, but ChannelData (the bulk of a call's traffic) comes back as a
+//! [`Forward`] borrowing the input instead of an allocated [`Output`].
+//!
 //! Files: [`config`] (settings), [`auth`] (credentials, RFC 8489 §9.2.4), `nonce`
 //! (stateless nonces), [`policy`] (peer policy hook), `allocation` (per-allocation state),
 //! [`output`] (actions for the daemon), `handlers` (one function per request type), and
@@ -27,15 +32,17 @@ use std::time::{Duration, Instant};
 pub use auth::{Authenticator, RestAuthenticator, StaticAuthenticator};
 pub use config::ServerConfig;
 pub use nonce::{NONCE_COOKIE, nonce_signals_password_algorithms};
-pub use output::{Discarded, Output, RelayError, RelayGrant, RelayRequestId};
+pub use output::{Discarded, Forward, Output, RelayError, RelayGrant, RelayRequestId};
 pub use policy::{AllowAll, DenyInternal, PeerCheck, PeerPolicy};
 
 use crate::attribute::{AddressFamily, Attribute, ErrorCode};
 use crate::builder::MessageBuilder;
 use crate::credentials::LongTermKey;
 use crate::demux::{Packet, Transport, demux};
+use crate::hash::{KeyedMap, KeyedState};
 use crate::header::{Class, Method, TransactionId};
 use crate::integrity::IntegrityKind;
+use crate::message::Message;
 use allocation::{Allocation, ClientKey};
 use nonce::NonceIssuer;
 
@@ -56,9 +63,11 @@ pub struct Server {
     auth: Box<dyn Authenticator + Send>,
     policy: Box<dyn PeerPolicy + Send>,
     nonces: NonceIssuer,
-    allocations: HashMap<u64, Allocation>,
-    by_client: HashMap<ClientKey, u64>,
-    by_relay: HashMap<SocketAddr, u64>,
+    /// Keys of the per-packet maps (derived from the nonce secret).
+    keys: KeyedState,
+    allocations: KeyedMap<u64, Allocation>,
+    by_client: KeyedMap<ClientKey, u64>,
+    by_relay: KeyedMap<SocketAddr, u64>,
     pending: HashMap<RelayRequestId, Pending>,
     pending_by_client: HashMap<ClientKey, RelayRequestId>,
     per_user: HashMap<String, usize>,
@@ -81,14 +90,19 @@ impl Server {
             config.nonce_lifetime,
             config.negotiates_algorithms(),
         );
+        let mac = crate::integrity::hmac_sha256(&config.nonce_secret, &[b"umbra-turn map keys"]);
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&mac[..16]);
+        let keys = KeyedState::new(key);
         Server {
             config,
             auth: Box::new(auth),
             policy: Box::new(policy),
             nonces,
-            allocations: HashMap::new(),
-            by_client: HashMap::new(),
-            by_relay: HashMap::new(),
+            keys,
+            allocations: keys.map(),
+            by_client: keys.map(),
+            by_relay: keys.map(),
             pending: HashMap::new(),
             pending_by_client: HashMap::new(),
             per_user: HashMap::new(),
@@ -117,33 +131,92 @@ impl Server {
         client: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), Discarded> {
+        match self.handle_packet_forward(now, transport, client, bytes)? {
+            Some(f) => self.queue_forward(f),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Server::handle_packet`] without the copy: ChannelData to relay comes back as
+    /// [`Forward::ToPeer`] (nothing is queued for it); anything else is handled as
+    /// `handle_packet` does and gives `None`. The caller sends a `Forward` exactly where
+    /// the corresponding [`Output`] would have gone. To keep the order of what reaches
+    /// each destination, execute queued outputs ([`Server::has_output`]) before it.
+    pub fn handle_packet_forward<'a>(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        client: SocketAddr,
+        bytes: &'a [u8],
+    ) -> Result<Option<Forward<'a>>, Discarded> {
         let key = ClientKey {
             transport,
             addr: client,
         };
         match demux(bytes)? {
-            Packet::ChannelData(cd) => self.on_client_channel_data(now, key, cd.channel, cd.data),
-            Packet::Stun(msg) => match (msg.class(), msg.method()) {
-                (Class::Request, Method::BINDING) => self.on_binding(key, &msg),
-                (
-                    Class::Request,
-                    Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION,
-                )
-                | (Class::Request, Method::CHANNEL_BIND) => {
-                    self.on_authenticated_request(now, key, &msg)
-                }
-                (Class::Request, method) => self.send_error(
-                    key,
-                    method,
-                    msg.transaction_id(),
-                    ErrorCode::BAD_REQUEST,
-                    &[],
-                    None,
-                ),
-                (Class::Indication, Method::SEND) => self.on_send_indication(now, key, &msg),
-                _ => Err(Discarded::Unexpected),
-            },
+            Packet::ChannelData(cd) => {
+                let (relay, peer) = self.client_channel_route(now, key, cd.channel)?;
+                Ok(Some(Forward::ToPeer {
+                    relay,
+                    peer,
+                    data: cd.data,
+                }))
+            }
+            Packet::Stun(msg) => self.on_stun(now, key, &msg).map(|()| None),
         }
+    }
+
+    /// A STUN message from a client.
+    fn on_stun(
+        &mut self,
+        now: Instant,
+        key: ClientKey,
+        msg: &Message<'_>,
+    ) -> Result<(), Discarded> {
+        match (msg.class(), msg.method()) {
+            (Class::Request, Method::BINDING) => self.on_binding(key, msg),
+            (Class::Request, Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION)
+            | (Class::Request, Method::CHANNEL_BIND) => {
+                self.on_authenticated_request(now, key, msg)
+            }
+            (Class::Request, method) => self.send_error(
+                key,
+                method,
+                msg.transaction_id(),
+                ErrorCode::BAD_REQUEST,
+                &[],
+                None,
+            ),
+            (Class::Indication, Method::SEND) => self.on_send_indication(now, key, msg),
+            _ => Err(Discarded::Unexpected),
+        }
+    }
+
+    /// Queues the [`Output`] a [`Forward`] stands for, behind the outputs already queued.
+    /// A daemon that cannot execute a `Forward` at once without overtaking queued outputs
+    /// (see [`Server::has_output`]) hands it back here.
+    pub fn queue_forward(&mut self, f: Forward<'_>) -> Result<(), Discarded> {
+        let o = match f {
+            Forward::ToPeer { relay, peer, data } => Output::SendFromRelay {
+                relay,
+                peer,
+                bytes: data.to_vec(),
+                dont_fragment: false,
+            },
+            Forward::ToClient {
+                transport,
+                client,
+                channel,
+                data,
+            } => Output::SendToClient {
+                transport,
+                client,
+                bytes: crate::channel_data::ChannelData { channel, data }
+                    .encode(transport.is_stream())?,
+            },
+        };
+        self.outputs.push_back(o);
+        Ok(())
     }
 
     /// Handles a datagram that arrived from `peer` on the relay socket `relay`.
@@ -154,7 +227,29 @@ impl Server {
         peer: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), Discarded> {
+        match self.handle_relayed_forward(now, relay, peer, bytes)? {
+            Some(f) => self.queue_forward(f),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Server::handle_relayed`] without the copy: data for a bound channel comes back
+    /// as [`Forward::ToClient`] (the caller frames it as ChannelData, padded on stream
+    /// transports); data without a channel is queued as a Data indication and gives
+    /// `None`.
+    pub fn handle_relayed_forward<'a>(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        bytes: &'a [u8],
+    ) -> Result<Option<Forward<'a>>, Discarded> {
         self.on_peer_data(now, relay, peer, bytes)
+    }
+
+    /// True if outputs are queued ([`Server::poll_output`] would return one).
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
     }
 
     /// The daemon's answer to [`Output::AllocateRelay`].

@@ -60,6 +60,37 @@ pub enum Output {
     },
 }
 
+/// A relayed datagram handed back to the daemon by [`super::Server::handle_packet_forward`]
+/// or [`super::Server::handle_relayed_forward`], borrowing the input: the same action as
+/// the [`Output`] named in each variant, without allocating it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Forward<'a> {
+    /// As [`Output::SendFromRelay`] (without DONT-FRAGMENT): send `data` from the relay
+    /// socket `relay` to `peer`.
+    ToPeer {
+        /// The allocation's relay address (the source).
+        relay: SocketAddr,
+        /// The peer (the destination).
+        peer: SocketAddr,
+        /// Application data.
+        data: &'a [u8],
+    },
+    /// As [`Output::SendToClient`] with a ChannelData frame: send `data` on `channel` to
+    /// `client` (frame it with [`crate::ChannelData::encode_into`], padded on stream
+    /// transports).
+    ToClient {
+        /// Transport to the client.
+        transport: Transport,
+        /// The client's address.
+        client: SocketAddr,
+        /// The channel bound to the peer that sent the data.
+        channel: u16,
+        /// Application data.
+        data: &'a [u8],
+    },
+}
+
 /// The daemon's successful answer to [`Output::AllocateRelay`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayGrant {
