@@ -14,6 +14,9 @@
 //! - memory per idle connection: the proxy process's RSS growth while a fixed
 //!   number of connections stay open and silent.
 //!
+//! Throughput and connection rate are measured in several rounds in which the
+//! paths take turns; the report gives each path's median.
+//!
 //! The sink tells modes apart by the first byte: `T` discard, `E` echo one
 //! byte, `I` hold idle.
 
@@ -54,6 +57,10 @@ pub struct ProxyBenchArgs {
     /// Idle connections held for the memory test.
     #[arg(long, default_value_t = 5_000)]
     pub idle: usize,
+    /// Rounds: the paths take turns each round and the median is reported,
+    /// so a passing disturbance on the machine does not decide the ratio.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// One path's numbers.
@@ -69,7 +76,7 @@ pub struct PathReport {
     pub idle_bytes_per_connection: Option<f64>,
 }
 
-/// The comparison.
+/// The comparison (medians over the rounds).
 #[derive(Debug, Clone, Serialize)]
 pub struct ProxyReport {
     /// Direct, HAProxy, Umbra.
@@ -285,6 +292,11 @@ async fn idle_memory(path: &Path, sink: &Sink, k: usize) -> anyhow::Result<Optio
     ))
 }
 
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -395,21 +407,29 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
         Path::Haproxy(haproxy_addr, haproxy_child.id().context("haproxy pid")?),
         Path::Umbra(umbra_addr, umbra_child.id().context("proxy pid")?, secret),
     ];
+    let rounds = args.rounds.max(1);
+    let mut gbit = vec![Vec::new(); paths.len()];
+    let mut rate = vec![Vec::new(); paths.len()];
+    for round in 1..=rounds {
+        for (i, path) in paths.iter().enumerate() {
+            eprintln!("round {round}/{rounds}: {} ...", path.name());
+            let g = throughput(path, &sink, args.seconds).await?;
+            let r = connection_rate(path, args.connections, args.workers).await?;
+            eprintln!("  bulk {g:.2} Gbit/s, new connections {r:.0}/s");
+            gbit[i].push(g);
+            rate[i].push(r);
+        }
+    }
     let mut reports = Vec::new();
-    for path in &paths {
-        eprintln!("measuring {} ...", path.name());
-        let gbit = throughput(path, &sink, args.seconds).await?;
-        eprintln!("  bulk: {gbit:.2} Gbit/s");
-        let rate = connection_rate(path, args.connections, args.workers).await?;
-        eprintln!("  new connections: {rate:.0}/s");
+    for (i, path) in paths.iter().enumerate() {
         let mem = idle_memory(path, &sink, args.idle).await?;
         if let Some(m) = mem {
-            eprintln!("  idle: {m:.0} bytes per connection");
+            eprintln!("{}: idle {m:.0} bytes per connection", path.name());
         }
         reports.push(PathReport {
             name: path.name().to_string(),
-            gbit_per_s: gbit,
-            connections_per_s: rate,
+            gbit_per_s: median(&mut gbit[i]),
+            connections_per_s: median(&mut rate[i]),
             idle_bytes_per_connection: mem,
         });
     }

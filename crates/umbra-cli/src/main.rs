@@ -14,6 +14,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: less fragmentation than the system allocator when the daemons
+/// mix many small long-lived allocations (idle connections) with short-lived
+/// ones, which is most of what an idle connection costs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Umbra: private messaging. End-to-end encrypted chats and groups; the
 /// server sees neither what you say nor who sends it.
 #[derive(Debug, Parser)]

@@ -48,6 +48,8 @@ pub struct ProxyConfig {
     pub accept_proxy_protocol: bool,
     /// Prometheus metrics address (aggregate counters only).
     pub metrics_listen: SocketAddr,
+    /// Worker threads (default: one per core).
+    pub workers: Option<usize>,
 }
 
 impl Default for ProxyConfig {
@@ -73,6 +75,7 @@ impl Default for ProxyConfig {
             replay_cache_entries: 100_000,
             accept_proxy_protocol: false,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9702)),
+            workers: None,
         }
     }
 }
@@ -150,6 +153,9 @@ pub struct ProxyArgs {
     /// Prometheus metrics address; keep it on loopback [default: 127.0.0.1:9702].
     #[arg(long, env = "UMBRA_PROXY_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Worker threads, each with its own share of the listening ports [default: one per core].
+    #[arg(long, env = "UMBRA_PROXY_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 /// Why the configuration could not be loaded.
@@ -213,6 +219,7 @@ impl ProxyConfig {
         set(&mut self.replay_cache_entries, &args.replay_cache_entries);
         self.accept_proxy_protocol |= args.accept_proxy_protocol;
         set(&mut self.metrics_listen, &args.metrics_listen);
+        set_opt(&mut self.workers, &args.workers);
         self
     }
 
@@ -235,6 +242,9 @@ impl ProxyConfig {
             return Err(ConfigError::Invalid(
                 "max_connections and replay_cache_entries must be at least 1",
             ));
+        }
+        if self.workers == Some(0) {
+            return Err(ConfigError::Invalid("workers must be at least 1"));
         }
         if self.idle_timeout_secs == 0 || self.handshake_timeout_secs == 0 {
             return Err(ConfigError::Invalid("timeouts must be at least one second"));

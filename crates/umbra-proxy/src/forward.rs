@@ -15,6 +15,7 @@ use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -96,6 +97,7 @@ impl Direction {
         to: &TcpStream,
         counter: &AtomicU64,
         moved: &mut bool,
+        other_ended: bool,
     ) -> Poll<io::Result<()>> {
         for _ in 0..BUDGET {
             if let Some((buf, start, end)) = &mut self.pending {
@@ -129,8 +131,11 @@ impl Direction {
                 Ok(0) => {
                     give(buf);
                     self.ended = true;
-                    // Pass the end of stream on; the other direction goes on.
-                    let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+                    // Pass the end of stream on while the other direction
+                    // goes on; once both ended, closing the sockets does it.
+                    if !other_ended {
+                        let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+                    }
                 }
                 Ok(n) => {
                     *moved = true;
@@ -154,7 +159,7 @@ impl Direction {
 /// fails, or the connection idles out. A hand-made future, so that an idle
 /// connection holds only its two sockets, this small struct and one timer:
 /// the readiness wakers live in the sockets' own registrations.
-pub struct PlainForward<'m> {
+pub struct PlainForward {
     client: TcpStream,
     upstream: TcpStream,
     up: Direction,
@@ -162,16 +167,16 @@ pub struct PlainForward<'m> {
     idle: Duration,
     last: Instant,
     timer: Pin<Box<tokio::time::Sleep>>,
-    metrics: &'m Metrics,
+    metrics: Arc<Metrics>,
 }
 
-impl<'m> PlainForward<'m> {
+impl PlainForward {
     /// Starts forwarding.
     pub fn new(
         client: TcpStream,
         upstream: TcpStream,
         idle: Duration,
-        metrics: &'m Metrics,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             client,
@@ -186,25 +191,29 @@ impl<'m> PlainForward<'m> {
     }
 }
 
-impl Future for PlainForward<'_> {
+impl Future for PlainForward {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let mut moved = false;
+        let down_ended = this.down.ended;
         let up = this.up.poll_move(
             cx,
             &this.client,
             &this.upstream,
             &this.metrics.bytes_up,
             &mut moved,
+            down_ended,
         );
+        let up_ended = this.up.ended;
         let down = this.down.poll_move(
             cx,
             &this.upstream,
             &this.client,
             &this.metrics.bytes_down,
             &mut moved,
+            up_ended,
         );
         match (up, down) {
             (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) => return Poll::Ready(()),

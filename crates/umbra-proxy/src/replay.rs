@@ -32,10 +32,13 @@ impl ReplayCache {
     /// Holds at most `capacity` nonces; accepts timestamps within
     /// `window_secs` of now, either side.
     pub fn new(capacity: usize, window_secs: u64) -> Self {
+        let capacity = capacity.max(1);
         Self {
-            seen: HashSet::new(),
-            order: VecDeque::new(),
-            capacity: capacity.max(1),
+            // Sized once: no rehash in the middle of a burst of admissions
+            // (the memory is only touched as entries arrive).
+            seen: HashSet::with_capacity(capacity),
+            order: VecDeque::with_capacity(capacity),
+            capacity,
             window_secs,
             floor: 0,
         }

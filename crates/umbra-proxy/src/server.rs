@@ -39,10 +39,13 @@ struct Shared {
     proxy_protocol: bool,
 }
 
+/// One worker's listening sockets: (socket, is TLS).
+type WorkerListeners = Vec<(std::net::TcpListener, bool)>;
+
 /// A bound proxy.
 pub struct Proxy {
-    tls_listeners: Vec<TcpListener>,
-    plain_listeners: Vec<TcpListener>,
+    /// Per worker thread, its own SO_REUSEPORT copy of every listening port.
+    listeners: Vec<WorkerListeners>,
     metrics_listener: TcpListener,
     shared: Arc<Shared>,
     link: ProxyLink,
@@ -57,15 +60,56 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-async fn bind_all(addrs: &[SocketAddr], what: &str) -> anyhow::Result<Vec<TcpListener>> {
-    let mut out = Vec::new();
-    for addr in addrs {
-        let l = TcpListener::bind(addr).await.with_context(|| {
+/// A listening socket that other workers can share (SO_REUSEPORT: the
+/// kernel spreads connections across them); `[::]` is dual-stack.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Binds every address once per worker; later workers reuse the port the
+/// first one got (for port 0).
+fn bind_all(
+    tls: &[SocketAddr],
+    plain: &[SocketAddr],
+    workers: usize,
+) -> anyhow::Result<Vec<WorkerListeners>> {
+    let mut first: WorkerListeners = Vec::new();
+    for (addr, is_tls) in tls
+        .iter()
+        .map(|a| (a, true))
+        .chain(plain.iter().map(|a| (a, false)))
+    {
+        let what = if is_tls { "TLS" } else { "plain" };
+        let l = reuseport_listener(*addr).with_context(|| {
             format!("cannot listen on {addr} ({what}); ports below 1024 need root or CAP_NET_BIND_SERVICE")
         })?;
-        out.push(l);
+        first.push((l, is_tls));
     }
-    Ok(out)
+    let mut all = Vec::with_capacity(workers);
+    for _ in 1..workers.max(1) {
+        let mut set = Vec::with_capacity(first.len());
+        for (l, is_tls) in &first {
+            let addr = l.local_addr()?;
+            set.push((
+                reuseport_listener(addr)
+                    .with_context(|| format!("cannot share {addr} across workers"))?,
+                *is_tls,
+            ));
+        }
+        all.push(set);
+    }
+    all.insert(0, first);
+    Ok(all)
 }
 
 impl Proxy {
@@ -73,31 +117,37 @@ impl Proxy {
     pub async fn bind(config: ProxyConfig) -> anyhow::Result<Self> {
         config.validate()?;
         let secret = link::load_or_create_secret(&config.data_dir)?;
-        let tls_listeners = bind_all(&config.tls_listen, "TLS").await?;
-        let plain_listeners = bind_all(&config.plain_listen, "plain").await?;
+        let workers = config.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let listeners = bind_all(&config.tls_listen, &config.plain_listen, workers)?;
+        let addrs = |want_tls: bool| -> Vec<SocketAddr> {
+            listeners[0]
+                .iter()
+                .filter(|(_, t)| *t == want_tls)
+                .filter_map(|(l, _)| l.local_addr().ok())
+                .collect()
+        };
+        let (tls_addrs, plain_addrs) = (addrs(true), addrs(false));
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
             .with_context(|| format!("cannot listen on {} (metrics)", config.metrics_listen))?;
-        let first_port = |ls: &[TcpListener]| {
-            ls.first()
-                .and_then(|l| l.local_addr().ok())
-                .map(|a| a.port())
-        };
+        let first_port = |addrs: &[SocketAddr]| addrs.first().map(|a| a.port());
         let (port, use_tls) = match config.link_port {
             Some(p) => (
                 p,
                 config.tls_listen.iter().any(|a| a.port() == p) || config.plain_listen.is_empty(),
             ),
-            None => match first_port(&tls_listeners) {
+            None => match first_port(&tls_addrs) {
                 Some(p) => (p, true),
-                None => (first_port(&plain_listeners).unwrap_or(80), false),
+                None => (first_port(&plain_addrs).unwrap_or(80), false),
             },
         };
         let host = config
             .public_host
             .clone()
             .unwrap_or_else(|| "127.0.0.1".to_string());
-        let (acceptor, fingerprint) = if tls_listeners.is_empty() {
+        let (acceptor, fingerprint) = if tls_addrs.is_empty() {
             (None, None)
         } else {
             let cert = tls::load(
@@ -125,8 +175,7 @@ impl Proxy {
             proxy_protocol: config.accept_proxy_protocol,
         });
         Ok(Self {
-            tls_listeners,
-            plain_listeners,
+            listeners,
             metrics_listener,
             shared,
             link: ProxyLink {
@@ -147,18 +196,24 @@ impl Proxy {
 
     /// Addresses of the TLS ports.
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
-        self.tls_listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect()
+        self.addrs(true)
     }
 
     /// Addresses of the plain ports.
     pub fn plain_addrs(&self) -> Vec<SocketAddr> {
-        self.plain_listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect()
+        self.addrs(false)
+    }
+
+    fn addrs(&self, want_tls: bool) -> Vec<SocketAddr> {
+        self.listeners
+            .first()
+            .map(|set| {
+                set.iter()
+                    .filter(|(_, t)| *t == want_tls)
+                    .filter_map(|(l, _)| l.local_addr().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Address of the metrics endpoint.
@@ -177,26 +232,58 @@ impl Proxy {
     }
 
     /// Serves until `shutdown` resolves, then lets open connections finish
-    /// for a few seconds.
+    /// for a few seconds. Each worker is a thread with its own
+    /// single-threaded runtime and its own copy of every listening socket,
+    /// so a connection never hops threads.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(umbra_daemon::metrics::serve(
+        let metrics_task = tokio::spawn(umbra_daemon::metrics::serve(
             self.metrics_listener,
             self.shared.metrics.clone(),
         ));
-        for l in self.tls_listeners {
-            tasks.spawn(accept_loop(l, true, self.shared.clone(), limit.clone()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut threads = Vec::new();
+        for (i, set) in self.listeners.into_iter().enumerate() {
+            let (shared, limit, mut stopped) =
+                (self.shared.clone(), limit.clone(), stopped.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("umbra-proxy-{i}"))
+                .spawn(move || -> anyhow::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        let mut loops = tokio::task::JoinSet::new();
+                        for (l, is_tls) in set {
+                            let l = TcpListener::from_std(l)?;
+                            loops.spawn(accept_loop(l, is_tls, shared.clone(), limit.clone()));
+                        }
+                        let _ = stopped.wait_for(|s| *s).await;
+                        loops.abort_all();
+                        // Let this worker's open connections finish, briefly.
+                        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+                        while shared.metrics.open.load(Ordering::Relaxed) > 0
+                            && tokio::time::Instant::now() < deadline
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Ok::<_, anyhow::Error>(())
+                    })
+                })
+                .context("starting a proxy worker")?;
+            threads.push(thread);
         }
-        for l in self.plain_listeners {
-            tasks.spawn(accept_loop(l, false, self.shared.clone(), limit.clone()));
-        }
-        tracing::info!("umbra proxy ready");
+        tracing::info!(workers = threads.len(), "umbra proxy ready");
         shutdown.await;
         tracing::info!("shutting down: no new connections");
-        tasks.abort_all();
-        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, limit.acquire_many(all)).await;
+        let _ = stop.send(true);
+        for t in threads {
+            match tokio::task::spawn_blocking(move || t.join()).await {
+                Ok(Ok(r)) => r?,
+                _ => anyhow::bail!("a proxy worker panicked"),
+            }
+        }
+        metrics_task.abort();
         tracing::info!("proxy stopped");
         Ok(())
     }
@@ -226,24 +313,30 @@ async fn accept_loop(
         let shared = shared.clone();
         tokio::spawn(async move {
             shared.metrics.open.fetch_add(1, Ordering::Relaxed);
-            handle(tcp, is_tls, &shared).await;
+            if let Some(forward) = handle(tcp, is_tls, &shared).await {
+                forward.await;
+            }
             shared.metrics.open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
 }
 
-async fn handle(tcp: TcpStream, is_tls: bool, shared: &Shared) {
-    // Everything before forwarding runs in its own boxed future, freed when
-    // it ends, so an idle forwarded connection's task holds only the
-    // forwarding state.
+/// Serves a connection up to the start of forwarding: TLS connections are
+/// served to the end here; an admitted plain one comes back as the
+/// forwarding future to run.
+async fn handle(tcp: TcpStream, is_tls: bool, shared: &Shared) -> Option<forward::PlainForward> {
     if is_tls {
         Box::pin(handle_tls(tcp, shared)).await;
-        return;
+        return None;
     }
-    if let Some((client, upstream)) = Box::pin(admit_plain(tcp, shared)).await {
-        forward::PlainForward::new(client, upstream, shared.idle, &shared.metrics).await;
-    }
+    let (client, upstream) = Box::pin(admit_plain(tcp, shared)).await?;
+    Some(forward::PlainForward::new(
+        client,
+        upstream,
+        shared.idle,
+        shared.metrics.clone(),
+    ))
 }
 
 async fn admit_plain(mut tcp: TcpStream, shared: &Shared) -> Option<(TcpStream, TcpStream)> {
@@ -253,7 +346,18 @@ async fn admit_plain(mut tcp: TcpStream, shared: &Shared) -> Option<(TcpStream, 
             _ => return None,
         }
     }
-    let (first, decision) = read_first(&mut tcp, shared).await;
+    // Speculative read, as HAProxy does: a client usually sends its first
+    // bytes right behind the connect, so they are often here already, and
+    // reading now saves a round through epoll.
+    let mut early = Vec::new();
+    {
+        use std::io::Read;
+        let mut buf = [0u8; 512];
+        if let Ok(n) = (&*socket2::SockRef::from(&tcp)).read(&mut buf) {
+            early.extend_from_slice(&buf[..n]);
+        }
+    }
+    let (first, decision) = read_first(&mut tcp, early, shared).await;
     match decision {
         Decision::Admit(target) => {
             let up = connect_upstream(shared, target, &first[PREAMBLE_LEN..]).await?;
@@ -281,7 +385,7 @@ async fn handle_tls(mut tcp: TcpStream, shared: &Shared) {
             return;
         }
     };
-    let (first, decision) = read_first(&mut stream, shared).await;
+    let (first, decision) = read_first(&mut stream, Vec::new(), shared).await;
     match decision {
         Decision::Admit(target) => {
             if let Some(up) = connect_upstream(shared, target, &first[PREAMBLE_LEN..]).await {
@@ -294,21 +398,26 @@ async fn handle_tls(mut tcp: TcpStream, shared: &Shared) {
 }
 
 /// Reads until the admission decision is made (or the handshake timeout).
-async fn read_first<S: AsyncRead + Unpin>(stream: &mut S, shared: &Shared) -> (Vec<u8>, Decision) {
-    let mut first = Vec::with_capacity(512);
+async fn read_first<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    mut first: Vec<u8>,
+    shared: &Shared,
+) -> (Vec<u8>, Decision) {
     let mut buf = [0u8; 512];
     let decide = async {
         loop {
+            if !first.is_empty() {
+                match shared.admission.decide(&first, unix_now()) {
+                    Decision::NeedMore if first.len() < 4096 => {}
+                    Decision::NeedMore => return Decision::Decoy(Reason::NoProof),
+                    d => return d,
+                }
+            }
             let n = match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => return Decision::Decoy(Reason::NoProof),
                 Ok(n) => n,
             };
             first.extend_from_slice(&buf[..n]);
-            match shared.admission.decide(&first, unix_now()) {
-                Decision::NeedMore if first.len() < 4096 => continue,
-                Decision::NeedMore => return Decision::Decoy(Reason::NoProof),
-                d => return d,
-            }
         }
     };
     let decision = tokio::time::timeout(shared.handshake, decide)
@@ -346,12 +455,11 @@ async fn connect_upstream(shared: &Shared, target: Target, rest: &[u8]) -> Optio
         Target::Relay => shared.relay_upstream.as_deref()?,
     };
     let connect = async {
-        let mut up = TcpStream::connect(addr).await?;
-        let _ = up.set_nodelay(true);
-        if !rest.is_empty() {
-            up.write_all(rest).await?;
-        }
-        Ok::<_, std::io::Error>(up)
+        let to = tokio::net::lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+        speculative_connect(to, rest).await
     };
     match tokio::time::timeout(shared.handshake, connect).await {
         Ok(Ok(up)) => Some(up),
@@ -366,6 +474,57 @@ async fn connect_upstream(shared: &Shared, target: Target, rest: &[u8]) -> Optio
     }
 }
 
+/// Connects to `to` and writes `rest`, trying the fast path first as HAProxy
+/// does: on a near upstream the connection is usually established by the time
+/// `connect` returns, so the bytes go out at once, without waiting for epoll
+/// to say the socket is writable.
+async fn speculative_connect(to: SocketAddr, mut rest: &[u8]) -> std::io::Result<TcpStream> {
+    use std::io::Write;
+    // Non-blocking from creation (SOCK_NONBLOCK): no fcntl calls.
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM.nonblocking(),
+        None,
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINPROGRESS)
+                || e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    let std_stream: std::net::TcpStream = socket.into();
+    let connected = if rest.is_empty() {
+        std_stream.peer_addr().is_ok()
+    } else {
+        match (&std_stream).write(rest) {
+            Ok(n) => {
+                rest = &rest[n..];
+                true
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::NotConnected =>
+            {
+                false
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut up = TcpStream::from_std(std_stream)?;
+    if !connected {
+        up.writable().await?;
+        if let Some(e) = up.take_error()? {
+            return Err(e);
+        }
+    }
+    if !rest.is_empty() {
+        up.write_all(rest).await?;
+    }
+    Ok(up)
+}
+
 async fn turn_away<S: AsyncRead + AsyncWrite + Unpin>(stream: S, first: &[u8], shared: &Shared) {
     let _ = match &shared.decoy {
         Some(addr) => decoy::relay_to(stream, first, addr, shared.handshake).await,
@@ -378,7 +537,7 @@ mod tests {
     /// An idle forwarded connection costs what its future holds: keep it small.
     #[test]
     fn idle_forwarding_state_stays_small() {
-        let size = std::mem::size_of::<crate::forward::PlainForward<'static>>();
+        let size = std::mem::size_of::<crate::forward::PlainForward>();
         assert!(size <= 256, "PlainForward grew to {size} bytes");
     }
 }
