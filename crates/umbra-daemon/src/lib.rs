@@ -3,9 +3,11 @@
 //! - [`config`]: reading the TOML file (`deny_unknown_fields` is each
 //!   config's own attribute), overlaying flags on it, shared-secret files.
 //! - [`metrics`]: the loopback Prometheus endpoint (`GET /metrics`).
+//! - [`time`]: UTC calendar dates for what people read (HTTP dates, message times).
 
 pub mod config;
 pub mod metrics;
+pub mod time;
 
 pub use config::FileError;
 pub use metrics::Render;
