@@ -29,6 +29,8 @@ use crate::outbox::{self, Recipient};
 use crate::profile::{Profile, get_setting, set_setting};
 use crate::{ClientError, inbox, now_ms};
 
+/// Envelopes `sync` acknowledges per confirmed request.
+const ACK_BATCH: usize = 500;
 /// How often `listen` pings an otherwise quiet connection.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
 /// First and longest wait before `listen` reconnects.
@@ -686,16 +688,23 @@ impl Client {
         let mut events = self.flush_earlier().await?;
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         self.login(&mut server).await?;
+        // Acknowledged in confirmed batches: when sync returns, the server has
+        // deleted what this device applied.
+        let mut applied = Vec::new();
         loop {
             match server.next_push().await? {
                 Some(server_frame::Body::Deliver(d)) => {
                     events.extend(inbox::apply(self, &d)?);
-                    server.ack(vec![d.envelope_id]).await?;
+                    applied.push(d.envelope_id);
+                    if applied.len() >= ACK_BATCH {
+                        server.ack_confirmed(std::mem::take(&mut applied)).await?;
+                    }
                 }
                 Some(server_frame::Body::QueueDrained(_)) | None => break,
                 Some(_) => {}
             }
         }
+        server.ack_confirmed(applied).await?;
         server.close().await;
         events.extend(self.flush_earlier().await?);
         Ok(events)

@@ -213,6 +213,19 @@ impl ServerConn {
         Ok(())
     }
 
+    /// Acknowledges delivered envelopes and waits until the server has
+    /// deleted them.
+    pub async fn ack_confirmed(&mut self, envelope_ids: Vec<u64>) -> Result<(), ClientError> {
+        if envelope_ids.is_empty() {
+            return Ok(());
+        }
+        let body = client_frame::Body::Ack(umbra_wire::proto::Ack { envelope_ids });
+        match self.call(body).await? {
+            server_frame::Body::Acked(_) => Ok(()),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
     /// Closes the connection politely.
     pub async fn close(mut self) {
         let _ = self.ch.writer.shutdown().await;
