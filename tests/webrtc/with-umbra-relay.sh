@@ -10,6 +10,7 @@
 # UDP listen address and the secret file as $1 and $2), for running a relay built otherwise.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/lib.sh"
 transport=udp
 if [ "${1:-}" = "--tcp" ]; then transport=tcp; shift; fi
 
@@ -17,16 +18,6 @@ work="$(mktemp -d)"
 secret="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
 printf '%s\n' "$secret" >"$work/secret"
 chmod 600 "$work/secret"
-# A port free for both UDP and TCP, below the kernel's ephemeral range.
-pick_port() {
-    local p
-    for _ in $(seq 50); do
-        p=$((20000 + RANDOM % 12000))
-        if [ -z "$(ss -Htuna "sport = :$p" 2>/dev/null)" ]; then echo "$p"; return; fi
-    done
-    echo "error: no free port found" >&2
-    exit 1
-}
 port="${TURN_PORT:-$(pick_port)}"
 listen="127.0.0.1:$port"
 
@@ -51,21 +42,6 @@ relay_pid=$!
 cleanup() { kill "$relay_pid" 2>/dev/null || true; wait "$relay_pid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-for _ in $(seq 100); do
-    if ss -Hlnu "sport = :$port" 2>/dev/null | grep -q . ; then break; fi
-    kill -0 "$relay_pid" 2>/dev/null || { echo "relay exited:" >&2; cat "$work/relay.log" >&2; exit 1; }
-    sleep 0.1
-done
-
-user="$(( $(date +%s) + 600 )):webrtc-test"
-pass="$(printf '%s' "$user" | openssl dgst -sha1 -hmac "$secret" -binary | base64)"
-
-set +e
-"$here/run.sh" "turn:$listen?transport=$transport" "$user" "$pass" "$@"
-rc=$?
-set -e
-if [ "$rc" -ne 0 ]; then
-    echo "---- relay log ----" >&2
-    tail -n 60 "$work/relay.log" >&2
-fi
-exit "$rc"
+wait_listening "$port" "$relay_pid" "$work/relay.log"
+mint_credential "$secret"
+run_browser_test "turn:$listen?transport=$transport" "$work/relay.log" "$@"

@@ -368,6 +368,20 @@ impl Client {
         ))
     }
 
+    /// Claims a key package for each of `members`, over one connection.
+    async fn claim_all(
+        &mut self,
+        members: &[&str],
+    ) -> Result<Vec<(VerifiedKeyPackage, Recipient)>, ClientError> {
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
+        let mut claimed = Vec::with_capacity(members.len());
+        for m in members {
+            claimed.push(self.claim(&mut server, m).await?);
+        }
+        server.close().await;
+        Ok(claimed)
+    }
+
     /// Fetches (anonymously) the address of group members we have none for,
     /// checking each against the identity key MLS has for them.
     async fn ensure_addresses(&mut self, group_id: &[u8]) -> Result<(), ClientError> {
@@ -428,12 +442,7 @@ impl Client {
         name: Option<&str>,
         members: &[&str],
     ) -> Result<Vec<u8>, ClientError> {
-        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
-        let mut claimed = Vec::new();
-        for m in members {
-            claimed.push(self.claim(&mut server, m).await?);
-        }
-        server.close().await;
+        let claimed = self.claim_all(members).await?;
         let tx = self.profile.write()?;
         let provider = Provider::new(&self.crypto, &tx);
         let mut group = mls::create_group(&provider, &self.identity)?;
@@ -568,12 +577,7 @@ impl Client {
         // Apply what others changed first, so our commit builds on it.
         let mut events = self.sync().await?;
         self.ensure_addresses(&group_id).await?;
-        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
-        let mut claimed = Vec::new();
-        for m in members {
-            claimed.push(self.claim(&mut server, m).await?);
-        }
-        server.close().await;
+        let claimed = self.claim_all(members).await?;
         {
             let tx = self.profile.write()?;
             let provider = Provider::new(&self.crypto, &tx);
