@@ -17,9 +17,11 @@
 //! Layout: [`args`] (flags), [`session`] (protocol client), [`throughput`]
 //! (phase 1), [`memory`] (phase 2), [`progress`] (status line), [`report`];
 //! [`proxy_bench`] is `umbra bench proxy`, the proxy against HAProxy;
-//! [`relay_bench`] is `umbra bench relay`, the call relay against coturn.
+//! [`relay_bench`] is `umbra bench relay`, the call relay against coturn;
+//! [`cpu`] reads processes' CPU time for both.
 
 pub mod args;
+pub mod cpu;
 pub mod memory;
 pub mod progress;
 pub mod proxy_bench;

@@ -10,12 +10,16 @@
 //!   counted by the sink;
 //! - new connections per second: connect (plus the admission preamble for
 //!   Umbra), one byte there and back through the proxy, close; a fixed count
-//!   with a fixed number of workers;
+//!   with a fixed number of workers. Alongside, the proxy's own CPU time per
+//!   connection (its threads' exact run time, `/proc/PID/task/*/schedstat`):
+//!   on a machine the bench shares with the proxies, the rate also depends on
+//!   how the scheduler splits the cores, the CPU time does not;
 //! - memory per idle connection: the proxy process's RSS growth while a fixed
 //!   number of connections stay open and silent.
 //!
 //! Throughput and connection rate are measured in several rounds in which the
-//! paths take turns; the report gives each path's median.
+//! paths take turns, in an order that rotates from round to round; the
+//! report gives each path's median. Each path has a sink of its own.
 //!
 //! The sink tells modes apart by the first byte: `T` discard, `E` echo one
 //! byte, `I` hold idle.
@@ -34,6 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use umbra_wire::proxy::{ProxyLink, Target, preamble};
 
+use crate::cpu::process_runtime_ns;
 use crate::memory::rss_kib;
 
 /// Flags of `umbra bench proxy`.
@@ -72,6 +77,9 @@ pub struct PathReport {
     pub gbit_per_s: f64,
     /// New connections per second.
     pub connections_per_s: f64,
+    /// The proxy's CPU time per new connection, microseconds (None for the
+    /// direct path).
+    pub cpu_us_per_connection: Option<f64>,
     /// RSS per idle connection, bytes (None for the direct path).
     pub idle_bytes_per_connection: Option<f64>,
 }
@@ -89,18 +97,22 @@ impl std::fmt::Display for ProxyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<10} {:>12} {:>14} {:>22}",
-            "path", "Gbit/s", "connections/s", "idle bytes/connection"
+            "{:<10} {:>8} {:>14} {:>20} {:>22}",
+            "path", "Gbit/s", "connections/s", "CPU µs/connection", "idle bytes/connection"
         )?;
+        let or_dash = |v: Option<f64>, digits: usize| {
+            v.map(|b| format!("{b:.digits$}"))
+                .unwrap_or_else(|| "-".into())
+        };
         for p in &self.paths {
-            let mem = p
-                .idle_bytes_per_connection
-                .map(|b| format!("{b:.0}"))
-                .unwrap_or_else(|| "-".into());
             writeln!(
                 f,
-                "{:<10} {:>12.2} {:>14.0} {:>22}",
-                p.name, p.gbit_per_s, p.connections_per_s, mem
+                "{:<10} {:>8.2} {:>14.0} {:>20} {:>22}",
+                p.name,
+                p.gbit_per_s,
+                p.connections_per_s,
+                or_dash(p.cpu_us_per_connection, 1),
+                or_dash(p.idle_bytes_per_connection, 0)
             )?;
         }
         if let (Some(h), Some(u)) = (
@@ -113,6 +125,9 @@ impl std::fmt::Display for ProxyReport {
                 u.gbit_per_s / h.gbit_per_s,
                 u.connections_per_s / h.connections_per_s
             )?;
+            if let (Some(hc), Some(uc)) = (h.cpu_us_per_connection, u.cpu_us_per_connection) {
+                write!(f, ", CPU per connection {:.2}x", uc / hc)?;
+            }
             if let (Some(hm), Some(um)) = (h.idle_bytes_per_connection, u.idle_bytes_per_connection)
             {
                 write!(f, ", idle memory {:.2}x", um / hm)?;
@@ -242,8 +257,14 @@ async fn throughput(path: &Path, sink: &Sink, seconds: u64) -> anyhow::Result<f6
     Ok(moved as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9)
 }
 
-async fn connection_rate(path: &Path, total: u64, workers: usize) -> anyhow::Result<f64> {
+/// New connections per second, and the proxy's CPU µs per connection.
+async fn connection_rate(
+    path: &Path,
+    total: u64,
+    workers: usize,
+) -> anyhow::Result<(f64, Option<f64>)> {
     let next = Arc::new(AtomicU64::new(0));
+    let cpu_before = path.pid().map(process_runtime_ns);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
@@ -262,7 +283,11 @@ async fn connection_rate(path: &Path, total: u64, workers: usize) -> anyhow::Res
         r.context("worker")?
             .context("a connection through the path failed")?;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    let cpu = path.pid().zip(cpu_before).map(|(pid, before)| {
+        process_runtime_ns(pid).saturating_sub(before) as f64 / 1e3 / total.max(1) as f64
+    });
+    Ok((rate, cpu))
 }
 
 async fn idle_memory(path: &Path, sink: &Sink, k: usize) -> anyhow::Result<Option<f64>> {
@@ -393,36 +418,49 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let dir = std::env::temp_dir().join(format!("umbra-bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let sink = sink().await?;
+    // A sink per path: each path's connections go to their own address, so
+    // the TIME_WAIT sockets one path leaves behind never slow the choice of
+    // ports for another.
+    let sinks = [sink().await?, sink().await?, sink().await?];
     let umbra_bin = match &args.umbra {
         Some(b) => b.clone(),
         None => std::env::current_exe()?.to_string_lossy().into_owned(),
     };
     let (umbra_child, umbra_addr, secret) =
-        start_umbra(&umbra_bin, sink.addr, &dir.join("umbra")).await?;
-    let (haproxy_child, haproxy_addr) = start_haproxy(&args.haproxy, sink.addr, &dir).await?;
+        start_umbra(&umbra_bin, sinks[2].addr, &dir.join("umbra")).await?;
+    let (haproxy_child, haproxy_addr) = start_haproxy(&args.haproxy, sinks[1].addr, &dir).await?;
     wait_listening(haproxy_addr).await?;
     let paths = [
-        Path::Direct(sink.addr),
+        Path::Direct(sinks[0].addr),
         Path::Haproxy(haproxy_addr, haproxy_child.id().context("haproxy pid")?),
         Path::Umbra(umbra_addr, umbra_child.id().context("proxy pid")?, secret),
     ];
     let rounds = args.rounds.max(1);
     let mut gbit = vec![Vec::new(); paths.len()];
     let mut rate = vec![Vec::new(); paths.len()];
+    let mut cpu = vec![Vec::new(); paths.len()];
     for round in 1..=rounds {
-        for (i, path) in paths.iter().enumerate() {
+        // The order rotates, so that no path always runs first or last.
+        for k in 0..paths.len() {
+            let i = (k + round - 1) % paths.len();
+            let path = &paths[i];
             eprintln!("round {round}/{rounds}: {} ...", path.name());
-            let g = throughput(path, &sink, args.seconds).await?;
-            let r = connection_rate(path, args.connections, args.workers).await?;
-            eprintln!("  bulk {g:.2} Gbit/s, new connections {r:.0}/s");
+            let g = throughput(path, &sinks[i], args.seconds).await?;
+            let (r, c) = connection_rate(path, args.connections, args.workers).await?;
+            match c {
+                Some(c) => eprintln!(
+                    "  bulk {g:.2} Gbit/s, new connections {r:.0}/s, proxy CPU {c:.1} µs/connection"
+                ),
+                None => eprintln!("  bulk {g:.2} Gbit/s, new connections {r:.0}/s"),
+            }
             gbit[i].push(g);
             rate[i].push(r);
+            cpu[i].extend(c);
         }
     }
     let mut reports = Vec::new();
     for (i, path) in paths.iter().enumerate() {
-        let mem = idle_memory(path, &sink, args.idle).await?;
+        let mem = idle_memory(path, &sinks[i], args.idle).await?;
         if let Some(m) = mem {
             eprintln!("{}: idle {m:.0} bytes per connection", path.name());
         }
@@ -430,6 +468,7 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
             name: path.name().to_string(),
             gbit_per_s: median(&mut gbit[i]),
             connections_per_s: median(&mut rate[i]),
+            cpu_us_per_connection: (!cpu[i].is_empty()).then(|| median(&mut cpu[i])),
             idle_bytes_per_connection: mem,
         });
     }

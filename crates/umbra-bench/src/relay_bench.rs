@@ -377,6 +377,8 @@ impl fmt::Display for RelayBenchReport {
 // ---------------------------------------------------------------------------------------
 // CPU accounting
 
+use crate::cpu::{process_runtime_ns, schedstat_ns};
+
 /// Clock ticks per second of `/proc/*/stat` times.
 fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
@@ -415,14 +417,6 @@ enum Cpu {
     Threads(Arc<Mutex<Vec<u32>>>),
 }
 
-/// Run time in nanoseconds from a `schedstat` file (its first field).
-fn schedstat_ns(path: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Non-idle ticks of the whole machine (`/proc/stat`, first line: all but idle and
 /// iowait).
 fn system_busy_ticks() -> u64 {
@@ -445,13 +439,7 @@ impl Cpu {
     /// Exact run time of every thread, nanoseconds.
     fn runtime_ns(&self) -> u64 {
         match self {
-            Cpu::Process(pid) => std::fs::read_dir(format!("/proc/{pid}/task"))
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .map(|e| schedstat_ns(&format!("{}/schedstat", e.path().display())))
-                        .sum()
-                })
-                .unwrap_or(0),
+            Cpu::Process(pid) => process_runtime_ns(*pid),
             Cpu::Threads(tids) => {
                 let tids = tids.lock().map(|t| t.clone()).unwrap_or_default();
                 tids.iter()

@@ -179,6 +179,12 @@ pub async fn proxy(cmd: crate::commands::ProxyCommand) -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging("info");
+    // An idle connection is a few small structures. With transparent huge
+    // pages, the allocator's arena would be backed 2 MiB at a time, and a
+    // few bytes touched in fresh heap would cost all of it.
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!(error = %e, "transparent huge pages stay on");
+    }
     let config = umbra_proxy::ProxyConfig::load(&cmd.args)?;
     let proxy = umbra_proxy::Proxy::bind(config).await?;
     for a in proxy.tls_addrs() {

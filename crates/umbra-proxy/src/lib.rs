@@ -14,10 +14,13 @@
 //! - [`admission`]: deciding, from the first bytes, admit or decoy.
 //! - [`decoy`]: the website probers see (built in, or a configured web server).
 //! - [`tls`]: the certificate (operator's PEM, or generated and kept).
-//! - [`forward`]: copying bytes both ways with almost no memory while idle.
+//! - [`upstream`]: the upstreams, resolved ahead of time; the fast connect.
+//! - [`shared`]: what all connections share: admission, limits, counters.
+//! - `plain`: the plain ports' own event loop (one per core).
+//! - [`forward`]: copying bytes both ways for TLS connections.
 //! - [`proxy_protocol`]: PROXY protocol v2 from a load balancer in front.
 //! - [`metrics`]: aggregate counters on loopback.
-//! - [`server`]: listeners, connection handling, limits, shutdown.
+//! - [`server`]: listeners, workers, TLS connections, shutdown.
 //! - [`doctor`]: `umbra proxy doctor`, the operator's checks.
 //! - [`link`]: the proxy's secret and link, printed with a QR code.
 
@@ -28,10 +31,13 @@ pub mod doctor;
 pub mod forward;
 pub mod link;
 pub mod metrics;
+mod plain;
 pub mod proxy_protocol;
 pub mod replay;
 pub mod server;
+mod shared;
 pub mod tls;
+pub mod upstream;
 
 pub use config::{ProxyArgs, ProxyConfig};
 pub use server::Proxy;

@@ -27,11 +27,9 @@ pub enum ProxyHeaderError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads and discards one PROXY v2 header.
-pub async fn strip<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(), ProxyHeaderError> {
-    let mut fixed = [0u8; 16];
-    stream.read_exact(&mut fixed).await?;
-    if fixed[..12] != SIGNATURE {
+/// Length of the address block that follows a header's fixed 16 bytes.
+fn block_len(fixed: &[u8]) -> Result<usize, ProxyHeaderError> {
+    if fixed.len() < 16 || fixed[..12] != SIGNATURE {
         return Err(ProxyHeaderError::Missing);
     }
     let version = fixed[12] >> 4;
@@ -43,7 +41,29 @@ pub async fn strip<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(), ProxyHead
     if len > MAX_BLOCK {
         return Err(ProxyHeaderError::Malformed);
     }
-    let mut rest = vec![0u8; len];
+    Ok(len)
+}
+
+/// The length of the header at the start of `bytes`, once all of it is
+/// there (`None` until then). Anything that cannot be the start of a v2
+/// header is refused as soon as it differs.
+pub fn header_len(bytes: &[u8]) -> Result<Option<usize>, ProxyHeaderError> {
+    let n = bytes.len().min(SIGNATURE.len());
+    if bytes[..n] != SIGNATURE[..n] {
+        return Err(ProxyHeaderError::Missing);
+    }
+    if bytes.len() < 16 {
+        return Ok(None);
+    }
+    let total = 16 + block_len(&bytes[..16])?;
+    Ok((bytes.len() >= total).then_some(total))
+}
+
+/// Reads and discards one PROXY v2 header (reading no byte past it).
+pub async fn strip<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(), ProxyHeaderError> {
+    let mut fixed = [0u8; 16];
+    stream.read_exact(&mut fixed).await?;
+    let mut rest = vec![0u8; block_len(&fixed)?];
     stream.read_exact(&mut rest).await?;
     Ok(())
 }
@@ -66,5 +86,13 @@ mod tests {
             strip(&mut http).await,
             Err(ProxyHeaderError::Missing)
         ));
+        // The same rules on bytes as they arrive.
+        assert_eq!(header_len(&header[..5]).expect("a start"), None);
+        assert_eq!(header_len(&header[..27]).expect("short"), None);
+        assert_eq!(header_len(&header).expect("whole"), Some(28));
+        assert!(matches!(header_len(b"GET"), Err(ProxyHeaderError::Missing)));
+        let mut v1 = header[..16].to_vec();
+        v1[12] = 0x11;
+        assert!(matches!(header_len(&v1), Err(ProxyHeaderError::Malformed)));
     }
 }

@@ -1,0 +1,392 @@
+//! One plain-port connection: admission on its first bytes, then bytes
+//! moved both ways as the event loop reports readiness.
+//!
+//! Readiness is kept here, per socket, the way an edge-triggered loop must:
+//! a socket is readable until a read comes back short or would block, and
+//! writable until a write comes back short or would block. A short read
+//! means the kernel's queue was emptied; whatever arrives after it raises
+//! a new edge, so no read is spent just to learn that nothing is left. The
+//! exception is the peer's end of stream: once the loop has seen it
+//! signalled, it may have come in the same edge as the last bytes, so the
+//! socket stays readable until a read returns the end.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mio::net::TcpStream;
+use umbra_wire::proxy::{PREAMBLE_LEN, Target};
+
+use crate::admission::{Decision, Reason};
+use crate::proxy_protocol;
+use crate::shared::{Shared, unix_now};
+
+/// Bytes moved per read.
+const BUF: usize = 64 * 1024;
+/// Buffers a worker keeps for reuse.
+const POOL: usize = 32;
+/// Chunks moved per direction before other connections get a turn.
+const BUDGET: usize = 16;
+/// Most bytes read while deciding (PROXY header, preamble, what follows).
+const MAX_FIRST: usize = 4096;
+
+/// Read buffers, borrowed only while bytes are in flight: an idle
+/// connection holds none.
+#[derive(Default)]
+pub(super) struct Pool {
+    free: Vec<Vec<u8>>,
+}
+
+impl Pool {
+    fn take(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_else(|| vec![0u8; BUF])
+    }
+
+    fn give(&mut self, buf: Vec<u8>) {
+        if self.free.len() < POOL && buf.len() == BUF {
+            self.free.push(buf);
+        }
+    }
+}
+
+/// A socket and what is known of its readiness.
+pub(super) struct Side {
+    pub stream: TcpStream,
+    pub readable: bool,
+    pub writable: bool,
+    /// The peer's end of stream (or an error) has been signalled.
+    pub read_closed: bool,
+}
+
+impl Side {
+    fn new(stream: TcpStream, readable: bool, writable: bool) -> Self {
+        Self {
+            stream,
+            readable,
+            writable,
+            read_closed: false,
+        }
+    }
+
+    /// After a read of `n` bytes into a buffer of `len`: a short read
+    /// drained the queue, unless an end of stream is still to be read.
+    fn read_some(&mut self, n: usize, len: usize) {
+        if n < len && !self.read_closed {
+            self.readable = false;
+        }
+    }
+}
+
+/// Bytes read from one side, not yet all written to the other.
+struct Pending {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// One direction of the forward.
+#[derive(Default)]
+struct Direction {
+    pending: Option<Pending>,
+    ended: bool,
+}
+
+/// Where a direction stands after moving what it could.
+enum Flow {
+    /// Waiting for readiness.
+    Blocked,
+    /// The source ended and everything was written.
+    Done,
+    /// Used its budget with more to move.
+    Budget,
+}
+
+/// What happened on the wire in one pass.
+#[derive(Default)]
+struct Progress {
+    read: bool,
+    wrote: bool,
+}
+
+impl Direction {
+    /// Moves bytes `from` → `to` until blocked, done, or out of budget.
+    fn pump(
+        &mut self,
+        from: &mut Side,
+        to: &mut Side,
+        pool: &mut Pool,
+        counter: &AtomicU64,
+        other_ended: bool,
+        progress: &mut Progress,
+    ) -> io::Result<Flow> {
+        for _ in 0..BUDGET {
+            if let Some(p) = &mut self.pending {
+                if !to.writable {
+                    return Ok(Flow::Blocked);
+                }
+                match (&to.stream).write(&p.buf[p.start..p.end]) {
+                    Ok(n) => {
+                        progress.wrote = true;
+                        p.start += n;
+                        if p.start < p.end {
+                            // Short: the send buffer is full, and the kernel
+                            // will say when there is room.
+                            to.writable = false;
+                        } else if let Some(done) = self.pending.take() {
+                            pool.give(done.buf);
+                        }
+                    }
+                    Err(e) if crate::upstream::not_yet(&e) => {
+                        to.writable = false;
+                        return Ok(Flow::Blocked);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            if self.ended {
+                return Ok(Flow::Done);
+            }
+            if !from.readable {
+                return Ok(Flow::Blocked);
+            }
+            let mut buf = pool.take();
+            match (&from.stream).read(&mut buf) {
+                Ok(0) => {
+                    pool.give(buf);
+                    self.ended = true;
+                    from.readable = false;
+                    // Pass the end of stream on while the other direction
+                    // goes on; once both ended, closing both does it.
+                    if !other_ended {
+                        let _ = to.stream.shutdown(Shutdown::Write);
+                    }
+                }
+                Ok(n) => {
+                    progress.read = true;
+                    from.read_some(n, buf.len());
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    self.pending = Some(Pending {
+                        buf,
+                        start: 0,
+                        end: n,
+                    });
+                }
+                Err(e) => {
+                    pool.give(buf);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            from.readable = false;
+                            return Ok(Flow::Blocked);
+                        }
+                        io::ErrorKind::Interrupted => {}
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(Flow::Budget)
+    }
+}
+
+/// What the event loop does next with a connection.
+pub(super) enum Step {
+    /// Nothing until the next readiness event.
+    Wait,
+    /// More to do right away, after the others had their turn.
+    Again,
+    /// Admitted: connect this upstream.
+    Connect(Target),
+    /// Not admitted: hand it to the website.
+    Visitor,
+    /// Both directions ended.
+    Finished,
+    /// A socket failed (or sent a malformed PROXY header).
+    Failed,
+}
+
+/// A connection on a plain port.
+pub(super) struct Conn {
+    pub client: Side,
+    /// Set once admitted.
+    pub upstream: Option<Side>,
+    /// Bytes read before the decision.
+    first: Vec<u8>,
+    /// Length of the PROXY protocol header at the start of `first`.
+    skip: usize,
+    up: Direction,
+    down: Direction,
+    /// Whether the upstream connection is known to be up.
+    pub established: bool,
+    /// When the current phase (admission, then connecting) began, in ms.
+    pub since_ms: u64,
+    /// When bytes last moved, in ms.
+    pub last_ms: u64,
+}
+
+impl Conn {
+    /// A connection just accepted: try reading at once, as a client sends
+    /// right behind its connect.
+    pub fn new(stream: TcpStream, now_ms: u64) -> Self {
+        Self {
+            client: Side::new(stream, true, true),
+            upstream: None,
+            first: Vec::new(),
+            skip: 0,
+            up: Direction::default(),
+            down: Direction::default(),
+            established: false,
+            since_ms: now_ms,
+            last_ms: now_ms,
+        }
+    }
+
+    /// Moves the connection on as far as readiness allows.
+    pub fn drive(&mut self, shared: &Shared, pool: &mut Pool, now_ms: u64) -> Step {
+        if self.upstream.is_some() {
+            self.forward(shared, pool, now_ms)
+        } else {
+            self.decide(shared)
+        }
+    }
+
+    /// Reads first bytes until the admission decision.
+    fn decide(&mut self, shared: &Shared) -> Step {
+        let mut buf = [0u8; 1024];
+        loop {
+            if !self.client.readable {
+                return Step::Wait;
+            }
+            match (&self.client.stream).read(&mut buf) {
+                Ok(0) => {
+                    // Gone before proving anything: a visitor, who may
+                    // still read an answer.
+                    shared.count(Decision::Decoy(Reason::NoProof));
+                    return Step::Visitor;
+                }
+                Ok(n) => {
+                    self.client.read_some(n, buf.len());
+                    self.first.extend_from_slice(&buf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.client.readable = false;
+                    return Step::Wait;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Step::Failed,
+            }
+            if shared.proxy_protocol && self.skip == 0 {
+                match proxy_protocol::header_len(&self.first) {
+                    Err(_) => return Step::Failed,
+                    Ok(None) => continue,
+                    Ok(Some(n)) => self.skip = n,
+                }
+            }
+            let body = &self.first[self.skip..];
+            if body.is_empty() {
+                continue;
+            }
+            let decision = match shared.admission.decide(body, unix_now()) {
+                Decision::NeedMore if self.first.len() < MAX_FIRST => continue,
+                Decision::NeedMore => Decision::Decoy(Reason::NoProof),
+                d => d,
+            };
+            shared.count(decision);
+            return match decision {
+                Decision::Admit(target) => Step::Connect(target),
+                _ => Step::Visitor,
+            };
+        }
+    }
+
+    /// Whether bytes followed the preamble (sent as soon as connected).
+    pub fn has_early_data(&self) -> bool {
+        self.first.len() > self.skip + PREAMBLE_LEN
+    }
+
+    /// Admitted and connecting: `upstream` was just started. What followed
+    /// the preamble is sent as soon as the upstream takes it.
+    pub fn connected(&mut self, upstream: TcpStream, shared: &Shared, now_ms: u64) {
+        let rest = self
+            .first
+            .get(self.skip + PREAMBLE_LEN..)
+            .unwrap_or_default();
+        if !rest.is_empty() {
+            // Sized to fit: it may wait for the connect to complete, and a
+            // pool buffer held that long by every connecting client would be
+            // memory no idle connection should cost.
+            let end = rest.len();
+            shared
+                .metrics
+                .bytes_up
+                .fetch_add(end as u64, Ordering::Relaxed);
+            self.up.pending = Some(Pending {
+                buf: rest.to_vec(),
+                start: 0,
+                end,
+            });
+        }
+        self.first = Vec::new();
+        // Try writing at once: on a near upstream the connect is done.
+        self.upstream = Some(Side::new(upstream, false, true));
+        self.since_ms = now_ms;
+        self.last_ms = now_ms;
+    }
+
+    /// The client's socket and the bytes it sent after any PROXY header,
+    /// for the website.
+    pub fn into_visitor(self) -> (TcpStream, Vec<u8>) {
+        let mut first = self.first;
+        first.drain(..self.skip.min(first.len()));
+        (self.client.stream, first)
+    }
+
+    /// Forwards both ways.
+    fn forward(&mut self, shared: &Shared, pool: &mut Pool, now_ms: u64) -> Step {
+        let Some(upstream) = self.upstream.as_mut() else {
+            return Step::Failed;
+        };
+        let m = &shared.metrics;
+        let (mut to_up, mut to_client) = (Progress::default(), Progress::default());
+        let down_ended = self.down.ended;
+        let a = self.up.pump(
+            &mut self.client,
+            upstream,
+            pool,
+            &m.bytes_up,
+            down_ended,
+            &mut to_up,
+        );
+        let up_ended = self.up.ended;
+        let b = self.down.pump(
+            upstream,
+            &mut self.client,
+            pool,
+            &m.bytes_down,
+            up_ended,
+            &mut to_client,
+        );
+        if to_up.wrote || to_client.read {
+            self.established = true;
+        }
+        if to_up.read || to_client.read {
+            self.last_ms = now_ms;
+        }
+        match (a, b) {
+            (Err(_), _) | (_, Err(_)) => Step::Failed,
+            (Ok(Flow::Done), Ok(Flow::Done)) => Step::Finished,
+            (Ok(Flow::Budget), _) | (_, Ok(Flow::Budget)) => Step::Again,
+            _ => Step::Wait,
+        }
+    }
+
+    /// Gives back buffers still held (the connection is closing).
+    pub fn release(&mut self, pool: &mut Pool) {
+        for d in [&mut self.up, &mut self.down] {
+            if let Some(p) = d.pending.take() {
+                pool.give(p.buf);
+            }
+        }
+    }
+}
