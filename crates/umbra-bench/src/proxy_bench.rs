@@ -10,7 +10,9 @@
 //!   counted by the sink;
 //! - new connections per second: connect (plus the admission preamble for
 //!   Umbra), one byte there and back through the proxy, close; a fixed count
-//!   with a fixed number of workers. Alongside, the proxy's own CPU time per
+//!   with a fixed number of workers, cut into slices that alternate between
+//!   the paths (so that the machine's drift, such as the kernel's TIME_WAIT
+//!   table filling up, weighs on each path alike). Alongside, the proxy's own CPU time per
 //!   connection (its threads' exact run time, `/proc/PID/task/*/schedstat`):
 //!   on a machine the bench shares with the proxies, the rate also depends on
 //!   how the scheduler splits the cores, the CPU time does not;
@@ -19,7 +21,9 @@
 //!
 //! Throughput and connection rate are measured in several rounds in which the
 //! paths take turns, in an order that rotates from round to round; the
-//! report gives each path's median. Each path has a sink of its own.
+//! report gives each path's median, and each round's Umbra / HAProxy
+//! connection-rate ratio, so the spread is in plain sight. Each path has a
+//! sink of its own.
 //!
 //! The sink tells modes apart by the first byte: `T` discard, `E` echo one
 //! byte, `I` hold idle.
@@ -64,7 +68,7 @@ pub struct ProxyBenchArgs {
     pub idle: usize,
     /// Rounds: the paths take turns each round and the median is reported,
     /// so a passing disturbance on the machine does not decide the ratio.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
 }
 
@@ -91,6 +95,8 @@ pub struct ProxyReport {
     pub paths: Vec<PathReport>,
     /// Idle connections held.
     pub idle_connections: usize,
+    /// Umbra / HAProxy connection rate, round by round.
+    pub rate_ratio_per_round: Vec<f64>,
 }
 
 impl std::fmt::Display for ProxyReport {
@@ -132,6 +138,16 @@ impl std::fmt::Display for ProxyReport {
             {
                 write!(f, ", idle memory {:.2}x", um / hm)?;
             }
+            let rounds: Vec<String> = self
+                .rate_ratio_per_round
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect();
+            write!(
+                f,
+                "\nconnection rate, umbra / haproxy, round by round: {}",
+                rounds.join(" ")
+            )?;
         }
         Ok(())
     }
@@ -257,12 +273,14 @@ async fn throughput(path: &Path, sink: &Sink, seconds: u64) -> anyhow::Result<f6
     Ok(moved as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9)
 }
 
-/// New connections per second, and the proxy's CPU µs per connection.
-async fn connection_rate(
-    path: &Path,
-    total: u64,
-    workers: usize,
-) -> anyhow::Result<(f64, Option<f64>)> {
+/// One batch of the rate test: `count` connections through `path`.
+struct Batch {
+    seconds: f64,
+    /// The proxy's run time over the batch, ns (None for the direct path).
+    cpu_ns: Option<u64>,
+}
+
+async fn connection_batch(path: &Path, count: u64, workers: usize) -> anyhow::Result<Batch> {
     let next = Arc::new(AtomicU64::new(0));
     let cpu_before = path.pid().map(process_runtime_ns);
     let start = Instant::now();
@@ -270,7 +288,7 @@ async fn connection_rate(
     for _ in 0..workers {
         let (path, next) = (path.clone(), next.clone());
         tasks.spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < total {
+            while next.fetch_add(1, Ordering::Relaxed) < count {
                 let mut s = path.connect(b'E').await?;
                 s.write_all(b"x").await?;
                 let mut one = [0u8; 1];
@@ -283,11 +301,48 @@ async fn connection_rate(
         r.context("worker")?
             .context("a connection through the path failed")?;
     }
-    let rate = total as f64 / start.elapsed().as_secs_f64();
-    let cpu = path.pid().zip(cpu_before).map(|(pid, before)| {
-        process_runtime_ns(pid).saturating_sub(before) as f64 / 1e3 / total.max(1) as f64
-    });
-    Ok((rate, cpu))
+    Ok(Batch {
+        seconds: start.elapsed().as_secs_f64(),
+        cpu_ns: path
+            .pid()
+            .zip(cpu_before)
+            .map(|(pid, before)| process_runtime_ns(pid).saturating_sub(before)),
+    })
+}
+
+/// Slices the rate test is cut into, per round.
+const SLICES: u64 = 5;
+
+/// The rate test of one round: `total` connections per path, in slices that
+/// alternate between the paths, so that whatever drifts on the machine (the
+/// kernel's table of TIME_WAIT sockets fills as the run goes on) weighs on
+/// every path alike. Per path: connections per second and the proxy's CPU
+/// µs per connection.
+async fn connection_rates(
+    paths: &[Path],
+    total: u64,
+    workers: usize,
+    round: usize,
+) -> anyhow::Result<Vec<(f64, Option<f64>)>> {
+    let per_slice = (total / SLICES).max(1);
+    let mut seconds = vec![0.0; paths.len()];
+    let mut cpu_ns: Vec<Option<u64>> = vec![None; paths.len()];
+    for slice in 0..SLICES as usize {
+        for k in 0..paths.len() {
+            let i = (k + slice + round) % paths.len();
+            let b = connection_batch(&paths[i], per_slice, workers).await?;
+            seconds[i] += b.seconds;
+            if let Some(ns) = b.cpu_ns {
+                cpu_ns[i] = Some(cpu_ns[i].unwrap_or(0) + ns);
+            }
+        }
+    }
+    let done = (per_slice * SLICES) as f64;
+    Ok(seconds
+        .iter()
+        .zip(&cpu_ns)
+        .map(|(s, c)| (done / s, c.map(|ns| ns as f64 / 1e3 / done)))
+        .collect())
 }
 
 async fn idle_memory(path: &Path, sink: &Sink, k: usize) -> anyhow::Result<Option<f64>> {
@@ -443,21 +498,31 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
         // The order rotates, so that no path always runs first or last.
         for k in 0..paths.len() {
             let i = (k + round - 1) % paths.len();
-            let path = &paths[i];
-            eprintln!("round {round}/{rounds}: {} ...", path.name());
-            let g = throughput(path, &sinks[i], args.seconds).await?;
-            let (r, c) = connection_rate(path, args.connections, args.workers).await?;
+            let g = throughput(&paths[i], &sinks[i], args.seconds).await?;
+            eprintln!(
+                "round {round}/{rounds}: {} bulk {g:.2} Gbit/s",
+                paths[i].name()
+            );
+            gbit[i].push(g);
+        }
+        let rates = connection_rates(&paths, args.connections, args.workers, round).await?;
+        for (i, (r, c)) in rates.into_iter().enumerate() {
             match c {
                 Some(c) => eprintln!(
-                    "  bulk {g:.2} Gbit/s, new connections {r:.0}/s, proxy CPU {c:.1} µs/connection"
+                    "round {round}/{rounds}: {} new connections {r:.0}/s, proxy CPU {c:.1} µs/connection",
+                    paths[i].name()
                 ),
-                None => eprintln!("  bulk {g:.2} Gbit/s, new connections {r:.0}/s"),
+                None => eprintln!(
+                    "round {round}/{rounds}: {} new connections {r:.0}/s",
+                    paths[i].name()
+                ),
             }
-            gbit[i].push(g);
             rate[i].push(r);
             cpu[i].extend(c);
         }
     }
+    // Paths are [direct, haproxy, umbra]; taken before the medians sort.
+    let rate_ratio_per_round = rate[2].iter().zip(&rate[1]).map(|(u, h)| u / h).collect();
     let mut reports = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let mem = idle_memory(path, &sinks[i], args.idle).await?;
@@ -478,5 +543,6 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
     Ok(ProxyReport {
         paths: reports,
         idle_connections: args.idle,
+        rate_ratio_per_round,
     })
 }

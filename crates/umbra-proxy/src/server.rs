@@ -382,3 +382,20 @@ async fn connect_upstream(shared: &Shared, target: Target, rest: &[u8]) -> Optio
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain loop sets no TCP_NODELAY on accepted sockets: they must get
+    /// it from the listener (Linux copies it), or small writes would wait.
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        let listener = reuseport_listener("127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        listener.set_nonblocking(false).expect("blocking");
+        let (accepted, _) = listener.accept().expect("accept");
+        assert!(accepted.nodelay().expect("nodelay"));
+    }
+}

@@ -279,12 +279,15 @@ impl Worker {
 
     /// Moves a connection on and acts on what it needs next.
     fn drive(&mut self, slot: usize, now: u64) {
-        let shared = self.shared.clone();
         loop {
+            // Fields borrowed one by one: no clone of the shared state (an
+            // atomic write on a line every worker uses) per call.
             let Some(Some(c)) = self.conns.get_mut(slot) else {
                 return;
             };
-            match c.drive(&shared, &mut self.pool, now) {
+            let step = c.drive(&self.shared, &mut self.pool, now);
+            let unreached = c.upstream.is_some() && !c.established;
+            match step {
                 Step::Wait => return,
                 Step::Again => {
                     self.again.push(slot);
@@ -292,7 +295,7 @@ impl Worker {
                 }
                 Step::Connect(target) => {
                     if !self.connect(slot, target, now) {
-                        shared.upstream_failed();
+                        self.shared.upstream_failed();
                         self.close(slot);
                         return;
                     }
@@ -306,8 +309,8 @@ impl Worker {
                     return;
                 }
                 Step::Failed => {
-                    if c.upstream.is_some() && !c.established {
-                        shared.upstream_failed();
+                    if unreached {
+                        self.shared.upstream_failed();
                     }
                     self.close(slot);
                     return;
