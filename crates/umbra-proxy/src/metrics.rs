@@ -32,13 +32,15 @@ pub struct Metrics {
     pub bytes_up: AtomicU64,
     /// Bytes from upstreams to clients.
     pub bytes_down: AtomicU64,
+    /// Of all bytes forwarded, those moved without a copy (splice).
+    pub bytes_spliced: AtomicU64,
 }
 
 impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, String); 13] = [
+        let rows: [(&str, &str, &str, String); 14] = [
             (
                 "umbra_proxy_connections_total",
                 "counter",
@@ -116,6 +118,12 @@ impl Metrics {
                 "counter",
                 "Bytes forwarded to clients.",
                 c(&self.bytes_down).to_string(),
+            ),
+            (
+                "umbra_proxy_bytes_spliced_total",
+                "counter",
+                "Bytes forwarded without a copy through the proxy (splice).",
+                c(&self.bytes_spliced).to_string(),
             ),
         ];
         let mut out = String::with_capacity(2048);

@@ -1,5 +1,6 @@
 //! The plain ports' event loop as a client and a server see it: every byte
-//! arrives in order both ways under backpressure, a half-close is passed on,
+//! arrives in order both ways under backpressure (copied, then spliced once
+//! the transfer is bulk, then copied again), a half-close is passed on,
 //! an unreachable upstream or a client that leaves mid-admission costs
 //! nothing lasting, and shutdown lets open connections finish.
 
@@ -109,6 +110,14 @@ async fn bulk_both_ways_with_backpressure_and_a_half_close() {
     assert_eq!(
         metric(p.metrics, "umbra_proxy_bytes_down_total").await,
         want.len() as u64
+    );
+    // Bulk both ways: most of it went through pipes, not through the proxy's
+    // memory, and still arrived intact (above).
+    let spliced = metric(p.metrics, "umbra_proxy_bytes_spliced_total").await;
+    assert!(
+        spliced > LEN as u64,
+        "only {spliced} bytes spliced of {}",
+        2 * LEN
     );
     assert_eq!(
         metric_reaches(&p, "umbra_proxy_connections_open", 0).await,

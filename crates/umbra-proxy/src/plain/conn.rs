@@ -9,6 +9,11 @@
 //! exception is the peer's end of stream: once the loop has seen it
 //! signalled, it may have come in the same edge as the last bytes, so the
 //! socket stays readable until a read returns the end.
+//!
+//! A direction starts by copying through a pooled buffer. When a read fills
+//! the whole buffer it is a bulk transfer, and the direction moves through a
+//! pooled pipe instead (`splice`, no copy through the proxy) until splices
+//! turn small again (see `buffers`).
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -17,37 +22,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use mio::net::TcpStream;
 use umbra_wire::proxy::{PREAMBLE_LEN, Target};
 
+use super::buffers::{self, Pipe, Pool};
 use crate::admission::{Decision, Reason};
 use crate::proxy_protocol;
 use crate::shared::{Shared, unix_now};
 
-/// Bytes moved per read.
-const BUF: usize = 64 * 1024;
-/// Buffers a worker keeps for reuse.
-const POOL: usize = 32;
 /// Chunks moved per direction before other connections get a turn.
 const BUDGET: usize = 16;
 /// Most bytes read while deciding (PROXY header, preamble, what follows).
 const MAX_FIRST: usize = 4096;
-
-/// Read buffers, borrowed only while bytes are in flight: an idle
-/// connection holds none.
-#[derive(Default)]
-pub(super) struct Pool {
-    free: Vec<Vec<u8>>,
-}
-
-impl Pool {
-    fn take(&mut self) -> Vec<u8> {
-        self.free.pop().unwrap_or_else(|| vec![0u8; BUF])
-    }
-
-    fn give(&mut self, buf: Vec<u8>) {
-        if self.free.len() < POOL && buf.len() == BUF {
-            self.free.push(buf);
-        }
-    }
-}
+/// A splice smaller than this ends bulk mode: the transfer has turned into
+/// small messages, for which a buffer costs less.
+const SMALL: usize = 4096;
 
 /// A socket and what is known of its readiness.
 pub(super) struct Side {
@@ -84,10 +70,43 @@ struct Pending {
     end: usize,
 }
 
+/// A read or splice from `from` failed: would-block ends reading until the
+/// next edge, an interrupted call is tried again, anything else ends the
+/// connection.
+fn read_failed(from: &mut Side, e: io::Error) -> io::Result<Option<Flow>> {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => {
+            from.readable = false;
+            Ok(Some(Flow::Blocked))
+        }
+        io::ErrorKind::Interrupted => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// A write or splice to `to` failed: a full send buffer (or a connect not
+/// done yet) ends writing until the next edge, an interrupted call is tried
+/// again, anything else ends the connection.
+fn write_failed(to: &mut Side, e: io::Error) -> io::Result<Option<Flow>> {
+    if crate::upstream::not_yet(&e) {
+        to.writable = false;
+        return Ok(Some(Flow::Blocked));
+    }
+    match e.kind() {
+        io::ErrorKind::Interrupted => Ok(None),
+        _ => Err(e),
+    }
+}
+
 /// One direction of the forward.
 #[derive(Default)]
 struct Direction {
+    /// Bytes read into a buffer, not yet all written.
     pending: Option<Pending>,
+    /// A pipe holding this many bytes not yet written.
+    piped: Option<(Pipe, usize)>,
+    /// Reads come back whole: a bulk transfer, moved through a pipe.
+    bulk: bool,
     ended: bool,
 }
 
@@ -101,6 +120,13 @@ enum Flow {
     Budget,
 }
 
+/// The counters a direction adds to.
+#[derive(Clone, Copy)]
+struct Counters<'a> {
+    bytes: &'a AtomicU64,
+    spliced: &'a AtomicU64,
+}
+
 /// What happened on the wire in one pass.
 #[derive(Default)]
 struct Progress {
@@ -109,13 +135,16 @@ struct Progress {
 }
 
 impl Direction {
-    /// Moves bytes `from` → `to` until blocked, done, or out of budget.
+    /// Moves bytes `from` → `to` until blocked, done, or out of budget:
+    /// first whatever waits in a buffer or a pipe, then new bytes. A
+    /// direction starts with buffers and turns to a pipe (no copy through
+    /// the proxy) once a read fills a whole buffer.
     fn pump(
         &mut self,
         from: &mut Side,
         to: &mut Side,
         pool: &mut Pool,
-        counter: &AtomicU64,
+        counters: Counters<'_>,
         other_ended: bool,
         progress: &mut Progress,
     ) -> io::Result<Flow> {
@@ -136,12 +165,33 @@ impl Direction {
                             pool.give(done.buf);
                         }
                     }
-                    Err(e) if crate::upstream::not_yet(&e) => {
-                        to.writable = false;
-                        return Ok(Flow::Blocked);
+                    Err(e) => {
+                        if let Some(flow) = write_failed(to, e)? {
+                            return Ok(flow);
+                        }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            if let Some((pipe, left)) = &mut self.piped {
+                if !to.writable {
+                    return Ok(Flow::Blocked);
+                }
+                match buffers::drain(pipe, &to.stream, *left) {
+                    Ok(n) => {
+                        progress.wrote = true;
+                        *left -= n;
+                        if *left > 0 {
+                            to.writable = false;
+                        } else if let Some((pipe, _)) = self.piped.take() {
+                            pool.give_pipe(pipe);
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(flow) = write_failed(to, e)? {
+                            return Ok(flow);
+                        }
+                    }
                 }
                 continue;
             }
@@ -151,22 +201,46 @@ impl Direction {
             if !from.readable {
                 return Ok(Flow::Blocked);
             }
+            if self.bulk {
+                let Ok(pipe) = pool.take_pipe() else {
+                    // No descriptor for a pipe: copy instead.
+                    self.bulk = false;
+                    continue;
+                };
+                match buffers::fill(&from.stream, &pipe) {
+                    Ok(0) => {
+                        pool.give_pipe(pipe);
+                        self.end(from, to, other_ended);
+                    }
+                    Ok(n) => {
+                        // Still readable: a short splice may only mean the
+                        // pipe was full.
+                        progress.read = true;
+                        counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        counters.spliced.fetch_add(n as u64, Ordering::Relaxed);
+                        self.bulk = n >= SMALL;
+                        self.piped = Some((pipe, n));
+                    }
+                    Err(e) => {
+                        pool.give_pipe(pipe);
+                        if let Some(flow) = read_failed(from, e)? {
+                            return Ok(flow);
+                        }
+                    }
+                }
+                continue;
+            }
             let mut buf = pool.take();
             match (&from.stream).read(&mut buf) {
                 Ok(0) => {
                     pool.give(buf);
-                    self.ended = true;
-                    from.readable = false;
-                    // Pass the end of stream on while the other direction
-                    // goes on; once both ended, closing both does it.
-                    if !other_ended {
-                        let _ = to.stream.shutdown(Shutdown::Write);
-                    }
+                    self.end(from, to, other_ended);
                 }
                 Ok(n) => {
                     progress.read = true;
                     from.read_some(n, buf.len());
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    self.bulk = n == buf.len();
+                    counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
                     self.pending = Some(Pending {
                         buf,
                         start: 0,
@@ -175,18 +249,23 @@ impl Direction {
                 }
                 Err(e) => {
                     pool.give(buf);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => {
-                            from.readable = false;
-                            return Ok(Flow::Blocked);
-                        }
-                        io::ErrorKind::Interrupted => {}
-                        _ => return Err(e),
+                    if let Some(flow) = read_failed(from, e)? {
+                        return Ok(flow);
                     }
                 }
             }
         }
         Ok(Flow::Budget)
+    }
+
+    /// The source ended: pass the end of stream on while the other
+    /// direction goes on (once both ended, closing both does it).
+    fn end(&mut self, from: &mut Side, to: &Side, other_ended: bool) {
+        self.ended = true;
+        from.readable = false;
+        if !other_ended {
+            let _ = to.stream.shutdown(Shutdown::Write);
+        }
     }
 }
 
@@ -354,7 +433,10 @@ impl Conn {
             &mut self.client,
             upstream,
             pool,
-            &m.bytes_up,
+            Counters {
+                bytes: &m.bytes_up,
+                spliced: &m.bytes_spliced,
+            },
             down_ended,
             &mut to_up,
         );
@@ -363,7 +445,10 @@ impl Conn {
             upstream,
             &mut self.client,
             pool,
-            &m.bytes_down,
+            Counters {
+                bytes: &m.bytes_down,
+                spliced: &m.bytes_spliced,
+            },
             up_ended,
             &mut to_client,
         );
@@ -381,11 +466,15 @@ impl Conn {
         }
     }
 
-    /// Gives back buffers still held (the connection is closing).
+    /// Gives back buffers and empty pipes still held (the connection is
+    /// closing; a pipe with bytes left in it is closed with them).
     pub fn release(&mut self, pool: &mut Pool) {
         for d in [&mut self.up, &mut self.down] {
             if let Some(p) = d.pending.take() {
                 pool.give(p.buf);
+            }
+            if let Some((pipe, 0)) = d.piped.take() {
+                pool.give_pipe(pipe);
             }
         }
     }

@@ -14,6 +14,7 @@
 //! A visitor who is not admitted leaves this loop: its socket goes to the
 //! tokio runtime, where the website is served.
 
+mod buffers;
 mod conn;
 
 use std::io;
@@ -27,7 +28,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::admission::{Decision, Reason};
 use crate::shared::Shared;
 use crate::upstream::start_connect;
-use conn::{Conn, Pool, Step};
+use buffers::Pool;
+use conn::{Conn, Step};
 
 /// The token of the waker that tells a worker to stop.
 const WAKE: Token = Token(0);
