@@ -249,3 +249,48 @@ async fn shutdown_refuses_new_clients_and_lets_open_ones_finish() {
         .expect("join")
         .expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_in_the_middle_of_a_spliced_transfer_frees_everything() {
+    // The server streams until the client goes away.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server_addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = pattern(256 * 1024, 3);
+                while s.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    let p = start(|c| {
+        c.upstream = Some(server_addr.to_string());
+        c.tls_listen.clear();
+    })
+    .await;
+    for round in 0..4u8 {
+        let mut s = admitted(&p, 50 + round).await;
+        // Take some of the stream (enough to be spliced), send some, then
+        // reset: SO_LINGER 0 makes close send RST with bytes unread.
+        let mut got = vec![0u8; 512 * 1024];
+        s.read_exact(&mut got).await.expect("bulk arrives");
+        s.write_all(&pattern(300 * 1024, round))
+            .await
+            .expect("write");
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(s);
+    }
+    assert_eq!(
+        metric_reaches(&p, "umbra_proxy_connections_open", 0).await,
+        0,
+        "every reset connection was released"
+    );
+    assert!(metric(p.metrics, "umbra_proxy_bytes_spliced_total").await > 0);
+    // And the same proxy still forwards, byte for byte.
+    let mut s = admitted(&p, 90).await;
+    let mut got = vec![0u8; 256 * 1024];
+    s.read_exact(&mut got).await.expect("stream");
+    assert_eq!(got, pattern(256 * 1024, 3));
+}
