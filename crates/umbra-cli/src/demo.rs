@@ -146,12 +146,11 @@ pub async fn run(_out: Output) -> anyhow::Result<()> {
     show("alice", &alice.sync().await?);
 
     step("What the server holds while carol is offline");
-    show_server_storage(
-        &dir.path()
-            .join("server")
-            .join(umbra_server::server::DB_FILE),
-        &names,
-    )?;
+    let server_db = dir
+        .path()
+        .join("server")
+        .join(umbra_server::server::DB_FILE);
+    show_server_storage(&server_db, &names)?;
 
     step("carol comes back online and catches up");
     show("carol", &carol.sync().await?);
@@ -161,12 +160,7 @@ pub async fn run(_out: Output) -> anyhow::Result<()> {
     show("bob", &bob.sync().await?);
 
     step("What the server holds now");
-    show_server_storage(
-        &dir.path()
-            .join("server")
-            .join(umbra_server::server::DB_FILE),
-        &names,
-    )?;
+    show_server_storage(&server_db, &names)?;
 
     step("Safety numbers: alice and bob compare these out of band");
     println!("   alice sees: {}", alice.verify("bob", false).await?);

@@ -2,7 +2,8 @@
 //!
 //! Precedence in every daemon: defaults < TOML file < environment < flags.
 //! clap merges environment and flags; [`read_toml`] supplies the file, and
-//! [`set`] / [`set_opt`] lay what the flags carry over it.
+//! [`set`] / [`set_opt`] lay what the flags carry over it. [`Layered`] is
+//! that order, once, for every daemon's configuration.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,28 @@ pub fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, FileError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// A daemon's configuration, built as defaults < file < environment < flags.
+pub trait Layered: Default + DeserializeOwned {
+    /// The flags (clap has merged the environment into them).
+    type Args;
+
+    /// The configuration file the flags name, if any.
+    fn file(args: &Self::Args) -> Option<&Path>;
+
+    /// Replaces every value that `args` carries.
+    fn overlay(self, args: &Self::Args) -> Self;
+
+    /// Defaults, then the file (unknown keys are refused), then the flags;
+    /// not validated yet.
+    fn merge(args: &Self::Args) -> Result<Self, FileError> {
+        let base = match Self::file(args) {
+            Some(path) => read_toml(path)?,
+            None => Self::default(),
+        };
+        Ok(base.overlay(args))
+    }
 }
 
 /// Reads a shared-secret file: its bytes without trailing whitespace; an

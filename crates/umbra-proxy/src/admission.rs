@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use umbra_wire::proxy::{PREAMBLE_LEN, Peek, Target, peek};
+use umbra_wire::proxy::{Peek, Target, peek};
 
 use crate::replay::{Refusal, ReplayCache};
 
@@ -12,7 +12,8 @@ use crate::replay::{Refusal, ReplayCache};
 pub enum Decision {
     /// Read more bytes first.
     NeedMore,
-    /// Forward to this upstream; drop the first [`PREAMBLE_LEN`] bytes.
+    /// Forward to this upstream; drop the first
+    /// [`umbra_wire::proxy::PREAMBLE_LEN`] bytes.
     Admit(Target),
     /// Serve as a web visitor, replaying every byte read so far.
     Decoy(Reason),
@@ -76,11 +77,6 @@ impl Admission {
                 }
             }
         }
-    }
-
-    /// Bytes a preamble takes.
-    pub const fn preamble_len() -> usize {
-        PREAMBLE_LEN
     }
 }
 

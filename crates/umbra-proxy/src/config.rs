@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
-use umbra_daemon::config::{set, set_opt};
+use umbra_daemon::config::{Layered, set, set_opt};
 
 /// The resolved configuration (also the TOML file's format).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -170,25 +170,14 @@ pub enum ConfigError {
     Invalid(&'static str),
 }
 
-impl ProxyConfig {
-    /// Defaults < file < environment < flags, then validated.
-    pub fn load(args: &ProxyArgs) -> Result<Self, ConfigError> {
-        let base = match &args.config {
-            Some(path) => Self::from_file(path)?,
-            None => Self::default(),
-        };
-        let merged = base.overlay(args);
-        merged.validate()?;
-        Ok(merged)
+impl Layered for ProxyConfig {
+    type Args = ProxyArgs;
+
+    fn file(args: &ProxyArgs) -> Option<&Path> {
+        args.config.as_deref()
     }
 
-    /// Reads a TOML file.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        Ok(umbra_daemon::config::read_toml(path)?)
-    }
-
-    /// Replaces every value `args` carries.
-    pub fn overlay(mut self, args: &ProxyArgs) -> Self {
+    fn overlay(mut self, args: &Self::Args) -> Self {
         set_opt(&mut self.upstream, &args.upstream);
         set_opt(&mut self.relay_upstream, &args.relay_upstream);
         if !args.tls_listen.is_empty() {
@@ -221,6 +210,15 @@ impl ProxyConfig {
         set(&mut self.metrics_listen, &args.metrics_listen);
         set_opt(&mut self.workers, &args.workers);
         self
+    }
+}
+
+impl ProxyConfig {
+    /// Defaults < file < environment < flags, then validated.
+    pub fn load(args: &ProxyArgs) -> Result<Self, ConfigError> {
+        let merged = Self::merge(args)?;
+        merged.validate()?;
+        Ok(merged)
     }
 
     /// Checks the configuration makes sense.

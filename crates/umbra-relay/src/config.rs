@@ -12,7 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 use thiserror::Error;
-use umbra_daemon::config::{set, set_opt};
+use umbra_daemon::config::{Layered, set, set_opt};
 
 /// The resolved configuration (also the TOML file's format: every key is optional and
 /// named like the field).
@@ -192,25 +192,14 @@ pub enum ConfigError {
     Invalid(&'static str),
 }
 
-impl RelayConfig {
-    /// Defaults < file named by `args.config` < environment < flags.
-    pub fn load(args: &RelayArgs) -> Result<Self, ConfigError> {
-        let base = match &args.config {
-            Some(path) => Self::from_file(path)?,
-            None => Self::default(),
-        };
-        let merged = base.overlay(args);
-        merged.validate()?;
-        Ok(merged)
+impl Layered for RelayConfig {
+    type Args = RelayArgs;
+
+    fn file(args: &RelayArgs) -> Option<&Path> {
+        args.config.as_deref()
     }
 
-    /// Reads a TOML file (unknown keys are refused).
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        Ok(umbra_daemon::config::read_toml(path)?)
-    }
-
-    /// Replaces every value that `args` carries.
-    pub fn overlay(mut self, args: &RelayArgs) -> Self {
+    fn overlay(mut self, args: &Self::Args) -> Self {
         set(&mut self.udp_listen, &args.udp_listen);
         set_opt(&mut self.tcp_listen, &args.tcp_listen);
         set_opt(&mut self.tls_listen, &args.tls_listen);
@@ -237,6 +226,15 @@ impl RelayConfig {
         }
         set(&mut self.max_connections, &args.max_connections);
         self
+    }
+}
+
+impl RelayConfig {
+    /// Defaults < file named by `args.config` < environment < flags.
+    pub fn load(args: &RelayArgs) -> Result<Self, ConfigError> {
+        let merged = Self::merge(args)?;
+        merged.validate()?;
+        Ok(merged)
     }
 
     /// Checks ranges and relations between values.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
-use umbra_daemon::config::{set, set_opt};
+use umbra_daemon::config::{Layered, set, set_opt};
 
 /// The resolved configuration (also the TOML file's format: every key is
 /// optional and named like the field).
@@ -151,25 +151,14 @@ pub enum ConfigError {
     Invalid(&'static str),
 }
 
-impl ServerConfig {
-    /// Defaults < file named by `args.config` < environment < flags.
-    pub fn load(args: &ServerArgs) -> Result<Self, ConfigError> {
-        let base = match &args.config {
-            Some(path) => Self::from_file(path)?,
-            None => Self::default(),
-        };
-        let merged = base.overlay(args);
-        merged.validate()?;
-        Ok(merged)
+impl Layered for ServerConfig {
+    type Args = ServerArgs;
+
+    fn file(args: &ServerArgs) -> Option<&Path> {
+        args.config.as_deref()
     }
 
-    /// Reads a TOML file (unknown keys are refused).
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        Ok(umbra_daemon::config::read_toml(path)?)
-    }
-
-    /// Replaces every value that `args` carries.
-    pub fn overlay(mut self, args: &ServerArgs) -> Self {
+    fn overlay(mut self, args: &Self::Args) -> Self {
         set(&mut self.listen, &args.listen);
         set_opt(&mut self.public_host, &args.public_host);
         set(&mut self.data_dir, &args.data_dir);
@@ -198,6 +187,15 @@ impl ServerConfig {
             &args.relay_credential_ttl_secs,
         );
         self
+    }
+}
+
+impl ServerConfig {
+    /// Defaults < file named by `args.config` < environment < flags.
+    pub fn load(args: &ServerArgs) -> Result<Self, ConfigError> {
+        let merged = Self::merge(args)?;
+        merged.validate()?;
+        Ok(merged)
     }
 
     /// Checks ranges and relations between values.
