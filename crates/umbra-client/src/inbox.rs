@@ -19,26 +19,32 @@ use umbra_crypto::{CryptoError, Identity};
 use umbra_wire::e2e::{Content, SealedContent, content, sealed_content};
 use umbra_wire::proto::Deliver;
 
-use crate::client::{check_identity, contact_address, group_recipients};
+use crate::contacts::{check_identity, group_recipients};
 use crate::mls_store::Provider;
 use crate::model::Event;
-use crate::{Client, ClientError, now_ms, outbox};
+use crate::profile::Profile;
+use crate::{ClientError, now_ms, outbox};
 
-struct Ctx<'a> {
-    crypto: &'a RustCrypto,
-    identity: &'a Identity,
-    me: &'a umbra_wire::e2e::DeviceAddress,
+/// What applying envelopes needs of the receiving device: its keys and its
+/// own address (to announce to new members).
+pub struct Device<'a> {
+    /// The crypto provider for MLS.
+    pub crypto: &'a RustCrypto,
+    /// The device's identity and sealing keys.
+    pub identity: &'a Identity,
+    /// The device's own address, with its delivery token.
+    pub me: &'a umbra_wire::e2e::DeviceAddress,
 }
 
 /// Applies one delivered envelope; returns what to show.
-pub fn apply(client: &mut Client, delivered: &Deliver) -> Result<Vec<Event>, ClientError> {
+pub fn apply(
+    profile: &Profile,
+    device: &Device<'_>,
+    delivered: &Deliver,
+) -> Result<Vec<Event>, ClientError> {
     let hash = Sha256::digest(&delivered.sealed).to_vec();
-    let ctx = Ctx {
-        crypto: &client.crypto,
-        identity: &client.identity,
-        me: &client.me,
-    };
-    let mut tx = client.profile.write()?;
+    let ctx = device;
+    let mut tx = profile.write()?;
     let seen: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM seen WHERE hash = ?1)",
         [&hash],
@@ -49,7 +55,7 @@ pub fn apply(client: &mut Client, delivered: &Deliver) -> Result<Vec<Event>, Cli
     }
     let result = {
         let sp = tx.savepoint()?;
-        match open_and_apply(&sp, &ctx, &delivered.sealed) {
+        match open_and_apply(&sp, ctx, &delivered.sealed) {
             Ok(events) => {
                 sp.commit()?;
                 events
@@ -67,7 +73,7 @@ pub fn apply(client: &mut Client, delivered: &Deliver) -> Result<Vec<Event>, Cli
 
 fn open_and_apply(
     conn: &Connection,
-    ctx: &Ctx<'_>,
+    ctx: &Device<'_>,
     sealed: &[u8],
 ) -> Result<Vec<Event>, ClientError> {
     let inner = umbra_crypto::seal::open(ctx.identity.sealing_secret(), sealed)?;
@@ -92,7 +98,7 @@ fn open_and_apply(
 
 fn join(
     conn: &Connection,
-    ctx: &Ctx<'_>,
+    ctx: &Device<'_>,
     welcome: openmls::prelude::Welcome,
 ) -> Result<Vec<Event>, ClientError> {
     let provider = Provider::new(ctx.crypto, conn);
@@ -149,7 +155,7 @@ fn conversation_name(
 
 fn group_message(
     conn: &Connection,
-    ctx: &Ctx<'_>,
+    ctx: &Device<'_>,
     group_id: &[u8],
     epoch: u64,
     message: ProtocolMessage,
@@ -326,7 +332,6 @@ fn group_message(
         }
         Processed::Ignored => {}
     }
-    let _ = contact_address;
     Ok(events)
 }
 
@@ -335,7 +340,7 @@ fn group_message(
 /// messages to us are not counted as introductions by the server.
 fn announce<P: openmls_traits::OpenMlsProvider>(
     conn: &Connection,
-    ctx: &Ctx<'_>,
+    ctx: &Device<'_>,
     provider: &P,
     group: &mut openmls::prelude::MlsGroup,
     group_id: &[u8],
@@ -388,7 +393,7 @@ pub fn mark_announced(
 /// Messages kept because they arrived before the commit they depend on.
 fn retry_deferred(
     conn: &Connection,
-    ctx: &Ctx<'_>,
+    ctx: &Device<'_>,
     group_id: &[u8],
 ) -> Result<Vec<Event>, ClientError> {
     let mut events = Vec::new();

@@ -10,20 +10,36 @@
 //! - [`outbox`]: sealed envelopes waiting to be sent; written in the same
 //!   transaction as the MLS operation that produced them, deleted once the
 //!   server accepted them, so a crash never loses or forks a message.
+//! - [`contacts`]: the address book (pinned identity keys, addresses, tokens).
 //! - [`inbox`]: applying received envelopes exactly once.
-//! - [`client`]: the operations the CLI exposes (register, send, groups, ...).
+//! - [`client`]: the [`Client`] (a registered profile) and what its
+//!   operations share; the operations themselves, one module each:
+//!   [`account`] (register, login, relay credentials), [`directory`] (user
+//!   look-ups, key packages, safety numbers), [`conversations`] (chats,
+//!   groups, history) and [`receive`] (`sync`, `listen`).
+//!
+//! Imports go one way: a module uses only modules later in this list:
+//! `receive`, `conversations`, `directory`, `account`, `client`, `inbox`,
+//! `contacts`, then `outbox`, `conn`, `profile`, `mls_store`, `model`,
+//! `error`.
 //! - [`model`]: what the operations return.
 //! - [`error`]: what can go wrong, phrased for the user.
 
+pub mod account;
 pub mod client;
 pub mod conn;
+pub mod contacts;
+pub mod conversations;
+pub mod directory;
 pub mod error;
 pub mod inbox;
 pub mod mls_store;
 pub mod model;
 pub mod outbox;
 pub mod profile;
+pub mod receive;
 
+pub use account::validate_username;
 pub use client::Client;
 pub use error::ClientError;
 pub use model::{Contact, Conversation, Event, HistoryEntry};

@@ -1,0 +1,157 @@
+//! The account: registering this device, logging in (which also tops up
+//! key packages) and asking for call relay credentials.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use umbra_crypto::Identity;
+use umbra_crypto::mls;
+use umbra_net::dial::Route;
+use umbra_wire::invite::Invite;
+use umbra_wire::proto::{
+    DeviceKeys, Login, Register, RelayCredentials, UploadKeyPackages, client_frame, server_frame,
+};
+use umbra_wire::proxy::ProxyLink;
+
+use crate::ClientError;
+use crate::client::{Client, random_bytes};
+use crate::conn::ServerConn;
+use crate::mls_store::Provider;
+use crate::profile::{Profile, get_setting, set_setting};
+
+/// Key packages uploaded at a time.
+const KEY_PACKAGE_BATCH: usize = 50;
+/// Below this many left, a login uploads a new batch.
+const KEY_PACKAGE_LOW_WATER: u32 = 20;
+
+/// Checks a username the way the server does, to fail early and clearly.
+pub fn validate_username(username: &str) -> Result<(), ClientError> {
+    let ok = (3..=32).contains(&username.len())
+        && username.starts_with(|c: char| c.is_ascii_lowercase())
+        && username
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ClientError::Invalid(format!(
+            "`{username}` is not a valid username: use 3 to 32 characters a-z, 0-9, '_', '.', '-', \
+             starting with a letter"
+        )))
+    }
+}
+
+impl Client {
+    /// Creates an account on the server named by `invite_link` and stores it
+    /// in the profile directory.
+    pub async fn register(
+        dir: &Path,
+        invite_link: &str,
+        username: &str,
+        proxy: Option<ProxyLink>,
+    ) -> Result<Self, ClientError> {
+        validate_username(username)?;
+        let invite = Invite::parse(invite_link)?;
+        let profile = Profile::open(dir)?;
+        if let Some(existing) = get_setting(profile.conn(), "username")? {
+            return Err(ClientError::AlreadyRegistered(
+                dir.to_path_buf(),
+                String::from_utf8_lossy(&existing).into_owned(),
+            ));
+        }
+        let identity = Identity::generate(username)?;
+        let token: [u8; 32] = random_bytes();
+        let route = match &proxy {
+            Some(link) => Route::Proxy(link.clone()),
+            None => Route::Direct(invite.address()),
+        };
+        let mut server = ServerConn::open(&invite, &route).await?;
+        let hh = server.handshake_hash();
+        let mut signed = b"umbra-register-v1".to_vec();
+        signed.extend_from_slice(&hh);
+        signed.extend_from_slice(username.as_bytes());
+        signed.extend_from_slice(&identity.identity_key());
+        signed.extend_from_slice(&identity.sealing_key());
+        let register = Register {
+            username: username.to_string(),
+            device: Some(DeviceKeys {
+                identity_key: identity.identity_key(),
+                sealing_key: identity.sealing_key().to_vec(),
+            }),
+            signature: identity.sign(&signed)?,
+            delivery_token_hash: Sha256::digest(token).to_vec(),
+        };
+        let registered = match server.call(client_frame::Body::Register(register)).await? {
+            server_frame::Body::Registered(r) => r,
+            other => return Err(ClientError::Protocol(format!("{other:?}"))),
+        };
+        let secrets = identity.secrets()?;
+        {
+            let tx = profile.write()?;
+            set_setting(&tx, "invite", invite.to_string().as_bytes())?;
+            set_setting(&tx, "username", username.as_bytes())?;
+            set_setting(&tx, "device_id", &registered.device_id)?;
+            set_setting(&tx, "mailbox_id", &registered.mailbox_id)?;
+            set_setting(&tx, "identity_keypair", &secrets.identity_keypair)?;
+            set_setting(&tx, "sealing_private", &secrets.sealing_private)?;
+            set_setting(&tx, "delivery_token", &token)?;
+            if let Some(link) = &proxy {
+                set_setting(&tx, "proxy", link.to_string().as_bytes())?;
+            }
+            tx.commit()?;
+        }
+        let mut client = Self::open(dir)?;
+        client.login(&mut server).await?;
+        server.close().await;
+        Ok(client)
+    }
+
+    /// Logs `server` in as this device and tops up key packages.
+    pub async fn login(&mut self, server: &mut ServerConn) -> Result<(), ClientError> {
+        let mut signed = b"umbra-login-v1".to_vec();
+        signed.extend_from_slice(&server.handshake_hash());
+        let login = Login {
+            device_id: self.device_id.clone(),
+            signature: self.identity.sign(&signed)?,
+        };
+        let left = match server.call(client_frame::Body::Login(login)).await? {
+            server_frame::Body::LoggedIn(l) => l.key_packages_left,
+            other => return Err(ClientError::Protocol(format!("{other:?}"))),
+        };
+        if left < KEY_PACKAGE_LOW_WATER {
+            let upload = {
+                let tx = self.profile.write()?;
+                let provider = Provider::new(&self.crypto, &tx);
+                let mut kps = Vec::with_capacity(KEY_PACKAGE_BATCH);
+                for _ in 0..KEY_PACKAGE_BATCH {
+                    kps.push(mls::new_key_package(&provider, &self.identity, false)?);
+                }
+                let last_resort = mls::new_key_package(&provider, &self.identity, true)?;
+                tx.commit()?;
+                UploadKeyPackages {
+                    key_packages: kps,
+                    last_resort,
+                }
+            };
+            server
+                .call(client_frame::Body::UploadKeyPackages(upload))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Time-limited credentials for the call relay (TURN REST scheme). The
+    /// username holds a random token, not our account name.
+    pub async fn relay_credentials(&mut self) -> Result<RelayCredentials, ClientError> {
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
+        self.login(&mut server).await?;
+        let body =
+            client_frame::Body::GetRelayCredentials(umbra_wire::proto::GetRelayCredentials {});
+        let creds = match server.call(body).await? {
+            server_frame::Body::RelayCredentials(c) => c,
+            other => return Err(ClientError::Protocol(format!("{other:?}"))),
+        };
+        server.close().await;
+        Ok(creds)
+    }
+}

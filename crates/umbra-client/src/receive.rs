@@ -1,0 +1,126 @@
+//! Receiving: `sync` (fetch what waits, then return) and `listen` (stay
+//! connected, with keepalives and reconnection), each applying envelopes
+//! through [`crate::inbox`] and acknowledging them only once applied.
+
+use umbra_wire::proto::server_frame;
+
+use crate::client::Client;
+use crate::conn::ServerConn;
+use crate::model::Event;
+use crate::{ClientError, inbox, outbox};
+
+/// Envelopes `sync` acknowledges per confirmed request.
+const ACK_BATCH: usize = 500;
+/// How often `listen` pings an otherwise quiet connection.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+/// First and longest wait before `listen` reconnects.
+const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Client {
+    /// Receives everything waiting on the server, applies it, and returns
+    /// what happened.
+    pub async fn sync(&mut self) -> Result<Vec<Event>, ClientError> {
+        let mut events = self.flush_earlier().await?;
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
+        self.login(&mut server).await?;
+        // Acknowledged in confirmed batches: when sync returns, the server has
+        // deleted what this device applied.
+        let mut applied = Vec::new();
+        loop {
+            match server.next_push().await? {
+                Some(server_frame::Body::Deliver(d)) => {
+                    events.extend(inbox::apply(&self.profile, &self.device(), &d)?);
+                    applied.push(d.envelope_id);
+                    if applied.len() >= ACK_BATCH {
+                        server.ack_confirmed(std::mem::take(&mut applied)).await?;
+                    }
+                }
+                Some(server_frame::Body::QueueDrained(_)) | None => break,
+                Some(_) => {}
+            }
+        }
+        server.ack_confirmed(applied).await?;
+        server.close().await;
+        events.extend(self.flush_earlier().await?);
+        Ok(events)
+    }
+
+    /// Receives until `stop` resolves, handing each event to `on_event` as
+    /// it happens. Keeps the connection alive with pings (so a proxy's idle
+    /// timeout does not cut it), and reconnects with backoff when it drops.
+    pub async fn listen(
+        &mut self,
+        mut on_event: impl FnMut(&Event),
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ClientError> {
+        tokio::pin!(stop);
+        let mut backoff = RECONNECT_MIN;
+        loop {
+            match self
+                .listen_once(&mut on_event, &mut stop, &mut backoff)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e @ (ClientError::Net(_) | ClientError::Unreachable { .. })) => {
+                    on_event(&Event::Warning {
+                        text: format!(
+                            "connection lost ({e}); reconnecting in {} s",
+                            backoff.as_secs()
+                        ),
+                    });
+                    tokio::select! {
+                        _ = &mut stop => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One connection's worth of [`Client::listen`]; `Ok` when stopped.
+    async fn listen_once(
+        &mut self,
+        on_event: &mut impl FnMut(&Event),
+        stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        backoff: &mut std::time::Duration,
+    ) -> Result<(), ClientError> {
+        for e in self.flush_earlier().await? {
+            on_event(&e);
+        }
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
+        self.login(&mut server).await?;
+        *backoff = RECONNECT_MIN;
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.tick().await;
+        loop {
+            let push = tokio::select! {
+                _ = stop.as_mut() => break,
+                _ = keepalive.tick() => {
+                    server.ping().await?;
+                    continue;
+                }
+                p = server.next_push() => p?,
+            };
+            match push {
+                Some(server_frame::Body::Deliver(d)) => {
+                    for e in inbox::apply(&self.profile, &self.device(), &d)? {
+                        on_event(&e);
+                    }
+                    server.ack(vec![d.envelope_id]).await?;
+                    if outbox::pending(self.profile.conn())? > 0 {
+                        for e in self.flush_earlier().await? {
+                            on_event(&e);
+                        }
+                    }
+                }
+                None => return Err(ClientError::Net(umbra_net::NetError::Closed)),
+                Some(_) => {}
+            }
+        }
+        server.close().await;
+        Ok(())
+    }
+}
