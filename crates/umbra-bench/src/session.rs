@@ -148,6 +148,7 @@ impl Session {
             .call(Req::Login(proto::Login {
                 device_id: acct.device_id.clone(),
                 signature: acct.key.sign(&msg).to_bytes().to_vec(),
+                signalling: false,
             }))
             .await?;
         if !matches!(resp, Resp::LoggedIn(_)) {

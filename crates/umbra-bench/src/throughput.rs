@@ -290,6 +290,7 @@ async fn send(s: Session, job: SendJob, mut stop: watch::Receiver<bool>) {
                     mailbox_id: t.mailbox_id.clone(),
                     delivery_token: t.token.clone(),
                     sealed,
+                    online_only: false,
                 })),
             };
             if writer.queue(&frame).is_err() {

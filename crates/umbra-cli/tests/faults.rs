@@ -80,6 +80,7 @@ impl Raw {
             mailbox_id: mailbox.to_vec(),
             delivery_token: vec![],
             sealed,
+            online_only: false,
         }))
         .await
     }

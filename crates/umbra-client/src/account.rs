@@ -113,6 +113,7 @@ impl Client {
         let login = Login {
             device_id: self.device_id.clone(),
             signature: self.identity.sign(&signed)?,
+            signalling: false,
         };
         let left = match server.call(client_frame::Body::Login(login)).await? {
             server_frame::Body::LoggedIn(l) => l.key_packages_left,

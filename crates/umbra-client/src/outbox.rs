@@ -78,6 +78,7 @@ pub async fn flush(db: &Connection, server: &mut ServerConn) -> Result<Vec<Event
                     mailbox_id: mailbox_id.clone(),
                     delivery_token: token.clone().unwrap_or_default(),
                     sealed: sealed.clone(),
+                    online_only: false,
                 })
             })
             .collect();

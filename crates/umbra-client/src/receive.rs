@@ -31,7 +31,10 @@ impl Client {
             match server.next_push().await? {
                 Some(server_frame::Body::Deliver(d)) => {
                     events.extend(inbox::apply(&self.profile, &self.device(), &d)?);
-                    applied.push(d.envelope_id);
+                    // Online-only envelopes were never stored: nothing to delete.
+                    if !d.online_only {
+                        applied.push(d.envelope_id);
+                    }
                     if applied.len() >= ACK_BATCH {
                         server.ack_confirmed(std::mem::take(&mut applied)).await?;
                     }
@@ -109,7 +112,9 @@ impl Client {
                     for e in inbox::apply(&self.profile, &self.device(), &d)? {
                         on_event(&e);
                     }
-                    server.ack(vec![d.envelope_id]).await?;
+                    if !d.online_only {
+                        server.ack(vec![d.envelope_id]).await?;
+                    }
                     if outbox::pending(self.profile.conn())? > 0 {
                         for e in self.flush_earlier().await? {
                             on_event(&e);

@@ -22,7 +22,7 @@ use umbra_wire::proto::{ClientFrame, ErrorCode, ServerFrame, ServerHello, server
 
 use crate::error::error_frame;
 use crate::metrics::inc;
-use crate::routing::Inbox;
+use crate::routing::{Inbox, Session};
 use crate::shared::Shared;
 use crate::storage::StorageHandle;
 
@@ -48,6 +48,8 @@ pub(crate) struct LoginState {
     pub(crate) device_id: [u8; 16],
     pub(crate) mailbox_id: [u8; 16],
     pub(crate) inbox: Arc<Inbox>,
+    /// Main or signalling session.
+    pub(crate) session: Session,
     /// Highest envelope id delivered on this connection.
     pub(crate) cursor: u64,
 }
@@ -136,7 +138,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<Ctx>, mut shutdown: watch:
         conn.ctx
             .shared
             .registry
-            .unregister(&login.mailbox_id, &login.inbox);
+            .unregister(&login.mailbox_id, login.session, &login.inbox);
     }
 }
 
@@ -246,7 +248,11 @@ impl Conn {
             return Ok(Flow::Close);
         }
         for p in taken.pushes {
-            self.deliver(p.id, p.sealed, p.introduction)?;
+            if p.live {
+                self.deliver_live(p.sealed, p.introduction)?;
+            } else {
+                self.deliver(p.id, p.sealed, p.introduction)?;
+            }
             if self.writer.queued() >= FLUSH_AT {
                 self.writer.flush().await?;
             }
@@ -290,9 +296,24 @@ impl Conn {
                 envelope_id: id,
                 sealed,
                 introduction,
+                online_only: false,
             })),
         })?;
         inc(&self.ctx.shared.metrics.envelopes_delivered);
+        Ok(())
+    }
+
+    /// Queues an online-only envelope (no id, no acknowledgement).
+    fn deliver_live(&mut self, sealed: Vec<u8>, introduction: bool) -> Result<(), ConnError> {
+        self.writer.queue(&ServerFrame {
+            request_id: 0,
+            body: Some(Body::Deliver(umbra_wire::proto::Deliver {
+                envelope_id: 0,
+                sealed,
+                introduction,
+                online_only: true,
+            })),
+        })?;
         Ok(())
     }
 }

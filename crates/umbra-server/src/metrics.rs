@@ -34,6 +34,12 @@ pub struct Metrics {
     pub storage_batches: AtomicU64,
     /// Relay credentials handed out.
     pub relay_credentials: AtomicU64,
+    /// Online-only envelopes handed to a connected device.
+    pub live_delivered: AtomicU64,
+    /// Online-only envelopes held in memory for a device not connected.
+    pub live_held: AtomicU64,
+    /// Online-only envelopes dropped for lack of room.
+    pub live_dropped: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -123,6 +129,24 @@ impl Metrics {
             "counter",
             "Storage transactions committed.",
             c(&self.storage_batches),
+        );
+        put(
+            "umbra_live_envelopes_delivered_total",
+            "counter",
+            "Online-only envelopes handed to a connected device.",
+            c(&self.live_delivered),
+        );
+        put(
+            "umbra_live_envelopes_held_total",
+            "counter",
+            "Online-only envelopes held in memory for a device not connected.",
+            c(&self.live_held),
+        );
+        put(
+            "umbra_live_envelopes_dropped_total",
+            "counter",
+            "Online-only envelopes dropped for lack of room.",
+            c(&self.live_dropped),
         );
         put(
             "umbra_relay_credentials_total",

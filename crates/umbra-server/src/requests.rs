@@ -17,6 +17,7 @@ use umbra_wire::proto::{
 use crate::connection::{Conn, ConnError, Flow, LoginState};
 use crate::error::{RequestError, error_frame, reply};
 use crate::metrics::inc;
+use crate::routing::{LiveOutcome, Session};
 use crate::storage::{Command, Refused, Reply};
 use crate::validate::{LOGIN_CONTEXT, REGISTER_CONTEXT, valid_username, verify};
 
@@ -217,11 +218,21 @@ impl Conn {
         if !verify(&info.identity_key, &signed, &l.signature) {
             return Err(RequestError::BadSignature);
         }
-        let inbox = self.ctx.shared.registry.register(&info.mailbox_id);
+        let session = if l.signalling {
+            Session::Signalling
+        } else {
+            Session::Main
+        };
+        let inbox = self
+            .ctx
+            .shared
+            .registry
+            .register(&info.mailbox_id, session, Instant::now());
         self.login = Some(Box::new(LoginState {
             device_id,
             mailbox_id: info.mailbox_id,
             inbox,
+            session,
             cursor: 0,
         }));
         self.idle = None;
@@ -232,10 +243,11 @@ impl Conn {
         }))
     }
 
-    /// Pushes every stored envelope above the cursor, page by page.
+    /// Pushes every stored envelope above the cursor, page by page (a
+    /// signalling session receives nothing stored).
     pub(crate) async fn drain_backlog(&mut self) -> Result<(), ConnError> {
         loop {
-            let Some(login) = self.login.as_ref() else {
+            let Some(login) = self.login.as_ref().filter(|l| l.session == Session::Main) else {
                 return Ok(());
             };
             let (mailbox_id, after) = (login.mailbox_id, login.cursor);
@@ -373,6 +385,20 @@ impl Conn {
             return self.answer(rid, Err(RequestError::RateLimited));
         }
         let sealed = s.sealed;
+        if s.online_only {
+            // Never stored; answered at once whatever became of it, so the
+            // sender learns nothing about the recipient's presence.
+            let m = &shared.metrics;
+            match shared
+                .registry
+                .push_live(&mailbox_id, sealed, !token_ok, Instant::now())
+            {
+                LiveOutcome::Delivered => inc(&m.live_delivered),
+                LiveOutcome::Held => inc(&m.live_held),
+                LiveOutcome::Dropped => inc(&m.live_dropped),
+            }
+            return self.answer(rid, Ok(Resp::Accepted(proto::Accepted {})));
+        }
         self.pend(
             rid,
             |reply| Command::Send {

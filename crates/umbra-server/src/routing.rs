@@ -8,9 +8,15 @@
 //!   order. An inbox is bounded: when a push does not fit (slow reader), it is
 //!   dropped and the inbox is marked overflowed; the connection then re-reads
 //!   its mailbox from storage, so nothing is lost and memory stays bounded.
+//! - Online-only envelopes (call signalling) never reach storage: the
+//!   registry hands them to the device's signalling session if one is open,
+//!   else to its main session, else holds them in memory for [`HOLD_FOR`]
+//!   (a device reconnecting right away still rings) and then forgets them.
+//!   A full inbox drops a live push (there is no stored copy to re-read).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use umbra_store::{DeviceId, MailboxEntry, MailboxId};
@@ -68,7 +74,17 @@ pub struct Push {
     pub sealed: Vec<u8>,
     /// Arrived without a valid token.
     pub introduction: bool,
+    /// Online-only: never stored, not acknowledged (`id` is 0).
+    pub live: bool,
 }
+
+/// How long an online-only envelope for a device that is not connected is
+/// kept in memory before it is dropped.
+pub const HOLD_FOR: Duration = Duration::from_secs(20);
+/// Most online-only envelopes held for one mailbox.
+const HOLD_MAX_ITEMS: usize = 64;
+/// Most online-only bytes held over all mailboxes.
+const HOLD_MAX_BYTES: usize = 16 << 20;
 
 /// Most pushes an inbox holds before it overflows.
 const INBOX_MAX_ITEMS: usize = 256;
@@ -138,16 +154,21 @@ impl Inbox {
         }
     }
 
-    fn put(&self, push: Push) {
+    /// Queues a push; false when a live push was dropped for lack of room.
+    fn put(&self, push: Push) -> bool {
+        let mut kept = true;
         if let Ok(mut s) = self.state.lock() {
             if s.queue.len() < INBOX_MAX_ITEMS && s.bytes + push.sealed.len() <= INBOX_MAX_BYTES {
                 s.bytes += push.sealed.len();
                 s.queue.push_back(push);
+            } else if push.live {
+                kept = false;
             } else {
                 s.overflowed = true;
             }
         }
         self.notify.notify_one();
+        kept
     }
 
     fn mark_replaced(&self) {
@@ -159,44 +180,168 @@ impl Inbox {
     }
 }
 
+/// Online-only envelopes waiting briefly for their device to connect.
+#[derive(Default)]
+struct Held {
+    by_mailbox: HashMap<MailboxId, VecDeque<(Instant, Push)>>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Forgets everything older than [`HOLD_FOR`].
+    fn expire(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.by_mailbox.retain(|_, q| {
+            while q
+                .front()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= HOLD_FOR)
+            {
+                if let Some((_, p)) = q.pop_front() {
+                    freed += p.sealed.len();
+                }
+            }
+            !q.is_empty()
+        });
+        self.bytes -= freed;
+    }
+
+    fn hold(&mut self, mailbox: &MailboxId, push: Push, now: Instant) -> bool {
+        self.expire(now);
+        let q = self.by_mailbox.entry(*mailbox).or_default();
+        if q.len() >= HOLD_MAX_ITEMS || self.bytes + push.sealed.len() > HOLD_MAX_BYTES {
+            return false;
+        }
+        self.bytes += push.sealed.len();
+        q.push_back((now, push));
+        true
+    }
+
+    fn take(&mut self, mailbox: &MailboxId, now: Instant) -> VecDeque<(Instant, Push)> {
+        self.expire(now);
+        let q = self.by_mailbox.remove(mailbox).unwrap_or_default();
+        self.bytes -= q.iter().map(|(_, p)| p.sealed.len()).sum::<usize>();
+        q
+    }
+}
+
+/// Which of a device's sessions a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// Receives stored and (without a signalling session) live envelopes.
+    Main,
+    /// A call in progress: receives only live envelopes.
+    Signalling,
+}
+
+#[derive(Default)]
+struct Online {
+    main: HashMap<MailboxId, Arc<Inbox>>,
+    signalling: HashMap<MailboxId, Arc<Inbox>>,
+    held: Held,
+}
+
+impl Online {
+    fn sessions(&mut self, session: Session) -> &mut HashMap<MailboxId, Arc<Inbox>> {
+        match session {
+            Session::Main => &mut self.main,
+            Session::Signalling => &mut self.signalling,
+        }
+    }
+}
+
 /// Online devices by mailbox.
 #[derive(Default)]
 pub struct Registry {
-    online: Mutex<HashMap<MailboxId, Arc<Inbox>>>,
+    online: Mutex<Online>,
+}
+
+/// What became of an online-only envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveOutcome {
+    /// Handed to a connected session.
+    Delivered,
+    /// The device is not connected: held for [`HOLD_FOR`].
+    Held,
+    /// No room: dropped.
+    Dropped,
 }
 
 impl Registry {
-    /// Makes a fresh inbox the online one for `mailbox` (an older connection
-    /// of the same device is told to close).
-    pub fn register(&self, mailbox: &MailboxId) -> Arc<Inbox> {
+    /// Makes a fresh inbox the online `session` of `mailbox` (an older
+    /// connection of the same session is told to close). Online-only
+    /// envelopes held for the device are handed to the new inbox.
+    pub fn register(&self, mailbox: &MailboxId, session: Session, now: Instant) -> Arc<Inbox> {
         let inbox = Arc::new(Inbox::default());
-        let old = self
-            .online
-            .lock()
-            .ok()
-            .and_then(|mut m| m.insert(*mailbox, inbox.clone()));
+        let (old, held) = match self.online.lock() {
+            Ok(mut o) => {
+                let old = o.sessions(session).insert(*mailbox, inbox.clone());
+                (old, o.held.take(mailbox, now))
+            }
+            Err(_) => (None, VecDeque::new()),
+        };
         if let Some(old) = old {
             old.mark_replaced();
+        }
+        for (_, push) in held {
+            inbox.put(push);
         }
         inbox
     }
 
-    /// Removes `inbox` if it is still the online one for `mailbox`.
-    pub fn unregister(&self, mailbox: &MailboxId, inbox: &Arc<Inbox>) {
-        if let Ok(mut m) = self.online.lock()
-            && m.get(mailbox).is_some_and(|cur| Arc::ptr_eq(cur, inbox))
-        {
-            m.remove(mailbox);
+    /// Removes `inbox` if it is still the online `session` for `mailbox`.
+    pub fn unregister(&self, mailbox: &MailboxId, session: Session, inbox: &Arc<Inbox>) {
+        if let Ok(mut o) = self.online.lock() {
+            let map = o.sessions(session);
+            if map.get(mailbox).is_some_and(|cur| Arc::ptr_eq(cur, inbox)) {
+                map.remove(mailbox);
+            }
         }
     }
 
-    /// Hands a committed envelope to the online device, if any.
+    /// Hands an online-only envelope to the device's signalling session,
+    /// else its main session, else holds it briefly.
+    pub fn push_live(
+        &self,
+        mailbox: &MailboxId,
+        sealed: Vec<u8>,
+        introduction: bool,
+        now: Instant,
+    ) -> LiveOutcome {
+        let push = Push {
+            id: 0,
+            sealed,
+            introduction,
+            live: true,
+        };
+        let Ok(mut o) = self.online.lock() else {
+            return LiveOutcome::Dropped;
+        };
+        let target = o
+            .signalling
+            .get(mailbox)
+            .or_else(|| o.main.get(mailbox))
+            .cloned();
+        match target {
+            Some(inbox) => {
+                drop(o);
+                if inbox.put(push) {
+                    LiveOutcome::Delivered
+                } else {
+                    LiveOutcome::Dropped
+                }
+            }
+            None if o.held.hold(mailbox, push, now) => LiveOutcome::Held,
+            None => LiveOutcome::Dropped,
+        }
+    }
+
+    /// Hands a committed envelope to the device's main session, if online.
     pub fn push(&self, mailbox: &MailboxId, push: Push) {
         let inbox = self
             .online
             .lock()
             .ok()
-            .and_then(|m| m.get(mailbox).cloned());
+            .and_then(|o| o.main.get(mailbox).cloned());
         if let Some(inbox) = inbox {
             inbox.put(push);
         }
@@ -207,35 +352,108 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn stored(id: u64) -> Push {
+        Push {
+            id,
+            sealed: vec![0; 4],
+            introduction: false,
+            live: false,
+        }
+    }
+
     #[test]
     fn overflow_drops_and_flags() {
         let reg = Registry::default();
-        let inbox = reg.register(&[1; 16]);
+        let now = Instant::now();
+        let inbox = reg.register(&[1; 16], Session::Main, now);
         for id in 0..(INBOX_MAX_ITEMS as u64 + 5) {
-            reg.push(
-                &[1; 16],
-                Push {
-                    id,
-                    sealed: vec![0; 4],
-                    introduction: false,
-                },
-            );
+            reg.push(&[1; 16], stored(id));
         }
         let t = inbox.take();
         assert_eq!(t.pushes.len(), INBOX_MAX_ITEMS);
         assert!(t.overflowed);
         assert!(!inbox.take().overflowed);
-        let newer = reg.register(&[1; 16]);
+        let newer = reg.register(&[1; 16], Session::Main, now);
         assert!(inbox.take().replaced);
-        reg.unregister(&[1; 16], &inbox);
-        reg.push(
-            &[1; 16],
-            Push {
-                id: 1,
-                sealed: vec![],
-                introduction: false,
-            },
-        );
+        reg.unregister(&[1; 16], Session::Main, &inbox);
+        reg.push(&[1; 16], stored(1));
         assert_eq!(newer.take().pushes.len(), 1);
+    }
+
+    #[test]
+    fn live_goes_to_signalling_session_then_main() {
+        let reg = Registry::default();
+        let now = Instant::now();
+        let main = reg.register(&[2; 16], Session::Main, now);
+        let calls = reg.register(&[2; 16], Session::Signalling, now);
+        // A signalling session does not replace the main one.
+        assert!(!main.take().replaced);
+        let out = reg.push_live(&[2; 16], b"offer".to_vec(), false, now);
+        assert_eq!(out, LiveOutcome::Delivered);
+        reg.push(&[2; 16], stored(7));
+        let t = calls.take();
+        assert_eq!(t.pushes.len(), 1);
+        assert!(t.pushes[0].live && t.pushes[0].id == 0);
+        let t = main.take();
+        assert_eq!(
+            t.pushes.len(),
+            1,
+            "stored envelopes stay on the main session"
+        );
+        assert!(!t.pushes[0].live);
+        reg.unregister(&[2; 16], Session::Signalling, &calls);
+        reg.push_live(&[2; 16], b"answer".to_vec(), false, now);
+        assert_eq!(main.take().pushes[0].sealed, b"answer");
+    }
+
+    #[test]
+    fn live_for_an_offline_device_is_held_briefly_then_forgotten() {
+        let reg = Registry::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            reg.push_live(&[3; 16], b"ring".to_vec(), true, t0),
+            LiveOutcome::Held
+        );
+        // Connecting within the hold time still receives it.
+        let inbox = reg.register(&[3; 16], Session::Main, t0 + HOLD_FOR / 2);
+        let t = inbox.take();
+        assert_eq!(t.pushes.len(), 1);
+        assert!(t.pushes[0].live && t.pushes[0].introduction);
+        reg.unregister(&[3; 16], Session::Main, &inbox);
+        // Too late: gone, and the memory is released.
+        reg.push_live(&[3; 16], b"ring again".to_vec(), false, t0);
+        let inbox = reg.register(&[3; 16], Session::Main, t0 + HOLD_FOR);
+        assert!(inbox.take().pushes.is_empty());
+        assert_eq!(reg.online.lock().map(|o| o.held.bytes).unwrap_or(1), 0);
+    }
+
+    #[test]
+    fn holding_is_bounded_and_a_full_inbox_drops_live_pushes() {
+        let reg = Registry::default();
+        let now = Instant::now();
+        for _ in 0..HOLD_MAX_ITEMS {
+            assert_eq!(
+                reg.push_live(&[4; 16], vec![1; 8], false, now),
+                LiveOutcome::Held
+            );
+        }
+        assert_eq!(
+            reg.push_live(&[4; 16], vec![1; 8], false, now),
+            LiveOutcome::Dropped
+        );
+        let inbox = reg.register(&[5; 16], Session::Main, now);
+        for id in 0..INBOX_MAX_ITEMS as u64 {
+            reg.push(&[5; 16], stored(id + 1));
+        }
+        assert_eq!(
+            reg.push_live(&[5; 16], vec![1; 8], false, now),
+            LiveOutcome::Dropped
+        );
+        let t = inbox.take();
+        assert_eq!(t.pushes.len(), INBOX_MAX_ITEMS);
+        assert!(
+            !t.overflowed,
+            "a dropped live push is not re-read from storage"
+        );
     }
 }

@@ -361,6 +361,7 @@ fn execute(tx: &mut dyn StoreTx, cmd: Command, day: Day) -> Finish {
                             id,
                             sealed,
                             introduction,
+                            live: false,
                         },
                     );
                 }

@@ -255,6 +255,7 @@ async fn many_pushes_to_a_slow_reader_are_neither_lost_nor_duplicated() {
                 mailbox_id: fay.mailbox_id.clone(),
                 delivery_token: fay.token.clone(),
                 sealed: i.to_be_bytes().repeat(64),
+                online_only: false,
             }))
             .await;
     }
@@ -288,6 +289,7 @@ async fn login_signature_checks() {
         .call(Req::Login(proto::Login {
             device_id: gus.device_id.clone(),
             signature: sig,
+            signalling: false,
         }))
         .await;
     assert_eq!(error_code(&r), Some(ErrorCode::BadSignature));
@@ -298,6 +300,7 @@ async fn login_signature_checks() {
         .call(Req::Login(proto::Login {
             device_id: gus.device_id.clone(),
             signature: replay,
+            signalling: false,
         }))
         .await;
     assert_eq!(error_code(&r), Some(ErrorCode::BadSignature));
@@ -306,6 +309,7 @@ async fn login_signature_checks() {
         .call(Req::Login(proto::Login {
             device_id: vec![0; 16],
             signature: vec![0; 64],
+            signalling: false,
         }))
         .await;
     assert_eq!(error_code(&r), Some(ErrorCode::UnknownDevice));

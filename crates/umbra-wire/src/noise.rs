@@ -347,6 +347,7 @@ mod tests {
                 mailbox_id: vec![1; 16],
                 delivery_token: vec![],
                 sealed: vec![0xab; 200_000],
+                online_only: false,
             })),
         };
         let small = ClientFrame {

@@ -189,6 +189,7 @@ impl Client {
             .call(Req::Login(proto::Login {
                 device_id: acct.device_id.clone(),
                 signature: sig,
+                signalling: false,
             }))
             .await;
         let Resp::LoggedIn(li) = resp else {
@@ -211,6 +212,7 @@ impl Client {
             mailbox_id: mailbox.to_vec(),
             delivery_token: token.to_vec(),
             sealed: sealed.to_vec(),
+            online_only: false,
         }))
         .await
     }
