@@ -1,0 +1,28 @@
+//! Umbra's call media engine.
+//!
+//! Layout (each module one job; the sans-IO core never touches a socket or
+//! the clock):
+//! - [`engine`]: one side of a call: WebRTC (str0m) session, relay leg
+//!   (`umbra-turn`'s client), candidate policy ("protect IP address"),
+//!   codec and jitter buffer, driven by datagrams and time passed in.
+//! - [`codec`]: Opus, 48 kHz mono, 20 ms frames, FEC and concealment.
+//! - [`jitter`]: the jitter buffer.
+//! - [`audio`]: sources (tone, WAV, silence) and sinks (WAV, memory).
+//! - [`analysis`]: frequency and level measurement of what was heard.
+//! - [`driver`]: the I/O edge: a UDP socket, a 20 ms audio clock and a tokio
+//!   task around one [`engine::Engine`].
+//!
+//! Group calls reuse this engine unchanged toward a forwarding unit; their
+//! per-frame end-to-end encryption (SFrame) wraps the Opus payload between
+//! [`codec`] and the RTP writer, so the transport below does not change.
+
+pub mod analysis;
+pub mod audio;
+pub mod codec;
+pub mod driver;
+pub mod engine;
+mod error;
+pub mod jitter;
+
+pub use engine::{CallStats, Engine, EngineConfig, EngineEvent, Path, RelayServer, Role};
+pub use error::CallError;
