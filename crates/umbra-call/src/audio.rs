@@ -284,6 +284,56 @@ impl Sink for Recorder {
     }
 }
 
+/// What a call sends, as a user names it (`--audio-in`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioIn {
+    /// [`Tone::standard`], repeated.
+    Tone,
+    /// A WAV file, played once (then silence).
+    Wav(PathBuf),
+    /// Silence.
+    Silence,
+}
+
+impl AudioIn {
+    /// Parses `tone`, `silence` or a path to a WAV file.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "tone" => Self::Tone,
+            "silence" => Self::Silence,
+            path => Self::Wav(PathBuf::from(path)),
+        }
+    }
+
+    /// Opens the source.
+    pub fn open(&self) -> Result<Box<dyn Source>, CallError> {
+        Ok(match self {
+            Self::Tone => Box::new(Tone::standard()),
+            Self::Wav(p) => Box::new(WavSource::open(p)?),
+            Self::Silence => Box::new(Silence),
+        })
+    }
+}
+
+/// Where a call's received audio goes (`--audio-out`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioOut {
+    /// A WAV file (48 kHz mono).
+    Wav(PathBuf),
+    /// Nowhere.
+    Discard,
+}
+
+impl AudioOut {
+    /// Opens the sink.
+    pub fn open(&self) -> Result<Box<dyn Sink>, CallError> {
+        Ok(match self {
+            Self::Wav(p) => Box::new(WavSink::create(p)?),
+            Self::Discard => Box::new(Discard),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

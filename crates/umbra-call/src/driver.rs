@@ -119,6 +119,24 @@ pub struct Media {
     pub duration: Option<Duration>,
 }
 
+/// Binds the call's UDP socket on the local address that routes toward
+/// `relay` (so its address is a concrete IP, usable as a host candidate if a
+/// direct path is ever allowed). Nothing is sent.
+pub fn bind_toward(relay: SocketAddr) -> Result<(UdpSocket, SocketAddr), CallError> {
+    let any: SocketAddr = match relay {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let probe = std::net::UdpSocket::bind(any)?;
+    probe.connect(relay)?;
+    let ip = probe.local_addr()?.ip();
+    drop(probe);
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+    socket.set_nonblocking(true)?;
+    let local = socket.local_addr()?;
+    Ok((UdpSocket::from_std(socket)?, local))
+}
+
 /// Starts a call on `socket` (already bound; its address is
 /// `config.local`).
 pub fn spawn(

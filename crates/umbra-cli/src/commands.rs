@@ -158,15 +158,32 @@ pub async fn run(
             out.events(&events);
             out.value(&serde_json::json!({ "ok": true, "done": done }), &done);
         }
-        Command::Listen => {
+        Command::Listen { auto_answer, media } => {
             let mut client = open(profile, &proxy)?;
             if !out.json {
                 eprintln!("listening as `{}` (Ctrl-C to stop)", client.username());
             }
+            let calls = crate::calling::incoming(&media, auto_answer, out);
             client
-                .listen(|e| out.event(e), crate::daemon::shutdown_signal())
+                .listen_calls(
+                    |e| out.event(e),
+                    crate::daemon::shutdown_signal(),
+                    Some(calls),
+                )
                 .await
                 .context("listening stopped")?;
+        }
+        Command::Call { user, media, ring } => {
+            let mut client = open(profile, &proxy)?;
+            crate::calling::call(&mut client, &user, &media, &ring, out).await?;
+        }
+        Command::Calls { limit } => {
+            let client = open(profile, &proxy)?;
+            crate::calling::list(&client, limit, out)?;
+        }
+        Command::Settings(cmd) => {
+            let client = open(profile, &proxy)?;
+            crate::calling::settings(&client, cmd, out)?;
         }
         Command::Sync => {
             let mut client = open(profile, &proxy)?;

@@ -36,6 +36,7 @@ fn show(who: &str, events: &[Event]) {
                 println!("   {who} sees  * [{conversation}] {text}")
             }
             Event::Warning { text } => println!("   {who}: warning: {text}"),
+            Event::Call(_) => {}
         }
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! - `daemon`: `serve` (all-in-one node) and `server` (messaging server alone).
 //! - `commands`: the client commands (register, send, group, listen, ...).
+//! - `calling`: the call commands (call, the call half of listen, calls, settings).
 //! - `output`: human-readable and `--json` rendering.
 //! - `demo`: a guided tour on a temporary node.
 
+mod calling;
 mod commands;
 mod daemon;
 mod demo;
@@ -76,8 +78,34 @@ enum Command {
     /// Group conversations.
     #[command(subcommand)]
     Group(commands::GroupCommand),
-    /// Receive messages as they arrive, until Ctrl-C.
-    Listen,
+    /// Receive messages and calls as they arrive, until Ctrl-C. An incoming
+    /// call asks whether to answer (or answers itself with --auto-answer).
+    Listen {
+        /// Answer every call that rings (for scripts and headless machines).
+        #[arg(long)]
+        auto_answer: bool,
+        #[command(flatten)]
+        media: calling::MediaArgs,
+    },
+    /// Call USER: rings them, says whether the call is direct or relayed,
+    /// shows live quality; Ctrl-C hangs up.
+    Call {
+        /// Who to call.
+        user: String,
+        #[command(flatten)]
+        media: calling::MediaArgs,
+        #[command(flatten)]
+        ring: calling::RingArgs,
+    },
+    /// The call log: answered, missed, declined, silenced calls.
+    Calls {
+        /// Most calls to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Call settings: protect IP address in calls, who can call you.
+    #[command(subcommand)]
+    Settings(calling::SettingsCommand),
     /// Receive what is waiting, then exit.
     Sync,
     /// Show message history (after fetching what is waiting).

@@ -41,6 +41,7 @@ impl Output {
             }
             Event::Info { conversation, text } => println!("* [{conversation}] {text}"),
             Event::Warning { text } => eprintln!("warning: {text}"),
+            Event::Call(c) => crate::calling::show(*self, c),
         }
     }
 

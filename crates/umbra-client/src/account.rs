@@ -108,12 +108,23 @@ impl Client {
 
     /// Logs `server` in as this device and tops up key packages.
     pub async fn login(&mut self, server: &mut ServerConn) -> Result<(), ClientError> {
+        self.login_session(server, false).await
+    }
+
+    /// Logs in as this device's main session, or as a signalling session
+    /// (a call in progress: it takes online-only envelopes and does not
+    /// replace the main session, so `umbra listen` keeps running).
+    pub(crate) async fn login_session(
+        &mut self,
+        server: &mut ServerConn,
+        signalling: bool,
+    ) -> Result<(), ClientError> {
         let mut signed = b"umbra-login-v1".to_vec();
         signed.extend_from_slice(&server.handshake_hash());
         let login = Login {
             device_id: self.device_id.clone(),
             signature: self.identity.sign(&signed)?,
-            signalling: false,
+            signalling,
         };
         let left = match server.call(client_frame::Body::Login(login)).await? {
             server_frame::Body::LoggedIn(l) => l.key_packages_left,
@@ -146,13 +157,19 @@ impl Client {
     pub async fn relay_credentials(&mut self) -> Result<RelayCredentials, ClientError> {
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         self.login(&mut server).await?;
-        let body =
-            client_frame::Body::GetRelayCredentials(umbra_wire::proto::GetRelayCredentials {});
-        let creds = match server.call(body).await? {
-            server_frame::Body::RelayCredentials(c) => c,
-            other => return Err(ClientError::Protocol(format!("{other:?}"))),
-        };
+        let creds = relay_credentials_on(&mut server).await?;
         server.close().await;
         Ok(creds)
+    }
+}
+
+/// Asks for relay credentials on a connection that is already logged in.
+pub(crate) async fn relay_credentials_on(
+    server: &mut ServerConn,
+) -> Result<RelayCredentials, ClientError> {
+    let body = client_frame::Body::GetRelayCredentials(umbra_wire::proto::GetRelayCredentials {});
+    match server.call(body).await? {
+        server_frame::Body::RelayCredentials(c) => Ok(c),
+        other => Err(ClientError::Protocol(format!("{other:?}"))),
     }
 }

@@ -29,7 +29,7 @@ impl Client {
     }
 
     /// Creates a conversation with `members` (1:1 when `name` is None).
-    async fn start_conversation(
+    pub(crate) async fn start_conversation(
         &mut self,
         display: &str,
         name: Option<&str>,
@@ -351,7 +351,10 @@ impl Client {
 
 /// The 1:1 conversation with `peer`; when both sides started one at the same
 /// time, both pick the one with the lowest group id.
-fn direct_conversation(conn: &Connection, peer: &str) -> Result<Option<Vec<u8>>, ClientError> {
+pub(crate) fn direct_conversation(
+    conn: &Connection,
+    peer: &str,
+) -> Result<Option<Vec<u8>>, ClientError> {
     Ok(conn
         .query_row(
             "SELECT group_id FROM conversations WHERE kind = 'direct' AND peer = ?1 AND active = 1

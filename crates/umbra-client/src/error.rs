@@ -81,6 +81,9 @@ pub enum ClientError {
     /// The argument is not valid.
     #[error("{0}")]
     Invalid(String),
+    /// The call could not be made or failed.
+    #[error("{0}")]
+    Call(#[from] umbra_call::CallError),
 }
 
 impl ClientError {

@@ -19,6 +19,8 @@ use umbra_crypto::{CryptoError, Identity};
 use umbra_wire::e2e::{Content, SealedContent, content, sealed_content};
 use umbra_wire::proto::Deliver;
 
+use crate::calls::records::{self, Ended, Outcome};
+use crate::calls::signal::Signal;
 use crate::contacts::{check_identity, group_recipients};
 use crate::mls_store::Provider;
 use crate::model::Event;
@@ -36,12 +38,22 @@ pub struct Device<'a> {
     pub me: &'a umbra_wire::e2e::DeviceAddress,
 }
 
-/// Applies one delivered envelope; returns what to show.
+/// What one envelope produced.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// What to show.
+    pub events: Vec<Event>,
+    /// Call signals, for a call in progress (or an incoming one).
+    pub signals: Vec<Signal>,
+}
+
+/// Applies one delivered envelope; returns what to show and any call
+/// signals it carried.
 pub fn apply(
     profile: &Profile,
     device: &Device<'_>,
     delivered: &Deliver,
-) -> Result<Vec<Event>, ClientError> {
+) -> Result<Applied, ClientError> {
     let hash = Sha256::digest(&delivered.sealed).to_vec();
     let ctx = device;
     let mut tx = profile.write()?;
@@ -51,19 +63,23 @@ pub fn apply(
         |r| r.get(0),
     )?;
     if seen {
-        return Ok(Vec::new());
+        return Ok(Applied::default());
     }
     let result = {
         let sp = tx.savepoint()?;
-        match open_and_apply(&sp, ctx, &delivered.sealed) {
+        let mut signals = Vec::new();
+        match open_and_apply(&sp, ctx, &delivered.sealed, &mut signals) {
             Ok(events) => {
                 sp.commit()?;
-                events
+                Applied { events, signals }
             }
             // Dropping the savepoint rolls back whatever the failed step wrote.
-            Err(e) => vec![Event::Warning {
-                text: format!("dropped a received message: {e}"),
-            }],
+            Err(e) => Applied {
+                events: vec![Event::Warning {
+                    text: format!("dropped a received message: {e}"),
+                }],
+                signals: Vec::new(),
+            },
         }
     };
     tx.execute("INSERT INTO seen (hash) VALUES (?1)", [&hash])?;
@@ -75,6 +91,7 @@ fn open_and_apply(
     conn: &Connection,
     ctx: &Device<'_>,
     sealed: &[u8],
+    signals: &mut Vec<Signal>,
 ) -> Result<Vec<Event>, ClientError> {
     let inner = umbra_crypto::seal::open(ctx.identity.sealing_secret(), sealed)?;
     let inner = SealedContent::decode(inner.as_slice())
@@ -89,8 +106,8 @@ fn open_and_apply(
             epoch,
             message,
         } => {
-            let mut events = group_message(conn, ctx, &group_id, epoch, *message, &bytes)?;
-            events.extend(retry_deferred(conn, ctx, &group_id)?);
+            let mut events = group_message(conn, ctx, &group_id, epoch, *message, &bytes, signals)?;
+            events.extend(retry_deferred(conn, ctx, &group_id, signals)?);
             Ok(events)
         }
     }
@@ -160,6 +177,7 @@ fn group_message(
     epoch: u64,
     message: ProtocolMessage,
     raw: &[u8],
+    signals: &mut Vec<Signal>,
 ) -> Result<Vec<Event>, ClientError> {
     let Some((name, active)) = conversation_name(conn, group_id)? else {
         return Err(ClientError::Protocol(
@@ -256,6 +274,15 @@ fn group_message(
                         });
                     }
                 }
+                Some(content::Body::Call(signal)) => {
+                    events.extend(call_signal(
+                        conn,
+                        group_id,
+                        &sender.username,
+                        signal,
+                        signals,
+                    )?);
+                }
                 Some(content::Body::Leaving(_)) => {
                     let text = format!("{} left", sender.username);
                     record_event(conn, group_id, &sender.username, &text)?;
@@ -335,6 +362,62 @@ fn group_message(
     Ok(events)
 }
 
+/// A call signal: passed on for the call it belongs to. The hang-up of a
+/// call that was never answered also records a missed call here, so a
+/// callee who was offline sees it whenever it next receives.
+fn call_signal(
+    conn: &Connection,
+    group_id: &[u8],
+    sender: &str,
+    signal: umbra_wire::e2e::CallSignal,
+    signals: &mut Vec<Signal>,
+) -> Result<Vec<Event>, ClientError> {
+    let direct: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM conversations WHERE group_id = ?1 AND kind = 'direct' AND peer = ?2)",
+        params![group_id, sender],
+        |r| r.get(0),
+    )?;
+    let Some(body) = signal.body else {
+        return Ok(Vec::new());
+    };
+    if !direct || signal.call_id.len() != 16 {
+        return Err(ClientError::Invalid(
+            "a call signal outside a 1:1 conversation".into(),
+        ));
+    }
+    let mut events = Vec::new();
+    if let umbra_wire::e2e::call_signal::Body::Hangup(h) = &body
+        && h.unanswered
+    {
+        let line = records::record(
+            conn,
+            &Ended {
+                call_id: &signal.call_id,
+                group_id,
+                peer: sender,
+                outgoing: false,
+                started_ms: now_ms(),
+                talk_ms: 0,
+                outcome: Outcome::Missed,
+                path: None,
+            },
+        )?;
+        if let Some(text) = line {
+            events.push(Event::Info {
+                conversation: sender.to_string(),
+                text,
+            });
+        }
+    }
+    signals.push(Signal {
+        peer: sender.to_string(),
+        group_id: group_id.to_vec(),
+        call_id: signal.call_id,
+        body,
+    });
+    Ok(events)
+}
+
 /// Gives our delivery token (inside a body-less MLS message, whose `Content`
 /// carries our address) to members we have not given it to yet, so their
 /// messages to us are not counted as introductions by the server.
@@ -395,6 +478,7 @@ fn retry_deferred(
     conn: &Connection,
     ctx: &Device<'_>,
     group_id: &[u8],
+    signals: &mut Vec<Signal>,
 ) -> Result<Vec<Event>, ClientError> {
     let mut events = Vec::new();
     loop {
@@ -415,7 +499,7 @@ fn retry_deferred(
         };
         conn.execute("DELETE FROM deferred WHERE id = ?1", [id])?;
         if let Ok(Incoming::Group { epoch, message, .. }) = mls::parse(&raw) {
-            match group_message(conn, ctx, group_id, epoch, *message, &raw) {
+            match group_message(conn, ctx, group_id, epoch, *message, &raw, signals) {
                 Ok(e) => events.extend(e),
                 Err(e) => events.push(Event::Warning {
                     text: format!("dropped a received message: {e}"),

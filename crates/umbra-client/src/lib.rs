@@ -22,10 +22,13 @@
 //! `receive`, `conversations`, `directory`, `account`, `client`, `inbox`,
 //! `contacts`, then `outbox`, `conn`, `profile`, `mls_store`, `model`,
 //! `error`.
+//! - [`calls`]: calls, gluing end-to-end signalling to the media engine
+//!   (`umbra-call`): settings, records, ringing, offer and answer.
 //! - [`model`]: what the operations return.
 //! - [`error`]: what can go wrong, phrased for the user.
 
 pub mod account;
+pub mod calls;
 pub mod client;
 pub mod conn;
 pub mod contacts;
@@ -42,7 +45,7 @@ pub mod receive;
 pub use account::validate_username;
 pub use client::Client;
 pub use error::ClientError;
-pub use model::{Contact, Conversation, Event, HistoryEntry};
+pub use model::{CallEvent, Contact, Conversation, Event, HistoryEntry};
 
 /// Milliseconds since the Unix epoch, for message timestamps shown to users.
 pub fn now_ms() -> u64 {

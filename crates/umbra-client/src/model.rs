@@ -29,6 +29,77 @@ pub enum Event {
         /// What happened.
         text: String,
     },
+    /// Something happened in a call.
+    Call(CallEvent),
+}
+
+/// What happens in a call, as `umbra call` and `umbra listen` show it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum CallEvent {
+    /// We are calling `peer`; the call starts relay-only.
+    Dialing {
+        /// Who.
+        peer: String,
+    },
+    /// The callee's device rings.
+    Ringing {
+        /// Who.
+        peer: String,
+    },
+    /// Someone is calling us.
+    Incoming {
+        /// Who.
+        peer: String,
+    },
+    /// A call was silenced (not allowed by "who can call you"): it did not
+    /// ring and nothing was sent back.
+    Silenced {
+        /// Who.
+        peer: String,
+    },
+    /// The call is answered.
+    Answered {
+        /// Who.
+        peer: String,
+    },
+    /// Audio flows.
+    Connected {
+        /// Who.
+        peer: String,
+        /// `direct` or `relayed`.
+        path: String,
+        /// Why that path, and what it means for privacy and quality.
+        why: String,
+    },
+    /// Live quality, once a second.
+    Quality {
+        /// Who.
+        peer: String,
+        /// Seconds since audio started.
+        seconds: u64,
+        /// Round-trip time.
+        rtt_ms: Option<u32>,
+        /// Our packets the other side lost, per mille.
+        loss_out_permille: Option<u32>,
+        /// Their packets we lost (concealed), per mille.
+        loss_in_permille: u32,
+        /// Interarrival jitter.
+        jitter_ms: u32,
+        /// `direct` or `relayed`.
+        path: String,
+    },
+    /// The call ended.
+    Ended {
+        /// Who.
+        peer: String,
+        /// answered, missed, declined, busy, silenced, cancelled or failed.
+        outcome: String,
+        /// Talk time.
+        seconds: u64,
+        /// What went wrong, if anything.
+        error: Option<String>,
+    },
 }
 
 /// One line of history.

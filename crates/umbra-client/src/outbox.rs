@@ -28,18 +28,23 @@ pub struct Recipient {
     pub delivery_token: Option<Vec<u8>>,
 }
 
+/// Seals `mls_message` to one device's sealing key.
+pub fn seal(mls_message: &[u8], sealing_key: &[u8; 32]) -> Result<Vec<u8>, ClientError> {
+    let inner = SealedContent {
+        body: Some(sealed_content::Body::MlsMessage(mls_message.to_vec())),
+    }
+    .encode_to_vec();
+    Ok(umbra_crypto::seal::seal(sealing_key, &inner)?)
+}
+
 /// Seals `mls_message` to each recipient and queues the envelopes.
 pub fn enqueue(
     conn: &Connection,
     mls_message: &[u8],
     recipients: &[Recipient],
 ) -> Result<(), ClientError> {
-    let inner = SealedContent {
-        body: Some(sealed_content::Body::MlsMessage(mls_message.to_vec())),
-    }
-    .encode_to_vec();
     for r in recipients {
-        let sealed = umbra_crypto::seal::seal(&r.sealing_key, &inner)?;
+        let sealed = seal(mls_message, &r.sealing_key)?;
         conn.execute(
             "INSERT INTO outbox (mailbox_id, delivery_token, sealed) VALUES (?1, ?2, ?3)",
             params![r.mailbox_id, r.delivery_token, sealed],

@@ -2,7 +2,8 @@
 //!
 //! `DIR/profile.db` (SQLite, WAL) holds everything: settings (server invite,
 //! keys, mailbox), contacts, conversations, message history, the hashes of
-//! envelopes already applied (for exactly-once display), the outbox, which
+//! envelopes already applied (for exactly-once display), the outbox, call
+//! records, which
 //! group members we have given our delivery token to, and the MLS state
 //! (openmls's own tables). The directory is created private (0700).
 //! Several processes may use one profile at once (`listen` in one terminal,
@@ -63,6 +64,15 @@ CREATE TABLE IF NOT EXISTS announced (
     group_id BLOB NOT NULL,
     username TEXT NOT NULL,
     PRIMARY KEY (group_id, username)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS calls (
+    call_id BLOB PRIMARY KEY,
+    peer TEXT NOT NULL,
+    outgoing INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    talk_ms INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT NOT NULL,
+    path TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deferred (
     id INTEGER PRIMARY KEY,

@@ -4,6 +4,7 @@
 
 use umbra_wire::proto::server_frame;
 
+use crate::calls::IncomingCalls;
 use crate::client::Client;
 use crate::conn::ServerConn;
 use crate::model::Event;
@@ -30,7 +31,7 @@ impl Client {
         loop {
             match server.next_push().await? {
                 Some(server_frame::Body::Deliver(d)) => {
-                    events.extend(inbox::apply(&self.profile, &self.device(), &d)?);
+                    events.extend(inbox::apply(&self.profile, &self.device(), &d)?.events);
                     // Online-only envelopes were never stored: nothing to delete.
                     if !d.online_only {
                         applied.push(d.envelope_id);
@@ -54,14 +55,27 @@ impl Client {
     /// timeout does not cut it), and reconnects with backoff when it drops.
     pub async fn listen(
         &mut self,
+        on_event: impl FnMut(&Event),
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ClientError> {
+        self.listen_calls(on_event, stop, None).await
+    }
+
+    /// [`Client::listen`], also taking calls: an incoming call rings (if
+    /// "who can call you" allows it), `calls.decide` answers or declines
+    /// it, and the call runs here. Without `calls`, offers are left alone
+    /// (the caller's hang-up then records a missed call).
+    pub async fn listen_calls(
+        &mut self,
         mut on_event: impl FnMut(&Event),
         stop: impl std::future::Future<Output = ()>,
+        mut calls: Option<IncomingCalls>,
     ) -> Result<(), ClientError> {
         tokio::pin!(stop);
         let mut backoff = RECONNECT_MIN;
         loop {
             match self
-                .listen_once(&mut on_event, &mut stop, &mut backoff)
+                .listen_once(&mut on_event, &mut stop, &mut backoff, calls.as_mut())
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -89,6 +103,7 @@ impl Client {
         on_event: &mut impl FnMut(&Event),
         stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
         backoff: &mut std::time::Duration,
+        mut calls: Option<&mut IncomingCalls>,
     ) -> Result<(), ClientError> {
         for e in self.flush_earlier().await? {
             on_event(&e);
@@ -109,11 +124,24 @@ impl Client {
             };
             match push {
                 Some(server_frame::Body::Deliver(d)) => {
-                    for e in inbox::apply(&self.profile, &self.device(), &d)? {
-                        on_event(&e);
+                    let applied = inbox::apply(&self.profile, &self.device(), &d)?;
+                    for e in &applied.events {
+                        on_event(e);
                     }
                     if !d.online_only {
                         server.ack(vec![d.envelope_id]).await?;
+                    }
+                    for signal in applied.signals {
+                        let Some(calls) = calls.as_deref_mut() else {
+                            continue;
+                        };
+                        if self
+                            .incoming_call(&mut server, signal, calls, on_event, stop)
+                            .await?
+                        {
+                            server.close().await;
+                            return Ok(());
+                        }
                     }
                     if outbox::pending(self.profile.conn())? > 0 {
                         for e in self.flush_earlier().await? {

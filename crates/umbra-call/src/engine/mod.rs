@@ -606,7 +606,10 @@ impl Engine {
                         .find(|p| p.spec().codec == Codec::Opus)
                         .map(|p| p.pt());
                 }
-                let path = self.path.unwrap_or(Path::Relayed);
+                // Every call starts relay-only, so it first connects through
+                // the relay; ICE may move it to a direct pair later, which
+                // the statistics then report as a path change.
+                let path = *self.path.get_or_insert(Path::Relayed);
                 self.events.push_back(EngineEvent::Connected(path));
             }
             Event::MediaAdded(m) if self.mid.is_none() => {

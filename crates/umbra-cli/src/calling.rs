@@ -1,0 +1,258 @@
+//! The call commands: `umbra call USER`, the call half of `umbra listen`
+//! (ringing, answering with a prompt or `--auto-answer`), `umbra calls`
+//! (the call log) and `umbra settings` (protect IP, who can call).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Subcommand;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Mutex;
+use umbra_call::audio::{AudioIn, AudioOut};
+use umbra_client::calls::{CallMedia, Decide, IncomingCalls, Outcome, WhoCanCall};
+use umbra_client::{CallEvent, Client};
+
+use crate::output::Output;
+
+/// Audio for a call, for headless machines and scripts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MediaArgs {
+    /// What to send: `tone` (four notes, repeated), `silence`, or a WAV file
+    /// (any rate, mono or stereo). This build has no sound-card support: the
+    /// call sends this instead of a microphone.
+    #[arg(long, value_name = "FILE.wav|tone|silence", default_value = "tone")]
+    pub audio_in: String,
+    /// Write what you hear to this WAV file (48 kHz mono), instead of a
+    /// speaker.
+    #[arg(long, value_name = "FILE.wav")]
+    pub audio_out: Option<PathBuf>,
+    /// Hang up this many seconds after the audio starts.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
+}
+
+/// `umbra call` only: how long to let it ring.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RingArgs {
+    /// Give up after it rang this many seconds without an answer (the callee
+    /// then sees a missed call).
+    #[arg(long, value_name = "SECS", default_value_t = 45)]
+    pub ring_timeout: u64,
+}
+
+impl MediaArgs {
+    fn media(&self) -> CallMedia {
+        CallMedia {
+            audio_in: AudioIn::parse(&self.audio_in),
+            audio_out: match &self.audio_out {
+                Some(p) => AudioOut::Wav(p.clone()),
+                None => AudioOut::Discard,
+            },
+            duration: self.duration.map(Duration::from_secs),
+            ring_for: None,
+        }
+    }
+}
+
+/// `umbra settings ...`
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Show this profile's call settings.
+    Show,
+    /// "Protect IP address in calls": relay every call, so the other side
+    /// only ever sees the relay's address (quality may be lower).
+    ProtectIp {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Who can call you: `everyone`, `contacts` (people you wrote to in a
+    /// 1:1 chat, called, or verified; the default) or `nobody`. Other calls
+    /// never ring and get nothing back.
+    WhoCanCall {
+        /// `everyone`, `contacts` or `nobody`.
+        #[arg(value_parser = ["everyone", "contacts", "nobody"])]
+        who: String,
+    },
+}
+
+fn clock(secs: u64) -> String {
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
+/// Prints a call event (text) or passes it to the JSON printer.
+pub fn show(out: Output, e: &CallEvent) {
+    if out.json {
+        println!("{}", serde_json::to_string(e).unwrap_or_default());
+        return;
+    }
+    match e {
+        CallEvent::Dialing { peer } => {
+            println!("calling {peer}… (relay-only until answered; Ctrl-C hangs up)")
+        }
+        CallEvent::Ringing { peer } => println!("ringing {peer}…"),
+        CallEvent::Incoming { peer } => println!("incoming call from {peer}"),
+        CallEvent::Silenced { peer } => println!(
+            "* silenced a call from {peer} (not allowed by who can call you; nothing was sent back)"
+        ),
+        CallEvent::Answered { peer } => println!("{peer} answered"),
+        CallEvent::Connected { path, why, .. } => println!("connected, {path}: {why}"),
+        CallEvent::Quality {
+            seconds,
+            rtt_ms,
+            loss_out_permille,
+            loss_in_permille,
+            jitter_ms,
+            path,
+            ..
+        } => {
+            // A line every 5 s: readable in a terminal and in a log.
+            if seconds % 5 == 1 {
+                let rtt = rtt_ms.map_or("-".into(), |r| format!("{r} ms"));
+                let out_loss = loss_out_permille
+                    .map_or("-".into(), |l| format!("{:.1}%", f64::from(l) / 10.0));
+                println!(
+                    "  {}  rtt {rtt}  loss in {:.1}% out {out_loss}  jitter {jitter_ms} ms  {path}",
+                    clock(*seconds),
+                    f64::from(*loss_in_permille) / 10.0
+                );
+            }
+        }
+        CallEvent::Ended {
+            outcome,
+            seconds,
+            error,
+            ..
+        } => {
+            let mut line = format!("call ended: {outcome}");
+            if *seconds > 0 {
+                line.push_str(&format!(", {}", clock(*seconds)));
+            }
+            if let Some(e) = error {
+                line.push_str(&format!(" ({e})"));
+            }
+            println!("{line}");
+        }
+    }
+}
+
+/// `umbra call USER`.
+pub async fn call(
+    client: &mut Client,
+    user: &str,
+    media: &MediaArgs,
+    ring: &RingArgs,
+    out: Output,
+) -> anyhow::Result<()> {
+    let mut media = media.media();
+    media.ring_for = Some(Duration::from_secs(ring.ring_timeout));
+    let outcome = client
+        .call(
+            user,
+            &media,
+            &mut |e| out.event(e),
+            crate::daemon::shutdown_signal(),
+        )
+        .await?;
+    if outcome == Outcome::Failed {
+        anyhow::bail!("the call to {user} failed");
+    }
+    Ok(())
+}
+
+/// What `umbra listen` does with calls.
+pub fn incoming(media: &MediaArgs, auto_answer: bool, out: Output) -> IncomingCalls {
+    let decide: Decide = if auto_answer {
+        Box::new(|_peer: &str| Box::pin(async { true }))
+    } else {
+        let lines = Arc::new(Mutex::new(stdin_lines()));
+        Box::new(move |peer: &str| {
+            let lines = lines.clone();
+            let peer = peer.to_string();
+            Box::pin(async move {
+                if !out.json {
+                    println!("answer the call from {peer}? [y/N]");
+                }
+                let mut lines = lines.lock().await;
+                match lines.recv().await {
+                    Some(l) => matches!(l.trim(), "y" | "Y" | "yes"),
+                    // No terminal to ask: let it ring out (a missed call).
+                    None => std::future::pending().await,
+                }
+            })
+        })
+    };
+    IncomingCalls {
+        media: media.media(),
+        decide,
+    }
+}
+
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if tx.send(l).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `umbra calls`.
+pub fn list(client: &Client, limit: usize, out: Output) -> anyhow::Result<()> {
+    let calls = client.calls(limit)?;
+    let mut text = String::new();
+    for c in &calls {
+        let outcome = serde_json::to_value(c.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "{} {} {:<16} {:<10} {}{}\n",
+            crate::output::clock(c.started_ms),
+            if c.outgoing { "to  " } else { "from" },
+            c.peer,
+            outcome,
+            clock(c.talk_ms / 1000),
+            c.path
+                .as_deref()
+                .map(|p| format!(" {p}"))
+                .unwrap_or_default()
+        ));
+    }
+    if calls.is_empty() {
+        text.push_str("(no calls yet)\n");
+    }
+    out.value(&calls, text.trim_end());
+    Ok(())
+}
+
+/// `umbra settings ...`.
+pub fn settings(client: &Client, cmd: SettingsCommand, out: Output) -> anyhow::Result<()> {
+    match cmd {
+        SettingsCommand::Show => {}
+        SettingsCommand::ProtectIp { state } => client.set_protect_ip(state == "on")?,
+        SettingsCommand::WhoCanCall { who } => client.set_who_can_call(WhoCanCall::parse(&who)?)?,
+    }
+    let s = client.call_settings()?;
+    let who = serde_json::to_value(s.who_can_call)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    out.value(
+        &s,
+        &format!(
+            "protect IP address in calls: {}\nwho can call you: {who}",
+            if s.protect_ip {
+                "on (every call is relayed: the other side only sees the relay's address; quality may be lower)"
+            } else {
+                "off (calls go peer to peer once answered: each side can see the other's IP address)"
+            }
+        ),
+    );
+    Ok(())
+}
