@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # System packages used by tests (real peers nobody here wrote): coturn's
 # turnutils_uclient, curl and openssl as probers, Chromium for the WebRTC test,
-# iproute2 to give Chromium an interface to gather on.
-packages=(coturn curl openssl chromium iproute2)
+# iproute2 to give Chromium an interface to gather on and to build the
+# network namespaces of the call tests, tcpdump to capture their traffic.
+packages=(coturn curl openssl chromium iproute2 tcpdump)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 missing=()

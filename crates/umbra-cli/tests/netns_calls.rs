@@ -1,0 +1,649 @@
+//! Calls between separate hosts: network namespaces made by this test (a
+//! switch, the messaging server, two relays, and the callers), every host
+//! captured with tcpdump, and the captures read as an observer would.
+//!
+//! - "protect IP" on one side, two relays: neither caller's capture holds a
+//!   packet to or from the other caller's address; relay A never sees the
+//!   callee's address and relay B never the caller's; the audio arrives, and
+//!   what the relays carried does not decode to it.
+//! - both sides allow it: the audio goes host to host.
+//! - a stranger calls: nothing comes back from the callee's address, the
+//!   callee contacts no relay, and nothing rings.
+//! - afterwards the server's database and every daemon's log hold no
+//!   username or client address, and nothing about a call.
+//!
+//! Needs root (namespaces, captures): CI runs as root.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::bin;
+
+const SERVER: &str = "192.0.2.1";
+const RELAY_A: &str = "192.0.2.11";
+const RELAY_B: &str = "192.0.2.12";
+const ALICE: &str = "192.0.2.21";
+const BOB: &str = "192.0.2.22";
+const CAROL: &str = "192.0.2.23";
+
+fn sh(args: &[&str]) {
+    let s = Command::new(args[0]).args(&args[1..]).status().unwrap();
+    assert!(s.success(), "{args:?} failed");
+}
+
+/// The namespaces of one test run, deleted on drop.
+struct Net {
+    tag: String,
+    names: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Net {
+    fn new() -> Net {
+        let tag = format!("u{}", std::process::id() % 100_000);
+        let sw = format!("{tag}sw");
+        sh(&["ip", "netns", "add", &sw]);
+        sh(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
+        Net {
+            tag,
+            names: vec![sw],
+            children: Vec::new(),
+        }
+    }
+
+    fn ns(&self, host: &str) -> String {
+        format!("{}{host}", self.tag)
+    }
+
+    /// A host on the switch with `ip`/24 on its eth0.
+    fn host(&mut self, host: &str, ip: &str) {
+        let ns = self.ns(host);
+        let sw = &self.names[0];
+        let (a, b) = (format!("{ns}a"), format!("{ns}b"));
+        sh(&["ip", "netns", "add", &ns]);
+        sh(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
+        sh(&["ip", "link", "set", &a, "netns", &ns]);
+        sh(&["ip", "link", "set", &b, "netns", sw]);
+        sh(&["ip", "-n", &ns, "link", "set", &a, "name", "eth0"]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", sw, "link", "set", &b, "master", "br0"]);
+        sh(&["ip", "-n", sw, "link", "set", &b, "up"]);
+        self.names.push(ns);
+    }
+
+    /// `umbra ARGS` on `host`, in the background, output to `log`.
+    fn spawn(&mut self, host: &str, args: &[&str], log: &Path) -> usize {
+        let f = std::fs::File::create(log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host)])
+            .arg(bin())
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .env_remove("UMBRA_PROFILE")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// `umbra ARGS` on `host`, waited for; (success, stdout, stderr).
+    fn run(&self, host: &str, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host)])
+            .arg(bin())
+            .args(args)
+            .env_remove("UMBRA_PROFILE")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, host: &str, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(host, args);
+        assert!(ok, "umbra {args:?} on {host} failed:\n{out}\n{err}");
+        out
+    }
+
+    /// Starts tcpdump on `host`'s eth0.
+    fn capture(&mut self, host: &str, file: &Path) -> Capture {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(host),
+                "tcpdump",
+                "-i",
+                "eth0",
+                "-n",
+                "-U",
+                "-s",
+                "0",
+            ])
+            .arg("-w")
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !file.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Capture {
+            child,
+            file: file.to_path_buf(),
+        }
+    }
+
+    fn stop(&mut self, index: usize) {
+        let c = &mut self.children[index];
+        let _ = Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status();
+        common::wait_timeout(c, Duration::from_secs(15));
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in self.names.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+/// One IPv4 packet of a capture.
+struct Packet {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    udp: bool,
+    payload: Vec<u8>,
+}
+
+impl Capture {
+    /// Stops tcpdump and reads what it wrote.
+    fn finish(mut self) -> Vec<Packet> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        common::wait_timeout(&mut self.child, Duration::from_secs(10));
+        parse_pcap(&std::fs::read(&self.file).unwrap())
+    }
+}
+
+/// A classic pcap file (Ethernet frames) as IPv4 packets.
+fn parse_pcap(b: &[u8]) -> Vec<Packet> {
+    assert!(
+        b.len() >= 24 && b[..4] == [0xd4, 0xc3, 0xb2, 0xa1],
+        "not a pcap file"
+    );
+    let mut out = Vec::new();
+    let mut i = 24;
+    while i + 16 <= b.len() {
+        let len = u32::from_le_bytes(b[i + 8..i + 12].try_into().unwrap()) as usize;
+        let frame = &b[i + 16..(i + 16 + len).min(b.len())];
+        i += 16 + len;
+        if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
+            continue;
+        }
+        let ip = &frame[14..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let udp = ip[9] == 17;
+        let payload = if udp && ip.len() >= ihl + 8 {
+            ip[ihl + 8..].to_vec()
+        } else {
+            Vec::new()
+        };
+        out.push(Packet {
+            src,
+            dst,
+            udp,
+            payload,
+        });
+    }
+    out
+}
+
+fn touches(packets: &[Packet], ip: &str) -> usize {
+    let ip: Ipv4Addr = ip.parse().unwrap();
+    packets
+        .iter()
+        .filter(|p| p.src == ip || p.dst == ip)
+        .count()
+}
+
+fn udp_between(packets: &[Packet], a: &str, b: &str) -> usize {
+    let (a, b): (Ipv4Addr, Ipv4Addr) = (a.parse().unwrap(), b.parse().unwrap());
+    packets
+        .iter()
+        .filter(|p| p.udp && ((p.src == a && p.dst == b) || (p.src == b && p.dst == a)))
+        .count()
+}
+
+fn peers(packets: &[Packet], me: &str) -> BTreeSet<String> {
+    let me: Ipv4Addr = me.parse().unwrap();
+    packets
+        .iter()
+        .flat_map(|p| [p.src, p.dst])
+        .filter(|a| *a != me)
+        .map(|a| a.to_string())
+        .collect()
+}
+
+const NOTES: [f32; 4] = [440.0, 660.0, 880.0, 1320.0];
+
+/// Share of 200 ms windows whose dominant frequency is one of the notes.
+fn note_share(samples: &[i16]) -> f64 {
+    let f = umbra_call::analysis::frequencies_per_window(samples, 9_600, 48_000);
+    if f.is_empty() {
+        return 0.0;
+    }
+    let hits = f
+        .iter()
+        .filter(|x| NOTES.iter().any(|n| (*x - n).abs() <= 15.0))
+        .count();
+    hits as f64 / f.len() as f64
+}
+
+fn read_wav(path: &Path) -> Vec<i16> {
+    let bytes = std::fs::read(path).unwrap();
+    bytes[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// What a relay operator could try: take every media payload it forwarded,
+/// strip the RTP header, and decode it as Opus.
+fn decode_relayed(packets: &[Packet]) -> Vec<i16> {
+    let mut dec = umbra_call::codec::Decoder::new().unwrap();
+    let mut out = Vec::new();
+    for p in packets.iter().filter(|p| p.udp) {
+        let mut d = p.payload.as_slice();
+        // ChannelData header (0x40..0x7f), as the clients' legs carry it.
+        if d.len() > 4 && (0x40..0x80).contains(&d[0]) {
+            d = &d[4..];
+        }
+        if d.len() > 12 && d[0] & 0xc0 == 0x80 && (d[1] & 0x7f) >= 96 {
+            let cc = usize::from(d[0] & 0x0f);
+            let mut off = 12 + 4 * cc;
+            if d[0] & 0x10 != 0 && d.len() > off + 4 {
+                let words = usize::from(u16::from_be_bytes([d[off + 2], d[off + 3]]));
+                off += 4 + 4 * words;
+            }
+            if d.len() > off {
+                out.extend_from_slice(&dec.decode(&d[off..]));
+            }
+        }
+    }
+    out
+}
+
+fn events(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn ended(ev: &[serde_json::Value]) -> serde_json::Value {
+    ev.iter()
+        .rev()
+        .find(|e| e["call"] == "ended")
+        .cloned()
+        .unwrap_or_else(|| panic!("no ended event in {ev:?}"))
+}
+
+#[test]
+fn calls_across_hosts_reveal_no_address_that_the_settings_protect() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "this test builds network namespaces and needs root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut net = Net::new();
+    for (h, ip) in [
+        ("srv", SERVER),
+        ("ra", RELAY_A),
+        ("rb", RELAY_B),
+        ("alice", ALICE),
+        ("bob", BOB),
+        ("carol", CAROL),
+    ] {
+        net.host(h, ip);
+    }
+    let secret = d.join("turn.secret");
+    std::fs::write(&secret, "netns-test-shared-secret-0123456789").unwrap();
+    let secret = secret.to_str().unwrap().to_string();
+    // Two relays, each admitting only the other as a peer beyond its own
+    // allocations.
+    for (h, ip, other) in [("ra", RELAY_A, RELAY_B), ("rb", RELAY_B, RELAY_A)] {
+        net.spawn(
+            h,
+            &[
+                "relay",
+                "--auth-secret-file",
+                &secret,
+                "--udp-listen",
+                &format!("{ip}:3478"),
+                "--tls-listen",
+                &format!("{ip}:5349"),
+                "--allow-peer",
+                &format!("{other}/32"),
+            ],
+            &d.join(format!("{h}.log")),
+        );
+    }
+    let data = d.join("server-data");
+    let data_s = data.to_str().unwrap().to_string();
+    net.spawn(
+        "srv",
+        &[
+            "server",
+            "--listen",
+            &format!("{SERVER}:7700"),
+            "--data-dir",
+            &data_s,
+            "--relay-secret-file",
+            &secret,
+            "--relay-url",
+            &format!("turn:{RELAY_A}:3478?transport=udp"),
+            "--relay-url",
+            &format!("turn:{RELAY_B}:3478?transport=udp"),
+        ],
+        &d.join("srv.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let invite = loop {
+        let log = std::fs::read_to_string(d.join("srv.log")).unwrap_or_default();
+        if let Some(i) = log
+            .split_whitespace()
+            .find(|w| w.starts_with("invite=umbra://"))
+        {
+            break i.trim_start_matches("invite=").to_string();
+        }
+        assert!(Instant::now() < deadline, "server did not start:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let profile = |u: &str| d.join(u).to_str().unwrap().to_string();
+    for u in ["alice", "bob", "carol"] {
+        net.ok(
+            u,
+            &["--profile", &profile(u), "register", "--invite", &invite, u],
+        );
+    }
+    // Bob has written to Alice: she may ring him. Carol has not.
+    net.ok(
+        "bob",
+        &["--profile", &profile("bob"), "send", "alice", "call me"],
+    );
+    net.ok("alice", &["--profile", &profile("alice"), "sync"]);
+    net.ok(
+        "carol",
+        &[
+            "--profile",
+            &profile("carol"),
+            "send",
+            "bob",
+            "hi, stranger here",
+        ],
+    );
+
+    // 1. Bob protects his IP address; two relays.
+    net.ok(
+        "bob",
+        &["--profile", &profile("bob"), "settings", "protect-ip", "on"],
+    );
+    let caps: Vec<(&str, Capture)> = ["alice", "bob", "ra", "rb"]
+        .into_iter()
+        .map(|h| (h, net.capture(h, &d.join(format!("1-{h}.pcap")))))
+        .collect();
+    let bob_wav = d.join("bob-heard-1.wav");
+    let listen = net.spawn(
+        "bob",
+        &[
+            "--profile",
+            &profile("bob"),
+            "--json",
+            "listen",
+            "--auto-answer",
+            "--audio-in",
+            "silence",
+            "--audio-out",
+            bob_wav.to_str().unwrap(),
+        ],
+        &d.join("bob-listen-1.log"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, out, err) = net.run(
+        "alice",
+        &[
+            "--profile",
+            &profile("alice"),
+            "--json",
+            "call",
+            "bob",
+            "--duration",
+            "4",
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    let ev = events(&out);
+    assert_eq!(ended(&ev)["outcome"], "answered", "{ev:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    net.stop(listen);
+    let mut caps: std::collections::HashMap<&str, Vec<Packet>> =
+        caps.into_iter().map(|(h, c)| (h, c.finish())).collect();
+    let (alice_p, bob_p) = (&caps["alice"], &caps["bob"]);
+    assert!(!alice_p.is_empty() && !bob_p.is_empty());
+    assert_eq!(
+        touches(alice_p, BOB),
+        0,
+        "alice saw bob's address: {:?}",
+        peers(alice_p, ALICE)
+    );
+    assert_eq!(
+        touches(bob_p, ALICE),
+        0,
+        "bob saw alice's address: {:?}",
+        peers(bob_p, BOB)
+    );
+    // Each relay sees one caller only.
+    assert_eq!(touches(&caps["ra"], BOB), 0, "relay A saw the callee");
+    assert_eq!(touches(&caps["rb"], ALICE), 0, "relay B saw the caller");
+    assert!(
+        udp_between(alice_p, ALICE, RELAY_A) > 100,
+        "alice's media went via relay A"
+    );
+    assert!(
+        udp_between(bob_p, BOB, RELAY_B) > 100,
+        "bob's media went via relay B"
+    );
+    assert!(
+        udp_between(&caps["ra"], RELAY_A, RELAY_B) > 100,
+        "the relays carried it between them"
+    );
+    // The audio arrived, with little loss.
+    let heard = read_wav(&bob_wav);
+    let share = note_share(&heard);
+    assert!(share >= 0.7, "bob heard the notes in {share:.2} of windows");
+    let listen_ev = events(&std::fs::read_to_string(d.join("bob-listen-1.log")).unwrap());
+    let last_q = listen_ev
+        .iter()
+        .rev()
+        .find(|e| e["call"] == "quality")
+        .unwrap_or_else(|| panic!("no quality in {listen_ev:?}"));
+    assert!(
+        last_q["loss_in_permille"].as_u64().unwrap() < 10,
+        "{last_q}"
+    );
+    // The relay cannot listen: what it carried does not decode to the notes.
+    let relayed = decode_relayed(&caps["ra"]);
+    let leaked = note_share(&relayed);
+    assert!(
+        leaked < 0.2,
+        "relay A's payloads decode to the audio ({leaked:.2})"
+    );
+    caps.clear();
+
+    // 2. Neither protects: once answered, audio goes host to host.
+    net.ok(
+        "bob",
+        &[
+            "--profile",
+            &profile("bob"),
+            "settings",
+            "protect-ip",
+            "off",
+        ],
+    );
+    let cap_a = net.capture("alice", &d.join("2-alice.pcap"));
+    let bob_wav2 = d.join("bob-heard-2.wav");
+    let listen = net.spawn(
+        "bob",
+        &[
+            "--profile",
+            &profile("bob"),
+            "listen",
+            "--auto-answer",
+            "--audio-out",
+            bob_wav2.to_str().unwrap(),
+        ],
+        &d.join("bob-listen-2.log"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, out, err) = net.run(
+        "alice",
+        &[
+            "--profile",
+            &profile("alice"),
+            "--json",
+            "call",
+            "bob",
+            "--duration",
+            "5",
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    net.stop(listen);
+    let alice_p = cap_a.finish();
+    let direct = udp_between(&alice_p, ALICE, BOB);
+    assert!(direct > 100, "only {direct} packets went host to host");
+    assert!(note_share(&read_wav(&bob_wav2)) >= 0.7);
+
+    // 3. A stranger calls: nothing comes back from bob's address, bob
+    //    contacts no relay, nothing rings.
+    let cap_c = net.capture("carol", &d.join("3-carol.pcap"));
+    let cap_b = net.capture("bob", &d.join("3-bob.pcap"));
+    let listen = net.spawn(
+        "bob",
+        &["--profile", &profile("bob"), "listen", "--auto-answer"],
+        &d.join("bob-listen-3.log"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, out, _) = net.run(
+        "carol",
+        &[
+            "--profile",
+            &profile("carol"),
+            "--json",
+            "call",
+            "bob",
+            "--ring-timeout",
+            "3",
+        ],
+    );
+    let ev = events(&out);
+    assert!(!ev.iter().any(|e| e["call"] == "ringing"), "{ev:?}");
+    assert_eq!(ended(&ev)["outcome"], "missed");
+    std::thread::sleep(Duration::from_millis(500));
+    net.stop(listen);
+    let carol_p = cap_c.finish();
+    let bob_p = cap_b.finish();
+    assert_eq!(
+        touches(&carol_p, BOB),
+        0,
+        "a packet between carol and bob's address"
+    );
+    let relay_packets = touches(&bob_p, RELAY_A) + touches(&bob_p, RELAY_B);
+    assert_eq!(
+        relay_packets, 0,
+        "bob contacted a relay for a silenced call"
+    );
+    let listen_log = std::fs::read_to_string(d.join("bob-listen-3.log")).unwrap();
+    assert!(
+        listen_log.contains("silenced a call from carol"),
+        "{listen_log}"
+    );
+
+    // 4. What the operator keeps: no username or client address in any
+    //    daemon's log, none in the server's files, and no call in them.
+    for (h, log) in [("srv", "srv.log"), ("ra", "ra.log"), ("rb", "rb.log")] {
+        let text = std::fs::read_to_string(d.join(log)).unwrap();
+        for needle in ["alice", "bob", "carol", ALICE, BOB, CAROL] {
+            assert!(
+                !text.contains(needle),
+                "{h}'s log mentions `{needle}`:\n{text}"
+            );
+        }
+        // Past the start-up banner, nothing says a call took place.
+        let events: Vec<&str> = text.lines().filter(|l| l.starts_with("20")).collect();
+        assert!(
+            events.iter().all(|l| !l.to_lowercase().contains("call")),
+            "{h}'s log tells of a call:\n{}",
+            events.join("\n")
+        );
+    }
+    for entry in std::fs::read_dir(&data).unwrap().flatten() {
+        let bytes = std::fs::read(entry.path()).unwrap_or_default();
+        for needle in [ALICE, BOB, CAROL] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds {needle}",
+                entry.path().display()
+            );
+        }
+    }
+}
