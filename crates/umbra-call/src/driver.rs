@@ -1,4 +1,5 @@
-//! The I/O edge of a call: a tokio task that owns the call's UDP socket, a
+//! The I/O edge of a call: a tokio task that owns the call's UDP socket (or
+//! its stream to the relay, through a proxy), a
 //! 20 ms audio clock, the audio source and sink, and one [`Engine`]. The
 //! signalling side talks to it through a [`CallHandle`]: commands in
 //! (offer, answer, candidates, allow direct, hang up), notices out (engine
@@ -8,9 +9,11 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
+use umbra_turn::demux::frame_len;
 
 use crate::CallError;
 use crate::audio::{Sink, Source};
@@ -52,7 +55,7 @@ pub struct CallSummary {
     pub setup_time: Option<Duration>,
     /// Final figures.
     pub stats: CallStats,
-    /// Every address the call's socket sent a packet to.
+    /// Every address the call sent a packet to.
     pub contacted: BTreeSet<SocketAddr>,
     /// Packets dropped because they would have gone straight to the other
     /// side while the call was relay-only.
@@ -119,6 +122,91 @@ pub struct Media {
     pub duration: Option<Duration>,
 }
 
+/// A byte stream to the relay (TURN over TCP or TLS, e.g. through a proxy).
+pub trait RelayStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> RelayStream for T {}
+
+/// How a call's packets leave this machine.
+pub enum CallIo {
+    /// One UDP socket for the relay and (if ever allowed) direct ICE.
+    Udp(UdpSocket),
+    /// A stream to the relay only: the call stays relay-only, and this
+    /// device contacts nothing but the far end of the stream (a proxy).
+    /// `relay` is the address the engine's `RelayServer` names it by.
+    Stream {
+        /// The stream.
+        stream: Box<dyn RelayStream>,
+        /// What the engine calls the relay.
+        relay: SocketAddr,
+    },
+}
+
+/// What [`Io::recv`] got.
+enum Received {
+    /// A datagram from an address.
+    Datagram(usize, SocketAddr),
+    /// Stream bytes, appended to the frame buffer.
+    Bytes,
+    /// The stream ended.
+    Closed,
+}
+
+struct Io {
+    io: CallIo,
+    /// Stream bytes not yet cut into TURN frames.
+    pending: Vec<u8>,
+}
+
+impl Io {
+    async fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Received> {
+        match &mut self.io {
+            CallIo::Udp(s) => s
+                .recv_from(buf)
+                .await
+                .map(|(n, a)| Received::Datagram(n, a)),
+            CallIo::Stream { stream, .. } => {
+                let n = stream.read(buf).await?;
+                if n == 0 {
+                    return Ok(Received::Closed);
+                }
+                self.pending.extend_from_slice(&buf[..n]);
+                Ok(Received::Bytes)
+            }
+        }
+    }
+
+    /// Whole TURN frames received on a stream, in order.
+    fn frames(&mut self) -> Result<Vec<Vec<u8>>, CallError> {
+        let mut out = Vec::new();
+        loop {
+            match frame_len(&self.pending) {
+                Ok(Some(n)) if self.pending.len() >= n => {
+                    out.push(self.pending.drain(..n).collect());
+                }
+                Ok(_) => return Ok(out),
+                Err(e) => {
+                    return Err(CallError::Relay(format!("sent an unreadable stream: {e}")));
+                }
+            }
+        }
+    }
+
+    /// Sends a datagram; on a stream only to the relay (anything else is
+    /// refused: false).
+    async fn send(&mut self, to: SocketAddr, data: &[u8]) -> std::io::Result<bool> {
+        match &mut self.io {
+            CallIo::Udp(s) => s.send_to(data, to).await.map(|_| true),
+            CallIo::Stream { stream, relay } => {
+                if to != *relay {
+                    return Ok(false);
+                }
+                stream.write_all(data).await?;
+                Ok(true)
+            }
+        }
+    }
+}
+
 /// Binds the call's UDP socket on the local address that routes toward
 /// `relay` (so its address is a concrete IP, usable as a host candidate if a
 /// direct path is ever allowed). Nothing is sent.
@@ -137,18 +225,18 @@ pub fn bind_toward(relay: SocketAddr) -> Result<(UdpSocket, SocketAddr), CallErr
     Ok((UdpSocket::from_std(socket)?, local))
 }
 
-/// Starts a call on `socket` (already bound; its address is
-/// `config.local`).
-pub fn spawn(
-    config: EngineConfig,
-    socket: UdpSocket,
-    media: Media,
-) -> Result<CallHandle, CallError> {
+/// Starts a call on `io` (a UDP socket bound at `config.local`, or a
+/// stream to the relay).
+pub fn spawn(config: EngineConfig, io: CallIo, media: Media) -> Result<CallHandle, CallError> {
     let started = Instant::now();
     let engine = Engine::new(config, started)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (note_tx, note_rx) = mpsc::channel(256);
-    let task = tokio::spawn(run(engine, socket, media, cmd_rx, note_tx, started));
+    let io = Io {
+        io,
+        pending: Vec::new(),
+    };
+    let task = tokio::spawn(run(engine, io, media, cmd_rx, note_tx, started));
     Ok(CallHandle {
         commands: cmd_tx,
         notices: note_rx,
@@ -158,9 +246,11 @@ pub fn spawn(
 
 struct Loop {
     engine: Engine,
-    socket: UdpSocket,
+    io: Io,
     notices: mpsc::Sender<Notice>,
     contacted: BTreeSet<SocketAddr>,
+    /// Packets for anyone but the relay on a relay stream (never sent).
+    refused: u64,
     connected_at: Option<Instant>,
     error: Option<CallError>,
 }
@@ -169,9 +259,12 @@ impl Loop {
     /// Sends what the engine queued and passes its events on.
     async fn flush(&mut self) {
         while let Some(d) = self.engine.poll_transmit() {
-            self.contacted.insert(d.to);
-            if let Err(e) = self.socket.send_to(&d.data, d.to).await {
-                tracing::debug!(error = %e, "call datagram not sent");
+            match self.io.send(d.to, &d.data).await {
+                Ok(true) => {
+                    self.contacted.insert(d.to);
+                }
+                Ok(false) => self.refused += 1,
+                Err(e) => tracing::debug!(error = %e, "call datagram not sent"),
             }
         }
         while let Some(e) = self.engine.poll_event() {
@@ -221,7 +314,7 @@ impl Loop {
 
 async fn run(
     engine: Engine,
-    socket: UdpSocket,
+    io: Io,
     mut media: Media,
     mut commands: mpsc::Receiver<Command>,
     notices: mpsc::Sender<Notice>,
@@ -229,9 +322,10 @@ async fn run(
 ) -> CallSummary {
     let mut l = Loop {
         engine,
-        socket,
+        io,
         notices,
         contacted: BTreeSet::new(),
+        refused: 0,
         connected_at: None,
         error: None,
     };
@@ -254,9 +348,31 @@ async fn run(
         }
         let wake = tokio::time::Instant::from_std(l.engine.poll_timeout());
         tokio::select! {
-            r = l.socket.recv_from(&mut buf) => {
-                if let Ok((n, from)) = r {
-                    l.engine.handle_datagram(Instant::now(), from, &buf[..n]);
+            r = l.io.recv(&mut buf) => {
+                let now = Instant::now();
+                match r {
+                    Ok(Received::Datagram(n, from)) => {
+                        l.engine.handle_datagram(now, from, &buf[..n]);
+                    }
+                    Ok(Received::Bytes) => match l.io.frames() {
+                        Ok(frames) => {
+                            let relay = l.engine.relay_server();
+                            for f in frames {
+                                if let Some(relay) = relay {
+                                    l.engine.handle_datagram(now, relay, &f);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            l.error = Some(e);
+                            l.engine.hang_up(now);
+                        }
+                    },
+                    Ok(Received::Closed) | Err(_) if matches!(l.io.io, CallIo::Stream { .. }) => {
+                        l.error = Some(CallError::Relay("closed the connection".into()));
+                        l.engine.hang_up(now);
+                    }
+                    _ => {}
                 }
             }
             () = tokio::time::sleep_until(wake) => {
@@ -309,7 +425,7 @@ async fn run(
         setup_time: l.connected_at.map(|t| t.saturating_duration_since(started)),
         stats: l.engine.stats(),
         contacted: l.contacted,
-        direct_sends_blocked: l.engine.direct_sends_blocked(),
+        direct_sends_blocked: l.engine.direct_sends_blocked() + l.refused,
         error: l.error,
     }
 }

@@ -24,5 +24,6 @@ pub mod engine;
 mod error;
 pub mod jitter;
 
+pub use engine::relay::Transport;
 pub use engine::{CallStats, Engine, EngineConfig, EngineEvent, Path, RelayServer, Role};
 pub use error::CallError;

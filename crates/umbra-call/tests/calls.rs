@@ -65,6 +65,7 @@ fn server(relay: &RunningRelay, token: &str) -> RelayServer {
         addr: relay.udp,
         username,
         password,
+        transport: umbra_call::Transport::Udp,
     }
 }
 
@@ -100,7 +101,7 @@ async fn side(role: Role, relay: RelayServer, source: Box<dyn Source>, secs: u64
         duration: Some(Duration::from_secs(secs)),
     };
     Side {
-        handle: driver::spawn(config, socket, media).unwrap(),
+        handle: driver::spawn(config, driver::CallIo::Udp(socket), media).unwrap(),
         local,
         heard,
     }

@@ -309,3 +309,92 @@ fn declining_and_calling_an_unknown_user() {
     assert_eq!(calls(&bob)[0]["outcome"], "declined");
     assert_eq!(calls(&alice)[0]["outcome"], "declined");
 }
+
+#[test]
+fn calls_through_a_proxy_reach_the_relay_only_through_it() {
+    use common::proxy_proc::{ProxyProc, free_port};
+    let dir = tempfile::tempdir().unwrap();
+    let relay_listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    // The relay URL the server hands out is a tripwire: a client that used
+    // it instead of the proxy would send it a datagram.
+    let wire = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    wire.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let wire_url = format!("turn:{}?transport=udp", wire.local_addr().unwrap());
+    let node = ServerProc::start_command(
+        "serve",
+        &dir.path().join("node"),
+        "127.0.0.1:0",
+        &dir.path().join("node.log"),
+        &[
+            "--relay-listen",
+            &relay_listen,
+            "--relay-tls-listen",
+            "127.0.0.1:0",
+            "--relay-metrics-listen",
+            "127.0.0.1:0",
+            "--relay-url",
+            &wire_url,
+        ],
+    );
+    let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let proxy = ProxyProc::start_with(
+        &dir.path().join("proxy"),
+        &node.listen,
+        &listen,
+        true,
+        "127.0.0.1",
+        &["--relay-upstream", &relay_listen],
+    );
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    for (p, u) in [(&alice, "alice"), (&bob, "bob")] {
+        ok(
+            p,
+            &[
+                "--proxy",
+                &proxy.link,
+                "register",
+                "--invite",
+                &node.invite,
+                u,
+            ],
+        );
+    }
+    ok(&bob, &["send", "alice", "call me"]);
+    ok(&alice, &["sync"]);
+    let bob_wav = dir.path().join("bob-heard.wav");
+    let listener = Listener::start(
+        &bob,
+        &["--auto-answer", "--audio-out", bob_wav.to_str().unwrap()],
+    );
+    let (success, events, stderr) = call(&alice, &["bob", "--duration", "3"]);
+    assert!(success, "{stderr}\n{events:?}");
+    assert_eq!(ended(&events)["outcome"], "answered", "{events:?}");
+    let connected = events.iter().find(|e| e["call"] == "connected").unwrap();
+    assert!(
+        connected["why"]
+            .as_str()
+            .unwrap()
+            .contains("via your proxy"),
+        "{connected}"
+    );
+    listener.wait_for("call ended");
+    listener.stop();
+    let heard = read_wav(&bob_wav);
+    let notes = umbra_call::analysis::frequencies_per_window(&heard, 9_600, 48_000);
+    let matching = notes
+        .iter()
+        .filter(|f| {
+            [440.0f32, 660.0, 880.0, 1320.0]
+                .iter()
+                .any(|n| (*f - n).abs() <= 15.0)
+        })
+        .count();
+    assert!(matching * 10 >= notes.len() * 7, "heard notes {notes:?}");
+    let mut buf = [0u8; 2048];
+    assert!(
+        wire.recv_from(&mut buf).is_err(),
+        "a client sent a datagram to the relay's own address instead of the proxy"
+    );
+    drop(proxy);
+}

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use umbra_turn::client::{Client, ClientConfig, ClientEvent};
-use umbra_turn::demux::Transport;
+pub use umbra_turn::demux::Transport;
 
 use crate::CallError;
 
@@ -17,12 +17,15 @@ use crate::CallError;
 /// messaging server: a random token, never the account name).
 #[derive(Debug, Clone)]
 pub struct RelayServer {
-    /// The relay's UDP address.
+    /// The relay's address: its UDP address, or, over a stream (TURN over
+    /// TCP, e.g. through a proxy), the address that stands for the stream.
     pub addr: SocketAddr,
     /// TURN username (`expiry:token`).
     pub username: String,
     /// TURN password.
     pub password: String,
+    /// UDP, or a byte stream to the relay (the driver frames it).
+    pub transport: Transport,
 }
 
 /// What the relay leg reports.
@@ -60,7 +63,7 @@ pub struct RelayLeg {
 impl RelayLeg {
     /// Starts allocating at `now`.
     pub fn new(server: &RelayServer, seed: [u8; 32], now: Instant) -> Result<Self, CallError> {
-        let config = ClientConfig::new(Transport::Udp, &server.username, &server.password);
+        let config = ClientConfig::new(server.transport, &server.username, &server.password);
         let mut client = Client::new(config, seed);
         client
             .allocate(now)

@@ -100,6 +100,7 @@ pub(crate) async fn relay_servers(
                 addr,
                 username: creds.username.clone(),
                 password: creds.password.clone(),
+                transport: umbra_call::Transport::Udp,
             });
         }
     }

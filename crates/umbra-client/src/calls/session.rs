@@ -10,14 +10,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use umbra_call::driver::{self, CallHandle, Command, Media, Notice};
+use umbra_call::driver::{self, CallHandle, CallIo, Command, Media, Notice};
 use umbra_call::engine::candidates;
-use umbra_call::{EngineConfig, EngineEvent, Path, RelayServer, Role};
+use umbra_call::{EngineConfig, EngineEvent, Path, RelayServer, Role, Transport};
+use umbra_net::dial::{Route, dial};
 use umbra_wire::e2e::{
     CallAnswer, CallBusy, CallCandidate, CallDecline, CallHangup, CallOffer, CallRinging,
     call_signal::Body,
 };
+use umbra_wire::proto::RelayCredentials;
 use umbra_wire::proto::server_frame;
+use umbra_wire::proxy::Target;
 
 use super::records::{self, Ended, Outcome};
 use super::signal::{self, Signal};
@@ -44,7 +47,10 @@ struct Active {
     group_id: Vec<u8>,
     call_id: Vec<u8>,
     role: Role,
+    /// This side keeps the call relay-only (its setting, or a proxy).
     protect_ip: bool,
+    /// The relay is reached through the profile's proxy.
+    via_proxy: bool,
     remote_direct: bool,
     handle: CallHandle,
     /// Anonymous connection for our signals.
@@ -74,6 +80,11 @@ impl Active {
                  `umbra settings protect-ip on` to relay your calls)",
                 self.peer
             ),
+            Path::Relayed if self.via_proxy => {
+                "through the call relay, reached via your proxy: the other side sees only the \
+                 relay's address, and this device contacts only the proxy; quality may be lower"
+                    .into()
+            }
             Path::Relayed if self.protect_ip => {
                 "through the call relay because you protect your IP address: the other side \
                  sees only the relay's address; quality may be lower"
@@ -144,13 +155,6 @@ impl Client {
         if peer == self.username() {
             return Err(ClientError::Invalid("you cannot call yourself".into()));
         }
-        if self.proxy.is_some() {
-            return Err(ClientError::Invalid(
-                "calls through a proxy are not available yet: without it the call would reach the \
-                 relay directly, which the proxy is there to avoid"
-                    .into(),
-            ));
-        }
         tokio::pin!(stop);
         for e in self.flush_earlier().await? {
             on_event(&e);
@@ -167,9 +171,7 @@ impl Client {
         let mut recv = ServerConn::open(&self.invite, &self.route()).await?;
         self.login_session(&mut recv, true).await?;
         let creds = relay_credentials_on(&mut recv).await?;
-        let relay = pick_relay(relay_servers(&creds).await?, None)
-            .ok_or_else(|| ClientError::Invalid("no call relay".into()))?;
-        let mut handle = start_media(Role::Caller, relay, media)?;
+        let mut handle = self.start_media(Role::Caller, &creds, None, media).await?;
         on_event(&Event::Call(CallEvent::Dialing {
             peer: peer.to_string(),
         }));
@@ -181,7 +183,10 @@ impl Client {
             group_id,
             call_id: random_bytes::<16>().to_vec(),
             role: Role::Caller,
-            protect_ip: settings.protect_ip,
+            // Through a proxy the call stays relay-only: the device contacts
+            // nothing but the proxy.
+            protect_ip: settings.protect_ip || self.proxy.is_some(),
+            via_proxy: self.proxy.is_some(),
             remote_direct: false,
             handle,
             sender,
@@ -197,7 +202,7 @@ impl Client {
                 self,
                 Body::Offer(CallOffer {
                     sdp: offer,
-                    direct_allowed: !settings.protect_ip,
+                    direct_allowed: !active.protect_ip,
                 }),
             )
             .await;
@@ -313,9 +318,9 @@ impl Client {
         let creds = relay_credentials_on(recv).await?;
         // A different relay from the caller's, when there are several.
         let avoid = candidates::addresses(&o.sdp).into_iter().next();
-        let relay = pick_relay(relay_servers(&creds).await?, avoid)
-            .ok_or_else(|| ClientError::Invalid("no call relay".into()))?;
-        let mut handle = start_media(Role::Callee, relay, &calls.media)?;
+        let mut handle = self
+            .start_media(Role::Callee, &creds, avoid, &calls.media)
+            .await?;
         wait_relay(&mut handle).await?;
         let answer = handle
             .request(|r| Command::AcceptOffer(o.sdp.clone(), r))
@@ -325,7 +330,8 @@ impl Client {
             group_id: offer.group_id.clone(),
             call_id: offer.call_id.clone(),
             role: Role::Callee,
-            protect_ip: settings.protect_ip,
+            protect_ip: settings.protect_ip || self.proxy.is_some(),
+            via_proxy: self.proxy.is_some(),
             remote_direct: o.direct_allowed,
             handle,
             sender,
@@ -341,11 +347,11 @@ impl Client {
                 self,
                 Body::Answer(CallAnswer {
                     sdp: answer,
-                    direct_allowed: !settings.protect_ip,
+                    direct_allowed: !active.protect_ip,
                 }),
             )
             .await;
-        if !settings.protect_ip && o.direct_allowed {
+        if !active.protect_ip && o.direct_allowed {
             let _ = active.handle.commands.send(Command::AllowDirect).await;
         }
         let stopped = Box::pin(self.drive(recv, &mut active, on_event, stop)).await?;
@@ -657,25 +663,61 @@ enum Driven {
     Stopped(Outcome),
 }
 
-fn start_media(
-    role: Role,
-    relay: RelayServer,
-    media: &CallMedia,
-) -> Result<CallHandle, ClientError> {
-    let (socket, local) = driver::bind_toward(relay.addr)?;
-    let config = EngineConfig {
-        role,
-        relay: Some(relay),
-        local,
-        seed: random_bytes::<32>(),
-        expected_loss: 5,
-    };
-    let media = Media {
-        source: media.audio_in.open()?,
-        sink: media.audio_out.open()?,
-        duration: media.duration,
-    };
-    Ok(driver::spawn(config, socket, media)?)
+impl Client {
+    /// Starts the media engine on this side's relay: over UDP to a relay
+    /// the server listed (not `avoid`, the other side's, when there are
+    /// several), or over TCP through the profile's proxy.
+    async fn start_media(
+        &self,
+        role: Role,
+        creds: &RelayCredentials,
+        avoid: Option<std::net::SocketAddr>,
+        media: &CallMedia,
+    ) -> Result<CallHandle, ClientError> {
+        let (io, relay, local) = match &self.proxy {
+            Some(link) => {
+                let stream = dial(&Route::Proxy(link.clone()), Target::Relay, RELAY_WITHIN).await?;
+                // The engine names the relay by the proxy's address; nothing
+                // is ever sent anywhere else.
+                let addr = tokio::net::lookup_host(link.address())
+                    .await?
+                    .next()
+                    .ok_or_else(|| {
+                        ClientError::Invalid("the proxy's name does not resolve".into())
+                    })?;
+                let relay = RelayServer {
+                    addr,
+                    username: creds.username.clone(),
+                    password: creds.password.clone(),
+                    transport: Transport::Tcp,
+                };
+                let io = CallIo::Stream {
+                    stream: Box::new(stream),
+                    relay: addr,
+                };
+                (io, relay, std::net::SocketAddr::from(([127, 0, 0, 1], 9)))
+            }
+            None => {
+                let relay = pick_relay(relay_servers(creds).await?, avoid)
+                    .ok_or_else(|| ClientError::Invalid("no call relay".into()))?;
+                let (socket, local) = driver::bind_toward(relay.addr)?;
+                (CallIo::Udp(socket), relay, local)
+            }
+        };
+        let config = EngineConfig {
+            role,
+            relay: Some(relay),
+            local,
+            seed: random_bytes::<32>(),
+            expected_loss: 5,
+        };
+        let media = Media {
+            source: media.audio_in.open()?,
+            sink: media.audio_out.open()?,
+            duration: media.duration,
+        };
+        Ok(driver::spawn(config, io, media)?)
+    }
 }
 
 async fn wait_relay(handle: &mut CallHandle) -> Result<(), ClientError> {
