@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // Drives page/ in headless Chromium against one TURN server and prints a JSON verdict.
 //
-//   node driver.js TURN_URL USERNAME CREDENTIAL [--timeout SECONDS] [--chromium PATH] [--verbose]
+//   node driver.js TURN_URL USERNAME CREDENTIAL [--timeout SECONDS] [--chromium PATH] [--verbose] [--peer]
+//
+// With --peer, the page is one side of a call with an outside endpoint (page/peer.html): the
+// driver prints the page's offer as a line `OFFER <JSON string>` on stdout, reads the other
+// side's answer as a line `ANSWER <JSON string>` from stdin, and hands it to the page.
 //
 // e.g. node driver.js 'turn:127.0.0.1:3478?transport=udp' '1767225600:abc' 'base64hmac=='
 //
@@ -30,6 +34,7 @@ function parseArgs(argv) {
     timeoutS: 60,
     chromium: process.env.CHROMIUM || "/usr/bin/chromium",
     verbose: false,
+    peer: false,
   };
   const pos = [];
   for (let i = 0; i < argv.length; i++) {
@@ -37,6 +42,7 @@ function parseArgs(argv) {
     if (a === "--timeout") opts.timeoutS = Number(argv[++i]);
     else if (a === "--chromium") opts.chromium = argv[++i];
     else if (a === "--verbose" || a === "-v") opts.verbose = true;
+    else if (a === "--peer") opts.peer = true;
     else if (a === "--help" || a === "-h") usage();
     else if (a.startsWith("--")) usage(`unknown option ${a}`);
     else pos.push(a);
@@ -68,7 +74,23 @@ const FILES = {
   "/": ["index.html", "text/html; charset=utf-8"],
   "/index.html": ["index.html", "text/html; charset=utf-8"],
   "/test.js": ["test.js", "text/javascript; charset=utf-8"],
+  "/peer.html": ["peer.html", "text/html; charset=utf-8"],
+  "/peer.js": ["peer.js", "text/javascript; charset=utf-8"],
 };
+
+// --peer: the answer arrives on stdin as `ANSWER <JSON string>`.
+function readAnswer() {
+  return new Promise((resolve, reject) => {
+    let buf = "";
+    process.stdin.setEncoding("utf8");
+    process.stdin.on("data", (chunk) => {
+      buf += chunk;
+      const line = buf.split("\n").find((l) => l.startsWith("ANSWER "));
+      if (line) resolve(JSON.parse(line.slice(7)));
+    });
+    process.stdin.on("end", () => reject(new Error("stdin closed before an answer")));
+  });
+}
 
 function serve() {
   const server = http.createServer((req, res) => {
@@ -127,12 +149,12 @@ async function main() {
       pass: opts.pass,
       timeout: String(pageTimeoutMs),
     });
-    const pageUrl = `http://127.0.0.1:${port}/?${q}`;
+    const pageUrl = `http://127.0.0.1:${port}/${opts.peer ? "peer.html" : ""}?${q}`;
 
     context = await chromium.launchPersistentContext(profile, {
       executablePath: opts.chromium,
       headless: true,
-      args: CHROMIUM_ARGS,
+      args: opts.peer ? [...CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"] : CHROMIUM_ARGS,
       timeout: 20000,
     });
     await context.grantPermissions(["microphone"], { origin: `http://127.0.0.1:${port}` }).catch(() => {});
@@ -144,6 +166,18 @@ async function main() {
     page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
 
     await page.goto(pageUrl, { timeout: 10000 });
+    if (opts.peer) {
+      const offer = await (
+        await page.waitForFunction(() => window.umbraOffer || window.umbraResult, null, { timeout: 30000, polling: 100 })
+      ).jsonValue();
+      if (typeof offer === "string") {
+        process.stdout.write(`OFFER ${JSON.stringify(offer)}\n`);
+        const answer = await readAnswer();
+        await page.evaluate((a) => {
+          window.umbraAnswer = a;
+        }, answer);
+      }
+    }
     await page.waitForFunction(() => window.umbraResult !== null && window.umbraResult !== undefined, null, {
       timeout: pageTimeoutMs + 2000,
       polling: 200,
