@@ -358,3 +358,126 @@ async fn relay_refusing_credentials_is_a_clear_error() {
     assert!(err.to_string().contains("call relay"), "{err}");
     let _ = FRAME;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_offers_and_candidates_are_refused_with_a_reason_and_the_call_survives() {
+    let relay = relay().await;
+    let mut caller = side(
+        Role::Caller,
+        server(&relay, "tok-h"),
+        Box::new(Tone::standard()),
+        3,
+    )
+    .await;
+    let mut callee = side(
+        Role::Callee,
+        server(&relay, "tok-i"),
+        Box::new(Tone::standard()),
+        3,
+    )
+    .await;
+    relay_ready(&mut caller).await;
+    relay_ready(&mut callee).await;
+    let offer = caller.handle.request(Command::CreateOffer).await.unwrap();
+    for (bad, why) in [
+        ("this is not SDP".to_string(), "not valid SDP"),
+        (
+            offer.replace("a=candidate:", "a=candidate:garbage "),
+            "bad ICE candidate",
+        ),
+    ] {
+        let e = callee
+            .handle
+            .request(|r| Command::AcceptOffer(bad, r))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(why), "{e}");
+    }
+    // Garbage candidates are dropped, never fatal.
+    for line in [
+        "candidate:1 1 udp x",
+        "",
+        "candidate:1 1 udp 1 999.1.1.1 1 typ host",
+    ] {
+        callee
+            .handle
+            .commands
+            .send(Command::RemoteCandidate(line.into()))
+            .await
+            .unwrap();
+    }
+    // The real offer still works.
+    let answer = callee
+        .handle
+        .request(|r| Command::AcceptOffer(offer, r))
+        .await
+        .unwrap();
+    let e = caller
+        .handle
+        .request(|r| Command::AcceptAnswer("v=0\r\ngarbage".into(), r))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not valid SDP"), "{e}");
+    // The good answer that follows still connects the call, audio flows.
+    caller
+        .handle
+        .request(|r| Command::AcceptAnswer(answer.clone(), r))
+        .await
+        .unwrap();
+    let e = caller
+        .handle
+        .request(|r| Command::AcceptAnswer(answer, r))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no offer is waiting"), "{e}");
+    let heard = callee.heard.clone();
+    let (a, b) = tokio::join!(caller.handle.finish(), callee.handle.finish());
+    check_clean(&a);
+    check_clean(&b);
+    assert!(!heard.lock().unwrap().samples.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_hanging_up_at_once_end_cleanly() {
+    let relay = relay().await;
+    let mut caller = side(
+        Role::Caller,
+        server(&relay, "tok-j"),
+        Box::new(Tone::standard()),
+        30,
+    )
+    .await;
+    let mut callee = side(
+        Role::Callee,
+        server(&relay, "tok-k"),
+        Box::new(Tone::standard()),
+        30,
+    )
+    .await;
+    connect(&mut caller, &mut callee, false).await.unwrap();
+    wait_for(&mut caller, None, |e| {
+        matches!(e, EngineEvent::Connected(_))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (x, y) = tokio::join!(
+        caller.handle.commands.send(Command::HangUp),
+        callee.handle.commands.send(Command::HangUp)
+    );
+    x.unwrap();
+    y.unwrap();
+    let (a, b) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(caller.handle.finish(), callee.handle.finish())
+    })
+    .await
+    .expect("both ended promptly");
+    for s in [&a, &b] {
+        assert!(s.error.is_none(), "{:?}", s.error);
+        assert!(
+            s.talk_time >= Duration::from_millis(900),
+            "{:?}",
+            s.talk_time
+        );
+        assert!(s.stats.received.played > 20, "{:?}", s.stats.received);
+    }
+}

@@ -398,3 +398,40 @@ fn calls_through_a_proxy_reach_the_relay_only_through_it() {
     );
     drop(proxy);
 }
+
+#[test]
+fn an_unreachable_relay_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A relay address where nothing answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let url = format!("turn:{}?transport=udp", silent.local_addr().unwrap());
+    let node = ServerProc::start_command(
+        "serve",
+        &dir.path().join("node"),
+        "127.0.0.1:0",
+        &dir.path().join("node.log"),
+        &[
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--relay-tls-listen",
+            "127.0.0.1:0",
+            "--relay-metrics-listen",
+            "127.0.0.1:0",
+            "--relay-url",
+            &url,
+        ],
+    );
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    ok(&alice, &["register", "--invite", &node.invite, "alice"]);
+    ok(&bob, &["register", "--invite", &node.invite, "bob"]);
+    let started = Instant::now();
+    let out = umbra(&alice, &["call", "bob"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the call relay did not answer within 10 s"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(silent);
+}

@@ -9,6 +9,8 @@
 //! - both sides allow it: the audio goes host to host.
 //! - a stranger calls: nothing comes back from the callee's address, the
 //!   callee contacts no relay, and nothing rings.
+//! - the callee's network drops mid-call: the caller is told and the call
+//!   ends by itself.
 //! - afterwards the server's database and every daemon's log hold no
 //!   username or client address, and nothing about a call.
 //!
@@ -618,7 +620,51 @@ fn calls_across_hosts_reveal_no_address_that_the_settings_protect() {
         "{listen_log}"
     );
 
-    // 4. What the operator keeps: no username or client address in any
+    // 4. Bob's network drops mid-call: Alice is told, and her call ends by
+    //    itself.
+    let listen = net.spawn(
+        "bob",
+        &["--profile", &profile("bob"), "listen", "--auto-answer"],
+        &d.join("bob-listen-4.log"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let alice_log = d.join("alice-call-4.log");
+    let caller = net.spawn(
+        "alice",
+        &["--profile", &profile("alice"), "--json", "call", "bob"],
+        &alice_log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&alice_log)
+        .unwrap_or_default()
+        .contains("\"quality\"")
+    {
+        assert!(Instant::now() < deadline, "the call never connected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let cut = Instant::now();
+    sh(&["ip", "-n", &net.ns("bob"), "link", "set", "eth0", "down"]);
+    let status = common::wait_timeout(&mut net.children[caller], Duration::from_secs(30));
+    let took = cut.elapsed();
+    sh(&["ip", "-n", &net.ns("bob"), "link", "set", "eth0", "up"]);
+    net.stop(listen);
+    let ev = events(&std::fs::read_to_string(&alice_log).unwrap());
+    let end = ended(&ev);
+    assert!(
+        end["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("connection was lost"),
+        "{end}"
+    );
+    assert!(
+        status.code().is_some(),
+        "the call was killed, not ended: {status:?}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?} to notice");
+
+    // 5. What the operator keeps: no username or client address in any
     //    daemon's log, none in the server's files, and no call in them.
     for (h, log) in [("srv", "srv.log"), ("ra", "ra.log"), ("rb", "rb.log")] {
         let text = std::fs::read_to_string(d.join(log)).unwrap();

@@ -295,12 +295,17 @@ impl Engine {
 
     /// Caller: applies the callee's answer.
     pub fn accept_answer(&mut self, now: Instant, answer: &str) -> Result<(), CallError> {
-        let Some(pending) = self.pending_offer.take() else {
+        if self.pending_offer.is_none() {
             return Err(CallError::State("no offer is waiting for an answer"));
-        };
+        }
+        // A malformed answer is refused before the offer is used up, so a
+        // good one can still follow.
         let (filtered, accepted) = candidates::filter_sdp(answer, self.relay_only)?;
         let answer = SdpAnswer::from_sdp_string(&filtered)
             .map_err(|e| CallError::Signalling(format!("the answer is not valid SDP: {e}")))?;
+        let Some(pending) = self.pending_offer.take() else {
+            return Err(CallError::State("no offer is waiting for an answer"));
+        };
         self.rtc
             .sdp_api()
             .accept_answer(pending, answer)

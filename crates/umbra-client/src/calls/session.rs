@@ -315,16 +315,42 @@ impl Client {
             return Ok(false);
         }
         let settings = self.call_settings()?;
-        let creds = relay_credentials_on(recv).await?;
-        // A different relay from the caller's, when there are several.
-        let avoid = candidates::addresses(&o.sdp).into_iter().next();
-        let mut handle = self
-            .start_media(Role::Callee, &creds, avoid, &calls.media)
-            .await?;
-        wait_relay(&mut handle).await?;
-        let answer = handle
-            .request(|r| Command::AcceptOffer(o.sdp.clone(), r))
-            .await?;
+        // Anything the caller sent that cannot be used, or a relay that
+        // fails us, ends this call only: listening goes on.
+        let started = async {
+            let creds = relay_credentials_on(recv).await?;
+            // A different relay from the caller's, when there are several.
+            let avoid = candidates::addresses(&o.sdp).into_iter().next();
+            let mut handle = self
+                .start_media(Role::Callee, &creds, avoid, &calls.media)
+                .await?;
+            wait_relay(&mut handle).await?;
+            let answer = handle
+                .request(|r| Command::AcceptOffer(o.sdp.clone(), r))
+                .await?;
+            Ok::<_, ClientError>((handle, answer))
+        };
+        let (handle, answer) = match started.await {
+            Ok(started) => started,
+            Err(e) => {
+                if let Ok(out) = self.encrypt_signal(
+                    &offer.group_id,
+                    &offer.call_id,
+                    Body::Hangup(CallHangup { unanswered: false }),
+                ) {
+                    let _ = signal::send_live(&mut sender, &out).await;
+                }
+                record(self, Outcome::Failed)?;
+                self.ended(
+                    on_event,
+                    &offer.peer,
+                    Outcome::Failed,
+                    0,
+                    Some(e.to_string()),
+                );
+                return Ok(false);
+            }
+        };
         let mut active = Active {
             peer: offer.peer.clone(),
             group_id: offer.group_id.clone(),
