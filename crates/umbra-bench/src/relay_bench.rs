@@ -16,10 +16,11 @@
 //!
 //! - **`turnutils_uclient -y -c`** (coturn's own client; TURN servers only): received
 //!   messages, wall time, uclient's average round trip (whole milliseconds only) and the
-//!   server's CPU per message. `-c` (no RTCP allocations) because uclient's RTCP
-//!   allocations need RESERVATION-TOKEN port reservations, which RFC 8656 makes optional
-//!   and umbra does not grant; the bench's own allocations are deleted before uclient
-//!   runs, so no stale 5-tuple can meet uclient's sockets.
+//!   server's CPU per message. `-c` (no RTCP allocations) keeps the run to the RTP
+//!   allocations the CPU figures are about (both servers grant the RESERVATION-TOKEN
+//!   pairs uclient's default mode asks for; the relay's interop tests run it that way);
+//!   the bench's own allocations are deleted before uclient runs, so no stale 5-tuple can
+//!   meet uclient's sockets.
 //!
 //! The load tool: `pairs` pairs of UDP sockets; over TURN each socket holds its own
 //! allocation (made with [`umbra_turn::client`]) and a channel bound to its partner's

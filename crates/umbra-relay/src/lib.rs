@@ -46,7 +46,8 @@
 //!   addresses.
 //! - [`quota`]: per-credential and total allocation quotas across workers.
 //! - [`bandwidth`]: the per-allocation token bucket.
-//! - [`ports`]: binding relay sockets in the port range.
+//! - [`ports`]: binding relay sockets in the port range, even ports and the reservations
+//!   of EVEN-PORT / RESERVATION-TOKEN (RFC 8656 §7.2), shared by the workers.
 //! - [`tls`]: certificates from PEM files or self-signed.
 //! - [`metrics`]: counters and the Prometheus endpoint.
 

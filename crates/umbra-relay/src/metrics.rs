@@ -60,6 +60,12 @@ pub struct Metrics {
     pub connections_open: AtomicI64,
     /// Connections refused at the cap or failing the TLS handshake.
     pub connections_refused: AtomicU64,
+    /// Next ports reserved by EVEN-PORT with the R bit (RFC 8656 §7.2).
+    pub reservations_made: AtomicU64,
+    /// Reserved ports claimed by an Allocate with their RESERVATION-TOKEN.
+    pub reservations_claimed: AtomicU64,
+    /// Reserved ports released unclaimed after about 30 s.
+    pub reservations_expired: AtomicU64,
     dropped: [AtomicU64; 6],
     errors: [AtomicU64; 11],
 }
@@ -113,7 +119,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let g = |a: &AtomicI64| a.load(Ordering::Relaxed);
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let simple: [(&str, &str, &str, i128); 10] = [
+        let simple: [(&str, &str, &str, i128); 13] = [
             (
                 "umbra_relay_allocations_active",
                 "gauge",
@@ -173,6 +179,24 @@ impl Metrics {
                 "counter",
                 "Payload bytes relayed from peers to clients.",
                 c(&self.bytes_to_clients).into(),
+            ),
+            (
+                "umbra_relay_reservations_made_total",
+                "counter",
+                "Next ports reserved for a RESERVATION-TOKEN (EVEN-PORT with the R bit).",
+                c(&self.reservations_made).into(),
+            ),
+            (
+                "umbra_relay_reservations_claimed_total",
+                "counter",
+                "Reserved ports claimed with their RESERVATION-TOKEN.",
+                c(&self.reservations_claimed).into(),
+            ),
+            (
+                "umbra_relay_reservations_expired_total",
+                "counter",
+                "Reserved ports released unclaimed.",
+                c(&self.reservations_expired).into(),
             ),
         ];
         for (name, kind, help, v) in simple {

@@ -94,6 +94,8 @@ impl Relay {
                 config.relay_ip(),
                 config.relay_port_min,
                 config.relay_port_max,
+                config.user_quota,
+                config.total_quota,
             ),
             quotas: Quotas::new(config.user_quota, config.total_quota),
             server_config: sc,
@@ -187,6 +189,7 @@ impl Relay {
                 metrics_listener,
                 shared.metrics.clone(),
             )),
+            tokio::spawn(expire_reservations(shared.clone())),
         ];
         tracing::info!(workers = n, "relay running");
         let exited_early = tokio::select! {
@@ -229,6 +232,23 @@ async fn wait_any_finished(handles: &[std::thread::JoinHandle<std::io::Result<()
             return;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Closes reserved ports (EVEN-PORT with R) nobody claimed in time, once a second: a
+/// reservation lasts `RESERVATION_LIFETIME` (30 s) plus at most a second.
+async fn expire_reservations(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let n = shared.ports.expire(Instant::now());
+        if n > 0 {
+            shared
+                .metrics
+                .reservations_expired
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 }
 

@@ -2,6 +2,11 @@
 //! package `coturn`) in client-to-client mode (`-y`) against our relay over UDP, TCP and
 //! TLS, with TURN REST credentials. Every message must arrive: 0 lost.
 //!
+//! Without `-c` (its default) uclient runs RTP/RTCP pairs: it allocates with EVEN-PORT and
+//! the R bit, then allocates the reserved next port from another socket with the
+//! RESERVATION-TOKEN it got (RFC 8656 §7.2); with `-c` it sometimes sends EVEN-PORT
+//! without R and never reserves.
+//!
 //! The `-y` clients relay to each other's relayed addresses, which the closed-world policy
 //! allows: no allowlist is configured here.
 #![allow(clippy::unwrap_used)]
@@ -35,7 +40,6 @@ async fn uclient(flags: &[&str], port: u16) -> (u64, u64, String) {
     let mut args: Vec<&str> = flags.to_vec();
     args.extend_from_slice(&[
         "-y",
-        "-c",
         "-m",
         "5",
         "-l",
@@ -85,6 +89,7 @@ async fn uclient(flags: &[&str], port: u16) -> (u64, u64, String) {
 }
 
 async fn interop(flags: &[&str], tls: bool, tcp: bool) {
+    let rtcp = !flags.contains(&"-c");
     require_uclient();
     let mut cfg = common::config();
     cfg.user_quota = 100;
@@ -98,29 +103,49 @@ async fn interop(flags: &[&str], tls: bool, tcp: bool) {
     };
     let (sent, lost, text) = uclient(flags, port).await;
     assert_eq!(lost, 0, "messages lost:\n{text}");
-    assert_eq!(sent, 6 * 50, "every client sent its messages:\n{text}");
-    let relayed = relay
-        .metrics
-        .packets_to_peers
-        .load(std::sync::atomic::Ordering::Relaxed);
+    // uclient's own totals for `-m 5 -n 50`, RTCP sessions included.
+    let expected = if rtcp { 8 * 50 } else { 6 * 50 };
+    assert_eq!(sent, expected, "every client sent its messages:\n{text}");
+    let m = &relay.metrics;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let relayed = load(&m.packets_to_peers);
     assert!(
         relayed >= 5 * 50,
         "relay forwarded only {relayed} packets:\n{text}"
     );
+    assert_eq!(m.error_responses(508), 0, "508 sent:\n{text}");
+    let (made, claimed) = (load(&m.reservations_made), load(&m.reservations_claimed));
+    if rtcp {
+        // Each of the 5 clients' RTCP allocations claims its RTP allocation's reservation.
+        assert!(claimed >= 5, "{claimed} reservations claimed:\n{text}");
+        assert!(made >= claimed, "{made} made, {claimed} claimed");
+    } else {
+        assert_eq!((made, claimed), (0, 0));
+    }
     relay.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coturn_uclient_over_udp() {
-    interop(&[], false, false).await;
+    interop(&["-c"], false, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coturn_uclient_over_tcp() {
-    interop(&["-t"], false, true).await;
+    interop(&["-c", "-t"], false, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coturn_uclient_over_tls() {
-    interop(&["-t", "-S"], true, true).await;
+    interop(&["-c", "-t", "-S"], true, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturn_uclient_default_rtp_rtcp_over_udp() {
+    interop(&[], false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturn_uclient_default_rtp_rtcp_over_tcp() {
+    interop(&["-t"], false, true).await;
 }

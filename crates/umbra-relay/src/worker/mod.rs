@@ -2,7 +2,8 @@
 //! [`Server`] instance, its own `SO_REUSEPORT` client UDP socket (the kernel hashes each
 //! client to one worker), the relay sockets of the allocations it made, and the TCP/TLS
 //! connections the listener handed it. Nothing here is shared between workers except
-//! [`Shared`] (metrics, the relay address set, quotas, configuration).
+//! [`Shared`] (metrics, the relay address set, quotas, the relay port range with its
+//! EVEN-PORT reservations, configuration).
 //!
 //! This file: setup, the worker's state and the output dispatcher ([`Worker::drain`]),
 //! which turns the server's [`Output`]s into socket sends, relay sockets and releases.
@@ -33,7 +34,8 @@ use tokio::task::LocalSet;
 use tokio_rustls::TlsAcceptor;
 use umbra_turn::hash::{KeyedMap, KeyedState};
 use umbra_turn::server::{
-    Discarded, Forward, Output, RelayError, RelayGrant, RestAuthenticator, Server, ServerConfig,
+    Discarded, Forward, Output, PortRequest, RelayError, RelayGrant, RestAuthenticator, Server,
+    ServerConfig,
 };
 use umbra_turn::{AddressFamily, ChannelData, Class, Message, Transport};
 
@@ -250,18 +252,21 @@ impl Worker {
                     reservation_token,
                     username,
                 } => {
-                    let result = if reservation_token.is_some() {
-                        // Reservations are not offered (no RESERVATION-TOKEN is ever issued).
-                        Err(RelayError::InsufficientCapacity)
-                    } else {
-                        self.open_relay(st, family, even_port.is_some(), username, now)
+                    let want = PortRequest {
+                        even_port,
+                        reservation_token,
+                        owner: &username,
                     };
-                    let granted = result.ok().map(|g| g.relay);
+                    let result = self.open_relay(st, family, want, now);
+                    let granted = result.ok();
                     if let Err(Discarded::UnknownRelayRequest) =
                         st.server.relay_allocated(now, request, result)
-                        && let Some(relay) = granted
+                        && let Some(g) = granted
                     {
-                        self.release(st, relay);
+                        self.release(st, g.relay);
+                        if let Some(t) = g.reservation_token {
+                            self.shared.ports.cancel(&t);
+                        }
                     }
                     self.timer.notify_one();
                 }
@@ -399,42 +404,43 @@ impl Worker {
         out.from_relays.push((socket, dest, r));
     }
 
-    /// Opens a relay socket for a new allocation and starts its receive task.
+    /// Opens a relay socket for a new allocation (an even port, a reservation of the next
+    /// one, or a reserved one, as `want` says) and starts its receive task.
     fn open_relay(
         self: &Rc<Self>,
         st: &mut State,
         family: AddressFamily,
-        even: bool,
-        username: String,
+        want: PortRequest<'_>,
         now: Instant,
     ) -> Result<RelayGrant, RelayError> {
         let ours = match self.shared.advertised_ip {
             IpAddr::V4(_) => AddressFamily::V4,
             IpAddr::V6(_) => AddressFamily::V6,
         };
-        if family != ours {
+        // A reserved socket is of our family whatever the request's default says.
+        if family != ours && want.reservation_token.is_none() {
             return Err(RelayError::FamilyNotSupported);
         }
-        self.shared.quotas.acquire(&username)?;
-        let socket = self
-            .shared
-            .ports
-            .bind(even)
-            .ok_or(RelayError::InsufficientCapacity)
-            .and_then(|s| {
-                BatchSocket::new(s, RELAY_SOCKET_BUFFER).map_err(|_| RelayError::Internal)
-            });
-        let socket = match socket.and_then(|s| {
-            let port = s.local_addr().map_err(|_| RelayError::Internal)?.port();
-            Ok((s, port))
-        }) {
+        let username = want.owner;
+        self.shared.quotas.acquire(username)?;
+        let grant = self.shared.ports.bind(now, want);
+        let socket = grant.and_then(|g| {
+            let token = g.reservation_token;
+            let s = BatchSocket::new(g.socket, RELAY_SOCKET_BUFFER).map_err(|_| {
+                if let Some(t) = token {
+                    self.shared.ports.cancel(&t);
+                }
+                RelayError::Internal
+            })?;
+            Ok((s, g.port, token))
+        });
+        let (socket, port, reservation_token) = match socket {
             Ok(s) => s,
             Err(e) => {
-                self.shared.quotas.release(&username);
+                self.shared.quotas.release(username);
                 return Err(e);
             }
         };
-        let (socket, port) = socket;
         let relay = SocketAddr::new(self.shared.advertised_ip, port);
         let socket = Rc::new(socket);
         let stop = Rc::new(Notify::new());
@@ -444,7 +450,7 @@ impl Worker {
             RelayEntry {
                 socket: socket.clone(),
                 stop: stop.clone(),
-                username,
+                username: username.to_owned(),
                 to_peer: TokenBucket::new(rate, now),
                 to_client: TokenBucket::new(rate, now),
             },
@@ -453,10 +459,16 @@ impl Worker {
         let m = &self.shared.metrics;
         inc(&m.allocations_created);
         m.allocations_active.fetch_add(1, Ordering::Relaxed);
+        if want.reservation_token.is_some() {
+            inc(&m.reservations_claimed);
+        }
+        if reservation_token.is_some() {
+            inc(&m.reservations_made);
+        }
         tokio::task::spawn_local(io::relay_task(self.clone(), relay, socket, stop));
         Ok(RelayGrant {
             relay,
-            reservation_token: None,
+            reservation_token,
         })
     }
 

@@ -213,11 +213,21 @@ impl Server {
         let family = msg
             .requested_address_family()
             .map_err(|_| Refusal::Code(400))?;
-        if token.is_some() && (even_port.is_some() || family.is_some()) {
+        let additional = msg.raw_attribute(attr::ADDITIONAL_ADDRESS_FAMILY).is_some();
+        // RFC 8656 §7.2: a token excludes EVEN-PORT and both address-family attributes; a
+        // reservation (R) excludes ADDITIONAL-ADDRESS-FAMILY.
+        if token.is_some() && (even_port.is_some() || family.is_some() || additional) {
             return Err(bad);
         }
-        let family = family.unwrap_or(AddressFamily::V4);
-        if !self.config.relay_families.contains(&family) {
+        if even_port == Some(true) && additional {
+            return Err(bad);
+        }
+        // With a token, the reserved address decides the family.
+        let family = match token {
+            Some(_) => None,
+            None => Some(family.unwrap_or(AddressFamily::V4)),
+        };
+        if family.is_some_and(|f| !self.config.relay_families.contains(&f)) {
             return Err(Refusal::Code(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED));
         }
         let lifetime = self
@@ -242,12 +252,13 @@ impl Server {
                 kind: authed.kind,
                 lifetime,
                 family,
+                even_port,
             },
         );
         self.pending_by_client.insert(client, request);
         self.outputs.push_back(Output::AllocateRelay {
             request,
-            family,
+            family: family.unwrap_or(AddressFamily::V4),
             even_port,
             reservation_token: token,
             username: authed.username.clone(),
@@ -267,21 +278,25 @@ impl Server {
             .ok_or(Discarded::UnknownRelayRequest)?;
         self.pending_by_client.remove(&p.client);
         let sign = Some((&p.key, p.kind));
-        let grant = match result {
-            Ok(g)
-                if !self.by_relay.contains_key(&g.relay)
-                    && AddressFamily::of(&g.relay) == p.family =>
-            {
-                g
+        let refusal = match result {
+            // Already some allocation's relay address: not ours to release.
+            Ok(g) if self.by_relay.contains_key(&g.relay) => Err(ErrorCode::SERVER_ERROR),
+            Ok(g) if !p.fits(&g) => {
+                // Not what was asked (a daemon bug): give the socket back.
+                self.outputs
+                    .push_back(Output::ReleaseRelay { relay: g.relay });
+                Err(ErrorCode::SERVER_ERROR)
             }
-            other => {
+            Ok(g) => Ok(g),
+            Err(RelayError::FamilyNotSupported) => Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED),
+            Err(RelayError::InsufficientCapacity) => Err(ErrorCode::INSUFFICIENT_CAPACITY),
+            Err(RelayError::QuotaReached) => Err(ErrorCode::ALLOCATION_QUOTA_REACHED),
+            Err(_) => Err(ErrorCode::SERVER_ERROR),
+        };
+        let grant = match refusal {
+            Ok(g) => g,
+            Err(code) => {
                 self.release_quota(&p.username);
-                let code = match other {
-                    Err(RelayError::FamilyNotSupported) => ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
-                    Err(RelayError::InsufficientCapacity) => ErrorCode::INSUFFICIENT_CAPACITY,
-                    Err(RelayError::QuotaReached) => ErrorCode::ALLOCATION_QUOTA_REACHED,
-                    _ => ErrorCode::SERVER_ERROR,
-                };
                 return self.send_error(p.client, Method::ALLOCATE, p.tid, code, &[], sign);
             }
         };
@@ -291,7 +306,8 @@ impl Server {
             Attribute::Lifetime(secs),
             Attribute::XorMappedAddress(p.client.addr),
         ];
-        if let Some(t) = grant.reservation_token {
+        // RFC 8656 §7.2: the token of the reserved next port, only if R asked for one.
+        if let (Some(true), Some(t)) = (p.even_port, grant.reservation_token) {
             attrs.push(Attribute::ReservationToken(t));
         }
         let bytes = match self.build_response(

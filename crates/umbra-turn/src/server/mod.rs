@@ -12,13 +12,15 @@
 //!
 //! Files: [`config`] (settings), [`auth`] (credentials, RFC 8489 §9.2.4), `nonce`
 //! (stateless nonces), [`policy`] (peer policy hook), `allocation` (per-allocation state),
-//! [`output`] (actions for the daemon), `handlers` (one function per request type), and
-//! this file (the struct, dispatch, timers).
+//! [`output`] (actions for the daemon), [`ports`] (relay port choice, EVEN-PORT and
+//! RESERVATION-TOKEN reservations, for the daemon to share between servers), `handlers`
+//! (one function per request type), and this file (the struct, dispatch, timers).
 
 pub mod auth;
 pub mod config;
 pub mod output;
 pub mod policy;
+pub mod ports;
 
 mod allocation;
 mod handlers;
@@ -34,6 +36,7 @@ pub use config::ServerConfig;
 pub use nonce::{NONCE_COOKIE, nonce_signals_password_algorithms};
 pub use output::{Discarded, Forward, Output, RelayError, RelayGrant, RelayRequestId};
 pub use policy::{AllowAll, DenyInternal, PeerCheck, PeerPolicy};
+pub use ports::{PortGrant, PortRequest, RESERVATION_LIFETIME, RelayPorts};
 
 use crate::attribute::{AddressFamily, Attribute, ErrorCode};
 use crate::builder::MessageBuilder;
@@ -54,7 +57,21 @@ struct Pending {
     key: LongTermKey,
     kind: IntegrityKind,
     lifetime: Duration,
-    family: AddressFamily,
+    /// The family asked for; `None` with a reservation token (the reservation decides).
+    family: Option<AddressFamily>,
+    /// EVEN-PORT's R bit, if EVEN-PORT was present.
+    even_port: Option<bool>,
+}
+
+impl Pending {
+    /// Whether the daemon's grant is what the request asked for: the family, an even port
+    /// for EVEN-PORT, and a reservation token for its R bit.
+    fn fits(&self, grant: &RelayGrant) -> bool {
+        self.family
+            .is_none_or(|f| f == AddressFamily::of(&grant.relay))
+            && (self.even_port.is_none() || grant.relay.port().is_multiple_of(2))
+            && (self.even_port != Some(true) || grant.reservation_token.is_some())
+    }
 }
 
 /// The TURN server state machine. See the module docs for the driving loop.

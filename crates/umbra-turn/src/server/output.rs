@@ -38,16 +38,22 @@ pub enum Output {
         /// Set the DF bit (the client asked with DONT-FRAGMENT).
         dont_fragment: bool,
     },
-    /// Open a relay socket and answer with [`super::Server::relay_allocated`].
+    /// Open a relay socket and answer with [`super::Server::relay_allocated`]. The
+    /// port rules of RFC 8656 §7.2 (EVEN-PORT, RESERVATION-TOKEN) are
+    /// [`super::RelayPorts`]'s, which takes these fields as a [`super::PortRequest`].
     AllocateRelay {
         /// Echo this in the answer.
         request: RelayRequestId,
-        /// Address family of the relay address.
+        /// Address family of the relay address (with `reservation_token`, the reserved
+        /// address decides and this is only the default, IPv4).
         family: AddressFamily,
         /// `Some(reserve)` if the client asked for an even port; `reserve` also asks to hold
-        /// the next port and return a reservation token.
+        /// the next port and return a reservation token in the grant (the server refuses a
+        /// grant with an odd port, or without a token when one was asked for).
         even_port: Option<bool>,
-        /// A token from an earlier reservation the client wants to use.
+        /// A token from an earlier reservation the client wants to use: grant the reserved
+        /// address, or refuse with [`RelayError::InsufficientCapacity`] if the token is
+        /// unknown, used or expired. Never together with `even_port`.
         reservation_token: Option<[u8; 8]>,
         /// The authenticated username, so a daemon running several servers can enforce a
         /// per-credential quota across all of them. Never log it.
@@ -104,7 +110,8 @@ pub struct RelayGrant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum RelayError {
-    /// No port available or unknown reservation token (508).
+    /// No port available, a reservation not possible, or an unknown, used or expired
+    /// reservation token (508).
     #[error("insufficient capacity")]
     InsufficientCapacity,
     /// The address family cannot be served (440).
