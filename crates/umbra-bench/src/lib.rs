@@ -18,9 +18,12 @@
 //! (phase 1), [`memory`] (phase 2), [`progress`] (status line), [`report`];
 //! [`proxy_bench`] is `umbra bench proxy`, the proxy against HAProxy;
 //! [`relay_bench`] is `umbra bench relay`, the call relay against coturn;
+//! [`call_bench`] is `umbra bench call`, calls between two users (time to
+//! audio, RTT per relay hop, endpoint CPU and memory, audio under impairment);
 //! [`cpu`] reads processes' CPU time for both.
 
 pub mod args;
+pub mod call_bench;
 pub mod cpu;
 pub mod memory;
 pub mod progress;

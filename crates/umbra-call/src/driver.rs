@@ -44,6 +44,8 @@ pub enum Notice {
     Engine(EngineEvent),
     /// Live figures, once a second while connected.
     Stats(CallStats),
+    /// The first frame of the other side's audio is playing.
+    Hearing,
 }
 
 /// How a call ended.
@@ -335,6 +337,7 @@ async fn run(
     let mut stats = tokio::time::interval(Duration::from_secs(1));
     stats.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut commands_open = true;
+    let mut hearing = false;
     l.flush().await;
     loop {
         if l.engine.is_over() {
@@ -390,6 +393,10 @@ async fn run(
                     if let Err(e) = media.sink.play(&heard) {
                         l.error = Some(e);
                         l.engine.hang_up(now);
+                    }
+                    if !hearing && l.engine.received().played > 0 {
+                        hearing = true;
+                        let _ = l.notices.send(Notice::Hearing).await;
                     }
                 }
             }

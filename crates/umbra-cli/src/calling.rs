@@ -98,6 +98,7 @@ pub fn show(out: Output, e: &CallEvent) {
         ),
         CallEvent::Answered { peer } => println!("{peer} answered"),
         CallEvent::Connected { path, why, .. } => println!("connected, {path}: {why}"),
+        CallEvent::Hearing { peer } => println!("hearing {peer}"),
         CallEvent::Quality {
             seconds,
             rtt_ms,

@@ -163,6 +163,10 @@ enum BenchWhich {
     /// The Umbra call relay side by side with coturn: relayed packets/s, CPU per
     /// packet, round-trip latency, against a raw UDP forwarder.
     Relay(umbra_bench::relay_bench::RelayBenchArgs),
+    /// Calls between two users on this machine: time to audio, RTT through
+    /// zero, one and two relays, the caller's CPU and memory, and audio under
+    /// a userspace impairer (loss and jitter).
+    Call(umbra_bench::call_bench::CallBenchArgs),
 }
 
 fn default_profile() -> PathBuf {
@@ -223,6 +227,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Some(BenchWhich::Relay(args)) => {
                     let report = umbra_bench::relay_bench::run(&args).await?;
+                    out.value(&report, &report.to_string());
+                }
+                Some(BenchWhich::Call(args)) => {
+                    let report = umbra_bench::call_bench::run(&args).await?;
                     out.value(&report, &report.to_string());
                 }
                 None => {

@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +30,18 @@ fn node(dir: &Path) -> ServerProc {
             "127.0.0.1:0",
         ],
     )
+}
+
+/// A node and two users, Bob having written to Alice (so she is one of his
+/// contacts: the default "who can call you").
+fn acquainted(dir: &Path) -> (ServerProc, PathBuf, PathBuf) {
+    let node = node(dir);
+    let (alice, bob) = (dir.join("alice"), dir.join("bob"));
+    ok(&alice, &["register", "--invite", &node.invite, "alice"]);
+    ok(&bob, &["register", "--invite", &node.invite, "bob"]);
+    ok(&bob, &["send", "alice", "call me"]);
+    ok(&alice, &["sync"]);
+    (node, alice, bob)
 }
 
 /// `umbra listen` in the background, its output collected.
@@ -154,14 +166,7 @@ fn read_wav(path: &Path) -> Vec<i16> {
 #[test]
 fn a_call_carries_the_tones_and_protect_ip_on_one_side_relays_it() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
-    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
-    ok(&alice, &["register", "--invite", &node.invite, "alice"]);
-    ok(&bob, &["register", "--invite", &node.invite, "bob"]);
-    // Bob has written to Alice, so she is one of his contacts (the default
-    // "who can call you").
-    ok(&bob, &["send", "alice", "call me"]);
-    ok(&alice, &["sync"]);
+    let (_node, alice, bob) = acquainted(dir.path());
     let s = ok(&bob, &["settings", "protect-ip", "on"]);
     assert!(s.contains("protect IP address in calls: on"), "{s}");
     let bob_wav = dir.path().join("bob-heard.wav");
@@ -280,12 +285,7 @@ fn a_stranger_is_silenced_and_an_offline_callee_sees_a_missed_call() {
 #[test]
 fn declining_and_calling_an_unknown_user() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
-    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
-    ok(&alice, &["register", "--invite", &node.invite, "alice"]);
-    ok(&bob, &["register", "--invite", &node.invite, "bob"]);
-    ok(&bob, &["send", "alice", "hi"]);
-    ok(&alice, &["sync"]);
+    let (_node, alice, bob) = acquainted(dir.path());
 
     let out = umbra(&alice, &["call", "nosuchuser"]);
     assert!(!out.status.success());

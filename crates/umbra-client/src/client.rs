@@ -18,6 +18,7 @@
 use std::path::Path;
 
 use openmls_rust_crypto::RustCrypto;
+use prost::Message;
 use rand::RngCore;
 use rusqlite::Connection;
 use umbra_crypto::mls;
@@ -150,6 +151,25 @@ impl Client {
     /// The server this profile belongs to.
     pub fn invite(&self) -> &Invite {
         &self.invite
+    }
+
+    /// Encrypts `content` in the conversation `group_id`, within the
+    /// transaction behind `provider` (the ratchet moves with it); returns
+    /// the group (for its recipients) and the MLS message.
+    pub(crate) fn encrypt_content(
+        &self,
+        provider: &Provider<'_>,
+        group_id: &[u8],
+        content: &Content,
+    ) -> Result<(openmls::prelude::MlsGroup, Vec<u8>), ClientError> {
+        let mut group = required_group(provider, group_id)?;
+        let ct = mls::encrypt(
+            provider,
+            &self.identity,
+            &mut group,
+            &content.encode_to_vec(),
+        )?;
+        Ok((group, ct))
     }
 
     /// What applying received envelopes needs of this device.

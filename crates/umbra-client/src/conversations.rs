@@ -105,13 +105,7 @@ impl Client {
         let content = self.content(content::Body::Text(text.to_string()));
         let tx = self.profile.write()?;
         let provider = Provider::new(&self.crypto, &tx);
-        let mut group = required_group(&provider, group_id)?;
-        let ct = mls::encrypt(
-            &provider,
-            &self.identity,
-            &mut group,
-            &content.encode_to_vec(),
-        )?;
+        let (group, ct) = self.encrypt_content(&provider, group_id, &content)?;
         let recipients = group_recipients(&tx, &group, self.username())?;
         outbox::enqueue(&tx, &ct, &recipients)?;
         tx.execute(
@@ -248,13 +242,7 @@ impl Client {
             let content = self.content(content::Body::Leaving(Leaving {}));
             let tx = self.profile.write()?;
             let provider = Provider::new(&self.crypto, &tx);
-            let mut group = required_group(&provider, &group_id)?;
-            let ct = mls::encrypt(
-                &provider,
-                &self.identity,
-                &mut group,
-                &content.encode_to_vec(),
-            )?;
+            let (mut group, ct) = self.encrypt_content(&provider, &group_id, &content)?;
             let recipients = group_recipients(&tx, &group, self.username())?;
             outbox::enqueue(&tx, &ct, &recipients)?;
             mls::delete_group(&provider, &mut group)?;

@@ -72,6 +72,11 @@ pub enum CallEvent {
         /// Why that path, and what it means for privacy and quality.
         why: String,
     },
+    /// The other side's audio is playing.
+    Hearing {
+        /// Who.
+        peer: String,
+    },
     /// Live quality, once a second.
     Quality {
         /// Who.

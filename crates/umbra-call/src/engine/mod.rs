@@ -38,6 +38,8 @@ use relay::{RelayEvent, RelayLeg};
 
 /// How long ICE and DTLS may take before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// First retransmission of an ICE check.
+const INITIAL_STUN_RTO: Duration = Duration::from_millis(100);
 /// How long the media path may stay silent before the call is lost.
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -166,14 +168,18 @@ fn rtc_err(e: RtcError) -> CallError {
 impl Engine {
     /// A new call side, relay-only, starting its relay allocation at `now`.
     pub fn new(config: EngineConfig, now: Instant) -> Result<Self, CallError> {
-        let rtc = RtcConfig::new()
+        let mut rtc = RtcConfig::new()
             .clear_codecs()
             .enable_opus(true, false)
             // The engine runs its own jitter buffer: deliver packets at once.
             .set_reordering_size_audio(0)
             .set_stats_interval(Some(Duration::from_secs(1)))
-            .set_rtcp_report_interval_audio(Duration::from_secs(1))
-            .build(now);
+            .set_rtcp_report_interval_audio(Duration::from_secs(1));
+        // The callee's first checks reach the caller's relay before the
+        // caller (who has not seen the answer yet) permits them, and are
+        // dropped there: retry them sooner than the default 250 ms.
+        rtc.set_initial_stun_rto(INITIAL_STUN_RTO);
+        let rtc = rtc.build(now);
         let relay = match &config.relay {
             Some(server) => Some(RelayLeg::new(server, config.seed, now)?),
             None => None,
@@ -240,6 +246,11 @@ impl Engine {
     /// Whether the call has ended (failed or hung up).
     pub fn is_over(&self) -> bool {
         self.over
+    }
+
+    /// What the jitter buffer did so far (cheap: no allocation).
+    pub fn received(&self) -> JitterStats {
+        self.jitter.stats()
     }
 
     /// Live figures.

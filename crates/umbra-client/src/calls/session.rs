@@ -527,6 +527,9 @@ impl Client {
                 }));
             }
             Notice::Engine(_) => {}
+            Notice::Hearing => on_event(&Event::Call(CallEvent::Hearing {
+                peer: a.peer.clone(),
+            })),
             Notice::Stats(s) => {
                 let r = s.received;
                 let heard = r.played + r.concealed;

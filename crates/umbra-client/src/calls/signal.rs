@@ -4,13 +4,11 @@
 //! receiving one yields. Sends go out on anonymous connections like every
 //! other envelope, so the server cannot tell who signals whom.
 
-use prost::Message;
-use umbra_crypto::mls;
 use umbra_wire::e2e::{CallSignal, call_signal, content};
 use umbra_wire::proto::{SendEnvelope, client_frame, server_frame};
 
 use crate::ClientError;
-use crate::client::{Client, required_group};
+use crate::client::Client;
 use crate::conn::ServerConn;
 use crate::contacts::group_recipients;
 use crate::mls_store::Provider;
@@ -51,13 +49,7 @@ impl Client {
         let content = self.content(content::Body::Call(signal));
         let tx = self.profile.write()?;
         let provider = Provider::new(&self.crypto, &tx);
-        let mut group = required_group(&provider, group_id)?;
-        let ct = mls::encrypt(
-            &provider,
-            &self.identity,
-            &mut group,
-            &content.encode_to_vec(),
-        )?;
+        let (group, ct) = self.encrypt_content(&provider, group_id, &content)?;
         let to = group_recipients(&tx, &group, self.username())?
             .into_iter()
             .next()
