@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # System packages used by tests (real peers nobody here wrote): coturn's
 # turnutils_uclient, curl and openssl as probers, Chromium for the WebRTC test,
 # iproute2 to give Chromium an interface to gather on and to build the
-# network namespaces of the call tests, tcpdump to capture their traffic.
-packages=(coturn curl openssl chromium iproute2 tcpdump)
+# network namespaces of the call tests, tcpdump to capture their traffic,
+# ALSA's development files for the optional sound-device build of calls.
+packages=(coturn curl openssl chromium iproute2 tcpdump libasound2-dev pkg-config)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 missing=()
@@ -36,8 +37,14 @@ cargo build --workspace --all-targets --locked
 echo "==> testing"
 log="$(mktemp)"
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The optional sound-device build (microphone and speaker through ALSA):
+# its tests run on ALSA's null device, which needs no hardware.
+if [ "$status" -eq 0 ]; then
+    cargo test -p umbra-call --features audio-device --locked --lib --test sound_device 2>&1 | tee -a "$log"
+    status=${PIPESTATUS[0]}
+fi
 set -e
 # One closing line with the totals over every test binary.
 awk '/^test result:/ {p += $4; f += $6; i += $8} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, i}' "$log"

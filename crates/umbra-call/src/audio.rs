@@ -1,7 +1,7 @@
 //! Where a call's audio comes from and goes to, one 20 ms frame at a time:
 //! a generated tone, a WAV file (any rate, mono or stereo, converted to 48 kHz
-//! mono), or silence; a WAV file or nothing on the way out. Sound devices
-//! are behind these same traits in the binary, where the machine has one.
+//! mono), silence, or the microphone; a WAV file, nothing, or the speaker on
+//! the way out (sound devices with the `audio-device` feature).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -293,15 +293,33 @@ pub enum AudioIn {
     Wav(PathBuf),
     /// Silence.
     Silence,
+    /// The microphone: the default one, or a cpal device id
+    /// (`alsa:hw:0,0`). Needs a build with the `audio-device` feature.
+    Microphone(Option<String>),
+}
+
+#[cfg(not(feature = "audio-device"))]
+fn no_devices() -> CallError {
+    CallError::AudioFile {
+        path: "sound device".into(),
+        why: "this build has no sound-card support: rebuild with `--features audio-device` \
+              (on Linux it needs libasound2-dev), or use a WAV file or a tone"
+            .into(),
+    }
 }
 
 impl AudioIn {
-    /// Parses `tone`, `silence` or a path to a WAV file.
+    /// Parses `tone`, `silence`, `mic` / `mic:DEVICE`, or a path to a WAV
+    /// file.
     pub fn parse(s: &str) -> Self {
         match s {
             "tone" => Self::Tone,
             "silence" => Self::Silence,
-            path => Self::Wav(PathBuf::from(path)),
+            "mic" => Self::Microphone(None),
+            other => match other.strip_prefix("mic:") {
+                Some(id) => Self::Microphone(Some(id.to_string())),
+                None => Self::Wav(PathBuf::from(other)),
+            },
         }
     }
 
@@ -311,6 +329,10 @@ impl AudioIn {
             Self::Tone => Box::new(Tone::standard()),
             Self::Wav(p) => Box::new(WavSource::open(p)?),
             Self::Silence => Box::new(Silence),
+            #[cfg(feature = "audio-device")]
+            Self::Microphone(id) => Box::new(crate::device::Microphone::open(id.as_deref())?),
+            #[cfg(not(feature = "audio-device"))]
+            Self::Microphone(_) => return Err(no_devices()),
         })
     }
 }
@@ -322,22 +344,61 @@ pub enum AudioOut {
     Wav(PathBuf),
     /// Nowhere.
     Discard,
+    /// The speaker: the default one, or a cpal device id. Needs a build
+    /// with the `audio-device` feature.
+    Speaker(Option<String>),
 }
 
 impl AudioOut {
+    /// Parses `speaker` / `speaker:DEVICE`, `none`, or a path to a WAV file.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "speaker" => Self::Speaker(None),
+            "none" => Self::Discard,
+            other => match other.strip_prefix("speaker:") {
+                Some(id) => Self::Speaker(Some(id.to_string())),
+                None => Self::Wav(PathBuf::from(other)),
+            },
+        }
+    }
+
     /// Opens the sink.
     pub fn open(&self) -> Result<Box<dyn Sink>, CallError> {
         Ok(match self {
             Self::Wav(p) => Box::new(WavSink::create(p)?),
             Self::Discard => Box::new(Discard),
+            #[cfg(feature = "audio-device")]
+            Self::Speaker(id) => Box::new(crate::device::Speaker::open(id.as_deref())?),
+            #[cfg(not(feature = "audio-device"))]
+            Self::Speaker(_) => return Err(no_devices()),
         })
     }
 }
+
+/// Whether this build can use sound devices.
+pub const HAS_DEVICES: bool = cfg!(feature = "audio-device");
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn audio_names_parse() {
+        assert_eq!(AudioIn::parse("tone"), AudioIn::Tone);
+        assert_eq!(AudioIn::parse("mic"), AudioIn::Microphone(None));
+        assert_eq!(
+            AudioIn::parse("mic:alsa:hw:0,0"),
+            AudioIn::Microphone(Some("alsa:hw:0,0".into()))
+        );
+        assert_eq!(AudioIn::parse("x.wav"), AudioIn::Wav("x.wav".into()));
+        assert_eq!(AudioOut::parse("speaker"), AudioOut::Speaker(None));
+        assert_eq!(AudioOut::parse("none"), AudioOut::Discard);
+        if !HAS_DEVICES {
+            let e = AudioIn::Microphone(None).open().err().unwrap();
+            assert!(e.to_string().contains("no sound-card support"), "{e}");
+        }
+    }
 
     #[test]
     fn tone_segments_have_the_right_length_and_repeat() {

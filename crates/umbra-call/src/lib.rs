@@ -9,6 +9,7 @@
 //! - [`jitter`]: the jitter buffer.
 //! - [`audio`]: sources (tone, WAV, silence) and sinks (WAV, memory).
 //! - [`analysis`]: frequency and level measurement of what was heard.
+//! - `device` (feature `audio-device`): microphone and speaker through cpal.
 //! - [`driver`]: the I/O edge: a UDP socket, a 20 ms audio clock and a tokio
 //!   task around one [`engine::Engine`].
 //!
@@ -19,6 +20,8 @@
 pub mod analysis;
 pub mod audio;
 pub mod codec;
+#[cfg(feature = "audio-device")]
+pub mod device;
 pub mod driver;
 pub mod engine;
 mod error;

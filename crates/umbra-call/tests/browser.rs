@@ -73,7 +73,7 @@ async fn chromium_and_an_umbra_endpoint_talk_both_ways_through_umbra_relay() {
     let (offer_tx, offer_rx) = std::sync::mpsc::channel::<String>();
     let rest_of_stdout = Arc::new(Mutex::new(String::new()));
     let sink = rest_of_stdout.clone();
-    std::thread::spawn(move || {
+    let stdout_reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(json) = line.strip_prefix("OFFER ") {
                 let _ = offer_tx.send(serde_json::from_str::<String>(json).unwrap());
@@ -87,7 +87,7 @@ async fn chromium_and_an_umbra_endpoint_talk_both_ways_through_umbra_relay() {
     let stderr = browser.stderr.take().unwrap();
     let errors = Arc::new(Mutex::new(String::new()));
     let sink = errors.clone();
-    std::thread::spawn(move || {
+    let stderr_reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let mut s = sink.lock().unwrap();
             s.push_str(&line);
@@ -141,10 +141,16 @@ async fn chromium_and_an_umbra_endpoint_talk_both_ways_through_umbra_relay() {
         stdin.flush().unwrap();
     }
     let summary = call.finish().await;
-    let status = tokio::task::spawn_blocking(move || browser.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    // Wait for the browser and for its last lines to be read.
+    let status = tokio::task::spawn_blocking(move || {
+        let status = browser.wait();
+        let _ = stdout_reader.join();
+        let _ = stderr_reader.join();
+        status
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let _ = stop.send(());
 
     let out = rest_of_stdout.lock().unwrap().clone();
@@ -157,7 +163,8 @@ async fn chromium_and_an_umbra_endpoint_talk_both_ways_through_umbra_relay() {
     });
     assert!(
         status.success() && verdict["ok"] == true,
-        "browser checks failed: {verdict:#}"
+        "browser checks failed: {verdict:#}\n{}",
+        errors.lock().unwrap()
     );
     assert!(summary.error.is_none(), "{:?}", summary.error);
     assert_eq!(summary.stats.path, Some(Path::Relayed));

@@ -2,7 +2,6 @@
 //! (ringing, answering with a prompt or `--auto-answer`), `umbra calls`
 //! (the call log) and `umbra settings` (protect IP, who can call).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,21 +14,47 @@ use umbra_client::{CallEvent, Client};
 
 use crate::output::Output;
 
-/// Audio for a call, for headless machines and scripts.
+/// What `--audio-in` is when not given: the microphone where this build
+/// has sound-card support, else a tone.
+const DEFAULT_AUDIO_IN: &str = if umbra_call::audio::HAS_DEVICES {
+    "mic"
+} else {
+    "tone"
+};
+
+/// Audio for a call: devices, or files and tones for headless machines and
+/// scripts.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MediaArgs {
-    /// What to send: `tone` (four notes, repeated), `silence`, or a WAV file
-    /// (any rate, mono or stereo). This build has no sound-card support: the
-    /// call sends this instead of a microphone.
-    #[arg(long, value_name = "FILE.wav|tone|silence", default_value = "tone")]
+    /// What to send: `mic` (or `mic:DEVICE-ID`, e.g. `mic:alsa:hw:0,0`; the
+    /// default in builds with sound-card support), `tone` (four notes,
+    /// repeated; the default otherwise), `silence`, or a WAV file (any rate,
+    /// mono or stereo).
+    #[arg(long, value_name = "mic|FILE.wav|tone|silence", default_value = DEFAULT_AUDIO_IN)]
     pub audio_in: String,
-    /// Write what you hear to this WAV file (48 kHz mono), instead of a
-    /// speaker.
-    #[arg(long, value_name = "FILE.wav")]
-    pub audio_out: Option<PathBuf>,
+    /// Where what you hear goes: `speaker` (or `speaker:DEVICE-ID`; the
+    /// default with sound-card support), `none` (the default otherwise), or a
+    /// WAV file (48 kHz mono).
+    #[arg(long, value_name = "speaker|FILE.wav|none")]
+    pub audio_out: Option<String>,
     /// Hang up this many seconds after the audio starts.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<u64>,
+}
+
+impl MediaArgs {
+    fn media(&self) -> CallMedia {
+        CallMedia {
+            audio_in: AudioIn::parse(&self.audio_in),
+            audio_out: match &self.audio_out {
+                Some(p) => AudioOut::parse(p),
+                None if umbra_call::audio::HAS_DEVICES => AudioOut::Speaker(None),
+                None => AudioOut::Discard,
+            },
+            duration: self.duration.map(Duration::from_secs),
+            ring_for: None,
+        }
+    }
 }
 
 /// `umbra call` only: how long to let it ring.
@@ -39,20 +64,6 @@ pub struct RingArgs {
     /// then sees a missed call).
     #[arg(long, value_name = "SECS", default_value_t = 45)]
     pub ring_timeout: u64,
-}
-
-impl MediaArgs {
-    fn media(&self) -> CallMedia {
-        CallMedia {
-            audio_in: AudioIn::parse(&self.audio_in),
-            audio_out: match &self.audio_out {
-                Some(p) => AudioOut::Wav(p.clone()),
-                None => AudioOut::Discard,
-            },
-            duration: self.duration.map(Duration::from_secs),
-            ring_for: None,
-        }
-    }
 }
 
 /// `umbra settings ...`
