@@ -85,8 +85,17 @@ function readAnswer() {
     process.stdin.setEncoding("utf8");
     process.stdin.on("data", (chunk) => {
       buf += chunk;
-      const line = buf.split("\n").find((l) => l.startsWith("ANSWER "));
-      if (line) resolve(JSON.parse(line.slice(7)));
+      // Only whole lines: the answer may arrive in several chunks.
+      const lines = buf.split("\n");
+      lines.pop();
+      const line = lines.find((l) => l.startsWith("ANSWER "));
+      if (line) {
+        try {
+          resolve(JSON.parse(line.slice(7)));
+        } catch (e) {
+          reject(new Error(`the answer line is not JSON: ${e.message}`));
+        }
+      }
     });
     process.stdin.on("end", () => reject(new Error("stdin closed before an answer")));
   });

@@ -237,6 +237,43 @@ fn a_call_carries_the_tones_and_protect_ip_on_one_side_relays_it() {
 }
 
 #[test]
+fn protect_ip_on_the_callers_side_alone_keeps_the_call_relayed_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, alice, bob) = acquainted(dir.path());
+    ok(&alice, &["settings", "protect-ip", "on"]);
+    let listener = Listener::start(&bob, &["--auto-answer", "--audio-in", "silence"]);
+    let (success, events, stderr) = call(&alice, &["bob", "--duration", "3"]);
+    assert!(success, "{stderr}\n{events:?}");
+    assert_eq!(ended(&events)["outcome"], "answered", "{events:?}");
+    let connected: Vec<_> = events.iter().filter(|e| e["call"] == "connected").collect();
+    assert!(!connected.is_empty(), "{events:?}");
+    assert!(
+        connected.iter().all(|e| e["path"] == "relayed"),
+        "{connected:?}"
+    );
+    assert!(
+        connected[0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("you protect your IP address"),
+        "{connected:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["call"] == "quality")
+            .all(|e| e["path"] == "relayed"),
+        "{events:?}"
+    );
+    // Bob's side sees the same: the caller asked for it, so no direct path.
+    let text = listener.wait_for("call ended");
+    assert!(!text.contains("connected, direct"), "{text}");
+    assert!(text.contains("alice protects their IP address"), "{text}");
+    listener.stop();
+    assert_eq!(calls(&alice)[0]["path"], "relayed");
+}
+
+#[test]
 fn a_stranger_is_silenced_and_an_offline_callee_sees_a_missed_call() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path());
