@@ -576,23 +576,18 @@ impl CallRun {
     fn audio(&self) -> Audio {
         let q = self.callee.iter().rev().find(|e| e["call"] == "quality");
         let samples = read_wav(&self.heard);
-        // Alice's tone: 400 ms notes; 200 ms windows, the note it was sending
-        // judged by the recording's own best alignment.
-        let windows = umbra_call::analysis::frequencies_per_window(&samples, 9_600, 48_000);
+        // Alice's tone is 400 ms notes: judged in 200 ms windows.
         let notes = umbra_call::audio::STANDARD_TONES.map(|(f, _)| f);
-        let right = windows
-            .iter()
-            .filter(|f| notes.iter().any(|n| (*f - n).abs() <= 15.0))
-            .count();
+        let (right, windows) = umbra_call::analysis::windows_on_notes(&samples, &notes, 15.0);
         Audio {
             concealed_percent: q
                 .and_then(|q| q["loss_in_permille"].as_f64())
                 .unwrap_or(0.0)
                 / 10.0,
-            notes_heard_percent: if windows.is_empty() {
+            notes_heard_percent: if windows == 0 {
                 0.0
             } else {
-                right as f64 * 100.0 / windows.len() as f64
+                right as f64 * 100.0 / windows as f64
             },
             jitter_ms: q.and_then(|q| q["jitter_ms"].as_f64()).unwrap_or(0.0),
         }

@@ -64,6 +64,18 @@ pub fn frequencies_per_window(samples: &[i16], window: usize, rate: u32) -> Vec<
         .collect()
 }
 
+/// Of the 200 ms windows of a 48 kHz recording, how many have a dominant
+/// frequency within `tolerance` Hz of one of `notes`, and how many there
+/// are: how a test or the benchmark judges that a tone came through.
+pub fn windows_on_notes(samples: &[i16], notes: &[f32], tolerance: f32) -> (usize, usize) {
+    let windows = frequencies_per_window(samples, 9_600, 48_000);
+    let hits = windows
+        .iter()
+        .filter(|f| notes.iter().any(|n| (*f - n).abs() <= tolerance))
+        .count();
+    (hits, windows.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use common::{ServerProc, bin, ok, umbra};
 
+/// The notes of the tone `umbra call --audio-in tone` sends.
+const NOTES: [f32; 4] = [440.0, 660.0, 880.0, 1320.0];
+
 fn node(dir: &Path) -> ServerProc {
     ServerProc::start_command(
         "serve",
@@ -213,16 +216,11 @@ fn a_call_carries_the_tones_and_protect_ip_on_one_side_relays_it() {
     // What Bob heard is Alice's tone: 440, 660, 880, 1320 Hz notes.
     let heard = read_wav(&bob_wav);
     assert!(heard.len() >= 48_000 * 2, "{} samples", heard.len());
-    let notes = umbra_call::analysis::frequencies_per_window(&heard, 9_600, 48_000);
-    let matching = notes
-        .iter()
-        .filter(|f| {
-            [440.0f32, 660.0, 880.0, 1320.0]
-                .iter()
-                .any(|n| (*f - n).abs() <= 15.0)
-        })
-        .count();
-    assert!(matching * 10 >= notes.len() * 7, "heard notes {notes:?}");
+    let (matching, windows) = umbra_call::analysis::windows_on_notes(&heard, &NOTES, 15.0);
+    assert!(
+        matching * 10 >= windows * 7,
+        "heard the notes in {matching} of {windows} windows"
+    );
     // Both keep a record; the history says how it went.
     let a = calls(&alice);
     assert_eq!(a.len(), 1, "{a:?}");
@@ -418,16 +416,11 @@ fn calls_through_a_proxy_reach_the_relay_only_through_it() {
     listener.wait_for("call ended");
     listener.stop();
     let heard = read_wav(&bob_wav);
-    let notes = umbra_call::analysis::frequencies_per_window(&heard, 9_600, 48_000);
-    let matching = notes
-        .iter()
-        .filter(|f| {
-            [440.0f32, 660.0, 880.0, 1320.0]
-                .iter()
-                .any(|n| (*f - n).abs() <= 15.0)
-        })
-        .count();
-    assert!(matching * 10 >= notes.len() * 7, "heard notes {notes:?}");
+    let (matching, windows) = umbra_call::analysis::windows_on_notes(&heard, &NOTES, 15.0);
+    assert!(
+        matching * 10 >= windows * 7,
+        "heard the notes in {matching} of {windows} windows"
+    );
     let mut buf = [0u8; 2048];
     assert!(
         wire.recv_from(&mut buf).is_err(),

@@ -276,15 +276,11 @@ const NOTES: [f32; 4] = [440.0, 660.0, 880.0, 1320.0];
 
 /// Share of 200 ms windows whose dominant frequency is one of the notes.
 fn note_share(samples: &[i16]) -> f64 {
-    let f = umbra_call::analysis::frequencies_per_window(samples, 9_600, 48_000);
-    if f.is_empty() {
+    let (hits, windows) = umbra_call::analysis::windows_on_notes(samples, &NOTES, 15.0);
+    if windows == 0 {
         return 0.0;
     }
-    let hits = f
-        .iter()
-        .filter(|x| NOTES.iter().any(|n| (*x - n).abs() <= 15.0))
-        .count();
-    hits as f64 / f.len() as f64
+    hits as f64 / windows as f64
 }
 
 fn read_wav(path: &Path) -> Vec<i16> {
