@@ -40,6 +40,15 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     Ok(secret)
 }
 
+/// When this proxy first started: the time its secret was created.
+pub fn created(data_dir: &Path) -> u64 {
+    std::fs::metadata(data_dir.join(SECRET_FILE))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(crate::shared::unix_now, |d| d.as_secs())
+}
+
 /// The link as text and as a terminal QR code.
 pub fn show(link: &ProxyLink) -> String {
     let text = link.to_string();

@@ -159,6 +159,7 @@ impl Proxy {
             upstream,
             relay_upstream,
             decoy: config.decoy.clone(),
+            site: crate::decoy::builtin(&secret, link::created(&config.data_dir)),
             metrics: Arc::new(Metrics::default()),
             idle: config.idle_timeout(),
             handshake: config.handshake_timeout(),
@@ -296,6 +297,7 @@ async fn accept_tls(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn handle_tls(mut tcp: TcpStream, shared: &Shared) {
+    let started = std::time::Instant::now();
     if shared.proxy_protocol {
         match tokio::time::timeout(shared.handshake, proxy_protocol::strip(&mut tcp)).await {
             Ok(Ok(())) => {}
@@ -322,7 +324,11 @@ async fn handle_tls(mut tcp: TcpStream, shared: &Shared) {
                 forward::buffered(stream, up, shared.idle, &shared.metrics).await;
             }
         }
-        _ => shared.turn_away(stream, &first).await,
+        _ => {
+            shared
+                .turn_away(stream, &first, true, started.elapsed())
+                .await
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub(crate) struct Shared {
     pub upstream: Upstream,
     pub relay_upstream: Option<Upstream>,
     pub decoy: Option<String>,
+    pub site: decoy::Builtin,
     pub metrics: Arc<Metrics>,
     pub idle: Duration,
     pub handshake: Duration,
@@ -99,11 +100,18 @@ impl Shared {
         }
     }
 
-    /// Serves a visitor the website, `first` being what it sent so far.
-    pub async fn turn_away<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S, first: &[u8]) {
+    /// Serves a visitor the website, `first` being what it sent so far and
+    /// `waited` how long that took.
+    pub async fn turn_away<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        first: &[u8],
+        tls: bool,
+        waited: Duration,
+    ) {
         let _ = match &self.decoy {
             Some(addr) => decoy::relay_to(stream, first, addr, self.handshake).await,
-            None => decoy::serve_builtin(stream, first, self.handshake, unix_now()).await,
+            None => decoy::serve_builtin(stream, first, &self.site, tls, waited).await,
         };
     }
 }

@@ -303,7 +303,7 @@ impl Worker {
                     }
                 }
                 Step::Visitor => {
-                    self.send_to_website(slot);
+                    self.send_to_website(slot, now);
                     return;
                 }
                 Step::Finished => {
@@ -355,10 +355,11 @@ impl Worker {
     }
 
     /// Hands a visitor to the runtime that serves the website.
-    fn send_to_website(&mut self, slot: usize) {
+    fn send_to_website(&mut self, slot: usize, now: u64) {
         let Some(c) = self.conns.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        let waited = Duration::from_millis(now.saturating_sub(c.since_ms));
         self.freed.push(slot);
         self.live -= 1;
         let (mut stream, first) = c.into_visitor();
@@ -371,7 +372,7 @@ impl Worker {
         let shared = self.shared.clone();
         self.runtime.spawn(async move {
             if let Ok(tcp) = tokio::net::TcpStream::from_std(stream) {
-                shared.turn_away(tcp, &first).await;
+                shared.turn_away(tcp, &first, false, waited).await;
             }
             shared.close();
         });
@@ -387,7 +388,7 @@ impl Worker {
             if c.upstream.is_none() {
                 if now.saturating_sub(c.since_ms) >= handshake {
                     self.shared.count(Decision::Decoy(Reason::NoProof));
-                    self.send_to_website(slot);
+                    self.send_to_website(slot, now);
                 }
             } else if !c.established {
                 if now.saturating_sub(c.since_ms) >= handshake {
