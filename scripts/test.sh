@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # turnutils_uclient, curl and openssl as probers, Chromium for the WebRTC test,
 # iproute2 to give Chromium an interface to gather on and to build the
 # network namespaces of the call tests, tcpdump to capture their traffic,
-# ALSA's development files for the optional sound-device build of calls.
-packages=(coturn curl openssl chromium iproute2 tcpdump libasound2-dev pkg-config)
+# ALSA's development files for the optional sound-device build of calls,
+# Pebble (the ACME test server, with its mock DNS) for the proxy's --acme.
+packages=(coturn curl openssl chromium iproute2 tcpdump libasound2-dev pkg-config pebble)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 missing=()

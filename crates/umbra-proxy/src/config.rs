@@ -31,6 +31,12 @@ pub struct ProxyConfig {
     pub cert_file: Option<PathBuf>,
     /// Private key (PEM) for the TLS ports.
     pub key_file: Option<PathBuf>,
+    /// Obtain and renew the certificate for this domain over ACME.
+    pub acme: Option<String>,
+    /// The ACME directory URL.
+    pub acme_directory: String,
+    /// A PEM root to trust for the ACME server (a private or test CA).
+    pub acme_ca_root: Option<PathBuf>,
     /// A web server that non-admitted visitors are relayed to (`host:port`);
     /// without it they get the built-in site.
     pub decoy: Option<String>,
@@ -67,6 +73,9 @@ impl Default for ProxyConfig {
             data_dir: PathBuf::from("./umbra-proxy-data"),
             cert_file: None,
             key_file: None,
+            acme: None,
+            acme_directory: crate::acme::LETS_ENCRYPT.to_string(),
+            acme_ca_root: None,
             decoy: None,
             max_connections: 10_000,
             idle_timeout_secs: 600,
@@ -129,6 +138,15 @@ pub struct ProxyArgs {
     /// Private key (PEM) for --cert-file.
     #[arg(long, env = "UMBRA_PROXY_KEY", value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// Get a real certificate for DOMAIN from Let's Encrypt (ACME, TLS-ALPN-01 on port 443) and renew it.
+    #[arg(long, env = "UMBRA_PROXY_ACME", value_name = "DOMAIN")]
+    pub acme: Option<String>,
+    /// ACME directory to use with --acme [default: Let's Encrypt].
+    #[arg(long, env = "UMBRA_PROXY_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Trust this PEM root for the ACME server instead of the system's (a private or test CA).
+    #[arg(long, env = "UMBRA_PROXY_ACME_CA_ROOT", value_name = "FILE")]
+    pub acme_ca_root: Option<PathBuf>,
     /// Web server to relay non-Umbra visitors to (HOST:PORT) [default: a built-in site].
     #[arg(long, env = "UMBRA_PROXY_DECOY", value_name = "HOST:PORT")]
     pub decoy: Option<String>,
@@ -197,6 +215,9 @@ impl Layered for ProxyConfig {
         set(&mut self.data_dir, &args.data_dir);
         set_opt(&mut self.cert_file, &args.cert_file);
         set_opt(&mut self.key_file, &args.key_file);
+        set_opt(&mut self.acme, &args.acme);
+        set(&mut self.acme_directory, &args.acme_directory);
+        set_opt(&mut self.acme_ca_root, &args.acme_ca_root);
         set_opt(&mut self.decoy, &args.decoy);
         set(&mut self.max_connections, &args.max_connections);
         set(&mut self.idle_timeout_secs, &args.idle_timeout_secs);
@@ -234,6 +255,14 @@ impl ProxyConfig {
         if self.cert_file.is_some() != self.key_file.is_some() {
             return Err(ConfigError::Invalid(
                 "give both --cert-file and --key-file, or neither",
+            ));
+        }
+        if self.acme.is_some() && self.cert_file.is_some() {
+            return Err(ConfigError::Invalid("give --acme or --cert-file, not both"));
+        }
+        if self.acme.is_some() && self.tls_listen.is_empty() {
+            return Err(ConfigError::Invalid(
+                "--acme needs a TLS port (the CA validates on it)",
             ));
         }
         if self.max_connections == 0 || self.replay_cache_entries == 0 {

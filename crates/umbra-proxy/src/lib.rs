@@ -14,6 +14,7 @@
 //! - [`admission`]: deciding, from the first bytes, admit or decoy.
 //! - [`decoy`]: the website probers see (built in, or a configured web server).
 //! - [`tls`]: the certificate (operator's PEM, or generated and kept).
+//! - [`acme`]: `--acme DOMAIN`: a CA's certificate, obtained and renewed.
 //! - [`upstream`]: the upstreams, resolved ahead of time; the fast connect.
 //! - [`shared`]: what all connections share: admission, limits, counters.
 //! - `plain`: the plain ports' own event loop (one per core).
@@ -24,6 +25,7 @@
 //! - [`doctor`]: `umbra proxy doctor`, the operator's checks.
 //! - [`link`]: the proxy's secret and link, printed with a QR code.
 
+pub mod acme;
 pub mod admission;
 pub mod config;
 pub mod decoy;

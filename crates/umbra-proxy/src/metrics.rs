@@ -34,13 +34,17 @@ pub struct Metrics {
     pub bytes_down: AtomicU64,
     /// Of all bytes forwarded, those moved without a copy (splice).
     pub bytes_spliced: AtomicU64,
+    /// Certificates obtained over ACME.
+    pub acme_issued: AtomicU64,
+    /// ACME attempts that failed.
+    pub acme_failures: AtomicU64,
 }
 
 impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, String); 14] = [
+        let rows: [(&str, &str, &str, String); 16] = [
             (
                 "umbra_proxy_connections_total",
                 "counter",
@@ -124,6 +128,18 @@ impl Metrics {
                 "counter",
                 "Bytes forwarded without a copy through the proxy (splice).",
                 c(&self.bytes_spliced).to_string(),
+            ),
+            (
+                "umbra_proxy_acme_issued_total",
+                "counter",
+                "Certificates obtained over ACME.",
+                c(&self.acme_issued).to_string(),
+            ),
+            (
+                "umbra_proxy_acme_failures_total",
+                "counter",
+                "ACME attempts that failed.",
+                c(&self.acme_failures).to_string(),
             ),
         ];
         let mut out = String::with_capacity(2048);

@@ -24,7 +24,7 @@ use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::shared::{Shared, unix_now};
 use crate::upstream::{Upstream, not_yet, start_connect};
-use crate::{forward, link, plain, proxy_protocol, tls};
+use crate::{acme, forward, link, plain, proxy_protocol, tls};
 
 /// How long shutdown waits for open connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -38,6 +38,7 @@ pub struct Proxy {
     shared: Arc<Shared>,
     link: ProxyLink,
     fingerprint: Option<String>,
+    acme: Option<acme::Manager>,
 }
 
 /// A listening socket that other workers can share (SO_REUSEPORT: the
@@ -129,9 +130,23 @@ impl Proxy {
         let host = config
             .public_host
             .clone()
+            .or_else(|| config.acme.clone())
             .unwrap_or_else(|| "127.0.0.1".to_string());
+        let mut acme = None;
         let (acceptor, fingerprint) = if tls_addrs.is_empty() {
             (None, None)
+        } else if let Some(domain) = &config.acme {
+            let manager = acme::Manager::load(
+                acme::Settings {
+                    domain: domain.clone(),
+                    directory: config.acme_directory.clone(),
+                    ca_root: config.acme_ca_root.clone(),
+                },
+                &config.data_dir,
+            )?;
+            let tls = Arc::new(manager.server_config()?);
+            acme = Some(manager);
+            (Some(TlsAcceptor::from(tls)), None)
         } else {
             let cert = tls::load(
                 config.cert_file.as_deref(),
@@ -178,6 +193,7 @@ impl Proxy {
                 tls: use_tls,
             },
             fingerprint,
+            acme,
         })
     }
 
@@ -236,6 +252,9 @@ impl Proxy {
                 };
                 tokio::join!(shared.upstream.keep_resolved(), relay);
             });
+        }
+        if let Some(manager) = self.acme {
+            tasks.spawn(manager.run(shared.metrics.clone()));
         }
         for l in self.tls {
             tasks.spawn(accept_tls(TcpListener::from_std(l)?, shared.clone()));
@@ -315,6 +334,11 @@ async fn handle_tls(mut tcp: TcpStream, shared: &Shared) {
             return;
         }
     };
+    if stream.get_ref().1.alpn_protocol() == Some(acme::ACME_TLS_ALPN) {
+        // The CA checked the challenge certificate; nothing else is said.
+        let _ = stream.shutdown().await;
+        return;
+    }
     let (first, decision) = read_first(&mut stream, shared).await;
     shared.count(decision);
     match decision {

@@ -173,6 +173,15 @@ fn ordinary_params(
     Ok(params)
 }
 
+/// An ordinary self-signed certificate for `host` and its key, as PEM.
+pub fn self_signed_pem(host: &str, now: u64) -> anyhow::Result<(String, String)> {
+    let signing_key = rcgen::KeyPair::generate().context("generating a key")?;
+    let certified = ordinary_params(host, now, signing_key.public_key_raw())?
+        .self_signed(&signing_key)
+        .context("generating a self-signed certificate")?;
+    Ok((certified.pem(), signing_key.serialize_pem()))
+}
+
 fn generate(cert: &Path, key: &Path, host: &str, now: u64) -> anyhow::Result<()> {
     if let Some(dir) = key.parent() {
         use std::os::unix::fs::DirBuilderExt;
@@ -182,12 +191,9 @@ fn generate(cert: &Path, key: &Path, host: &str, now: u64) -> anyhow::Result<()>
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    let signing_key = rcgen::KeyPair::generate().context("generating a key")?;
-    let certified = ordinary_params(host, now, signing_key.public_key_raw())?
-        .self_signed(&signing_key)
-        .context("generating a self-signed certificate")?;
-    write_private(key, signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(cert, certified.pem()).with_context(|| format!("writing {}", cert.display()))?;
+    let (chain, private) = self_signed_pem(host, now)?;
+    write_private(key, private.as_bytes())?;
+    std::fs::write(cert, chain).with_context(|| format!("writing {}", cert.display()))?;
     tracing::info!("generated a self-signed TLS certificate");
     Ok(())
 }
