@@ -324,6 +324,17 @@ async fn handle_tls(mut tcp: TcpStream, shared: &Shared) {
         }
     }
     let Some(acceptor) = &shared.tls else { return };
+    // Plain HTTP on the TLS port: nginx's answer, unless the operator's own
+    // web server answers everything.
+    let mut peeked = [0u8; 1];
+    if shared.decoy.is_none()
+        && let Ok(Ok(1)) = tokio::time::timeout(shared.handshake, tcp.peek(&mut peeked)).await
+        && peeked[0].is_ascii_uppercase()
+    {
+        shared.count(Decision::Decoy(Reason::NoProof));
+        let _ = crate::decoy::plain_on_tls(tcp, &shared.site).await;
+        return;
+    }
     let mut stream = match tokio::time::timeout(shared.handshake, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         _ => {

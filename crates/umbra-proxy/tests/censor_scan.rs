@@ -415,6 +415,28 @@ async fn the_site_behaves_like_nginx_on_head_ranges_methods_and_connections() {
         "{log}"
     );
 
+    // Plain HTTP to the TLS port: nginx's special 400.
+    let (https_port, _) = run(
+        "curl",
+        vec![
+            "-si".into(),
+            "--max-time".into(),
+            "10".into(),
+            format!("http://127.0.0.1:{}/", p.tls.port()),
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        https_port.starts_with("HTTP/1.1 400 Bad Request\r\nServer: nginx"),
+        "{https_port}"
+    );
+    assert!(
+        https_port.contains("<center>The plain HTTP request was sent to HTTPS port</center>")
+            && https_port.contains("Connection: close"),
+        "{https_port}"
+    );
+
     // Bytes that are not HTTP: nginx's 400, at once, then the connection ends.
     let mut s = TcpStream::connect(p.plain).await.expect("connect");
     s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])

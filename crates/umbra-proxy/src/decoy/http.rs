@@ -149,7 +149,7 @@ fn reason(status: u16) -> &'static str {
         206 => "Partial Content",
         301 => "Moved Permanently",
         304 => "Not Modified",
-        400 | 494 => "Bad Request",
+        400 | 494 | 497 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Not Allowed",
@@ -161,16 +161,24 @@ fn reason(status: u16) -> &'static str {
 }
 
 impl Builtin {
-    /// nginx's page for an error status.
+    /// nginx's page for an error status. 494 and 497 are nginx's own
+    /// codes for two kinds of 400, which say why on a second line.
     fn error_page(&self, status: u16) -> String {
-        let title = match status {
-            494 => "400 Request Header Or Cookie Too Large".to_string(),
-            s => format!("{s} {}", reason(s)),
+        let why = match status {
+            494 => Some("Request Header Or Cookie Too Large"),
+            497 => Some("The plain HTTP request was sent to HTTPS port"),
+            _ => None,
         };
-        let h1 = if status == 494 {
-            "<center><h1>400 Bad Request</h1></center>\r\n<center>Request Header Or Cookie Too Large</center>".to_string()
-        } else {
-            format!("<center><h1>{title}</h1></center>")
+        let (title, h1) = match why {
+            Some(why) => (
+                format!("400 {why}"),
+                format!("<center><h1>400 Bad Request</h1></center>\r\n<center>{why}</center>"),
+            ),
+            None => {
+                let title = format!("{status} {}", reason(status));
+                let h1 = format!("<center><h1>{title}</h1></center>");
+                (title, h1)
+            }
         };
         format!(
             "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n{h1}\r\n<hr><center>{}</center>\r\n</body>\r\n</html>\r\n",
@@ -179,7 +187,11 @@ impl Builtin {
     }
 
     fn status_line(&self, status: u16, now: u64) -> String {
-        let code = if status == 494 { 400 } else { status };
+        let code = if matches!(status, 494 | 497) {
+            400
+        } else {
+            status
+        };
         format!(
             "HTTP/1.1 {code} {}\r\nServer: {}\r\nDate: {}\r\n",
             reason(status),

@@ -124,6 +124,36 @@ pub async fn serve_builtin<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Answers plain HTTP sent to the TLS port as nginx does: reads the head,
+/// then a 400 that says so, and closes.
+pub async fn plain_on_tls<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    site: &Builtin,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    let read_head = async {
+        loop {
+            match http::scan(&buf) {
+                Scan::Incomplete => {}
+                Scan::Reject(status) => return Ok(Some(status)),
+                Scan::Head(_) | Scan::Simple(_) => return Ok(Some(497)),
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let Ok(Ok(Some(status))) = tokio::time::timeout(HEADER_TIMEOUT, read_head).await else {
+        return Ok(());
+    };
+    let answer = site.reject(status, crate::shared::unix_now());
+    stream.write_all(&answer.bytes).await?;
+    stream.shutdown().await
+}
+
 /// Relays the visitor to the operator's web server.
 pub async fn relay_to<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
