@@ -69,9 +69,7 @@ impl Resolver {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+use crate::tls::provider;
 
 /// A certified key from a PEM chain and a PEM private key.
 fn certified(chain_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<CertifiedKey>> {
@@ -85,15 +83,9 @@ fn certified(chain_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<CertifiedKe
     ))
 }
 
-/// Unix seconds of the leaf's validity, `(not_before, not_after)`.
+/// The validity of a certified key's leaf.
 fn validity(key: &CertifiedKey) -> Option<(u64, u64)> {
-    let leaf = key.cert.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let v = cert.validity();
-    Some((
-        u64::try_from(v.not_before.timestamp()).ok()?,
-        u64::try_from(v.not_after.timestamp()).ok()?,
-    ))
+    crate::tls::validity(key.cert.first()?.as_ref())
 }
 
 /// When a certificate valid over `(from, to)` should be renewed: once two
@@ -111,36 +103,12 @@ pub struct Manager {
     due: u64,
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 impl Manager {
     /// The stored certificate for the domain, or a generated one until the
     /// CA issues it.
     pub fn load(settings: Settings, data_dir: &Path) -> anyhow::Result<Self> {
         let dir = data_dir.join("acme");
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
-        }
+        crate::files::private_dir(&dir)?;
         let stored = std::fs::read(dir.join(format!("{}.pem", settings.domain)))
             .ok()
             .and_then(|pem| certified(&pem, &pem).ok());
@@ -216,7 +184,7 @@ impl Manager {
             Ok(der) => PrivatePkcs8KeyDer::from(der),
             Err(_) => {
                 let (_, der) = Key::generate_pkcs8().context("generating the ACME account key")?;
-                write_atomically(&path, der.secret_pkcs8_der())?;
+                crate::files::write_private(&path, der.secret_pkcs8_der())?;
                 der
             }
         };
@@ -282,7 +250,7 @@ impl Manager {
         let (key_pem, chain_pem) = result?;
         let key = certified(chain_pem.as_bytes(), key_pem.as_bytes())?;
         let due = validity(&key).map_or(0, renewal_due);
-        write_atomically(
+        crate::files::write_private(
             &self.dir.join(format!("{domain}.pem")),
             format!("{key_pem}{chain_pem}").as_bytes(),
         )?;

@@ -23,6 +23,7 @@
 //! - [`metrics`]: aggregate counters on loopback.
 //! - [`server`]: listeners, workers, TLS connections, shutdown.
 //! - [`doctor`]: `umbra proxy doctor`, the operator's checks.
+//! - `files`: private directories and files, written atomically.
 //! - [`link`]: the proxy's secret and link, printed with a QR code.
 
 pub mod acme;
@@ -30,6 +31,7 @@ pub mod admission;
 pub mod config;
 pub mod decoy;
 pub mod doctor;
+mod files;
 pub mod forward;
 pub mod link;
 pub mod metrics;

@@ -13,13 +13,9 @@ const SECRET_FILE: &str = "proxy.secret";
 /// Loads the secret, creating it if absent.
 pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     if !data_dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
+        crate::files::private_dir(data_dir)?;
     }
     let path = data_dir.join(SECRET_FILE);
     if path.exists() {

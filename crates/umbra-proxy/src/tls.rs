@@ -31,7 +31,8 @@ pub struct Certificate {
     pub generated: bool,
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The TLS implementation the proxy uses everywhere.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -48,8 +49,9 @@ pub fn load(
         _ => {
             let c = data_dir.join("tls-cert.pem");
             let k = data_dir.join("tls-key.pem");
-            if !c.exists() || !k.exists() || needs_renewal(&c, host, now_unix()) {
-                generate(&c, &k, host, now_unix())?;
+            let now = crate::shared::unix_now();
+            if !c.exists() || !k.exists() || needs_renewal(&c, host, now) {
+                generate(&c, &k, host, now)?;
             }
             (c, k, true)
         }
@@ -83,10 +85,14 @@ const VALID_DAYS: i64 = 365;
 /// A generated certificate is replaced this close to its end.
 const RENEW_BEFORE_SECS: u64 = 30 * 86_400;
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// Unix seconds of a certificate's validity, `(not_before, not_after)`.
+pub(crate) fn validity(der: &[u8]) -> Option<(u64, u64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let v = cert.validity();
+    Some((
+        u64::try_from(v.not_before.timestamp()).ok()?,
+        u64::try_from(v.not_after.timestamp()).ok()?,
+    ))
 }
 
 /// Whether the generated certificate at `path` ends within a month, names
@@ -96,10 +102,12 @@ fn needs_renewal(path: &Path, host: &str, now: u64) -> bool {
         return true;
     };
     let Ok(leaf) = leaf else { return true };
+    let Some((_, ends)) = validity(leaf.as_ref()) else {
+        return true;
+    };
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
         return true;
     };
-    let ends = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
     let named = cert
         .subject()
         .iter_common_name()
@@ -184,31 +192,12 @@ pub fn self_signed_pem(host: &str, now: u64) -> anyhow::Result<(String, String)>
 
 fn generate(cert: &Path, key: &Path, host: &str, now: u64) -> anyhow::Result<()> {
     if let Some(dir) = key.parent() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        crate::files::private_dir(dir)?;
     }
     let (chain, private) = self_signed_pem(host, now)?;
-    write_private(key, private.as_bytes())?;
+    crate::files::write_private(key, private.as_bytes())?;
     std::fs::write(cert, chain).with_context(|| format!("writing {}", cert.display()))?;
     tracing::info!("generated a self-signed TLS certificate");
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes)?;
     Ok(())
 }
 

@@ -282,9 +282,14 @@ impl Builtin {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim()))
             .collect();
-        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-        let host = header("host");
-        if minor >= 1 && host.is_none() {
+        let mut req = Request {
+            method,
+            path: path_of(target),
+            headers,
+            keep_alive: false,
+        };
+        let header = |name: &str| req.header(name);
+        if minor >= 1 && header("host").is_none() {
             return self.reject(400, cx.now);
         }
         let connection = header("connection").unwrap_or("").to_ascii_lowercase();
@@ -306,28 +311,20 @@ impl Builtin {
             // A body whose length we would have to parse: answer, then close.
             keep_alive = false;
         }
-        let body = method != "HEAD";
-        let path = path_of(target);
-        if path.contains("/../") || path.ends_with("/..") {
+        if req.path.contains("/../") || req.path.ends_with("/..") {
             return self.reject(400, cx.now);
         }
-        let mut answer = self.resource(method, &path, host, &header, cx, keep_alive, body);
+        req.keep_alive = keep_alive;
+        let mut answer = self.resource(&req, cx);
         answer.discard = discard;
         answer
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn resource<'h>(
-        &self,
-        method: &str,
-        path: &str,
-        host: Option<&str>,
-        header: &impl Fn(&str) -> Option<&'h str>,
-        cx: Context,
-        keep_alive: bool,
-        body: bool,
-    ) -> Answer {
-        let now = cx.now;
+    fn resource(&self, req: &Request<'_>, cx: Context) -> Answer {
+        let (now, method, path, keep_alive) =
+            (cx.now, req.method, req.path.as_str(), req.keep_alive);
+        let body = method != "HEAD";
+        let header = |name: &str| req.header(name);
         if !matches!(method, "GET" | "HEAD" | "POST") {
             return self.error(405, now, keep_alive, None, body);
         }
@@ -345,7 +342,7 @@ impl Builtin {
             }
             if is_dir(path) {
                 let scheme = if cx.tls { "https" } else { "http" };
-                let host = host.unwrap_or("localhost");
+                let host = header("host").unwrap_or("localhost");
                 let location = format!("Location: {scheme}://{host}{path}/\r\n");
                 return self.error(301, now, keep_alive, Some(location), body);
             }
@@ -416,6 +413,25 @@ impl Builtin {
                 }
             }
         }
+    }
+}
+
+/// A parsed request, as far as a static site cares.
+struct Request<'a> {
+    method: &'a str,
+    /// The decoded path, without query.
+    path: String,
+    /// Header names lower-cased, values trimmed.
+    headers: Vec<(String, &'a str)>,
+    keep_alive: bool,
+}
+
+impl<'a> Request<'a> {
+    fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
     }
 }
 
