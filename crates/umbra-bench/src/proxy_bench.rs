@@ -8,8 +8,10 @@
 //!
 //! - bulk throughput: one stream, 64 KiB writes for a fixed time, bytes
 //!   counted by the sink;
-//! - new connections per second: connect (plus the admission preamble for
-//!   Umbra), one byte there and back through the proxy, close; a fixed count
+//! - new connections per second: connect (plus, for Umbra, the WebSocket
+//!   upgrade that admits a client on a plain port and the proxy's 101), a
+//!   hello there and back through the proxy (shaped as the Noise handshake
+//!   is: a length-prefixed first message each way, which Umbra masks), close; a fixed count
 //!   with a fixed number of workers, cut into slices that alternate between
 //!   the paths (so that the machine's drift, such as the kernel's TIME_WAIT
 //!   table filling up, weighs on each path alike). Alongside, the proxy's own CPU time per
@@ -25,8 +27,11 @@
 //! connection-rate ratio, so the spread is in plain sight. Each path has a
 //! sink of its own.
 //!
-//! The sink tells modes apart by the first byte: `T` discard, `E` echo one
-//! byte, `I` hold idle.
+//! Every connection starts with a three-byte hello each way (length 1, then
+//! the mode); the sink tells modes apart by the client's: `T` discard, `E`
+//! wait for the end, `I` hold idle. After the hellos Umbra's masks are off,
+//! as they are after a real client's Noise handshake, so bulk and idle
+//! connections cost what real ones do.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -35,12 +40,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rand::RngCore;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use umbra_wire::proxy::{ProxyLink, Target, preamble};
+use umbra_net::dial::{BoxStream, Route, dial};
+use umbra_wire::proxy::{ProxyLink, Target};
 
 use crate::cpu::process_runtime_ns;
 use crate::memory::rss_kib;
@@ -176,25 +181,30 @@ impl Path {
         }
     }
 
-    async fn connect(&self, mode: u8) -> std::io::Result<TcpStream> {
+    /// Connects, is admitted (Umbra), and exchanges the hellos.
+    async fn connect(&self, mode: u8) -> std::io::Result<BoxStream> {
         let (addr, secret) = match self {
             Path::Direct(a) | Path::Haproxy(a, _) => (*a, None),
             Path::Umbra(a, _, s) => (*a, Some(*s)),
         };
-        let mut s = TcpStream::connect(addr).await?;
-        let _ = s.set_nodelay(true);
-        let mut first = Vec::with_capacity(64);
-        if let Some(secret) = secret {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let mut nonce = [0u8; 16];
-            rand::thread_rng().fill_bytes(&mut nonce);
-            first.extend_from_slice(&preamble(&secret, now, nonce, Target::Messaging));
-        }
-        first.push(mode);
-        s.write_all(&first).await?;
+        let timeout = Duration::from_secs(10);
+        let route = match secret {
+            None => Route::Direct(addr.to_string()),
+            // A client's own way in: the upgrade, the 101, the masks.
+            Some(secret) => Route::Proxy(ProxyLink {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                secret,
+                tls: false,
+                front: None,
+            }),
+        };
+        let mut s = dial(&route, Target::Messaging, timeout)
+            .await
+            .map_err(std::io::Error::other)?;
+        s.write_all(&[0, 1, mode]).await?;
+        let mut hello = [0u8; 3];
+        s.read_exact(&mut hello).await?;
         Ok(s)
     }
 }
@@ -215,11 +225,14 @@ async fn sink() -> anyhow::Result<Sink> {
         while let Ok((mut s, _)) = l.accept().await {
             let (b, i) = (b.clone(), i.clone());
             tokio::spawn(async move {
-                let mut mode = [0u8; 1];
-                if s.read_exact(&mut mode).await.is_err() {
+                let mut hello = [0u8; 3];
+                if s.read_exact(&mut hello).await.is_err() {
                     return;
                 }
-                match mode[0] {
+                if s.write_all(&[0, 1, b'S']).await.is_err() {
+                    return;
+                }
+                match hello[2] {
                     b'T' => {
                         let mut buf = vec![0u8; 256 * 1024];
                         while let Ok(n) = s.read(&mut buf).await {
@@ -231,9 +244,6 @@ async fn sink() -> anyhow::Result<Sink> {
                     }
                     b'E' => {
                         let mut one = [0u8; 1];
-                        if s.read_exact(&mut one).await.is_ok() {
-                            let _ = s.write_all(&one).await;
-                        }
                         let _ = s.read(&mut one).await;
                     }
                     _ => {
@@ -289,10 +299,8 @@ async fn connection_batch(path: &Path, count: u64, workers: usize) -> anyhow::Re
         let (path, next) = (path.clone(), next.clone());
         tasks.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < count {
-                let mut s = path.connect(b'E').await?;
-                s.write_all(b"x").await?;
-                let mut one = [0u8; 1];
-                s.read_exact(&mut one).await?;
+                // The hellos there and back are the round trip.
+                path.connect(b'E').await?;
             }
             Ok::<_, std::io::Error>(())
         });

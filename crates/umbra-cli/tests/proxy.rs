@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::capture::{all_bytes, capture};
 use common::proxy_proc::{ProxyProc, free_port};
 use common::{ServerProc, history, ok};
 
@@ -27,49 +27,6 @@ fn tripwire() -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, count)
-}
-
-/// A TCP relay that records every byte both ways: a packet capture of the
-/// proxy's traffic on that side.
-fn capture(listen_ip: &str, to: String) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
-    let l = TcpListener::bind(format!("{listen_ip}:0")).expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let record = log.clone();
-    std::thread::spawn(move || {
-        for inbound in l.incoming().flatten() {
-            let Ok(outbound) = TcpStream::connect(&to) else {
-                continue;
-            };
-            for (mut from, mut into) in [
-                (
-                    inbound.try_clone().expect("clone"),
-                    outbound.try_clone().expect("clone"),
-                ),
-                (outbound, inbound),
-            ] {
-                let record = record.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16384];
-                    loop {
-                        match from.read(&mut buf) {
-                            Ok(0) | Err(_) => {
-                                let _ = into.shutdown(std::net::Shutdown::Write);
-                                return;
-                            }
-                            Ok(n) => {
-                                record.lock().expect("lock").extend_from_slice(&buf[..n]);
-                                if into.write_all(&buf[..n]).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                });
-            }
-        }
-    });
-    (addr, log)
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -204,12 +161,12 @@ fn the_proxy_sees_and_logs_only_ciphertext() {
     assert!(history(&p("alicia"), "bobbyt").contains(&("bobbyt".into(), secrets[1].into())));
 
     let deadline = Instant::now() + Duration::from_secs(5);
-    while client_capture.lock().expect("lock").len() < 1000 && Instant::now() < deadline {
+    while all_bytes(&client_capture).len() < 1000 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let output = proxy.stop();
-    let down = client_capture.lock().expect("lock").clone();
-    let up = up_capture.lock().expect("lock").clone();
+    let down = all_bytes(&client_capture);
+    let up = all_bytes(&up_capture);
     assert!(
         down.len() > 5000 && up.len() > 5000,
         "captures hold the chat ({} / {} bytes)",
@@ -252,6 +209,14 @@ fn the_proxy_sees_and_logs_only_ciphertext() {
 
 #[test]
 fn calls_go_through_the_same_proxy_port_to_the_relay() {
+    // A TLS port, and a plain one, whose TURN framing (in clear on the
+    // relay's own TCP port) must not show to an observer.
+    for tls in [true, false] {
+        allocate_through_a_proxy(tls);
+    }
+}
+
+fn allocate_through_a_proxy(tls: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let relay_port = free_port("127.0.0.1");
     let relay_listen = format!("127.0.0.1:{relay_port}");
@@ -275,16 +240,23 @@ fn calls_go_through_the_same_proxy_port_to_the_relay() {
         &dir.path().join("proxy"),
         &node.listen,
         &listen,
-        true,
+        tls,
         "127.0.0.1",
         &["--relay-upstream", &relay_listen],
     );
+    let (seen_at, captured) = capture("127.0.0.7", listen.clone());
+    let port = listen.rsplit(':').next().expect("port");
+    let link = proxy.link.replace(
+        &format!("host=127.0.0.1&port={port}"),
+        &format!("host=127.0.0.7&port={}", seen_at.port()),
+    );
+    assert_ne!(link, proxy.link);
     let alice = dir.path().join("alice");
     ok(
         &alice,
         &[
             "--proxy",
-            &proxy.link,
+            &link,
             "register",
             "--invite",
             &node.invite,
@@ -303,8 +275,8 @@ fn calls_go_through_the_same_proxy_port_to_the_relay() {
         .expect("pass")
         .to_string();
 
-    // A TURN allocation over TCP through the proxy's one TLS port.
-    let link = umbra_wire::proxy::ProxyLink::parse(&proxy.link).expect("link");
+    // A TURN allocation over TCP through the proxy's one port.
+    let link = umbra_wire::proxy::ProxyLink::parse(&link).expect("link");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -357,6 +329,14 @@ fn calls_go_through_the_same_proxy_port_to_the_relay() {
         }
     });
     assert_eq!(relay_addr.ip().to_string(), "127.0.0.1");
+    // STUN's magic cookie begins every TURN message the relay exchanged
+    // with the proxy; on the client's side of the proxy it never shows.
+    let seen = all_bytes(&captured);
+    assert!(seen.len() > 1000);
+    assert!(
+        !contains(&seen, &[0x21, 0x12, 0xA4, 0x42]),
+        "TURN in clear (tls={tls})"
+    );
     drop(proxy);
     drop(node);
 }

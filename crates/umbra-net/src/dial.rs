@@ -1,10 +1,13 @@
 //! Opening the byte stream to the server: directly, or through a proxy.
 //!
 //! Through a proxy the client connects to the proxy's address only (never
-//! the server's), wraps the connection in TLS when the link says so, and
-//! sends the admission preamble (`umbra_wire::proxy`). What follows is the
-//! ordinary Noise session with the server, end to end: the proxy forwards it
-//! without being able to read it.
+//! the server's). On a TLS port it sends the admission preamble
+//! (`umbra_wire::proxy`) inside TLS; on a plain port it opens with a
+//! WebSocket upgrade that carries the same proof and masks what follows
+//! ([`crate::masked`]); on a fronting port it opens with a marked TLS hello
+//! for the fronted site ([`crate::fronted`]). Either way what follows is the ordinary Noise
+//! session with the server, end to end: the proxy forwards it without being
+//! able to read it.
 //!
 //! The proxy's TLS certificate is not checked. TLS here is camouflage (it
 //! makes the connection look like HTTPS); the security of the session comes
@@ -21,6 +24,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use umbra_wire::proxy::{ProxyLink, Target, preamble};
 
+use crate::fronted::Fronted;
+use crate::masked::Masked;
 use crate::{NetError, Stream};
 
 /// How to reach the server.
@@ -56,8 +61,11 @@ pub async fn dial(route: &Route, target: Target, timeout: Duration) -> Result<Bo
             // A userspace CSPRNG (seeded from the OS): no syscall per connection.
             let mut nonce = [0u8; 16];
             rand::thread_rng().fill_bytes(&mut nonce);
-            let hello = preamble(&link.secret, now, nonce, target);
-            if link.tls {
+            if let Some(name) = &link.front {
+                let fronted = Fronted::open(stream, link, name, target, now, timeout).await?;
+                Ok(Box::new(fronted))
+            } else if link.tls {
+                let hello = preamble(&link.secret, now, nonce, target);
                 let name = ServerName::try_from(
                     link.host.trim_matches(|c| c == '[' || c == ']').to_string(),
                 )
@@ -69,9 +77,8 @@ pub async fn dial(route: &Route, target: Target, timeout: Duration) -> Result<Bo
                 tls.write_all(&hello).await?;
                 Ok(Box::new(tls))
             } else {
-                let mut stream = stream;
-                stream.write_all(&hello).await?;
-                Ok(Box::new(stream))
+                let masked = Masked::open(stream, link, target, now, nonce, timeout).await?;
+                Ok(Box::new(masked))
             }
         }
     }
@@ -81,7 +88,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn client_config() -> Result<Arc<rustls::ClientConfig>, NetError> {
+pub(crate) fn client_config() -> Result<Arc<rustls::ClientConfig>, NetError> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|_| NetError::Proxy("TLS setup failed"))?

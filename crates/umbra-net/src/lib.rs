@@ -3,7 +3,10 @@
 //! - [`handshake`]: [`connect`] (client) and [`accept`] (server) run the Noise IK
 //!   handshake over any byte stream (TCP today; TLS through a proxy later).
 //! - [`dial`]: opening the stream to the server, directly or through a proxy
-//!   (TCP or TLS, then the admission preamble).
+//!   (TLS and the admission preamble, or a plain port's WebSocket upgrade).
+//! - [`masked`]: a plain port's stream, masked where it would show its shape.
+//! - [`fronted`]: a fronting port's stream: a marked hello, then masked
+//!   bytes in TLS records.
 //! - [`channel`]: [`FrameReader`] and [`FrameWriter`], the two halves of an
 //!   established channel, usable from different tasks.
 //!
@@ -12,7 +15,9 @@
 
 pub mod channel;
 pub mod dial;
+pub mod fronted;
 pub mod handshake;
+pub mod masked;
 
 pub use channel::{FrameReader, FrameWriter};
 pub use handshake::{Channel, accept, connect};
@@ -45,6 +50,13 @@ pub enum NetError {
     /// Going through the proxy failed.
     #[error("proxy: {0}")]
     Proxy(&'static str),
+    /// The proxy's plain port did not admit the connection.
+    #[error(transparent)]
+    ProxyAnswer(#[from] umbra_wire::upgrade::AnswerError),
+    /// The proxy's fronting port did not admit the connection, or broke
+    /// its framing.
+    #[error(transparent)]
+    Front(#[from] umbra_wire::front::FrontError),
     /// The peer closed the connection.
     #[error("the connection was closed by the other side")]
     Closed,

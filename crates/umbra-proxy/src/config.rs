@@ -40,6 +40,9 @@ pub struct ProxyConfig {
     /// A web server that non-admitted visitors are relayed to (`host:port`);
     /// without it they get the built-in site.
     pub decoy: Option<String>,
+    /// A real HTTPS site the TLS ports front (`host:port`): every visitor who
+    /// is not admitted talks to it, handshake and certificate included.
+    pub front: Option<String>,
     /// Most simultaneous connections.
     pub max_connections: usize,
     /// Seconds without traffic after which a forwarded connection is closed.
@@ -77,6 +80,7 @@ impl Default for ProxyConfig {
             acme_directory: crate::acme::LETS_ENCRYPT.to_string(),
             acme_ca_root: None,
             decoy: None,
+            front: None,
             max_connections: 10_000,
             idle_timeout_secs: 600,
             handshake_timeout_secs: 10,
@@ -150,6 +154,9 @@ pub struct ProxyArgs {
     /// Web server to relay non-Umbra visitors to (HOST:PORT) [default: a built-in site].
     #[arg(long, env = "UMBRA_PROXY_DECOY", value_name = "HOST:PORT")]
     pub decoy: Option<String>,
+    /// Front this real HTTPS site on the TLS ports (HOST:443): everyone who is not admitted talks to it, its handshake and certificate included; no certificate of the proxy's own is used.
+    #[arg(long, env = "UMBRA_PROXY_FRONT", value_name = "HOST:PORT")]
+    pub front: Option<String>,
     /// Most simultaneous connections [default: 10000].
     #[arg(long, env = "UMBRA_PROXY_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
@@ -219,6 +226,7 @@ impl Layered for ProxyConfig {
         set(&mut self.acme_directory, &args.acme_directory);
         set_opt(&mut self.acme_ca_root, &args.acme_ca_root);
         set_opt(&mut self.decoy, &args.decoy);
+        set_opt(&mut self.front, &args.front);
         set(&mut self.max_connections, &args.max_connections);
         set(&mut self.idle_timeout_secs, &args.idle_timeout_secs);
         set(
@@ -265,6 +273,21 @@ impl ProxyConfig {
                 "--acme needs a TLS port (the CA validates on it)",
             ));
         }
+        if self.front.is_some() {
+            if self.front_name().is_none() {
+                return Err(ConfigError::Invalid(
+                    "--front needs the site as HOST:PORT, with a host name (what clients' hellos name)",
+                ));
+            }
+            if self.tls_listen.is_empty() {
+                return Err(ConfigError::Invalid("--front needs a TLS port to front on"));
+            }
+            if self.acme.is_some() || self.cert_file.is_some() {
+                return Err(ConfigError::Invalid(
+                    "--front shows the fronted site's certificate: drop --acme and --cert-file",
+                ));
+            }
+        }
         if self.max_connections == 0 || self.replay_cache_entries == 0 {
             return Err(ConfigError::Invalid(
                 "max_connections and replay_cache_entries must be at least 1",
@@ -277,6 +300,20 @@ impl ProxyConfig {
             return Err(ConfigError::Invalid("timeouts must be at least one second"));
         }
         Ok(())
+    }
+
+    /// The fronted site's host name (from `front`), which clients name in
+    /// their hellos.
+    pub fn front_name(&self) -> Option<String> {
+        let front = self.front.as_deref()?;
+        let (host, port) = front.rsplit_once(':')?;
+        let valid = port.parse::<u16>().is_ok()
+            && !host.is_empty()
+            && host.parse::<std::net::IpAddr>().is_err()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        valid.then(|| host.to_ascii_lowercase())
     }
 
     /// Idle timeout.

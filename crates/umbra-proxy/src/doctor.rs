@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ProxyConfig;
-use crate::{link, tls};
+use crate::{front, link, tls};
 
 fn line(ok: bool, text: &str) -> bool {
     println!("[{}] {text}", if ok { " ok " } else { "FAIL" });
@@ -65,7 +65,20 @@ pub async fn run(config: &ProxyConfig) -> anyhow::Result<bool> {
             "[info] no --public-host: the link names 127.0.0.1, which only works on this machine"
         );
     }
-    if !config.tls_listen.is_empty() {
+    if let (Some(addr), Some(name)) = (&config.front, config.front_name()) {
+        all &= match front::learn(addr, &name, Duration::from_secs(5)).await {
+            Some(_) => line(
+                true,
+                &format!("fronted site {addr} answers a TLS 1.3 hello for {name}"),
+            ),
+            None => line(
+                false,
+                &format!(
+                    "fronted site {addr} did not answer a TLS 1.3 hello for {name}: fronting needs a site reachable from here that speaks TLS 1.3"
+                ),
+            ),
+        };
+    } else if !config.tls_listen.is_empty() {
         match tls::load(
             config.cert_file.as_deref(),
             config.key_file.as_deref(),
@@ -97,6 +110,9 @@ pub async fn run(config: &ProxyConfig) -> anyhow::Result<bool> {
         port,
         secret,
         tls: config.tls_listen.iter().any(|a| a.port() == port),
+        front: config
+            .front_name()
+            .filter(|_| config.tls_listen.iter().any(|a| a.port() == port)),
     };
     println!(
         "\nProxy link (share it with the people you want to help):\n{}",

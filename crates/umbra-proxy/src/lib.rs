@@ -15,6 +15,8 @@
 //! - [`decoy`]: the website probers see (built in, or a configured web server).
 //! - [`tls`]: the certificate (operator's PEM, or generated and kept).
 //! - [`acme`]: `--acme DOMAIN`: a CA's certificate, obtained and renewed.
+//! - `front`: `--front HOST:PORT`: the TLS ports as a real site, admission
+//!   on the first record.
 //! - [`upstream`]: the upstreams, resolved ahead of time; the fast connect.
 //! - [`shared`]: what all connections share: admission, limits, counters.
 //! - `plain`: the plain ports' own event loop (one per core).
@@ -33,6 +35,7 @@ pub mod decoy;
 pub mod doctor;
 mod files;
 pub mod forward;
+mod front;
 pub mod link;
 pub mod metrics;
 mod plain;

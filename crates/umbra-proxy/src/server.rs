@@ -17,7 +17,7 @@ use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use umbra_wire::proxy::{PREAMBLE_LEN, ProxyLink, Target};
+use umbra_wire::proxy::{ProxyLink, Target};
 
 use crate::admission::{Admission, Decision, Reason};
 use crate::config::ProxyConfig;
@@ -133,7 +133,8 @@ impl Proxy {
             .or_else(|| config.acme.clone())
             .unwrap_or_else(|| "127.0.0.1".to_string());
         let mut acme = None;
-        let (acceptor, fingerprint) = if tls_addrs.is_empty() {
+        let (acceptor, fingerprint) = if tls_addrs.is_empty() || config.front.is_some() {
+            // Fronting shows the fronted site's certificate, never one of ours.
             (None, None)
         } else if let Some(domain) = &config.acme {
             let manager = acme::Manager::load(
@@ -169,12 +170,18 @@ impl Proxy {
                 config.replay_cache_entries,
                 Duration::from_secs(config.admission_window_secs),
                 config.relay_upstream.is_some(),
+                unix_now(),
             ),
             tls: acceptor,
             upstream,
             relay_upstream,
             decoy: config.decoy.clone(),
             site: crate::decoy::builtin(&secret, link::created(&config.data_dir)),
+            front: config
+                .front
+                .clone()
+                .zip(config.front_name())
+                .map(|(addr, name)| crate::front::Front::new(addr, name)),
             metrics: Arc::new(Metrics::default()),
             idle: config.idle_timeout(),
             handshake: config.handshake_timeout(),
@@ -191,6 +198,7 @@ impl Proxy {
                 port,
                 secret,
                 tls: use_tls,
+                front: config.front_name().filter(|_| use_tls),
             },
             fingerprint,
             acme,
@@ -255,6 +263,14 @@ impl Proxy {
         }
         if let Some(manager) = self.acme {
             tasks.spawn(manager.run(shared.metrics.clone()));
+        }
+        if shared.front.is_some() {
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                if let Some(front) = &shared.front {
+                    front.keep_learning(shared.handshake).await;
+                }
+            });
         }
         for l in self.tls {
             tasks.spawn(accept_tls(TcpListener::from_std(l)?, shared.clone()));
@@ -323,6 +339,10 @@ async fn handle_tls(mut tcp: TcpStream, shared: &Shared) {
             _ => return,
         }
     }
+    if let Some(front) = &shared.front {
+        crate::front::handle(tcp, shared, front).await;
+        return;
+    }
     let Some(acceptor) = &shared.tls else { return };
     // Plain HTTP on the TLS port: nginx's answer, unless the operator's own
     // web server answers everything.
@@ -353,8 +373,8 @@ async fn handle_tls(mut tcp: TcpStream, shared: &Shared) {
     let (first, decision) = read_first(&mut stream, shared).await;
     shared.count(decision);
     match decision {
-        Decision::Admit(target) => {
-            if let Some(up) = connect_upstream(shared, target, &first[PREAMBLE_LEN..]).await {
+        Decision::Admit(a) => {
+            if let Some(up) = connect_upstream(shared, a.target, &first[a.proof_len..]).await {
                 drop(first);
                 forward::buffered(stream, up, shared.idle, &shared.metrics).await;
             }
@@ -392,7 +412,11 @@ async fn read_first<S: AsyncRead + Unpin>(stream: &mut S, shared: &Shared) -> (V
 }
 
 /// Connects the upstream for `target` and sends it `rest`.
-async fn connect_upstream(shared: &Shared, target: Target, rest: &[u8]) -> Option<TcpStream> {
+pub(crate) async fn connect_upstream(
+    shared: &Shared,
+    target: Target,
+    rest: &[u8],
+) -> Option<TcpStream> {
     let connect = async {
         let to = shared
             .upstream_for(target)

@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub relay_upstream: Option<Upstream>,
     pub decoy: Option<String>,
     pub site: decoy::Builtin,
+    /// Set in fronting mode: the TLS ports' site.
+    pub front: Option<crate::front::Front>,
     pub metrics: Arc<Metrics>,
     pub idle: Duration,
     pub handshake: Duration,
@@ -82,11 +84,11 @@ impl Shared {
     pub fn count(&self, decision: Decision) {
         let m = &self.metrics;
         match decision {
-            Decision::Admit(Target::Messaging) => {
-                m.admitted_messaging.fetch_add(1, Ordering::Relaxed);
-            }
-            Decision::Admit(Target::Relay) => {
-                m.admitted_relay.fetch_add(1, Ordering::Relaxed);
+            Decision::Admit(a) => {
+                match a.target {
+                    Target::Messaging => m.admitted_messaging.fetch_add(1, Ordering::Relaxed),
+                    Target::Relay => m.admitted_relay.fetch_add(1, Ordering::Relaxed),
+                };
             }
             Decision::Decoy(reason) => {
                 m.turned_away.fetch_add(1, Ordering::Relaxed);

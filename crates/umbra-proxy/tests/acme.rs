@@ -38,33 +38,10 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A CA and a certificate it signed for 127.0.0.1, for Pebble's own HTTPS.
-fn pebble_tls(dir: &Path) {
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name = rcgen::DistinguishedName::new();
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "test CA for pebble");
-    let ca_cert = ca.self_signed(&ca_key).expect("ca");
-    let leaf_key = rcgen::KeyPair::generate().expect("key");
-    let mut leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .expect("params");
-    leaf.distinguished_name = rcgen::DistinguishedName::new();
-    leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
-    let leaf = leaf
-        .signed_by(&leaf_key, &rcgen::Issuer::from_params(&ca, &ca_key))
-        .expect("leaf");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
-    std::fs::write(dir.join("pebble.pem"), leaf.pem()).expect("write");
-    std::fs::write(dir.join("pebble.key"), leaf_key.serialize_pem()).expect("write");
-}
-
 /// Starts the mock DNS (every name is 127.0.0.1) and Pebble, validating
 /// TLS-ALPN-01 on `tls_port`; returns the directory and management ports.
 fn start_pebble(dir: &Path, tls_port: u16, validity_secs: u64) -> (Children, u16, u16) {
-    pebble_tls(dir);
+    ca_and_leaf(dir, "test CA for pebble", "pebble");
     let (acme, mgmt, dns, dns_mgmt, http) = (
         free_port(),
         free_port(),
@@ -250,6 +227,7 @@ async fn issued_by_pebble_over_tls_alpn_and_renewed() {
         port: tls.port(),
         secret,
         tls: true,
+        front: None,
     };
     let route = umbra_net::dial::Route::Proxy(link);
     let mut s = umbra_net::dial::dial(

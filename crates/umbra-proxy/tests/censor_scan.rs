@@ -201,11 +201,15 @@ async fn two_fresh_proxies_share_nothing_a_scan_could_use() {
     let a = start(|c| {
         c.upstream = Some(up.addr.to_string());
         c.public_host = Some("relay-a.example.net".into());
+        // A scanner on a loaded machine may take more than a second.
+        c.handshake_timeout_secs = 10;
     })
     .await;
     let b = start(|c| {
         c.upstream = Some(up.addr.to_string());
         c.public_host = Some("home-b.example.org".into());
+        // A scanner on a loaded machine may take more than a second.
+        c.handshake_timeout_secs = 10;
     })
     .await;
     // What openssl itself makes for a self-signed server certificate.

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use umbra_net::masked::Masked;
 use umbra_proxy::{Proxy, ProxyConfig};
-use umbra_wire::proxy::{PREAMBLE_LEN, Target, preamble};
+use umbra_wire::proxy::Target;
 
 mod common;
 
@@ -23,12 +24,8 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-async fn admitted(p: &Running, nonce: u8) -> TcpStream {
-    let mut s = TcpStream::connect(p.plain).await.expect("connect");
-    s.write_all(&preamble(&p.secret, now(), [nonce; 16], Target::Messaging))
-        .await
-        .expect("preamble");
-    s
+async fn admitted(p: &Running, nonce: u8) -> Masked<TcpStream> {
+    admitted_plain(p.plain, p.secret, nonce, Target::Messaging).await
 }
 
 /// Waits until a metric reaches `want` (counters are updated as the loop runs).
@@ -71,7 +68,7 @@ async fn bulk_both_ways_with_backpressure_and_a_half_close() {
     })
     .await;
     let s = admitted(&p, 1).await;
-    let (mut r, mut w) = s.into_split();
+    let (mut r, mut w) = tokio::io::split(s);
     let sent = pattern(LEN, 99);
     let to_send = sent.clone();
     let writer = tokio::spawn(async move {
@@ -165,15 +162,15 @@ async fn clients_leaving_mid_admission_leave_nothing_behind() {
     for i in 0..40u8 {
         let (plain, secret) = (p.plain, p.secret);
         tasks.spawn(async move {
-            let mut s = TcpStream::connect(plain).await.expect("connect");
-            let pre = preamble(&secret, now(), [100 + i; 16], Target::Messaging);
             if i % 2 == 0 {
-                // Half a preamble, then gone.
-                s.write_all(&pre[..PREAMBLE_LEN / 2]).await.expect("write");
+                // Half an upgrade, then gone.
+                let mut s = TcpStream::connect(plain).await.expect("connect");
+                let pre = upgrade_bytes(&secret, now(), 100 + i);
+                s.write_all(&pre[..pre.len() / 2]).await.expect("write");
                 drop(s);
                 return;
             }
-            s.write_all(&pre).await.expect("write");
+            let mut s = admitted_plain(plain, secret, 100 + i, Target::Messaging).await;
             s.write_all(&[i]).await.expect("write");
             let mut one = [0u8; 1];
             s.read_exact(&mut one).await.expect("echo");
@@ -219,10 +216,7 @@ async fn shutdown_refuses_new_clients_and_lets_open_ones_finish() {
     let run = tokio::spawn(proxy.run(async {
         let _ = stopped.await;
     }));
-    let mut open = TcpStream::connect(plain).await.expect("connect");
-    open.write_all(&preamble(&secret, now(), [9; 16], Target::Messaging))
-        .await
-        .expect("preamble");
+    let mut open = admitted_plain(plain, secret, 9, Target::Messaging).await;
     open.write_all(b"before").await.expect("write");
     let mut buf = [0u8; 6];
     open.read_exact(&mut buf).await.expect("echo");
@@ -277,7 +271,7 @@ async fn a_reset_in_the_middle_of_a_spliced_transfer_frees_everything() {
         s.write_all(&pattern(300 * 1024, round))
             .await
             .expect("write");
-        socket2::SockRef::from(&s)
+        socket2::SockRef::from(s.get_ref())
             .set_linger(Some(Duration::ZERO))
             .expect("linger");
         drop(s);

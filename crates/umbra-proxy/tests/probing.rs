@@ -88,32 +88,49 @@ async fn probers_get_a_website_and_only_the_secret_gets_through() {
         text(&out.stdout)
     );
 
-    // Wrong secret, stale, replayed, garbage: all get the website's 400.
-    let wrong = preamble(&[0xAA; 32], now(), [1; 16], Target::Messaging);
-    let stale = preamble(&p.secret, now() - 3600, [2; 16], Target::Messaging);
-    let good = preamble(&p.secret, now(), [3; 16], Target::Messaging);
-    let mut admitted = good.to_vec();
-    admitted.extend_from_slice(b"noise-bytes-after-the-preamble");
-    let echoed = exchange(p.plain, &admitted).await;
+    // An admitted client: its first flight is captured for the replay below.
+    let captured = upgrade_bytes(&p.secret, now(), 3);
+    let mut s = admitted_plain(p.plain, p.secret, 3, Target::Messaging).await;
+    s.write_all(b"noise-bytes-after-the-upgrade")
+        .await
+        .expect("write");
+    let mut echoed = vec![0u8; 29];
+    s.read_exact(&mut echoed).await.expect("echo");
     assert_eq!(
-        echoed, b"noise-bytes-after-the-preamble",
+        echoed, b"noise-bytes-after-the-upgrade",
         "admitted traffic reaches the upstream and back"
     );
-    for (what, probe) in [
-        ("wrong secret", wrong.to_vec()),
-        ("stale", stale.to_vec()),
-        ("replayed", admitted.clone()),
-        ("garbage", vec![0x01; 80]),
+    drop(s);
+    // Wrong secret, stale, replayed: the website's answer for that path, a
+    // 404, as to anyone asking for a page that does not exist. Garbage and
+    // the old preamble: its 400.
+    let old_preamble = preamble(&p.secret, now(), [4; 16], Target::Messaging);
+    for (what, probe, status) in [
+        (
+            "wrong secret",
+            upgrade_bytes(&[0xAA; 32], now(), 1),
+            "404 Not Found",
+        ),
+        (
+            "stale",
+            upgrade_bytes(&p.secret, now() - 3600, 2),
+            "404 Not Found",
+        ),
+        ("replayed", captured, "404 Not Found"),
+        ("garbage", vec![0x01; 80], "400 Bad Request"),
+        ("the old preamble", old_preamble.to_vec(), "400 Bad Request"),
         (
             "tls-looking",
             vec![0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5],
+            "400 Bad Request",
         ),
     ] {
         let reply = text(&exchange(p.plain, &probe).await);
         assert!(
-            reply.starts_with("HTTP/1.1 400 Bad Request"),
+            reply.starts_with(&format!("HTTP/1.1 {status}")),
             "{what}: {reply}"
         );
+        assert!(!reply.contains("101"), "{what}: {reply}");
     }
     // Silence gets silence, as from nginx (which waits a minute, then closes).
     let mut quiet = TcpStream::connect(p.plain).await.expect("connect");
@@ -125,9 +142,10 @@ async fn probers_get_a_website_and_only_the_secret_gets_through() {
         "a silent visitor is neither answered nor dropped early"
     );
     // The upstream saw exactly one connection, holding exactly the bytes after
-    // the preamble: nothing from probers, no PROXY header, no client address.
+    // the upgrade, unmasked: nothing from probers, no PROXY header, no client
+    // address.
     let seen = up.seen.lock().expect("lock").clone();
-    assert_eq!(seen, vec![b"noise-bytes-after-the-preamble".to_vec()]);
+    assert_eq!(seen, vec![b"noise-bytes-after-the-upgrade".to_vec()]);
 
     assert_eq!(
         metric(p.metrics, "umbra_proxy_admitted_messaging_total").await,
@@ -153,6 +171,7 @@ async fn admitted_over_tls_and_to_the_relay_upstream() {
         port: p.tls.port(),
         secret: p.secret,
         tls: true,
+        front: None,
     };
     let route = umbra_net::dial::Route::Proxy(link);
     for (target, marker) in [
@@ -198,13 +217,12 @@ async fn operators_decoy_site_gets_every_visitor() {
     .await;
     let reply = text(&exchange(p.plain, b"GET /blog HTTP/1.1\r\nHost: x\r\n\r\n").await);
     assert!(reply.ends_with("operator-site"), "{reply}");
-    let wrong = preamble(&[7; 32], now(), [9; 16], Target::Messaging);
+    let wrong = upgrade_bytes(&[7; 32], now(), 9);
     let _ = exchange(p.plain, &wrong).await;
     let got = got.lock().expect("lock").clone();
     assert!(got[0].starts_with(b"GET /blog"));
     assert_eq!(
-        got[1],
-        wrong.to_vec(),
+        got[1], wrong,
         "the decoy receives the prober's bytes verbatim"
     );
     assert!(up.seen.lock().expect("lock").is_empty());
@@ -223,16 +241,25 @@ async fn proxy_protocol_from_a_load_balancer_is_stripped_never_forwarded() {
         0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x21, 0x11, 0, 12,
     ];
     header.extend_from_slice(&[203, 0, 113, 7, 198, 51, 100, 1, 0x30, 0x39, 0x01, 0xBB]);
-    let mut bytes = header.clone();
-    bytes.extend_from_slice(&preamble(&p.secret, now(), [5; 16], Target::Messaging));
-    bytes.extend_from_slice(b"after");
-    assert_eq!(exchange(p.plain, &bytes).await, b"after");
-    // Without the header the connection is dropped without a word.
-    let nothing = exchange(
-        p.plain,
-        &preamble(&p.secret, now(), [6; 16], Target::Messaging),
+    let mut s = TcpStream::connect(p.plain).await.expect("connect");
+    s.write_all(&header).await.expect("header");
+    let link = plain_link(p.plain, p.secret);
+    let mut s = umbra_net::masked::Masked::open(
+        s,
+        &link,
+        Target::Messaging,
+        now(),
+        [5; 16],
+        Duration::from_secs(5),
     )
-    .await;
+    .await
+    .expect("admitted behind the load balancer");
+    s.write_all(b"after").await.expect("write");
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back).await.expect("echo");
+    assert_eq!(&back, b"after");
+    // Without the header the connection is dropped without a word.
+    let nothing = exchange(p.plain, &upgrade_bytes(&p.secret, now(), 6)).await;
     assert!(nothing.is_empty());
     let seen = up.seen.lock().expect("lock").clone();
     assert_eq!(
@@ -256,11 +283,7 @@ async fn ipv6_connection_limit_and_idle_timeout() {
     .await;
     assert!(p.plain.is_ipv6());
     // IPv6 works.
-    let mut first = TcpStream::connect(p.plain).await.expect("v6 connect");
-    first
-        .write_all(&preamble(&p.secret, now(), [1; 16], Target::Messaging))
-        .await
-        .expect("write");
+    let mut first = admitted_plain(p.plain, p.secret, 1, Target::Messaging).await;
     first.write_all(b"v6").await.expect("write");
     let mut back = [0u8; 2];
     first.read_exact(&mut back).await.expect("echo");

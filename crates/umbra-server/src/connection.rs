@@ -94,6 +94,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<Ctx>, mut shutdown: watch:
         protocol_version: umbra_wire::PROTOCOL_VERSION,
         max_frame_bytes: limits.max_frame_bytes,
         max_envelope_bytes: limits.max_envelope_bytes,
+        padding: Vec::new(),
     };
     let mut client_version = 0;
     let accepted = umbra_net::accept(stream, &ctx.key, ctx.handshake_timeout, |h| {
@@ -149,6 +150,7 @@ pub(crate) async fn refuse_busy(stream: TcpStream, ctx: &Ctx) {
         protocol_version: umbra_wire::PROTOCOL_VERSION,
         max_frame_bytes: limits.max_frame_bytes,
         max_envelope_bytes: limits.max_envelope_bytes,
+        padding: Vec::new(),
     };
     let timeout = ctx.handshake_timeout.min(std::time::Duration::from_secs(2));
     if let Ok(mut ch) = umbra_net::accept(stream, &ctx.key, timeout, |_| hello).await {

@@ -8,6 +8,12 @@
 //! - [`invite`]: the `umbra://join?...` links that carry host, port and server key.
 //! - [`proxy`]: proxy links (`umbra://proxy?...`) and the admission preamble
 //!   a client sends a proxy first.
+//! - [`upgrade`]: the WebSocket upgrade a client opens a proxy's plain
+//!   port with, carrying the same proof as the preamble.
+//! - [`front`]: fronting mode's marked ClientHello, the proxy's server
+//!   flight and the TLS records that carry the stream after it.
+//! - [`mask`]: keystream masks that hide the framing of a proxied stream
+//!   and of every Noise channel's length prefixes.
 //! - [`error`]: what can go wrong on the wire.
 //!
 //! Sockets live in `umbra-net`; this crate only turns bytes into messages and
@@ -15,10 +21,13 @@
 
 pub mod error;
 pub mod frame;
+pub mod front;
 pub mod invite;
 mod link;
+pub mod mask;
 pub mod noise;
 pub mod proxy;
+pub mod upgrade;
 
 pub use error::WireError;
 

@@ -8,8 +8,15 @@
 //! client -> server   u16-be len || IK message 1 (payload: ClientHello)
 //! server -> client   u16-be len || IK message 2 (payload: ServerHello)
 //!                    or u16 0 ("cannot read your handshake": wrong server key)
-//! then, both ways    u16-be len || transport message (1..=65535 bytes)
+//! then, both ways    masked u16-be len || transport message (1..=65535 bytes)
 //! ```
+//!
+//! Both hellos carry random padding of random length, so the handshake
+//! messages have no fixed size. Each transport message's length prefix is
+//! XORed with a keystream from the handshake hash, one per direction
+//! ([`crate::mask`]): a watcher sees no length field that matches the
+//! packet sizes, only bytes that look random from the first transport
+//! message on.
 //!
 //! Transport plaintexts concatenate into a stream of [`crate::frame`] frames, so a
 //! frame may span several Noise messages. Each direction counts its own nonces
@@ -22,6 +29,7 @@ use snow::{HandshakeState, StatelessTransportState};
 
 use crate::WireError;
 use crate::frame::{FrameBuffer, encode_frame};
+use crate::mask::LengthMask;
 use crate::proto::{ClientHello, ServerHello};
 
 /// The Noise protocol name.
@@ -31,6 +39,18 @@ pub const PROLOGUE: &[u8] = b"umbra/1";
 /// Largest Noise message.
 pub const MAX_NOISE_MESSAGE: usize = 65535;
 const TAG_LEN: usize = 16;
+/// Most padding bytes in a hello.
+const MAX_PADDING: usize = 192;
+const LENGTHS_UP: &[u8] = b"umbra noise lengths client to server";
+const LENGTHS_DOWN: &[u8] = b"umbra noise lengths server to client";
+
+fn padding() -> Vec<u8> {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let mut pad = vec![0u8; rng.gen_range(0..=MAX_PADDING)];
+    rng.fill(&mut pad[..]);
+    pad
+}
 /// Largest plaintext in one transport message.
 pub const MAX_CHUNK_PLAINTEXT: usize = MAX_NOISE_MESSAGE - TAG_LEN;
 /// What the server sends instead of message 2 when it cannot read message 1.
@@ -112,6 +132,7 @@ impl ClientHandshake {
             .map_err(noise_err)?;
         let hello = ClientHello {
             protocol_version: crate::PROTOCOL_VERSION,
+            padding: padding(),
         }
         .encode_to_vec();
         let mut msg = vec![0u8; MAX_NOISE_MESSAGE];
@@ -173,9 +194,13 @@ impl IncomingHandshake {
     /// Answers with `hello`; returns the bytes to send and the session.
     pub fn accept(mut self, hello: &ServerHello) -> Result<(Vec<u8>, Session), WireError> {
         let mut msg = vec![0u8; MAX_NOISE_MESSAGE];
+        let padded = ServerHello {
+            padding: padding(),
+            ..hello.clone()
+        };
         let n = self
             .hs
-            .write_message(&hello.encode_to_vec(), &mut msg)
+            .write_message(&padded.encode_to_vec(), &mut msg)
             .map_err(noise_err)?;
         let max_frame = (hello.max_frame_bytes as usize).min(crate::MAX_FRAME_BYTES);
         let session = Session::new(self.hs, max_frame)?;
@@ -206,15 +231,23 @@ impl Session {
             .get_remote_static()
             .and_then(|k| k.try_into().ok())
             .ok_or(WireError::Handshake("no remote static key"))?;
+        let (send, receive) = if hs.is_initiator() {
+            (LENGTHS_UP, LENGTHS_DOWN)
+        } else {
+            (LENGTHS_DOWN, LENGTHS_UP)
+        };
         let state = Arc::new(hs.into_stateless_transport_mode().map_err(noise_err)?);
         Ok(Self {
             sealer: Sealer {
                 state: state.clone(),
                 nonce: 0,
+                lengths: LengthMask::new(&handshake_hash, send),
             },
             opener: Opener {
                 state,
                 nonce: 0,
+                lengths: LengthMask::new(&handshake_hash, receive),
+                next_len: None,
                 cipher: Vec::new(),
                 frames: FrameBuffer::new(max_frame),
             },
@@ -228,6 +261,7 @@ impl Session {
 pub struct Sealer {
     state: Arc<StatelessTransportState>,
     nonce: u64,
+    lengths: LengthMask,
 }
 
 impl Sealer {
@@ -248,7 +282,9 @@ impl Sealer {
                 .write_message(self.nonce, chunk, &mut out[at + 2..])
                 .map_err(noise_err)?;
             self.nonce += 1;
-            out[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
+            let mut prefix = (n as u16).to_be_bytes();
+            self.lengths.apply(&mut prefix);
+            out[at..at + 2].copy_from_slice(&prefix);
             out.truncate(at + 2 + n);
         }
         Ok(())
@@ -259,6 +295,10 @@ impl Sealer {
 pub struct Opener {
     state: Arc<StatelessTransportState>,
     nonce: u64,
+    lengths: LengthMask,
+    /// The unmasked length of the message at the front of `cipher`, once
+    /// its prefix has been read (a prefix is unmasked exactly once).
+    next_len: Option<usize>,
     cipher: Vec<u8>,
     frames: FrameBuffer,
 }
@@ -270,14 +310,27 @@ impl Opener {
         self.cipher.extend_from_slice(bytes);
         let mut at = 0;
         let mut plain = Vec::new();
-        while let Some(prefix) = self.cipher.get(at..at + 2) {
-            let len = u16::from_be_bytes([prefix[0], prefix[1]]) as usize;
-            if len < TAG_LEN {
-                return Err(WireError::Decrypt);
-            }
+        loop {
+            let len = match self.next_len {
+                Some(len) => len,
+                None => {
+                    let Some(prefix) = self.cipher.get(at..at + 2) else {
+                        break;
+                    };
+                    let mut prefix = [prefix[0], prefix[1]];
+                    self.lengths.apply(&mut prefix);
+                    let len = usize::from(u16::from_be_bytes(prefix));
+                    if len < TAG_LEN {
+                        return Err(WireError::Decrypt);
+                    }
+                    self.next_len = Some(len);
+                    len
+                }
+            };
             let Some(msg) = self.cipher.get(at + 2..at + 2 + len) else {
                 break;
             };
+            self.next_len = None;
             plain.resize(len, 0);
             let n = self
                 .state
@@ -315,6 +368,7 @@ mod tests {
             protocol_version: crate::PROTOCOL_VERSION,
             max_frame_bytes: 256 * 1024,
             max_envelope_bytes: 128 * 1024,
+            padding: Vec::new(),
         }
     }
 
@@ -326,9 +380,49 @@ mod tests {
         assert_eq!(incoming.remote_static(), Some(client.public));
         let (msg2, server_session) = incoming.accept(&hello()).expect("accept");
         let (client_session, got) = hs.finish(&msg2[2..]).expect("finish");
-        assert_eq!(got, hello());
+        assert_eq!(
+            ServerHello {
+                padding: Vec::new(),
+                ..got
+            },
+            hello()
+        );
         assert_eq!(client_session.handshake_hash, server_session.handshake_hash);
         (client_session, server_session)
+    }
+
+    #[test]
+    fn handshakes_vary_in_size_and_lengths_are_masked() {
+        let server = Keypair::generate().expect("keygen");
+        let client = Keypair::generate().expect("keygen");
+        let sizes: std::collections::HashSet<usize> = (0..20)
+            .map(|_| {
+                ClientHandshake::start(&client, &server.public)
+                    .expect("start")
+                    .1
+                    .len()
+            })
+            .collect();
+        assert!(sizes.len() > 5, "{sizes:?}");
+        let (mut client, mut server) = pair();
+        let mut wire = Vec::new();
+        let mut prefixes = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let at = wire.len();
+            client
+                .sealer
+                .seal_bytes(&[0u8; 100], &mut wire)
+                .expect("seal");
+            let prefix = [wire[at], wire[at + 1]];
+            assert_ne!(u16::from_be_bytes(prefix), 116, "the length shows in clear");
+            prefixes.insert(prefix);
+        }
+        assert!(prefixes.len() > 40);
+        // A reader that gets the bytes one at a time reads each prefix once.
+        for b in wire.chunks(1) {
+            server.opener.feed(b).expect("feed");
+        }
+        assert_eq!(server.opener.nonce, 50);
     }
 
     #[test]
@@ -402,6 +496,24 @@ mod tests {
         };
         client.sealer.seal_frame(&f, &mut wire).expect("seal");
         server.opener.feed(&wire).expect("first");
-        assert!(matches!(server.opener.feed(&wire), Err(WireError::Decrypt)));
+        assert_eq!(
+            server.opener.next_frame::<ClientFrame>().expect("frame"),
+            Some(f)
+        );
+        // The replay's prefix unmasks to some other length; whatever bytes
+        // follow, the message at that length fails authentication.
+        let mut replay = wire.clone();
+        replay.resize(wire.len() + MAX_NOISE_MESSAGE + 2, 0);
+        assert!(matches!(
+            server.opener.feed(&replay),
+            Err(WireError::Decrypt)
+        ));
+        assert!(
+            server
+                .opener
+                .next_frame::<ClientFrame>()
+                .expect("none")
+                .is_none()
+        );
     }
 }

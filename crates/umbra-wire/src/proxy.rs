@@ -3,11 +3,12 @@
 //! A proxy link tells a client where a volunteer's proxy is and the secret
 //! that gets it admitted:
 //!
-//! `umbra://proxy?host=HOST&port=PORT&secret=SECRET[&tls=0]`
+//! `umbra://proxy?host=HOST&port=PORT&secret=SECRET[&tls=0][&front=NAME]`
 //!
 //! SECRET is 32 bytes, base64url without padding. `tls` defaults to 1 (the
 //! proxy's port speaks TLS, as on 443); `tls=0` is a plain TCP port (80,
-//! 5222).
+//! 5222). `front=NAME` says the port fronts the web site NAME
+//! (`crate::front`): the client's hello names that site.
 //!
 //! Right after connecting (inside TLS when `tls=1`), the client sends a
 //! 58-byte preamble before anything else:
@@ -75,6 +76,8 @@ pub struct ProxyLink {
     pub secret: [u8; 32],
     /// Whether the port speaks TLS.
     pub tls: bool,
+    /// The fronted site's name, when the port fronts one.
+    pub front: Option<String>,
 }
 
 impl fmt::Debug for ProxyLink {
@@ -83,6 +86,7 @@ impl fmt::Debug for ProxyLink {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("tls", &self.tls)
+            .field("front", &self.front)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +113,9 @@ pub enum ProxyLinkError {
     /// `tls` is neither 0 nor 1.
     #[error("the proxy link's `tls` must be 0 or 1")]
     Tls,
+    /// `front` names no valid host, or comes with `tls=0`.
+    #[error("the proxy link's `front` must be a host name, on a TLS port")]
+    Front,
 }
 
 impl ProxyLink {
@@ -129,11 +136,19 @@ impl ProxyLink {
             Some("0") => false,
             Some(_) => return Err(ProxyLinkError::Tls),
         };
+        let front = match f.get("front") {
+            None => None,
+            Some(name) if tls && crate::link::valid_host(name) && !name.contains(':') => {
+                Some(name.to_string())
+            }
+            Some(_) => return Err(ProxyLinkError::Front),
+        };
         Ok(Self {
             host: host.to_string(),
             port,
             secret,
             tls,
+            front,
         })
     }
 
@@ -154,6 +169,9 @@ impl fmt::Display for ProxyLink {
         )?;
         if !self.tls {
             write!(f, "&tls=0")?;
+        }
+        if let Some(name) = &self.front {
+            write!(f, "&front={name}")?;
         }
         Ok(())
     }
@@ -247,8 +265,15 @@ mod tests {
             port: 443,
             secret: [3; 32],
             tls: true,
+            front: None,
         };
         assert_eq!(ProxyLink::parse(&link.to_string()), Ok(link.clone()));
+        let fronted = ProxyLink {
+            front: Some("www.example.com".into()),
+            ..link.clone()
+        };
+        assert!(fronted.to_string().ends_with("&front=www.example.com"));
+        assert_eq!(ProxyLink::parse(&fronted.to_string()), Ok(fronted));
         let plain = ProxyLink { tls: false, ..link };
         assert!(plain.to_string().ends_with("&tls=0"));
         assert_eq!(ProxyLink::parse(&plain.to_string()), Ok(plain));
@@ -264,6 +289,12 @@ mod tests {
         assert_eq!(
             ProxyLink::parse(&format!("umbra://proxy?host=a&port=1&secret={s}&tls=2")),
             Err(ProxyLinkError::Tls)
+        );
+        assert_eq!(
+            ProxyLink::parse(&format!(
+                "umbra://proxy?host=a&port=1&secret={s}&tls=0&front=b"
+            )),
+            Err(ProxyLinkError::Front)
         );
     }
 

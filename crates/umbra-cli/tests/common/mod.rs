@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod proxy_proc;
 
 use std::io::{BufRead, BufReader};

@@ -161,6 +161,19 @@ fn reason(status: u16) -> &'static str {
 }
 
 impl Builtin {
+    /// What an admitted plain-port client gets: the 101 this nginx sends
+    /// when it passes a WebSocket upgrade on to a backend (its own headers
+    /// first, then the backend's), with `accept` as the
+    /// `Sec-WebSocket-Accept` value, at `now`.
+    pub fn upgraded(&self, accept: &str, now: u64) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nServer: {}\r\nDate: {}\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n",
+            self.server,
+            super::http_date(now)
+        )
+        .into_bytes()
+    }
+
     /// nginx's page for an error status. 494 and 497 are nginx's own
     /// codes for two kinds of 400, which say why on a second line.
     fn error_page(&self, status: u16) -> String {

@@ -10,6 +10,13 @@
 //! signalled, it may have come in the same edge as the last bytes, so the
 //! socket stays readable until a read returns the end.
 //!
+//! An admitted client opened with a WebSocket upgrade; it is answered 101
+//! at once (as nginx passing the upgrade to a backend), and each direction
+//! carries a mask (`umbra_wire::mask`) for as long as it has one: the first
+//! Noise message toward the messaging server, everything toward the relay.
+//! While a mask is on, a direction copies through a buffer and unmasks or
+//! masks what it read.
+//!
 //! A direction starts by copying through a pooled buffer. When a read fills
 //! the whole buffer it is a bulk transfer, and the direction moves through a
 //! pooled pipe instead (`splice`, no copy through the proxy) until splices
@@ -20,10 +27,11 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mio::net::TcpStream;
-use umbra_wire::proxy::{PREAMBLE_LEN, Target};
+use umbra_wire::mask::{End, Mask, Way};
+use umbra_wire::upgrade;
 
 use super::buffers::{self, Pipe, Pool};
-use crate::admission::{Decision, Reason};
+use crate::admission::{Admitted, Decision, Reason};
 use crate::proxy_protocol;
 use crate::shared::{Shared, unix_now};
 
@@ -108,6 +116,8 @@ struct Direction {
     /// Reads come back whole: a bulk transfer, moved through a pipe.
     bulk: bool,
     ended: bool,
+    /// Applied to every byte read, until it is done.
+    mask: Option<Box<Mask>>,
 }
 
 /// Where a direction stands after moving what it could.
@@ -239,7 +249,15 @@ impl Direction {
                 Ok(n) => {
                     progress.read = true;
                     from.read_some(n, buf.len());
-                    self.bulk = n == buf.len();
+                    if let Some(mask) = &mut self.mask {
+                        mask.apply(&mut buf[..n]);
+                        if mask.done() {
+                            self.mask = None;
+                        }
+                    }
+                    // A pipe would carry bytes past the mask: only unmasked
+                    // transfers turn to bulk.
+                    self.bulk = n == buf.len() && self.mask.is_none();
                     counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
                     self.pending = Some(Pending {
                         buf,
@@ -275,8 +293,8 @@ pub(super) enum Step {
     Wait,
     /// More to do right away, after the others had their turn.
     Again,
-    /// Admitted: connect this upstream.
-    Connect(Target),
+    /// Admitted: connect its upstream.
+    Connect(Admitted),
     /// Not admitted: hand it to the website.
     Visitor,
     /// Both directions ended.
@@ -294,6 +312,8 @@ pub(super) struct Conn {
     first: Vec<u8>,
     /// Length of the PROXY protocol header at the start of `first`.
     skip: usize,
+    /// Length of the upgrade request after it, once admitted.
+    proof_len: usize,
     up: Direction,
     down: Direction,
     /// Whether the upstream connection is known to be up.
@@ -313,6 +333,7 @@ impl Conn {
             upstream: None,
             first: Vec::new(),
             skip: 0,
+            proof_len: 0,
             up: Direction::default(),
             down: Direction::default(),
             established: false,
@@ -366,30 +387,37 @@ impl Conn {
             if body.is_empty() {
                 continue;
             }
-            let decision = match shared.admission.decide(body, unix_now()) {
+            let decision = match shared.admission.decide_plain(body, unix_now()) {
                 Decision::NeedMore if self.first.len() < MAX_FIRST => continue,
                 Decision::NeedMore => Decision::Decoy(Reason::NoProof),
                 d => d,
             };
             shared.count(decision);
             return match decision {
-                Decision::Admit(target) => Step::Connect(target),
+                Decision::Admit(a) => {
+                    self.proof_len = a.proof_len;
+                    Step::Connect(a)
+                }
                 _ => Step::Visitor,
             };
         }
     }
 
-    /// Whether bytes followed the preamble (sent as soon as connected).
+    /// Whether bytes followed the upgrade (sent before the 101 came).
     pub fn has_early_data(&self) -> bool {
-        self.first.len() > self.skip + PREAMBLE_LEN
+        self.first.len() > self.skip + self.proof_len
     }
 
-    /// Admitted and connecting: `upstream` was just started. What followed
-    /// the preamble is sent as soon as the upstream takes it.
-    pub fn connected(&mut self, upstream: TcpStream, shared: &Shared, now_ms: u64) {
+    /// Admitted as `a` and connecting: `upstream` was just started. The
+    /// client is answered 101 at once; what followed the upgrade is sent,
+    /// unmasked, as soon as the upstream takes it.
+    pub fn connected(&mut self, upstream: TcpStream, a: Admitted, shared: &Shared, now_ms: u64) {
+        let secret = shared.admission.secret();
+        let mut up = Mask::proxied(secret, &a.nonce, a.target, Way::Up, End::Receiver);
+        let down = Mask::proxied(secret, &a.nonce, a.target, Way::Down, End::Sender);
         let rest = self
             .first
-            .get(self.skip + PREAMBLE_LEN..)
+            .get(self.skip + self.proof_len..)
             .unwrap_or_default();
         if !rest.is_empty() {
             // Sized to fit: it may wait for the connect to complete, and a
@@ -400,12 +428,21 @@ impl Conn {
                 .metrics
                 .bytes_up
                 .fetch_add(end as u64, Ordering::Relaxed);
-            self.up.pending = Some(Pending {
-                buf: rest.to_vec(),
-                start: 0,
-                end,
-            });
+            let mut buf = rest.to_vec();
+            up.apply(&mut buf);
+            self.up.pending = Some(Pending { buf, start: 0, end });
         }
+        self.up.mask = (!up.done()).then(|| Box::new(up));
+        self.down.mask = Some(Box::new(down));
+        let answer = shared
+            .site
+            .upgraded(&upgrade::accept_value(&a.nonce), unix_now());
+        let end = answer.len();
+        self.down.pending = Some(Pending {
+            buf: answer,
+            start: 0,
+            end,
+        });
         self.first = Vec::new();
         // Try writing at once: on a near upstream the connect is done.
         self.upstream = Some(Side::new(upstream, false, true));

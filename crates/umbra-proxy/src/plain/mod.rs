@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::admission::{Decision, Reason};
+use crate::admission::{Admitted, Decision, Reason};
 use crate::shared::Shared;
 use crate::upstream::start_connect;
 use buffers::Pool;
@@ -295,8 +295,8 @@ impl Worker {
                     self.again.push(slot);
                     return;
                 }
-                Step::Connect(target) => {
-                    if !self.connect(slot, target, now) {
+                Step::Connect(admitted) => {
+                    if !self.connect(slot, admitted, now) {
                         self.shared.upstream_failed();
                         self.close(slot);
                         return;
@@ -322,8 +322,12 @@ impl Worker {
     }
 
     /// Starts the upstream connection of an admitted client.
-    fn connect(&mut self, slot: usize, target: umbra_wire::proxy::Target, now: u64) -> bool {
-        let Some(to) = self.shared.upstream_for(target).and_then(|u| u.addr()) else {
+    fn connect(&mut self, slot: usize, admitted: Admitted, now: u64) -> bool {
+        let Some(to) = self
+            .shared
+            .upstream_for(admitted.target)
+            .and_then(|u| u.addr())
+        else {
             return false;
         };
         let data_follows = matches!(self.conns.get(slot), Some(Some(c)) if c.has_early_data());
@@ -336,7 +340,7 @@ impl Worker {
         }
         match self.conns.get_mut(slot) {
             Some(Some(c)) => {
-                c.connected(up, &self.shared, now);
+                c.connected(up, admitted, &self.shared, now);
                 true
             }
             _ => false,

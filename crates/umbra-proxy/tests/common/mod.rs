@@ -135,3 +135,66 @@ pub async fn metric(addr: SocketAddr, name: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The link to a running proxy's plain port.
+pub fn plain_link(addr: SocketAddr, secret: [u8; 32]) -> umbra_wire::proxy::ProxyLink {
+    umbra_wire::proxy::ProxyLink {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        secret,
+        tls: false,
+        front: None,
+    }
+}
+
+/// A plain-port connection opened as a client opens it: the upgrade made
+/// with `nonce`, the 101, then the masked stream.
+pub async fn admitted_plain(
+    addr: SocketAddr,
+    secret: [u8; 32],
+    nonce: u8,
+    target: umbra_wire::proxy::Target,
+) -> umbra_net::masked::Masked<TcpStream> {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    let link = plain_link(addr, secret);
+    umbra_net::masked::Masked::open(s, &link, target, now(), [nonce; 16], Duration::from_secs(5))
+        .await
+        .expect("admitted")
+}
+
+/// The upgrade request a client makes with `nonce` at `time` (a probe, or a
+/// replay of a captured first flight).
+pub fn upgrade_bytes(secret: &[u8; 32], time: u64, nonce: u8) -> Vec<u8> {
+    umbra_wire::upgrade::request(
+        secret,
+        "127.0.0.1",
+        time,
+        [nonce; 16],
+        umbra_wire::proxy::Target::Messaging,
+    )
+    .into_bytes()
+}
+
+/// A CA named `ca_name` (`ca.pem`) and a certificate it signed for
+/// localhost and 127.0.0.1 (`STEM.pem`, `STEM.key`), written to `dir`.
+pub fn ca_and_leaf(dir: &std::path::Path, ca_name: &str, stem: &str) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let leaf_key = rcgen::KeyPair::generate().expect("key");
+    let mut leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("params");
+    leaf.distinguished_name = rcgen::DistinguishedName::new();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let leaf = leaf
+        .signed_by(&leaf_key, &rcgen::Issuer::from_params(&ca, &ca_key))
+        .expect("leaf");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
+    std::fs::write(dir.join(format!("{stem}.pem")), leaf.pem()).expect("write");
+    std::fs::write(dir.join(format!("{stem}.key")), leaf_key.serialize_pem()).expect("write");
+}
