@@ -3,8 +3,12 @@
 //! The bench runs its own upstream (a sink on loopback) and starts both
 //! proxies as child processes in front of it: `umbra proxy` on a plain port,
 //! and HAProxy configured as WhatsApp's proxy is (TCP mode,
-//! `tune.bufsize 4096`). For each path — direct to the sink, through HAProxy,
-//! through Umbra — it measures:
+//! `tune.bufsize 4096`). Two more `umbra proxy` serve a TLS port: one with
+//! its own (generated) certificate, one in fronting mode (`--front`),
+//! reached as an admitted client reaches it: a marked hello, the proxy's
+//! flight, then TLS records. For each path — direct to the sink, through
+//! HAProxy, through Umbra's plain port, its TLS port and its fronting port —
+//! it measures:
 //!
 //! - bulk throughput: one stream, 64 KiB writes for a fixed time, bytes
 //!   counted by the sink;
@@ -108,7 +112,7 @@ impl std::fmt::Display for ProxyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<10} {:>8} {:>14} {:>20} {:>22}",
+            "{:<12} {:>8} {:>14} {:>20} {:>22}",
             "path", "Gbit/s", "connections/s", "CPU µs/connection", "idle bytes/connection"
         )?;
         let or_dash = |v: Option<f64>, digits: usize| {
@@ -118,7 +122,7 @@ impl std::fmt::Display for ProxyReport {
         for p in &self.paths {
             writeln!(
                 f,
-                "{:<10} {:>8.2} {:>14.0} {:>20} {:>22}",
+                "{:<12} {:>8.2} {:>14.0} {:>20} {:>22}",
                 p.name,
                 p.gbit_per_s,
                 p.connections_per_s,
@@ -153,6 +157,17 @@ impl std::fmt::Display for ProxyReport {
                 "\nconnection rate, umbra / haproxy, round by round: {}",
                 rounds.join(" ")
             )?;
+            if let (Some(fr), Some(t)) = (
+                self.paths.iter().find(|p| p.name == "umbra-front"),
+                self.paths.iter().find(|p| p.name == "umbra-tls"),
+            ) {
+                write!(
+                    f,
+                    "\numbra-front / umbra-tls (fronting's admitted path against the TLS port's): throughput {:.2}x, connection rate {:.2}x",
+                    fr.gbit_per_s / t.gbit_per_s,
+                    fr.connections_per_s / t.connections_per_s
+                )?;
+            }
         }
         Ok(())
     }
@@ -163,6 +178,11 @@ enum Path {
     Direct(SocketAddr),
     Haproxy(SocketAddr, u32),
     Umbra(SocketAddr, u32, [u8; 32]),
+    /// Umbra's TLS port with its own certificate (the preamble inside TLS).
+    Tls(SocketAddr, u32, [u8; 32]),
+    /// Umbra's TLS port in fronting mode (`--front`), as an admitted
+    /// client reaches it.
+    Fronted(SocketAddr, u32, [u8; 32]),
 }
 
 impl Path {
@@ -171,21 +191,28 @@ impl Path {
             Path::Direct(_) => "direct",
             Path::Haproxy(..) => "haproxy",
             Path::Umbra(..) => "umbra",
+            Path::Tls(..) => "umbra-tls",
+            Path::Fronted(..) => "umbra-front",
         }
     }
 
     fn pid(&self) -> Option<u32> {
         match self {
             Path::Direct(_) => None,
-            Path::Haproxy(_, pid) | Path::Umbra(_, pid, _) => Some(*pid),
+            Path::Haproxy(_, pid)
+            | Path::Umbra(_, pid, _)
+            | Path::Tls(_, pid, _)
+            | Path::Fronted(_, pid, _) => Some(*pid),
         }
     }
 
     /// Connects, is admitted (Umbra), and exchanges the hellos.
     async fn connect(&self, mode: u8) -> std::io::Result<BoxStream> {
-        let (addr, secret) = match self {
-            Path::Direct(a) | Path::Haproxy(a, _) => (*a, None),
-            Path::Umbra(a, _, s) => (*a, Some(*s)),
+        let (addr, secret, tls, front) = match self {
+            Path::Direct(a) | Path::Haproxy(a, _) => (*a, None, false, None),
+            Path::Umbra(a, _, s) => (*a, Some(*s), false, None),
+            Path::Tls(a, _, s) => (*a, Some(*s), true, None),
+            Path::Fronted(a, _, s) => (*a, Some(*s), true, Some(FRONT_NAME.to_string())),
         };
         let timeout = Duration::from_secs(10);
         let route = match secret {
@@ -195,8 +222,8 @@ impl Path {
                 host: addr.ip().to_string(),
                 port: addr.port(),
                 secret,
-                tls: false,
-                front: None,
+                tls,
+                front,
             }),
         };
         let mut s = dial(&route, Target::Messaging, timeout)
@@ -391,22 +418,35 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The name a fronted path's clients give; the fronted site itself is
+/// never reached (no visitor comes), so it need not exist.
+const FRONT_NAME: &str = "localhost";
+
+/// Which port an Umbra proxy under test serves.
+#[derive(Clone, Copy)]
+enum Port {
+    Plain,
+    Tls,
+    Fronted,
+}
+
 async fn start_umbra(
     bin: &str,
     sink: SocketAddr,
     dir: &std::path::Path,
+    port_kind: Port,
 ) -> anyhow::Result<(Child, SocketAddr, [u8; 32])> {
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
+    let front = format!("{FRONT_NAME}:1");
+    let ports = match port_kind {
+        Port::Plain => ["--plain-listen", &listen, "--no-tls", "", ""],
+        Port::Tls => ["--tls-listen", &listen, "--no-plain", "", ""],
+        Port::Fronted => ["--tls-listen", &listen, "--no-plain", "--front", &front],
+    };
     let mut child = Command::new(bin)
-        .args([
-            "proxy",
-            "--upstream",
-            &sink.to_string(),
-            "--plain-listen",
-            &listen,
-            "--no-tls",
-        ])
+        .args(["proxy", "--upstream", &sink.to_string()])
+        .args(ports.iter().filter(|a| !a.is_empty()))
         .args([
             "--metrics-listen",
             "127.0.0.1:0",
@@ -484,19 +524,40 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
     // A sink per path: each path's connections go to their own address, so
     // the TIME_WAIT sockets one path leaves behind never slow the choice of
     // ports for another.
-    let sinks = [sink().await?, sink().await?, sink().await?];
+    let sinks = [
+        sink().await?,
+        sink().await?,
+        sink().await?,
+        sink().await?,
+        sink().await?,
+    ];
     let umbra_bin = match &args.umbra {
         Some(b) => b.clone(),
         None => std::env::current_exe()?.to_string_lossy().into_owned(),
     };
     let (umbra_child, umbra_addr, secret) =
-        start_umbra(&umbra_bin, sinks[2].addr, &dir.join("umbra")).await?;
+        start_umbra(&umbra_bin, sinks[2].addr, &dir.join("umbra"), Port::Plain).await?;
+    let (tls_child, tls_addr, tls_secret) =
+        start_umbra(&umbra_bin, sinks[3].addr, &dir.join("umbra-tls"), Port::Tls).await?;
+    let (front_child, front_addr, front_secret) = start_umbra(
+        &umbra_bin,
+        sinks[4].addr,
+        &dir.join("umbra-front"),
+        Port::Fronted,
+    )
+    .await?;
     let (haproxy_child, haproxy_addr) = start_haproxy(&args.haproxy, sinks[1].addr, &dir).await?;
     wait_listening(haproxy_addr).await?;
     let paths = [
         Path::Direct(sinks[0].addr),
         Path::Haproxy(haproxy_addr, haproxy_child.id().context("haproxy pid")?),
         Path::Umbra(umbra_addr, umbra_child.id().context("proxy pid")?, secret),
+        Path::Tls(tls_addr, tls_child.id().context("proxy pid")?, tls_secret),
+        Path::Fronted(
+            front_addr,
+            front_child.id().context("proxy pid")?,
+            front_secret,
+        ),
     ];
     let rounds = args.rounds.max(1);
     let mut gbit = vec![Vec::new(); paths.len()];
@@ -529,7 +590,8 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
             cpu[i].extend(c);
         }
     }
-    // Paths are [direct, haproxy, umbra]; taken before the medians sort.
+    // Paths are [direct, haproxy, umbra, umbra-tls, umbra-front]; taken
+    // before the medians sort.
     let rate_ratio_per_round = rate[2].iter().zip(&rate[1]).map(|(u, h)| u / h).collect();
     let mut reports = Vec::new();
     for (i, path) in paths.iter().enumerate() {
@@ -546,6 +608,8 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
         });
     }
     drop(umbra_child);
+    drop(tls_child);
+    drop(front_child);
     drop(haproxy_child);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ProxyReport {
