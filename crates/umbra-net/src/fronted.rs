@@ -11,7 +11,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use rand::RngCore;
@@ -67,6 +67,10 @@ pub struct Fronted<S> {
     /// A record built from the caller's bytes, not yet all written.
     staged: Vec<u8>,
     staged_at: usize,
+    /// A writer waiting for `staged` to go out. The socket keeps one write
+    /// waker, and a read that pushes `staged` on replaces it with the
+    /// reader's: the writer is woken by hand when that read gets it out.
+    writer: Option<Waker>,
     /// The proxy drops the client's filler Finished: set until it has.
     skip_filler: bool,
     eof: bool,
@@ -149,6 +153,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Fronted<S> {
             plain: Unread::default(),
             staged: Vec::new(),
             staged_at: 0,
+            writer: None,
             skip_filler: role == Role::Server,
             eof: false,
         }
@@ -171,6 +176,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Fronted<S> {
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
             }
         }
+    }
+
+    /// [`Self::flush_staged`] for the writing side, which is woken again
+    /// when a read gets the rest out first.
+    fn flush_for_writer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = self.flush_staged(cx);
+        if r.is_pending() {
+            self.writer = Some(cx.waker().clone());
+        }
+        r
     }
 
     /// Writes what is staged; `Ready(Ok)` once all of it is out.
@@ -204,7 +219,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Fronted<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         // A record still being written goes out whatever the caller awaits.
-        if let Poll::Ready(Err(e)) = this.flush_staged(cx) {
+        let before = this.staged_at;
+        let flushed = this.flush_staged(cx);
+        if (this.staged_at != before || this.staged.is_empty())
+            && let Some(w) = this.writer.take()
+        {
+            w.wake();
+        }
+        if let Poll::Ready(Err(e)) = flushed {
             return Poll::Ready(Err(e));
         }
         loop {
@@ -236,7 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Fronted<S> {
         let this = self.get_mut();
         // Nothing new is taken until the last record is out, so a refused
         // write leaves the stream where it was.
-        ready!(this.flush_staged(cx))?;
+        ready!(this.flush_for_writer(cx))?;
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -252,13 +274,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Fronted<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.flush_staged(cx))?;
+        ready!(this.flush_for_writer(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.flush_staged(cx))?;
+        ready!(this.flush_for_writer(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }

@@ -63,6 +63,8 @@ where
         activity.touch();
         counter.fetch_add(n as u64, Ordering::Relaxed);
         to.write_all(&buf[..n]).await?;
+        // A writer that frames (TLS records) may hold the tail of a burst.
+        to.flush().await?;
     }
 }
 

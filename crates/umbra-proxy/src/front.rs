@@ -112,6 +112,15 @@ pub(crate) async fn learn(addr: &str, name: &str, timeout: Duration) -> Option<T
 
 /// Serves one connection on a fronting TLS port.
 pub(crate) async fn handle(mut tcp: TcpStream, shared: &Shared, front: &Front) {
+    // The site is dialled at once, in parallel with the decision, so that a
+    // visitor's clock (how soon the site answers, how long it bears
+    // silence) runs from the visitor's own connect, as it would on the site
+    // itself. For an admitted client the site sees a connection open and
+    // close without a byte.
+    let site = tokio::spawn(tokio::time::timeout(
+        shared.handshake,
+        TcpStream::connect(front.addr.clone()),
+    ));
     let mut first = Vec::new();
     let mut buf = [0u8; 4096];
     let decide = async {
@@ -147,9 +156,12 @@ pub(crate) async fn handle(mut tcp: TcpStream, shared: &Shared, front: &Front) {
     shared.count(decision);
     let Decision::Admit(a) = decision else {
         // The site answers, from the first byte the visitor sent.
-        let _ = decoy::relay_to(tcp, &first, &front.addr, shared.handshake).await;
+        if let Ok(Ok(Ok(site))) = site.await {
+            let _ = decoy::relay_on(tcp, &first, site).await;
+        }
         return;
     };
+    site.abort();
     let secret = shared.admission.secret();
     let flight = {
         let mut rng = rand::thread_rng();
@@ -161,8 +173,9 @@ pub(crate) async fn handle(mut tcp: TcpStream, shared: &Shared, front: &Front) {
                 rng.fill_bytes(b)
             })
     };
-    if tcp.write_all(&flight).await.is_err() {
-        return;
+    match tokio::time::timeout(shared.handshake, tcp.write_all(&flight)).await {
+        Ok(Ok(())) => {}
+        _ => return,
     }
     let Some(up) = crate::server::connect_upstream(shared, a.target, &[]).await else {
         return;

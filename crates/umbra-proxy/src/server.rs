@@ -399,7 +399,8 @@ async fn read_first<S: AsyncRead + Unpin>(stream: &mut S, shared: &Shared) -> (V
             };
             first.extend_from_slice(&buf[..n]);
             match shared.admission.decide(&first, unix_now()) {
-                Decision::NeedMore if first.len() < 4096 => {}
+                // As on the plain ports: no waiting where the site answers.
+                Decision::NeedMore if first.len() < 4096 && crate::plain::site_waits(&first) => {}
                 Decision::NeedMore => return Decision::Decoy(Reason::NoProof),
                 d => return d,
             }

@@ -312,3 +312,47 @@ async fn ipv6_connection_limit_and_idle_timeout() {
     assert!(start.elapsed() >= Duration::from_millis(500));
     assert_eq!(metric(p.metrics, "umbra_proxy_idle_closed_total").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_misses_on_the_secret_path_are_answered_as_at_once_as_anywhere_else() {
+    let up = upstream().await;
+    let p = start(|c| {
+        c.upstream = Some(up.addr.to_string());
+        c.tls_listen.clear();
+        // Long enough that any wait for more bytes would show.
+        c.handshake_timeout_secs = 10;
+    })
+    .await;
+    let (path, param) = umbra_wire::upgrade::shape(&p.secret);
+    let ours = format!("{path}?{param}=");
+    // Heads the website answers as soon as it has them: a prober tries them
+    // on every path, looking for the one where the server waits instead.
+    for probe in [
+        "GET {}x HTTP/1.1\nHost: a\n\n",
+        "GET {}x\r\n",
+        "GET {}x HTTP/1.1\r\nno colon here\r\n\r\n",
+        "GET {}x HTTP/1.1\r\nHost: a\r\n\n",
+    ] {
+        let mut replies = Vec::new();
+        for target in [ours.as_str(), "/elsewhere?t="] {
+            let bytes = probe.replace("{}", target);
+            let started = std::time::Instant::now();
+            let mut s = TcpStream::connect(p.plain).await.expect("connect");
+            s.write_all(bytes.as_bytes()).await.expect("write");
+            let mut first = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut first))
+                .await
+                .map_or(0, |r| r.unwrap_or(0));
+            let reply = text(&first[..n]);
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{probe:?} on {target}: answered only after {:?}",
+                started.elapsed()
+            );
+            replies.push(reply.lines().next().unwrap_or_default().to_string());
+        }
+        assert!(!replies[0].is_empty(), "{probe:?}: no answer");
+        assert_eq!(replies[0], replies[1], "{probe:?}");
+    }
+    assert!(up.seen.lock().expect("lock").is_empty());
+}

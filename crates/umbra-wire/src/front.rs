@@ -292,7 +292,10 @@ impl Template {
         }
         let sid_len = usize::from(hello[38]);
         let tail = hello.get(39 + sid_len..)?.to_vec();
-        let key_at = key_share_at(&tail);
+        // A key share this proxy cannot renew on every flight would be the
+        // same on all of them, which no real server's is: such a site's
+        // shape is not taken.
+        let key_at = Some(key_share_at(&tail)?);
         let (mut ccs, mut fillers) = (false, Vec::new());
         loop {
             payload.clear();
@@ -366,6 +369,7 @@ fn key_share_at(tail: &[u8]) -> Option<usize> {
         // key_share: group (x25519 = 0x001d), key length 32, key.
         if kind == 0x0033
             && len == 36
+            && at + 8 + 32 <= tail.len()
             && tail.get(at + 4..at + 8) == Some(&[0x00, 0x1d, 0x00, 0x20])
         {
             return Some(at + 8);
@@ -542,6 +546,21 @@ mod tests {
             read_flight(&s, &[8; 32], &flight),
             Err(FrontError::TurnedAway)
         );
+        // A ServerHello cut short inside its key share is no template (and
+        // no panic); nor is one whose key share is not X25519's.
+        let hello_len = RECORD_HEADER + usize::from(u16::from_be_bytes([flight[3], flight[4]]));
+        let mut short = flight[..hello_len - 16].to_vec();
+        let body = (short.len() - RECORD_HEADER) as u16;
+        short[3..5].copy_from_slice(&body.to_be_bytes());
+        short.extend_from_slice(&flight[hello_len..]);
+        assert_eq!(Template::learn(&short), None);
+        let mut other_group = flight.clone();
+        let at = other_group
+            .windows(4)
+            .position(|w| w == [0x00, 0x1d, 0x00, 0x20])
+            .expect("key share");
+        other_group[at + 1] = 0x17;
+        assert_eq!(Template::learn(&other_group), None);
         // The template learned from a flight makes the same shape again.
         let learned = Template::learn(&flight).expect("learn");
         assert_eq!(learned.fillers, t.fillers);

@@ -21,7 +21,10 @@
 //! relay's own message integrity), and a changed byte under a mask is
 //! caught there.
 
-use chacha20::ChaCha20;
+// The original ChaCha20 (64-bit nonce, 64-bit block counter): a relay
+// stream masked for its whole life never reaches the end of its keystream,
+// as it would at 256 GiB with the IETF variant's 32-bit counter.
+use chacha20::ChaCha20Legacy as ChaCha20;
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -42,7 +45,7 @@ pub(crate) fn prf(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 /// A ChaCha20 keystream under a key used for nothing else (or, with
 /// `stream`, one of several streams under one key).
 pub(crate) fn keystream(key: &[u8; 32], stream: u8) -> ChaCha20 {
-    let mut nonce = [0u8; 12];
+    let mut nonce = [0u8; 8];
     nonce[0] = stream;
     ChaCha20::new(key.into(), &nonce.into())
 }

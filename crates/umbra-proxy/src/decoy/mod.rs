@@ -156,16 +156,26 @@ pub async fn plain_on_tls<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Relays the visitor to the operator's web server.
 pub async fn relay_to<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+    stream: S,
     first: &[u8],
     decoy: &str,
     timeout: Duration,
 ) -> std::io::Result<()> {
-    let mut upstream = tokio::time::timeout(timeout, TcpStream::connect(decoy))
+    let upstream = tokio::time::timeout(timeout, TcpStream::connect(decoy))
         .await
         .map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "decoy connect timed out")
         })??;
+    relay_on(stream, first, upstream).await
+}
+
+/// Relays a visitor to a web server already connected: `first` (what the
+/// visitor sent so far), then both ways until either side closes.
+pub async fn relay_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    first: &[u8],
+    mut upstream: TcpStream,
+) -> std::io::Result<()> {
     upstream.write_all(first).await?;
     tokio::io::copy_bidirectional(&mut stream, &mut upstream).await?;
     Ok(())

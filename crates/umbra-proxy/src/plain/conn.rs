@@ -303,6 +303,15 @@ pub(super) enum Step {
     Failed,
 }
 
+/// Whether the built-in website would still be reading `first` (so a
+/// proxy that waits for more gives nothing away).
+pub(crate) fn site_waits(first: &[u8]) -> bool {
+    matches!(
+        crate::decoy::http::scan(first),
+        crate::decoy::http::Scan::Incomplete
+    )
+}
+
 /// A connection on a plain port.
 pub(super) struct Conn {
     pub client: Side,
@@ -388,7 +397,10 @@ impl Conn {
                 continue;
             }
             let decision = match shared.admission.decide_plain(body, unix_now()) {
-                Decision::NeedMore if self.first.len() < MAX_FIRST => continue,
+                // Waiting only while the website would wait too: a head it
+                // would already answer (a bare-LF head, HTTP/0.9, a bad
+                // line) is answered now, whatever it starts with.
+                Decision::NeedMore if self.first.len() < MAX_FIRST && site_waits(body) => continue,
                 Decision::NeedMore => Decision::Decoy(Reason::NoProof),
                 d => d,
             };

@@ -17,6 +17,8 @@
 mod buffers;
 mod conn;
 
+pub(crate) use conn::site_waits;
+
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
