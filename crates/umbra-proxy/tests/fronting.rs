@@ -347,8 +347,6 @@ async fn admitted_clients_get_through_in_the_sites_shape_and_replays_get_the_sit
     // an hour back: the site answers both, as it answers anyone.
     let hello_len = 5 + usize::from(u16::from_be_bytes([seen[0].0[3], seen[0].0[4]]));
     let captured_hello = seen[0].0[..hello_len].to_vec();
-    let mut client_random = [0u8; 32];
-    client_random.copy_from_slice(&captured_hello[11..43]);
     let mut stale = umbra_net::fronted::client_hello("localhost").expect("hello");
     front::mark_hello(&p.secret, &mut stale, now() - 3600, Target::Messaging).expect("mark");
     for (what, hello) in [("replayed", captured_hello), ("stale", stale)] {
@@ -371,5 +369,4 @@ async fn admitted_clients_get_through_in_the_sites_shape_and_replays_get_the_sit
     }
     assert_eq!(metric(p.metrics, "umbra_proxy_replayed_total").await, 1);
     assert_eq!(metric(p.metrics, "umbra_proxy_stale_total").await, 1);
-    let _ = client_random;
 }

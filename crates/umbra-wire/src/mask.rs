@@ -31,8 +31,9 @@ use sha2::Sha256;
 
 use crate::proxy::Target;
 
-/// HMAC-SHA256 of `parts` under `key` (a PRF: derives keys and tags).
-pub(crate) fn prf(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+/// HMAC-SHA256 of `parts` under `key` (a PRF: derives keys, tags and
+/// seeds from a proxy's secret or a handshake hash).
+pub fn prf(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length.
     #[allow(clippy::unwrap_used)]
     let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();

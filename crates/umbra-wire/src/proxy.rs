@@ -27,8 +27,6 @@
 
 use std::fmt;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use thiserror::Error;
 
 use crate::invite::{decode_key, encode_key};
@@ -178,12 +176,7 @@ impl fmt::Display for ProxyLink {
 }
 
 fn tag(secret: &[u8; 32], signed: &[u8]) -> [u8; 32] {
-    // HMAC accepts keys of any length.
-    #[allow(clippy::unwrap_used)]
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
-    mac.update(LABEL);
-    mac.update(signed);
-    mac.finalize().into_bytes().into()
+    crate::mask::prf(secret, &[LABEL, signed])
 }
 
 /// The preamble a client sends first.

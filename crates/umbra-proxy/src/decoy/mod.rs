@@ -15,8 +15,6 @@ pub mod site;
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -43,11 +41,7 @@ const SERVERS: &[&str] = &[
 /// `created_unix`. The seed is one-way from the secret: the site reveals
 /// nothing of it.
 pub fn builtin(secret: &[u8; 32], created_unix: u64) -> Builtin {
-    // HMAC accepts keys of any length.
-    #[allow(clippy::unwrap_used)]
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
-    mac.update(b"umbra-proxy built-in site");
-    let seed: [u8; 32] = mac.finalize().into_bytes().into();
+    let seed = umbra_wire::mask::prf(secret, &[b"umbra-proxy built-in site"]);
     let server = SERVERS[usize::from(seed[31]) % SERVERS.len()];
     Builtin {
         site: Site::generate(seed, created_unix),
