@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    if let upgrade::Peek::Valid { verified: v, head_len } = upgrade::peek(&SECRET, data) {
+    if let upgrade::Peek::Valid { verified: v, head_len, .. } = upgrade::peek(&SECRET, data) {
         let head = std::str::from_utf8(&data[..head_len]).expect("an admitted head is text");
         let made = upgrade::request(&SECRET, "h", v.unix_time, v.nonce, v.target);
         let line = |r: &str| r.split("\r\n").next().map(str::to_string);
@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
         let bytes = made.as_bytes();
         if bytes.len() <= upgrade::MAX_HEAD {
             match upgrade::peek(&SECRET, bytes) {
-                upgrade::Peek::Valid { verified: v, head_len } => {
+                upgrade::Peek::Valid { verified: v, head_len, .. } => {
                     assert_eq!((v.unix_time, v.nonce, v.target), (u64::from_be_bytes(time), nonce, target));
                     assert_eq!(head_len, bytes.len());
                 }

@@ -12,10 +12,11 @@
 //!
 //! - bulk throughput: one stream, 64 KiB writes for a fixed time, bytes
 //!   counted by the sink;
-//! - new connections per second: connect (plus, for Umbra, the WebSocket
-//!   upgrade that admits a client on a plain port and the proxy's 101), a
-//!   hello there and back through the proxy (shaped as the Noise handshake
-//!   is: a length-prefixed first message each way, which Umbra masks), close; a fixed count
+//! - new connections per second: connect, a hello there and back through
+//!   the proxy (shaped as the Noise handshake is: a length-prefixed first
+//!   message each way, which Umbra masks; on Umbra's plain port the hello
+//!   rides in the WebSocket upgrade that admits the client, and comes back
+//!   with the proxy's 101), close; a fixed count
 //!   with a fixed number of workers, cut into slices that alternate between
 //!   the paths (so that the machine's drift, such as the kernel's TIME_WAIT
 //!   table filling up, weighs on each path alike). Alongside, the proxy's own CPU time per
@@ -217,7 +218,8 @@ impl Path {
         let timeout = Duration::from_secs(10);
         let route = match secret {
             None => Route::Direct(addr.to_string()),
-            // A client's own way in: the upgrade, the 101, the masks.
+            // A client's own way in: the upgrade (carrying the hello), the
+            // 101, the masks.
             Some(secret) => Route::Proxy(ProxyLink {
                 host: addr.ip().to_string(),
                 port: addr.port(),

@@ -12,6 +12,8 @@
 
 mod common;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -170,6 +172,7 @@ fn a_passive_observer_finds_no_old_fingerprint_and_a_replay_gets_the_website() {
     let (plain, proxy, proxy_listen) = chat_through(false, None, dir.path(), &server);
     let mut masked_up = 0usize;
     let mut firsts = std::collections::HashSet::new();
+    let mut cookies = std::collections::HashSet::new();
     for (i, c) in plain.iter().enumerate() {
         for (way, bytes) in [("up", &c.up), ("down", &c.down)] {
             assert_eq!(holds_a_timestamp(bytes), None, "connection {i} {way}");
@@ -184,6 +187,23 @@ fn a_passive_observer_finds_no_old_fingerprint_and_a_replay_gets_the_website() {
         assert!(request.contains("\r\nSec-WebSocket-Key: "), "{request}");
         assert!(exempt_from_the_fully_encrypted_filter(&c.up[..up_head]));
         assert_ne!(c.up[0], 0x01, "the old version byte");
+        // The first Noise message rides in a cookie, masked: base64url
+        // that decodes to no length and no framing.
+        let cookie = request
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("cookie: "))
+            .and_then(|c| c.split_once('='))
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no cookie: {request}"));
+        let early = URL_SAFE_NO_PAD.decode(cookie).expect("base64url");
+        assert!(early.len() > 80, "connection {i}: {} bytes", early.len());
+        assert!(!walks_as_noise_framing(&early), "connection {i} cookie");
+        assert_ne!(
+            usize::from(u16::from_be_bytes([early[0], early[1]])),
+            early.len() - 2,
+            "connection {i}: the cookie starts with its length"
+        );
+        cookies.insert([early[0], early[1]]);
         // The answer is nginx switching protocols.
         let down_head = head_len(&c.down);
         let answer = String::from_utf8(c.down[..down_head].to_vec()).expect("text");
@@ -195,7 +215,14 @@ fn a_passive_observer_finds_no_old_fingerprint_and_a_replay_gets_the_website() {
         // handshake (masked by the proxy) nor its transport messages (whose
         // prefixes Noise masks) show a length.
         let (up, down) = (&c.up[up_head..], &c.down[down_head..]);
-        assert!(up.len() > 100 && down.len() > 50, "connection {i}");
+        // (The first message rode in the cookie; what follows is the
+        // session's frames.)
+        assert!(
+            up.len() > 20 && down.len() > 50,
+            "connection {i}: {} up, {} down",
+            up.len(),
+            down.len()
+        );
         assert!(!walks_as_noise_framing(up), "connection {i} up");
         assert!(!walks_as_noise_framing(down), "connection {i} down");
         firsts.insert([up[0], up[1]]);
@@ -204,6 +231,7 @@ fn a_passive_observer_finds_no_old_fingerprint_and_a_replay_gets_the_website() {
     assert!(masked_up > 5000);
     // The old first message began with the same length on every connection.
     assert_eq!(firsts.len(), plain.len(), "{firsts:?}");
+    assert_eq!(cookies.len(), plain.len(), "{cookies:?}");
 
     // A censor replays a captured first flight, then a whole captured
     // stream: to the same proxy, and to it restarted (its replay cache, in

@@ -3,8 +3,8 @@
 //! Through a proxy the client connects to the proxy's address only (never
 //! the server's). On a TLS port it sends the admission preamble
 //! (`umbra_wire::proxy`) inside TLS; on a plain port it opens with a
-//! WebSocket upgrade that carries the same proof and masks what follows
-//! ([`crate::masked`]); on a fronting port it opens with a marked TLS hello
+//! WebSocket upgrade that carries the same proof and the first write, and
+//! masks what follows ([`crate::masked`]); on a fronting port it opens with a marked TLS hello
 //! for the fronted site ([`crate::fronted`]). Either way what follows is the ordinary Noise
 //! session with the server, end to end: the proxy forwards it without being
 //! able to read it.
@@ -77,8 +77,10 @@ pub async fn dial(route: &Route, target: Target, timeout: Duration) -> Result<Bo
                 tls.write_all(&hello).await?;
                 Ok(Box::new(tls))
             } else {
-                let masked = Masked::open(stream, link, target, now, nonce, timeout).await?;
-                Ok(Box::new(masked))
+                // Lazy: the first write rides in the upgrade.
+                Ok(Box::new(Masked::new(
+                    stream, link, target, now, nonce, timeout,
+                )))
             }
         }
     }

@@ -34,7 +34,7 @@ fn eof_is_closed(e: std::io::Error) -> NetError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         NetError::Closed
     } else {
-        NetError::Io(e)
+        NetError::from(e)
     }
 }
 

@@ -34,7 +34,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> S
 pub enum NetError {
     /// The socket failed.
     #[error("connection error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The peer sent something the protocol does not allow.
     #[error(transparent)]
     Wire(#[from] umbra_wire::WireError),
@@ -60,4 +60,33 @@ pub enum NetError {
     /// The peer closed the connection.
     #[error("the connection was closed by the other side")]
     Closed,
+}
+
+impl From<std::io::Error> for NetError {
+    /// A socket error, unless it carries one of this crate's own (the
+    /// masked and fronted streams report the proxy's answers through
+    /// `io::Error`, which is all an `AsyncRead` may return).
+    fn from(e: std::io::Error) -> Self {
+        use umbra_wire::front::FrontError;
+        use umbra_wire::upgrade::AnswerError;
+        let ours = e
+            .get_ref()
+            .is_some_and(|i| i.is::<NetError>() || i.is::<AnswerError>() || i.is::<FrontError>());
+        if !ours {
+            return NetError::Io(e);
+        }
+        match e.into_inner() {
+            Some(inner) => match inner.downcast::<NetError>() {
+                Ok(net) => *net,
+                Err(inner) => match inner.downcast::<AnswerError>() {
+                    Ok(answer) => NetError::ProxyAnswer(*answer),
+                    Err(inner) => match inner.downcast::<FrontError>() {
+                        Ok(front) => NetError::Front(*front),
+                        Err(_) => NetError::Proxy("the proxy's answer could not be read"),
+                    },
+                },
+            },
+            None => NetError::Proxy("the proxy's answer could not be read"),
+        }
+    }
 }

@@ -29,6 +29,9 @@ pub struct Admitted {
     pub nonce: [u8; 16],
     /// How many first bytes were the proof (not forwarded).
     pub proof_len: usize,
+    /// On a plain port, where in the proof the client's first write is,
+    /// when it rode in the upgrade.
+    pub early: Option<upgrade::Early>,
 }
 
 /// Why a connection went to the decoy (for counters only).
@@ -91,7 +94,14 @@ impl Admission {
         match self.expect.peek(first) {
             upgrade::Peek::NeedMore => Decision::NeedMore,
             upgrade::Peek::NotAdmitted => Decision::Decoy(Reason::NoProof),
-            upgrade::Peek::Valid { verified, head_len } => self.check(verified, head_len, now_unix),
+            upgrade::Peek::Valid {
+                verified,
+                head_len,
+                early,
+            } => match self.check(verified, head_len, now_unix) {
+                Decision::Admit(a) => Decision::Admit(Admitted { early, ..a }),
+                other => other,
+            },
         }
     }
 
@@ -115,15 +125,21 @@ impl Admission {
                 target: v.target,
                 nonce: v.nonce,
                 proof_len,
+                early: None,
             }),
             Err(Refusal::Stale) => Decision::Decoy(Reason::Stale),
             Err(Refusal::Replayed) => Decision::Decoy(Reason::Replayed),
         }
     }
 
-    /// The secret, for the plain ports' masks.
+    /// The secret (the fronting port's marks).
     pub fn secret(&self) -> &[u8; 32] {
         &self.secret
+    }
+
+    /// The secret, keyed for its PRF: the plain ports' masks.
+    pub fn prf(&self) -> &umbra_wire::mask::Prf {
+        self.expect.prf()
     }
 }
 
@@ -137,6 +153,7 @@ mod tests {
             target,
             nonce: [nonce; 16],
             proof_len,
+            early: None,
         })
     }
 

@@ -2,7 +2,8 @@
 //! arrives in order both ways under backpressure (copied, then spliced once
 //! the transfer is bulk, then copied again), a half-close is passed on,
 //! an unreachable upstream or a client that leaves mid-admission costs
-//! nothing lasting, and shutdown lets open connections finish.
+//! nothing lasting, a first write carried in the upgrade is answered with
+//! the 101, and shutdown lets open connections finish.
 
 use std::time::{Duration, Instant};
 
@@ -148,6 +149,142 @@ async fn an_unreachable_upstream_closes_the_client_and_is_counted() {
         metric_reaches(&p, "umbra_proxy_connections_open", 0).await,
         0
     );
+}
+
+/// A Noise-shaped first message: a two-byte length, then the message.
+fn first_message(body: &[u8]) -> Vec<u8> {
+    let mut m = (body.len() as u16).to_be_bytes().to_vec();
+    m.extend_from_slice(body);
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_write_rides_in_the_upgrade_and_the_101_waits_for_the_answer() {
+    use umbra_wire::mask::{End, Mask, Way};
+    let up = upstream().await;
+    let p = start(|c| {
+        c.upstream = Some(up.addr.to_string());
+        c.tls_listen.clear();
+    })
+    .await;
+    // As the client makes it: the first message masked, in the cookie.
+    let nonce = [21u8; 16];
+    let first = first_message(b"the client's first message");
+    let mut masked = first.clone();
+    Mask::proxied(&p.secret, &nonce, Target::Messaging, Way::Up, End::Sender).apply(&mut masked);
+    let request = umbra_wire::upgrade::request_with(
+        &p.secret,
+        "127.0.0.1",
+        now(),
+        nonce,
+        Target::Messaging,
+        &masked,
+    );
+    let mut s = TcpStream::connect(p.plain).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    // One read brings the 101 and the upstream's answer (the echo): they
+    // left the proxy in one write.
+    let mut got = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
+        .await
+        .expect("answered")
+        .expect("read");
+    let got = &got[..n];
+    let head = umbra_wire::upgrade::answer(&nonce, got)
+        .expect("admitted")
+        .expect("a whole head");
+    let mut back = got[head..].to_vec();
+    let mut down = Mask::proxied(
+        &p.secret,
+        &nonce,
+        Target::Messaging,
+        Way::Down,
+        End::Receiver,
+    );
+    down.apply(&mut back);
+    assert_eq!(back, first, "the echo of the first message, with the 101");
+    // The upstream got the message itself, unmasked, and nothing of the
+    // upgrade.
+    assert_eq!(up.seen.lock().expect("lock")[0], first);
+    // After the first message nothing is masked any more, either way.
+    s.write_all(b"and then plain bytes").await.expect("write");
+    let mut after = [0u8; 20];
+    s.read_exact(&mut after).await.expect("echo");
+    assert_eq!(&after, b"and then plain bytes");
+
+    // A lazy client (what `dial` uses) sends its first write in the upgrade
+    // too, and reads the answer as if it had been sent alone.
+    let link = plain_link(p.plain, p.secret);
+    let tcp = TcpStream::connect(p.plain).await.expect("connect");
+    let mut lazy = Masked::new(
+        tcp,
+        &link,
+        Target::Messaging,
+        now(),
+        [22; 16],
+        Duration::from_secs(5),
+    );
+    lazy.write_all(&first).await.expect("write");
+    let mut echo = vec![0u8; first.len()];
+    lazy.read_exact(&mut echo).await.expect("echo");
+    assert_eq!(echo, first);
+    let seen = up.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1], first, "the upstream saw only the message");
+}
+
+/// A proxy in front of `upstream`, and a lazy client (as `dial` makes it)
+/// that has written a first message, which rides in its upgrade.
+async fn hello_through(upstream: std::net::SocketAddr, nonce: u8) -> (Running, Masked<TcpStream>) {
+    let p = start(|c| {
+        c.upstream = Some(upstream.to_string());
+        c.tls_listen.clear();
+    })
+    .await;
+    let link = plain_link(p.plain, p.secret);
+    let tcp = TcpStream::connect(p.plain).await.expect("connect");
+    let mut lazy = Masked::new(
+        tcp,
+        &link,
+        Target::Messaging,
+        now(),
+        [nonce; 16],
+        Duration::from_secs(5),
+    );
+    lazy.write_all(&first_message(b"hello"))
+        .await
+        .expect("write");
+    (p, lazy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_ends_without_answering_gets_the_client_its_101_and_the_end() {
+    // An upstream that reads the first message and closes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf).await;
+        }
+    });
+    let (_p, mut lazy) = hello_through(addr, 23).await;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), lazy.read(&mut buf))
+        .await
+        .expect("ended promptly")
+        .expect("admitted, then the end");
+    assert_eq!(n, 0);
+
+    // Through an unreachable upstream, the lazy client learns it from the
+    // proxy's silence, in words.
+    let gone = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let gone_addr = gone.local_addr().expect("addr");
+    drop(gone);
+    let (_p, mut lazy) = hello_through(gone_addr, 24).await;
+    let e = lazy.read(&mut buf).await.expect_err("no answer");
+    let e = umbra_net::NetError::from(e).to_string();
+    assert!(e.contains("closed the connection without answering"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,13 +34,42 @@ use crate::proxy::Target;
 /// HMAC-SHA256 of `parts` under `key` (a PRF: derives keys, tags and
 /// seeds from a proxy's secret or a handshake hash).
 pub fn prf(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC accepts keys of any length.
-    #[allow(clippy::unwrap_used)]
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    for p in parts {
-        mac.update(p);
+    Prf::new(key).eval(parts)
+}
+
+/// [`prf`] under one key, its key schedule done once: each use then costs
+/// only its own blocks (a proxy's admission and masks use one per
+/// connection, several times).
+#[derive(Clone)]
+pub struct Prf(Hmac<Sha256>);
+
+impl Prf {
+    /// The PRF under `key`.
+    pub fn new(key: &[u8]) -> Self {
+        // HMAC accepts keys of any length.
+        #[allow(clippy::unwrap_used)]
+        Self(Hmac::<Sha256>::new_from_slice(key).unwrap())
     }
-    mac.finalize().into_bytes().into()
+
+    /// HMAC-SHA256 of `parts`.
+    pub fn eval(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl std::fmt::Debug for Prf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prf")
+    }
+}
+
+/// A proxied connection's mask key.
+fn proxied_key(secret: &Prf, nonce: &[u8; 16]) -> [u8; 32] {
+    secret.eval(&[b"umbra-proxy-v2 mask", nonce])
 }
 
 /// A ChaCha20 keystream under a key used for nothing else (or, with
@@ -108,8 +137,26 @@ impl Mask {
         way: Way,
         end: End,
     ) -> Self {
+        Self::with_key(&proxied_key(&Prf::new(secret), nonce), target, way, end)
+    }
+
+    /// Both directions' masks of a proxied connection, `(up, down)`, for
+    /// the end that is `up_end` of the upward direction (and so the other
+    /// end of the downward one); `secret` is the link's, keyed once.
+    pub fn pair(secret: &Prf, nonce: &[u8; 16], target: Target, up_end: End) -> (Self, Self) {
+        let key = proxied_key(secret, nonce);
+        let down_end = match up_end {
+            End::Sender => End::Receiver,
+            End::Receiver => End::Sender,
+        };
+        (
+            Self::with_key(&key, target, Way::Up, up_end),
+            Self::with_key(&key, target, Way::Down, down_end),
+        )
+    }
+
+    fn with_key(key: &[u8; 32], target: Target, way: Way, end: End) -> Self {
         // One key per connection, one ChaCha20 stream (nonce) per way.
-        let key = prf(secret, &[b"umbra-proxy-v2 mask", nonce]);
         let stream = match way {
             Way::Up => 0,
             Way::Down => 1,
@@ -122,7 +169,7 @@ impl Mask {
             Target::Relay => Extent::Forever,
         };
         Self {
-            cipher: keystream(&key, stream),
+            cipher: keystream(key, stream),
             extent,
             end,
         }

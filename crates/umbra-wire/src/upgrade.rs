@@ -16,6 +16,7 @@
 //! Upgrade: websocket
 //! Sec-WebSocket-Version: 13
 //! Sec-WebSocket-Key: base64(NONCE)
+//! cookie: NAME=base64url(EARLY)
 //! ```
 //!
 //! - NONCE is 16 random bytes, exactly what a WebSocket key is.
@@ -28,10 +29,21 @@
 //!   target. Without the secret it is indistinguishable from random; with
 //!   it, the proxy recovers the time and checks the tag (trying both
 //!   targets, so the target is hidden too).
+//! - EARLY, when there is a cookie, is the client's first write (its first
+//!   Noise message, or a relay's first STUN request), already masked
+//!   ([`crate::mask`]): what the client would otherwise send after waiting
+//!   for the 101. Carried in the request, it costs no round trip, and the
+//!   client still sends nothing before the answer, as RFC 6455 requires.
+//!   The cookie's name is picked from common ones by the secret, and its
+//!   header is written in lower case after the others, as tungstenite writes
+//!   a header an application adds.
 //!
 //! The proxy decides when the head is complete, as a web server would, and
 //! answers an admitted client `101 Switching Protocols` with the
-//! `Sec-WebSocket-Accept` that RFC 6455 derives from the key. Anything else,
+//! `Sec-WebSocket-Accept` that RFC 6455 derives from the key: at once when
+//! the request carried nothing, or, when it carried the client's first
+//! write, together with the upstream's first answer to it, as nginx sends
+//! the 101 only once its backend has answered. Anything else,
 //! including a replayed or stale request, goes to the website, which serves
 //! it the page for that path (a 404). After the 101, [`crate::mask`] hides
 //! what follows.
@@ -41,7 +53,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sha1::{Digest, Sha1};
 use thiserror::Error;
 
-use crate::mask::prf;
+use crate::mask::Prf;
 use crate::proxy::{Target, Verified};
 
 /// The longest request head a proxy reads before deciding it is not one.
@@ -52,6 +64,9 @@ const LABEL_SHAPE: &[u8] = b"umbra-proxy-v2 shape";
 const LABEL_PAD: &[u8] = b"umbra-proxy-v2 time pad";
 const LABEL_TAG: &[u8] = b"umbra-proxy-v2 tag";
 const TOKEN_BYTES: usize = 24;
+/// The most bytes of a client's first write that ride in the request (its
+/// first Noise message is well under this, padding included).
+pub const EARLY_MAX: usize = 1536;
 const TAG_BYTES: usize = 16;
 /// RFC 6455's GUID for `Sec-WebSocket-Accept`.
 const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -85,14 +100,47 @@ const PARAMS: &[&str] = &[
     "key",
 ];
 
+const COOKIES: &[&str] = &[
+    "session",
+    "sid",
+    "_session",
+    "auth",
+    "remember_token",
+    "state",
+    "ctx",
+    "_s",
+];
+
+/// The name of the cookie that carries a client's first write to the proxy
+/// whose secret is `secret`.
+pub fn cookie_name(secret: &[u8; 32]) -> &'static str {
+    Shape::of(&Prf::new(secret)).cookie
+}
+
+/// A proxy's path, token parameter and cookie name, all from one PRF
+/// output.
+struct Shape {
+    path: &'static str,
+    param: &'static str,
+    cookie: &'static str,
+}
+
+impl Shape {
+    fn of(secret: &Prf) -> Self {
+        let h = secret.eval(&[LABEL_SHAPE]);
+        Self {
+            path: PATHS[usize::from(h[0]) % PATHS.len()],
+            param: PARAMS[usize::from(h[1]) % PARAMS.len()],
+            cookie: COOKIES[usize::from(h[2]) % COOKIES.len()],
+        }
+    }
+}
+
 /// The request path and token parameter of the proxy whose secret is
 /// `secret`.
 pub fn shape(secret: &[u8; 32]) -> (&'static str, &'static str) {
-    let h = prf(secret, &[LABEL_SHAPE]);
-    (
-        PATHS[usize::from(h[0]) % PATHS.len()],
-        PARAMS[usize::from(h[1]) % PARAMS.len()],
-    )
+    let shape = Shape::of(&Prf::new(secret));
+    (shape.path, shape.param)
 }
 
 fn target_byte(target: Target) -> u8 {
@@ -102,21 +150,18 @@ fn target_byte(target: Target) -> u8 {
     }
 }
 
-fn tag(secret: &[u8; 32], nonce: &[u8; 16], time: u64, target: Target) -> [u8; 32] {
-    prf(
-        secret,
-        &[
-            LABEL_TAG,
-            nonce,
-            &time.to_be_bytes(),
-            &[target_byte(target)],
-        ],
-    )
+fn tag(secret: &Prf, nonce: &[u8; 16], time: u64, target: Target) -> [u8; 32] {
+    secret.eval(&[
+        LABEL_TAG,
+        nonce,
+        &time.to_be_bytes(),
+        &[target_byte(target)],
+    ])
 }
 
-fn time_pad(secret: &[u8; 32], nonce: &[u8; 16]) -> [u8; 8] {
+fn time_pad(secret: &Prf, nonce: &[u8; 16]) -> [u8; 8] {
     let mut pad = [0u8; 8];
-    pad.copy_from_slice(&prf(secret, &[LABEL_PAD, nonce])[..8]);
+    pad.copy_from_slice(&secret.eval(&[LABEL_PAD, nonce])[..8]);
     pad
 }
 
@@ -135,7 +180,7 @@ pub fn host_header(host: &str, port: u16) -> String {
     }
 }
 
-/// The upgrade request a client sends first.
+/// The upgrade request a client sends first, carrying nothing else.
 pub fn request(
     secret: &[u8; 32],
     host: &str,
@@ -143,18 +188,58 @@ pub fn request(
     nonce: [u8; 16],
     target: Target,
 ) -> String {
-    let (path, param) = shape(secret);
+    request_with(secret, host, now_unix, nonce, target, &[])
+}
+
+/// The upgrade request a client sends first, carrying `early` (its first
+/// write, masked; at most [`EARLY_MAX`] bytes, and none if empty) in a cookie.
+pub fn request_with(
+    secret: &[u8; 32],
+    host: &str,
+    now_unix: u64,
+    nonce: [u8; 16],
+    target: Target,
+    early: &[u8],
+) -> String {
+    let secret = &Prf::new(secret);
+    let Shape {
+        path,
+        param,
+        cookie,
+    } = Shape::of(secret);
     let mut token = [0u8; TOKEN_BYTES];
     let pad = time_pad(secret, &nonce);
     for (i, b) in now_unix.to_be_bytes().iter().enumerate() {
         token[i] = b ^ pad[i];
     }
     token[8..].copy_from_slice(&tag(secret, &nonce, now_unix, target)[..TAG_BYTES]);
+    let cookie = if early.is_empty() {
+        String::new()
+    } else {
+        format!("cookie: {cookie}={}\r\n", URL_SAFE_NO_PAD.encode(early))
+    };
     format!(
-        "GET {path}?{param}={} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {}\r\n\r\n",
+        "GET {path}?{param}={} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {}\r\n{cookie}\r\n",
         URL_SAFE_NO_PAD.encode(token),
         STANDARD.encode(nonce)
     )
+}
+
+/// Where in an admitted request head its early bytes are: the cookie's
+/// value, base64url, from `start` to `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Early {
+    /// First character of the value.
+    pub start: usize,
+    /// One past its last character.
+    pub end: usize,
+}
+
+impl Early {
+    /// The early bytes (still masked) out of `head`, the admitted request.
+    pub fn decode(&self, head: &[u8]) -> Option<Vec<u8>> {
+        URL_SAFE_NO_PAD.decode(head.get(self.start..self.end)?).ok()
+    }
 }
 
 /// The `Sec-WebSocket-Accept` value for a key made of `nonce` (RFC 6455).
@@ -179,6 +264,8 @@ pub enum Peek {
         verified: Verified,
         /// Length of the request head, blank line included.
         head_len: usize,
+        /// The client's first write, when the request carries it.
+        early: Option<Early>,
     },
 }
 
@@ -196,28 +283,80 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The early bytes' place in `head`: the value of a cookie named `name`,
+/// when it is the request's only cookie. `Err` when the request has a
+/// cookie header that is not one a client makes.
+fn early_in(head: &str, name: &str) -> Result<Option<Early>, ()> {
+    let mut found = None;
+    let mut at = 0;
+    for line in head.split_inclusive("\r\n") {
+        let line_at = at;
+        at += line.len();
+        let Some((n, v)) = line.split_once(':') else {
+            continue;
+        };
+        if !n.eq_ignore_ascii_case("cookie") {
+            continue;
+        }
+        let value = v.trim_end_matches("\r\n").trim_start();
+        let Some(b64) = value
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+        else {
+            return Err(());
+        };
+        let mut plain = [0u8; EARLY_MAX];
+        let decodes = b64.len() <= EARLY_MAX / 3 * 4
+            && URL_SAFE_NO_PAD
+                .decode_slice(b64, &mut plain)
+                .is_ok_and(|n| n > 0);
+        if found.is_some() || !decodes {
+            return Err(());
+        }
+        let end = line_at + n.len() + 1 + (v.len() - v.trim_start().len()) + value.len();
+        found = Some(Early {
+            start: end - b64.len(),
+            end,
+        });
+    }
+    Ok(found)
+}
+
 /// What a proxy expects on its plain ports, worked out once from its
 /// secret.
 #[derive(Clone)]
 pub struct Expect {
-    secret: [u8; 32],
+    secret: Prf,
     /// The request line up to the token.
     start: String,
+    /// The early bytes' cookie.
+    cookie: &'static str,
 }
 
 impl Expect {
     /// The expectation of the proxy whose secret is `secret`.
     pub fn new(secret: &[u8; 32]) -> Self {
-        let (path, param) = shape(secret);
+        let secret = Prf::new(secret);
+        let Shape {
+            path,
+            param,
+            cookie,
+        } = Shape::of(&secret);
         Self {
-            secret: *secret,
+            secret,
             start: format!("GET {path}?{param}="),
+            cookie,
         }
+    }
+
+    /// The secret, keyed for its PRF (the plain ports' masks use it).
+    pub fn prf(&self) -> &Prf {
+        &self.secret
     }
 
     /// Examines a plain port's first bytes (constant time in the tag).
     pub fn peek(&self, first: &[u8]) -> Peek {
-        peek_for(&self.secret, &self.start, first)
+        peek_for(self, first)
     }
 }
 
@@ -232,7 +371,8 @@ pub fn peek(secret: &[u8; 32], first: &[u8]) -> Peek {
     Expect::new(secret).peek(first)
 }
 
-fn peek_for(secret: &[u8; 32], start: &str, first: &[u8]) -> Peek {
+fn peek_for(expect: &Expect, first: &[u8]) -> Peek {
+    let (secret, start) = (&expect.secret, expect.start.as_str());
     let n = first.len().min(start.len());
     if first[..n] != start.as_bytes()[..n] {
         return Peek::NotAdmitted;
@@ -286,16 +426,20 @@ fn peek_for(secret: &[u8; 32], start: &str, first: &[u8]) -> Peek {
                 &token[8..],
             ))
         });
-    match found {
-        Some(target) => Peek::Valid {
-            verified: Verified {
-                unix_time,
-                nonce,
-                target,
-            },
-            head_len,
+    let Some(target) = found else {
+        return Peek::NotAdmitted;
+    };
+    let Ok(early) = early_in(head, expect.cookie) else {
+        return Peek::NotAdmitted;
+    };
+    Peek::Valid {
+        verified: Verified {
+            unix_time,
+            nonce,
+            target,
         },
-        None => Peek::NotAdmitted,
+        head_len,
+        early,
     }
 }
 
@@ -312,6 +456,11 @@ pub enum AnswerError {
     /// The answer's head is longer than any 101 would be.
     #[error("the proxy's answer is not one an Umbra proxy sends")]
     TooLong,
+    /// The proxy closed the connection before any answer.
+    #[error(
+        "the proxy closed the connection without answering: it may be at its connection limit, or its server is down"
+    )]
+    Closed,
 }
 
 /// Reads the proxy's answer to a request made with `nonce`: `Ok(None)` while
@@ -358,6 +507,7 @@ mod tests {
                 target: Target::Relay,
             },
             head_len: bytes.len(),
+            early: None,
         };
         assert_eq!(peek(&S, bytes), want);
         let mut more = bytes.to_vec();
@@ -381,6 +531,48 @@ mod tests {
         let mut bad = bytes.to_vec();
         bad[key] = if bad[key] == b'A' { b'B' } else { b'A' };
         assert_eq!(peek(&S, &bad), Peek::NotAdmitted);
+    }
+
+    #[test]
+    fn early_bytes_ride_in_the_cookie_and_nowhere_else() {
+        let early = [0xA5u8; 301];
+        let r = request_with(&S, "h", 1_800_000_000, [6; 16], Target::Messaging, &early);
+        let cookie = format!("\r\ncookie: {}=", cookie_name(&S));
+        assert!(r.contains(&cookie), "{r}");
+        let Peek::Valid {
+            early: Some(at),
+            head_len,
+            ..
+        } = peek(&S, r.as_bytes())
+        else {
+            panic!("not admitted: {r}");
+        };
+        assert_eq!(head_len, r.len());
+        assert_eq!(at.decode(r.as_bytes()), Some(early.to_vec()));
+        // The longest that fits is carried; a cookie that is not the
+        // client's, or not base64url, is not an admitted client's.
+        let most = request_with(&S, "h", 1, [6; 16], Target::Messaging, &[7; EARLY_MAX]);
+        assert!(matches!(
+            peek(&S, most.as_bytes()),
+            Peek::Valid { early: Some(_), .. }
+        ));
+        let name = cookie_name(&S);
+        for bad in [
+            format!("{name}=a"),
+            format!("{name}=ab+c"),
+            format!("{name}="),
+            "other=abcd".to_string(),
+            format!("{name}=abcd; other=x"),
+        ] {
+            let forged = r.replace(
+                &r[r.find(&cookie).map(|i| i + 10).expect("cookie")..r.len() - 4],
+                &bad,
+            );
+            assert!(forged.contains(&bad), "{forged}");
+            assert_eq!(peek(&S, forged.as_bytes()), Peek::NotAdmitted, "{bad}");
+        }
+        let twice = r.replace("\r\n\r\n", &format!("{cookie}abcd\r\n\r\n"));
+        assert_eq!(peek(&S, twice.as_bytes()), Peek::NotAdmitted);
     }
 
     #[test]

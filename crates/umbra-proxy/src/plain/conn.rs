@@ -10,8 +10,13 @@
 //! signalled, it may have come in the same edge as the last bytes, so the
 //! socket stays readable until a read returns the end.
 //!
-//! An admitted client opened with a WebSocket upgrade; it is answered 101
-//! at once (as nginx passing the upgrade to a backend), and each direction
+//! An admitted client opened with a WebSocket upgrade, answered 101 as nginx
+//! answers when it passes an upgrade to a backend. When the upgrade carried
+//! the client's first write (`umbra_wire::upgrade`), that goes upstream at
+//! once and the 101 waits for the upstream's first bytes, to go out with
+//! them in one write: the answer the client waits for is then the server's
+//! too, and the disguise costs no round trip. Otherwise the 101 goes at
+//! once. Each direction
 //! carries a mask (`umbra_wire::mask`) for as long as it has one: the first
 //! Noise message toward the messaging server, everything toward the relay.
 //! While a mask is on, a direction copies through a buffer and unmasks or
@@ -27,7 +32,7 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mio::net::TcpStream;
-use umbra_wire::mask::{End, Mask, Way};
+use umbra_wire::mask::{End, Mask};
 use umbra_wire::upgrade;
 
 use super::buffers::{self, Pipe, Pool};
@@ -118,6 +123,9 @@ struct Direction {
     ended: bool,
     /// Applied to every byte read, until it is done.
     mask: Option<Box<Mask>>,
+    /// Written in front of the first bytes read (the 101 that waits for
+    /// the upstream's answer).
+    prefix: Option<Vec<u8>>,
 }
 
 /// Where a direction stands after moving what it could.
@@ -241,28 +249,50 @@ impl Direction {
                 continue;
             }
             let mut buf = pool.take();
-            match (&from.stream).read(&mut buf) {
+            // What waits to go in front is copied in first, so that it and
+            // the bytes read leave in one write (`connected` holds only
+            // what fits well within a buffer).
+            let ahead = match self.prefix.as_deref() {
+                Some(prefix) => {
+                    buf[..prefix.len()].copy_from_slice(prefix);
+                    prefix.len()
+                }
+                None => 0,
+            };
+            match (&from.stream).read(&mut buf[ahead..]) {
                 Ok(0) => {
+                    if ahead > 0 {
+                        // Ended without a byte: what waited goes alone,
+                        // and the end is read again once it is written.
+                        self.prefix = None;
+                        self.pending = Some(Pending {
+                            buf,
+                            start: 0,
+                            end: ahead,
+                        });
+                        continue;
+                    }
                     pool.give(buf);
                     self.end(from, to, other_ended);
                 }
                 Ok(n) => {
                     progress.read = true;
-                    from.read_some(n, buf.len());
+                    self.prefix = None;
+                    from.read_some(n, buf.len() - ahead);
                     if let Some(mask) = &mut self.mask {
-                        mask.apply(&mut buf[..n]);
+                        mask.apply(&mut buf[ahead..ahead + n]);
                         if mask.done() {
                             self.mask = None;
                         }
                     }
                     // A pipe would carry bytes past the mask: only unmasked
                     // transfers turn to bulk.
-                    self.bulk = n == buf.len() && self.mask.is_none();
+                    self.bulk = n == buf.len() - ahead && self.mask.is_none();
                     counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
                     self.pending = Some(Pending {
                         buf,
                         start: 0,
-                        end: n,
+                        end: ahead + n,
                     });
                 }
                 Err(e) => {
@@ -415,32 +445,44 @@ impl Conn {
         }
     }
 
-    /// Whether bytes followed the upgrade (sent before the 101 came).
-    pub fn has_early_data(&self) -> bool {
-        self.first.len() > self.skip + self.proof_len
+    /// Whether bytes come with the upgrade for the upstream: in it, or
+    /// after it (sent before the 101 came).
+    pub fn has_early_data(&self, a: &Admitted) -> bool {
+        a.early.is_some() || self.first.len() > self.skip + self.proof_len
     }
 
-    /// Admitted as `a` and connecting: `upstream` was just started. The
-    /// client is answered 101 at once; what followed the upgrade is sent,
-    /// unmasked, as soon as the upstream takes it.
-    pub fn connected(&mut self, upstream: TcpStream, a: Admitted, shared: &Shared, now_ms: u64) {
-        let secret = shared.admission.secret();
-        let mut up = Mask::proxied(secret, &a.nonce, a.target, Way::Up, End::Receiver);
-        let down = Mask::proxied(secret, &a.nonce, a.target, Way::Down, End::Sender);
-        let rest = self
-            .first
-            .get(self.skip + self.proof_len..)
-            .unwrap_or_default();
-        if !rest.is_empty() {
+    /// Admitted as `a` and connecting: `upstream` was just started. What
+    /// the client sent for the upstream (in the upgrade's cookie, then any
+    /// bytes after it) is unmasked and sent as soon as the upstream takes
+    /// it. The 101 goes out at once, or, when the upgrade carried bytes,
+    /// with the upstream's first answer. `false` if the early bytes do not
+    /// decode (the admission checked that they do).
+    pub fn connected(
+        &mut self,
+        upstream: TcpStream,
+        a: Admitted,
+        shared: &Shared,
+        now_ms: u64,
+    ) -> bool {
+        let (mut up, down) = Mask::pair(shared.admission.prf(), &a.nonce, a.target, End::Receiver);
+        let head = self.first.get(self.skip..).unwrap_or_default();
+        let mut buf = match a.early {
+            Some(early) => match early.decode(head) {
+                Some(bytes) => bytes,
+                None => return false,
+            },
+            None => Vec::new(),
+        };
+        buf.extend_from_slice(head.get(self.proof_len..).unwrap_or_default());
+        if !buf.is_empty() {
             // Sized to fit: it may wait for the connect to complete, and a
             // pool buffer held that long by every connecting client would be
             // memory no idle connection should cost.
-            let end = rest.len();
+            let end = buf.len();
             shared
                 .metrics
                 .bytes_up
                 .fetch_add(end as u64, Ordering::Relaxed);
-            let mut buf = rest.to_vec();
             up.apply(&mut buf);
             self.up.pending = Some(Pending { buf, start: 0, end });
         }
@@ -449,17 +491,22 @@ impl Conn {
         let answer = shared
             .site
             .upgraded(&upgrade::accept_value(&a.nonce), unix_now());
-        let end = answer.len();
-        self.down.pending = Some(Pending {
-            buf: answer,
-            start: 0,
-            end,
-        });
+        if a.early.is_some() && answer.len() < buffers::CHUNK / 2 {
+            self.down.prefix = Some(answer);
+        } else {
+            let end = answer.len();
+            self.down.pending = Some(Pending {
+                buf: answer,
+                start: 0,
+                end,
+            });
+        }
         self.first = Vec::new();
         // Try writing at once: on a near upstream the connect is done.
         self.upstream = Some(Side::new(upstream, false, true));
         self.since_ms = now_ms;
         self.last_ms = now_ms;
+        true
     }
 
     /// The client's socket and the bytes it sent after any PROXY header,

@@ -332,7 +332,8 @@ impl Worker {
         else {
             return false;
         };
-        let data_follows = matches!(self.conns.get(slot), Some(Some(c)) if c.has_early_data());
+        let data_follows =
+            matches!(self.conns.get(slot), Some(Some(c)) if c.has_early_data(&admitted));
         let Ok(std) = start_connect(to, data_follows) else {
             return false;
         };
@@ -341,10 +342,7 @@ impl Worker {
             return false;
         }
         match self.conns.get_mut(slot) {
-            Some(Some(c)) => {
-                c.connected(up, admitted, &self.shared, now);
-                true
-            }
+            Some(Some(c)) => c.connected(up, admitted, &self.shared, now),
             _ => false,
         }
     }
