@@ -7,6 +7,8 @@
 //!   codec and jitter buffer, driven by datagrams and time passed in.
 //! - [`codec`]: Opus, 48 kHz mono, 20 ms frames, FEC and concealment.
 //! - [`jitter`]: the jitter buffer.
+//! - [`e2ee`]: group calls' end-to-end frame encryption (SFrame, keys from
+//!   the call's MLS group).
 //! - [`audio`]: sources (tone, WAV, silence) and sinks (WAV, memory).
 //! - [`analysis`]: frequency and level measurement of what was heard.
 //! - `device` (feature `audio-device`): microphone and speaker through cpal.
@@ -14,7 +16,7 @@
 //!   task around one [`engine::Engine`].
 //!
 //! Group calls reuse this engine unchanged toward a forwarding unit; their
-//! per-frame end-to-end encryption (SFrame) wraps the Opus payload between
+//! per-frame end-to-end encryption ([`e2ee`]) wraps the Opus payload between
 //! [`codec`] and the RTP writer, so the transport below does not change.
 
 pub mod analysis;
@@ -23,6 +25,7 @@ pub mod codec;
 #[cfg(feature = "audio-device")]
 pub mod device;
 pub mod driver;
+pub mod e2ee;
 pub mod engine;
 mod error;
 pub mod jitter;

@@ -1,0 +1,266 @@
+//! End-to-end encryption of group-call media, frame by frame (SFrame,
+//! RFC 9605), without I/O: what stands between the Opus encoder and the
+//! RTP writer, so that the forwarding unit in between relays frames it
+//! cannot read.
+//!
+//! Keys come from an MLS group of the call's participants, the way RFC 9605
+//! §5.2 says: each epoch's base key is that group's exporter secret
+//! ("SFrame 1.0 Base Key"), and each sender's key id (KID) is made of its
+//! member index and the epoch's low bits ([`sframe::mls::MlsKeyId`]), so
+//! every sender has a key of its own without anyone handing one out. A
+//! membership change is a new epoch, hence new keys: a participant removed
+//! has none for what is said after, one added none for what was said before.
+//!
+//! [`FrameKeys`] holds this device's sending key and counter and a
+//! receiving key for every other member. Opening a frame checks its
+//! counter against the sender's replay window without moving it,
+//! authenticates it, and only then moves the window, so a forged frame can
+//! neither play nor push real frames out. A frame that cannot be opened is
+//! dropped and counted by reason ([`Dropped`]), never played. When a new
+//! epoch starts, the previous epoch's receiving keys stay for a short
+//! grace ([`PREVIOUS_EPOCH_GRACE_MS`], time passed in) so that frames sent
+//! just before the change still play; then they are gone.
+
+use std::collections::HashMap;
+
+use sframe::CipherSuite;
+use sframe::frame::{
+    EncryptedFrame, FrameValidation, MediaFrame, MonotonicCounter, ReplayAttackProtectionStore,
+};
+use sframe::header::KeyId;
+use sframe::key::{DecryptionKey, EncryptionKey};
+use sframe::mls::{MlsExporter, MlsKeyId, MlsKeyIdBitRange};
+use thiserror::Error;
+
+/// The suite every Umbra group call uses: AES-128-GCM, a 16-byte tag.
+pub const SUITE: CipherSuite = CipherSuite::AesGcm128Sha256;
+/// Low bits of the epoch in a KID. RFC 9605 asks that keys of an older
+/// epoch with the same low bits be gone by then: with the grace below, 16
+/// epochs is far more than a call can go through in a few seconds.
+const EPOCH_BITS: u8 = 4;
+/// Bits of the member index in a KID: up to 256 members.
+const INDEX_BITS: u8 = 8;
+/// The most members a call's group may have.
+pub const MAX_MEMBERS: u32 = 1 << INDEX_BITS;
+/// Frames that may arrive out of order per sender (about 2.5 s of 20 ms
+/// Opus frames).
+const REPLAY_WINDOW: u64 = 128;
+/// How long the previous epoch's receiving keys are kept after a new one
+/// starts, in milliseconds.
+pub const PREVIOUS_EPOCH_GRACE_MS: u64 = 2_000;
+
+fn bit_range() -> MlsKeyIdBitRange {
+    MlsKeyIdBitRange::new(EPOCH_BITS, INDEX_BITS)
+}
+
+/// Why keys could not be made.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The MLS group would not export the epoch's secret.
+    #[error("the call's group did not give this epoch's key: {0}")]
+    Export(String),
+    /// A member index does not fit a key id.
+    #[error("member index {0} is beyond the 256 members a call can have")]
+    TooManyMembers(u32),
+}
+
+/// Why a frame was not sealed.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The cipher refused (it does not, for a well-formed key).
+    #[error("the frame could not be encrypted")]
+    Encrypt,
+}
+
+/// Frames dropped since the keys were made, by reason: never played.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    /// Not an SFrame frame (too short, a bad header).
+    pub malformed: u64,
+    /// A key id for which there is no key: a sender not (or no longer) in
+    /// the call, or an epoch this device does not have.
+    pub unknown_key: u64,
+    /// A counter already seen, or too far behind.
+    pub replayed: u64,
+    /// The tag did not verify: a changed frame, or a wrong key.
+    pub forged: u64,
+}
+
+impl Dropped {
+    /// All frames dropped.
+    pub fn total(&self) -> u64 {
+        self.malformed + self.unknown_key + self.replayed + self.forged
+    }
+}
+
+/// A frame opened: who sent it (member index) and what it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The sender's member index in the call's group.
+    pub sender: u32,
+    /// The Opus frame.
+    pub payload: Vec<u8>,
+}
+
+/// An MLS epoch as the keys need it: its number, this device's index and
+/// the other members' indices, and an exporter for its secret.
+pub struct Epoch<'a, E: MlsExporter> {
+    /// The epoch number.
+    pub number: u64,
+    /// This device's member index.
+    pub own_index: u32,
+    /// Every member's index, this device's included or not.
+    pub members: &'a [u32],
+    /// The group's exporter at this epoch.
+    pub exporter: &'a E,
+}
+
+/// The receiving keys of one epoch.
+struct EpochKeys {
+    number: u64,
+    keys: HashMap<KeyId, DecryptionKey>,
+}
+
+/// One device's frame keys in one call.
+pub struct FrameKeys {
+    sending: EncryptionKey,
+    counter: MonotonicCounter,
+    current: EpochKeys,
+    /// The previous epoch's keys, and when they go (ms).
+    previous: Option<(EpochKeys, u64)>,
+    replay: ReplayAttackProtectionStore,
+    dropped: Dropped,
+}
+
+fn key_id(epoch: u64, index: u32) -> Result<KeyId, KeyError> {
+    if index >= MAX_MEMBERS {
+        return Err(KeyError::TooManyMembers(index));
+    }
+    Ok(MlsKeyId::new(0u64, epoch, index, bit_range()).into())
+}
+
+fn receiving(epoch: &Epoch<'_, impl MlsExporter>) -> Result<EpochKeys, KeyError> {
+    let mut keys = HashMap::new();
+    for &index in epoch.members.iter().filter(|&&i| i != epoch.own_index) {
+        let kid = MlsKeyId::from_key_id(key_id(epoch.number, index)?, bit_range());
+        let key = DecryptionKey::derive_from_mls(SUITE, epoch.exporter, kid)
+            .map_err(|e| KeyError::Export(e.to_string()))?;
+        keys.insert(key.key_id(), key);
+    }
+    Ok(EpochKeys {
+        number: epoch.number,
+        keys,
+    })
+}
+
+fn sending(epoch: &Epoch<'_, impl MlsExporter>) -> Result<EncryptionKey, KeyError> {
+    let kid = MlsKeyId::from_key_id(key_id(epoch.number, epoch.own_index)?, bit_range());
+    EncryptionKey::derive_from_mls(SUITE, epoch.exporter, kid)
+        .map_err(|e| KeyError::Export(e.to_string()))
+}
+
+impl FrameKeys {
+    /// Keys for `epoch`, the call's first as this device knows it.
+    pub fn new(epoch: &Epoch<'_, impl MlsExporter>) -> Result<Self, KeyError> {
+        Ok(Self {
+            sending: sending(epoch)?,
+            counter: MonotonicCounter::default(),
+            current: receiving(epoch)?,
+            previous: None,
+            replay: ReplayAttackProtectionStore::with_tolerance(REPLAY_WINDOW),
+            dropped: Dropped::default(),
+        })
+    }
+
+    /// Moves to `epoch` at `now_ms`: frames are sealed under its key from
+    /// now on; the previous epoch's receiving keys are kept for
+    /// [`PREVIOUS_EPOCH_GRACE_MS`], any older ones dropped.
+    pub fn advance(
+        &mut self,
+        epoch: &Epoch<'_, impl MlsExporter>,
+        now_ms: u64,
+    ) -> Result<(), KeyError> {
+        let sending_key = sending(epoch)?;
+        let current = receiving(epoch)?;
+        self.sending = sending_key;
+        // A fresh key: its counter starts again.
+        self.counter = MonotonicCounter::default();
+        let old = std::mem::replace(&mut self.current, current);
+        self.previous = Some((old, now_ms + PREVIOUS_EPOCH_GRACE_MS));
+        self.forget_expired(now_ms);
+        Ok(())
+    }
+
+    /// Drops the previous epoch's keys once their grace is over, and the
+    /// replay windows of keys no longer held.
+    fn forget_expired(&mut self, now_ms: u64) {
+        if matches!(self.previous, Some((_, until)) if now_ms >= until) {
+            self.previous = None;
+        }
+        let current = &self.current.keys;
+        let previous = self.previous.as_ref().map(|(p, _)| &p.keys);
+        self.replay.retain(|kid| {
+            current.contains_key(&kid) || previous.is_some_and(|p| p.contains_key(&kid))
+        });
+    }
+
+    /// Encrypts one Opus frame for everyone in the call.
+    pub fn seal(&mut self, payload: &[u8]) -> Result<Vec<u8>, SealError> {
+        MediaFrame::new(&mut self.counter, payload)
+            .encrypt(&self.sending)
+            .map(|f| f.as_ref().to_vec())
+            .map_err(|_| SealError::Encrypt)
+    }
+
+    /// Decrypts a frame received at `now_ms`, or drops it (counted).
+    pub fn open(&mut self, frame: &[u8], now_ms: u64) -> Option<Opened> {
+        self.forget_expired(now_ms);
+        let Ok(encrypted) = EncryptedFrame::try_new(frame) else {
+            self.dropped.malformed += 1;
+            return None;
+        };
+        let header = *encrypted.header();
+        let kid = header.key_id();
+        let keys = if self.current.keys.contains_key(&kid) {
+            &self.current.keys
+        } else {
+            match &self.previous {
+                Some((p, _)) if p.keys.contains_key(&kid) => &p.keys,
+                _ => {
+                    self.dropped.unknown_key += 1;
+                    return None;
+                }
+            }
+        };
+        // Checked before, moved only after the tag verified.
+        if self.replay.inspect(&header).is_err() {
+            self.dropped.replayed += 1;
+            return None;
+        }
+        let Ok(media) = encrypted.decrypt(keys) else {
+            self.dropped.forged += 1;
+            return None;
+        };
+        if self.replay.validate(&header).is_err() {
+            self.dropped.replayed += 1;
+            return None;
+        }
+        let sender = MlsKeyId::from_key_id(kid, bit_range()).member_index();
+        Some(Opened {
+            sender: u32::try_from(sender).unwrap_or(u32::MAX),
+            payload: media.payload().to_vec(),
+        })
+    }
+
+    /// Frames dropped so far.
+    pub fn dropped(&self) -> Dropped {
+        self.dropped
+    }
+
+    /// The epoch frames are sealed under.
+    pub fn epoch(&self) -> u64 {
+        self.current.number
+    }
+}

@@ -1,0 +1,260 @@
+//! Group-call frame encryption (`umbra_call::e2ee`): RFC 9605's own test
+//! vectors through the SFrame implementation it uses, then what members,
+//! a forwarding unit that tampers, a member who left and one who joined
+//! late can and cannot do with the frames.
+
+use hmac::{Hmac, Mac};
+use sframe::CipherSuite;
+use sframe::crypto::{DecryptionBufferView, EncryptionBufferView};
+use sframe::header::SframeHeader;
+use sframe::key::{DecryptionKey, EncryptionKey};
+use sframe::mls::MlsExporter;
+use sha2::Sha256;
+use umbra_call::e2ee::{Dropped, Epoch, FrameKeys, Opened, PREVIOUS_EPOCH_GRACE_MS};
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn suite(n: u64) -> CipherSuite {
+    match n {
+        1 => CipherSuite::AesCtr128HmacSha256_80,
+        2 => CipherSuite::AesCtr128HmacSha256_64,
+        3 => CipherSuite::AesCtr128HmacSha256_32,
+        4 => CipherSuite::AesGcm128Sha256,
+        5 => CipherSuite::AesGcm256Sha512,
+        other => panic!("suite {other} is not in RFC 9605"),
+    }
+}
+
+#[test]
+fn rfc_9605_test_vectors_pass() {
+    let text = include_str!("data/rfc9605-sframe-vectors.json");
+    let doc: serde_json::Value = serde_json::from_str(text).expect("json");
+    let vectors = doc["sframe"].as_array().expect("vectors");
+    assert_eq!(vectors.len(), 5, "one per cipher suite");
+    for v in vectors {
+        let s = suite(v["cipher_suite"].as_u64().expect("suite"));
+        let kid = v["kid"].as_u64().expect("kid");
+        let ctr = v["ctr"].as_u64().expect("ctr");
+        let field = |name: &str| hex(v[name].as_str().expect(name));
+        let header = Vec::from(&SframeHeader::new(kid, ctr));
+        let mut aad = [header.clone(), field("metadata")].concat();
+        assert_eq!(aad, field("aad"), "{s}: aad");
+
+        let enc = EncryptionKey::derive_from(s, kid, field("base_key")).expect("key");
+        let mut data = field("pt");
+        let mut tag = vec![0u8; s.auth_tag_len()];
+        enc.encrypt(
+            EncryptionBufferView {
+                aad: &mut aad,
+                data: &mut data,
+                tag: &mut tag,
+            },
+            ctr,
+        )
+        .expect("encrypt");
+        let ct = field("ct");
+        assert_eq!([header.clone(), data, tag].concat(), ct, "{s}: ct");
+
+        let dec = DecryptionKey::derive_from(s, kid, field("base_key")).expect("key");
+        let mut aad = field("aad");
+        let mut body = ct[header.len()..].to_vec();
+        dec.decrypt(
+            DecryptionBufferView {
+                aad: &mut aad,
+                data: &mut body,
+            },
+            ctr,
+        )
+        .expect("decrypt");
+        body.truncate(body.len() - s.auth_tag_len());
+        assert_eq!(body, field("pt"), "{s}: pt");
+
+        // One changed byte of the ciphertext and the tag fails.
+        let mut aad = field("aad");
+        let mut bad = ct[header.len()..].to_vec();
+        bad[0] ^= 1;
+        let refused = dec.decrypt(
+            DecryptionBufferView {
+                aad: &mut aad,
+                data: &mut bad,
+            },
+            ctr,
+        );
+        assert!(refused.is_err(), "{s}: a changed frame decrypted");
+    }
+}
+
+/// An epoch's exporter as MLS's is to the frame layer: a secret every
+/// member of that epoch shares, expanded by label and context.
+struct Exporter([u8; 32]);
+
+#[derive(Debug, thiserror::Error)]
+#[error("no export")]
+struct NoExport;
+
+impl MlsExporter for Exporter {
+    type BaseKey = Vec<u8>;
+    type Error = NoExport;
+
+    fn export_secret(&self, label: &str, context: &[u8], len: usize) -> Result<Vec<u8>, NoExport> {
+        let mut out = Vec::new();
+        let mut block = 0u8;
+        while out.len() < len {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).map_err(|_| NoExport)?;
+            mac.update(label.as_bytes());
+            mac.update(context);
+            mac.update(&[block]);
+            out.extend_from_slice(&mac.finalize().into_bytes());
+            block += 1;
+        }
+        out.truncate(len);
+        Ok(out)
+    }
+}
+
+fn keys(number: u64, secret: u8, own: u32, members: &[u32]) -> FrameKeys {
+    FrameKeys::new(&Epoch {
+        number,
+        own_index: own,
+        members,
+        exporter: &Exporter([secret; 32]),
+    })
+    .expect("keys")
+}
+
+fn advance(k: &mut FrameKeys, number: u64, secret: u8, own: u32, members: &[u32], now: u64) {
+    k.advance(
+        &Epoch {
+            number,
+            own_index: own,
+            members,
+            exporter: &Exporter([secret; 32]),
+        },
+        now,
+    )
+    .expect("advance");
+}
+
+#[test]
+fn every_other_member_opens_a_frame_and_learns_who_sent_it() {
+    let members = [0, 1, 2];
+    let mut a = keys(7, 1, 0, &members);
+    let mut b = keys(7, 1, 1, &members);
+    let mut c = keys(7, 1, 2, &members);
+    let opus = b"an opus frame, twenty milliseconds".to_vec();
+    let sealed = a.seal(&opus).expect("seal");
+    assert!(!sealed.windows(opus.len()).any(|w| w == opus), "in clear");
+    for k in [&mut b, &mut c] {
+        assert_eq!(
+            k.open(&sealed, 0),
+            Some(Opened {
+                sender: 0,
+                payload: opus.clone()
+            })
+        );
+    }
+    // Each sender has a key of its own: the same payload sealed by two
+    // senders gives two different frames, each opened as its sender's.
+    let from_b = b.seal(&opus).expect("seal");
+    let from_c = c.seal(&opus).expect("seal");
+    assert_ne!(from_b[..], from_c[..]);
+    assert_eq!(a.open(&from_b, 0).map(|o| o.sender), Some(1));
+    assert_eq!(a.open(&from_c, 0).map(|o| o.sender), Some(2));
+    // A sender does not hold a receiving key for itself.
+    assert_eq!(a.open(&sealed, 0), None);
+    assert_eq!(a.dropped().unknown_key, 1);
+}
+
+#[test]
+fn what_a_forwarding_unit_changes_or_replays_is_dropped_counted_and_harmless() {
+    let members = [0, 1];
+    let mut a = keys(3, 9, 0, &members);
+    let mut b = keys(3, 9, 1, &members);
+    let frames: Vec<Vec<u8>> = (0..5u8).map(|i| a.seal(&[i; 40]).expect("seal")).collect();
+    assert!(b.open(&frames[0], 0).is_some());
+    // Replayed.
+    assert_eq!(b.open(&frames[0], 0), None);
+    // A byte of the ciphertext changed.
+    let mut changed = frames[1].clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 0x80;
+    assert_eq!(b.open(&changed, 0), None);
+    // A forged frame claiming a counter far ahead (the header's counter
+    // byte raised) fails its tag, and does not move the replay window:
+    // the real frames behind it still play.
+    let mut ahead = frames[2].clone();
+    ahead[1] = ahead[1].wrapping_add(200);
+    assert_eq!(b.open(&ahead, 0), None);
+    // Not SFrame at all.
+    assert_eq!(b.open(&[], 0), None);
+    for f in &frames[1..] {
+        assert!(b.open(f, 0).is_some(), "a real frame was pushed out");
+    }
+    assert_eq!(
+        b.dropped(),
+        Dropped {
+            malformed: 1,
+            unknown_key: 0,
+            replayed: 1,
+            forged: 2,
+        }
+    );
+    assert_eq!(b.dropped().total(), 4);
+}
+
+#[test]
+fn who_left_cannot_read_what_follows_and_who_joined_cannot_read_what_went_before() {
+    // Epoch 1: members 0, 1, 2.
+    let mut a = keys(1, 11, 0, &[0, 1, 2]);
+    let mut b = keys(1, 11, 1, &[0, 1, 2]);
+    let mut c = keys(1, 11, 2, &[0, 1, 2]);
+    let before = a.seal(b"said while c was there").expect("seal");
+    assert!(c.open(&before, 0).is_some());
+    // Epoch 2 removes c: a and b move on; c has no epoch-2 secret.
+    advance(&mut a, 2, 22, 0, &[0, 1], 1_000);
+    advance(&mut b, 2, 22, 1, &[0, 1], 1_000);
+    let after = a.seal(b"said after c left").expect("seal");
+    assert_eq!(
+        b.open(&after, 1_001).map(|o| o.payload),
+        Some(b"said after c left".to_vec())
+    );
+    assert_eq!(c.open(&after, 1_001), None, "who left reads on");
+    assert_eq!(c.dropped().unknown_key, 1);
+    // Epoch 3 adds d, who gets only epoch 3's secret.
+    advance(&mut a, 3, 33, 0, &[0, 1, 3], 2_000);
+    advance(&mut b, 3, 33, 1, &[0, 1, 3], 2_000);
+    let mut d = keys(3, 33, 3, &[0, 1, 3]);
+    for old in [&before, &after] {
+        assert_eq!(d.open(old, 2_001), None, "who joined reads back");
+    }
+    let now = a.seal(b"hello d").expect("seal");
+    assert_eq!(d.open(&now, 2_001).map(|o| o.sender), Some(0));
+    // Even one who left but guesses the next epoch's number, with its old
+    // secret, makes keys that do not open the new frames.
+    let mut stale = keys(3, 11, 2, &[0, 1, 2]);
+    assert_eq!(stale.open(&now, 2_001), None);
+    assert_eq!(stale.dropped().forged, 1);
+}
+
+#[test]
+fn frames_sent_just_before_a_change_play_during_the_grace_and_not_after() {
+    let mut a = keys(5, 1, 0, &[0, 1]);
+    let mut b = keys(5, 1, 1, &[0, 1]);
+    let in_flight: Vec<Vec<u8>> = (0..2u8).map(|i| a.seal(&[i; 20]).expect("seal")).collect();
+    advance(&mut b, 6, 2, 1, &[0, 1], 10_000);
+    assert_eq!(b.epoch(), 6);
+    assert!(
+        b.open(&in_flight[0], 10_000 + PREVIOUS_EPOCH_GRACE_MS - 1)
+            .is_some()
+    );
+    assert_eq!(
+        b.open(&in_flight[1], 10_000 + PREVIOUS_EPOCH_GRACE_MS),
+        None
+    );
+    assert_eq!(b.dropped().unknown_key, 1);
+}
