@@ -19,7 +19,18 @@
 //! dropped and counted by reason ([`Dropped`]), never played. When a new
 //! epoch starts, the previous epoch's receiving keys stay for a short
 //! grace ([`PREVIOUS_EPOCH_GRACE_MS`], time passed in) so that frames sent
-//! just before the change still play; then they are gone.
+//! just before the change still play; then they are gone. The keys of
+//! members the new epoch no longer has go at once.
+//!
+//! Two rules, as RFC 9605 asks:
+//! - A sending key is only ever made for an epoch this device has not
+//!   sealed in before (its counter starts at zero): [`FrameKeys::advance`]
+//!   refuses an epoch that is not newer, and a device that loses its
+//!   state mid-call (a restart) joins anew, which is a new epoch.
+//! - Every member of an epoch can derive every sender's key, so a frame
+//!   proves it came from a member of the call, not which one: `sender` is
+//!   the key id's claim (SFrame keyed from MLS authenticates the group,
+//!   not the sender within it).
 
 use std::collections::HashMap;
 
@@ -60,9 +71,18 @@ pub enum KeyError {
     /// The MLS group would not export the epoch's secret.
     #[error("the call's group did not give this epoch's key: {0}")]
     Export(String),
-    /// A member index does not fit a key id.
+    /// This device's member index does not fit a key id.
     #[error("member index {0} is beyond the 256 members a call can have")]
     TooManyMembers(u32),
+    /// The epoch is not newer than the one frames are sealed under: a
+    /// sending key would be made twice, and its counter start again.
+    #[error("epoch {new} is not newer than epoch {current}")]
+    NotNewer {
+        /// The epoch offered.
+        new: u64,
+        /// The epoch in use.
+        current: u64,
+    },
 }
 
 /// Why a frame was not sealed.
@@ -72,6 +92,10 @@ pub enum SealError {
     /// The cipher refused (it does not, for a well-formed key).
     #[error("the frame could not be encrypted")]
     Encrypt,
+    /// The last move to a new epoch failed: nothing is sealed under the
+    /// old key, which members who left may hold.
+    #[error("no key for the call's current epoch")]
+    NoKey,
 }
 
 /// Frames dropped since the keys were made, by reason: never played.
@@ -125,7 +149,8 @@ struct EpochKeys {
 
 /// One device's frame keys in one call.
 pub struct FrameKeys {
-    sending: EncryptionKey,
+    /// None after a failed move to a new epoch.
+    sending: Option<EncryptionKey>,
     counter: MonotonicCounter,
     current: EpochKeys,
     /// The previous epoch's keys, and when they go (ms).
@@ -143,7 +168,13 @@ fn key_id(epoch: u64, index: u32) -> Result<KeyId, KeyError> {
 
 fn receiving(epoch: &Epoch<'_, impl MlsExporter>) -> Result<EpochKeys, KeyError> {
     let mut keys = HashMap::new();
-    for &index in epoch.members.iter().filter(|&&i| i != epoch.own_index) {
+    // A member beyond what a key id holds gets no key (its frames are
+    // dropped as from an unknown key); the others still hear each other.
+    let others = epoch
+        .members
+        .iter()
+        .filter(|&&i| i != epoch.own_index && i < MAX_MEMBERS);
+    for &index in others {
         let kid = MlsKeyId::from_key_id(key_id(epoch.number, index)?, bit_range());
         let key = DecryptionKey::derive_from_mls(SUITE, epoch.exporter, kid)
             .map_err(|e| KeyError::Export(e.to_string()))?;
@@ -165,7 +196,7 @@ impl FrameKeys {
     /// Keys for `epoch`, the call's first as this device knows it.
     pub fn new(epoch: &Epoch<'_, impl MlsExporter>) -> Result<Self, KeyError> {
         Ok(Self {
-            sending: sending(epoch)?,
+            sending: Some(sending(epoch)?),
             counter: MonotonicCounter::default(),
             current: receiving(epoch)?,
             previous: None,
@@ -177,18 +208,49 @@ impl FrameKeys {
     /// Moves to `epoch` at `now_ms`: frames are sealed under its key from
     /// now on; the previous epoch's receiving keys are kept for
     /// [`PREVIOUS_EPOCH_GRACE_MS`], any older ones dropped.
+    ///
+    /// On failure nothing more is sealed (the old key may be held by
+    /// members who left) until a later move succeeds.
     pub fn advance(
         &mut self,
         epoch: &Epoch<'_, impl MlsExporter>,
         now_ms: u64,
     ) -> Result<(), KeyError> {
-        let sending_key = sending(epoch)?;
-        let current = receiving(epoch)?;
-        self.sending = sending_key;
+        let current = self.current.number;
+        if epoch.number <= current {
+            return Err(KeyError::NotNewer {
+                new: epoch.number,
+                current,
+            });
+        }
+        let made = sending(epoch).and_then(|s| Ok((s, receiving(epoch)?)));
+        let (sending_key, next) = match made {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.sending = None;
+                return Err(e);
+            }
+        };
+        self.sending = Some(sending_key);
         // A fresh key: its counter starts again.
         self.counter = MonotonicCounter::default();
-        let old = std::mem::replace(&mut self.current, current);
-        self.previous = Some((old, now_ms + PREVIOUS_EPOCH_GRACE_MS));
+        let mut old = std::mem::replace(&mut self.current, next);
+        // Who the new epoch no longer has loses its old key at once (it
+        // could otherwise speak as anyone for the grace).
+        old.keys.retain(|&kid, _| {
+            let index = MlsKeyId::from_key_id(kid, bit_range()).member_index();
+            epoch.members.iter().any(|&m| u64::from(m) == index)
+        });
+        // Key ids repeat every 2^EPOCH_BITS epochs: old keys whose ids the
+        // new epoch reuses go, and every new key id starts a fresh window.
+        let clash = old
+            .keys
+            .keys()
+            .any(|kid| self.current.keys.contains_key(kid));
+        self.previous = (!clash).then_some((old, now_ms + PREVIOUS_EPOCH_GRACE_MS));
+        for &kid in self.current.keys.keys() {
+            self.replay.remove(kid);
+        }
         self.forget_expired(now_ms);
         Ok(())
     }
@@ -208,8 +270,9 @@ impl FrameKeys {
 
     /// Encrypts one Opus frame for everyone in the call.
     pub fn seal(&mut self, payload: &[u8]) -> Result<Vec<u8>, SealError> {
+        let key = self.sending.as_ref().ok_or(SealError::NoKey)?;
         MediaFrame::new(&mut self.counter, payload)
-            .encrypt(&self.sending)
+            .encrypt(key)
             .map(|f| f.as_ref().to_vec())
             .map_err(|_| SealError::Encrypt)
     }

@@ -10,7 +10,9 @@ use sframe::header::SframeHeader;
 use sframe::key::{DecryptionKey, EncryptionKey};
 use sframe::mls::MlsExporter;
 use sha2::Sha256;
-use umbra_call::e2ee::{Dropped, Epoch, FrameKeys, Opened, PREVIOUS_EPOCH_GRACE_MS};
+use umbra_call::e2ee::{
+    Dropped, Epoch, FrameKeys, KeyError, Opened, PREVIOUS_EPOCH_GRACE_MS, SealError,
+};
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -127,7 +129,14 @@ fn keys(number: u64, secret: u8, own: u32, members: &[u32]) -> FrameKeys {
     .expect("keys")
 }
 
-fn advance(k: &mut FrameKeys, number: u64, secret: u8, own: u32, members: &[u32], now: u64) {
+fn try_advance(
+    k: &mut FrameKeys,
+    number: u64,
+    secret: u8,
+    own: u32,
+    members: &[u32],
+    now: u64,
+) -> Result<(), KeyError> {
     k.advance(
         &Epoch {
             number,
@@ -137,7 +146,10 @@ fn advance(k: &mut FrameKeys, number: u64, secret: u8, own: u32, members: &[u32]
         },
         now,
     )
-    .expect("advance");
+}
+
+fn advance(k: &mut FrameKeys, number: u64, secret: u8, own: u32, members: &[u32], now: u64) {
+    try_advance(k, number, secret, own, members, now).expect("advance");
 }
 
 #[test]
@@ -184,11 +196,13 @@ fn what_a_forwarding_unit_changes_or_replays_is_dropped_counted_and_harmless() {
     let last = changed.len() - 1;
     changed[last] ^= 0x80;
     assert_eq!(b.open(&changed, 0), None);
-    // A forged frame claiming a counter far ahead (the header's counter
-    // byte raised) fails its tag, and does not move the replay window:
-    // the real frames behind it still play.
-    let mut ahead = frames[2].clone();
-    ahead[1] = ahead[1].wrapping_add(200);
+    // A forged frame claiming a counter far ahead (a real header with the
+    // counter moved on, the real ciphertext behind it) fails its tag, and
+    // does not move the replay window: the real frames behind it still
+    // play (a window moved to 1,000,000 would refuse them as too old).
+    let real = SframeHeader::deserialize(&frames[2]).expect("header");
+    let mut ahead = Vec::from(&SframeHeader::new(real.key_id(), 1_000_000));
+    ahead.extend_from_slice(&frames[2][real.len()..]);
     assert_eq!(b.open(&ahead, 0), None);
     // Not SFrame at all.
     assert_eq!(b.open(&[], 0), None);
@@ -257,4 +271,79 @@ fn frames_sent_just_before_a_change_play_during_the_grace_and_not_after() {
         None
     );
     assert_eq!(b.dropped().unknown_key, 1);
+}
+
+#[test]
+fn who_was_removed_cannot_speak_during_the_grace() {
+    let mut a = keys(1, 1, 0, &[0, 1, 2]);
+    let mut b = keys(1, 1, 1, &[0, 1, 2]);
+    let mut c = keys(1, 1, 2, &[0, 1, 2]);
+    let in_flight = a.seal(b"sent just before c was removed").expect("seal");
+    advance(&mut b, 2, 2, 1, &[0, 1], 1_000);
+    // c, removed, still holds epoch 1's keys and could make a frame under
+    // anyone's: its own is refused at once, not after the grace.
+    let from_c = c.seal(b"c after its removal").expect("seal");
+    assert_eq!(b.open(&from_c, 1_001), None);
+    assert_eq!(b.dropped().unknown_key, 1);
+    // a's frame from before the change still plays.
+    assert!(b.open(&in_flight, 1_001).is_some());
+}
+
+#[test]
+fn an_epoch_that_is_not_newer_is_refused_and_the_counter_never_restarts() {
+    let mut a = keys(4, 1, 0, &[0, 1]);
+    let mut b = keys(4, 1, 1, &[0, 1]);
+    let first = a.seal(b"one").expect("seal");
+    for number in [4, 3] {
+        let refused = try_advance(&mut a, number, 1, 0, &[0, 1], 0);
+        assert!(
+            matches!(refused, Err(KeyError::NotNewer { .. })),
+            "{refused:?}"
+        );
+    }
+    // Sealing goes on under the same key with the next counter: the two
+    // frames are told apart by it, so neither is taken for a replay.
+    let second = a.seal(b"two").expect("seal");
+    let ctr = |f: &[u8]| SframeHeader::deserialize(f).expect("header").counter();
+    assert_eq!(ctr(&second), ctr(&first) + 1);
+    assert!(b.open(&first, 0).is_some() && b.open(&second, 0).is_some());
+}
+
+#[test]
+fn key_ids_that_come_round_again_start_fresh() {
+    // Four epoch bits: epoch 17 has epoch 1's key ids.
+    let mut a = keys(1, 1, 0, &[0, 1]);
+    let mut b = keys(1, 1, 1, &[0, 1]);
+    for i in 0..300u32 {
+        let f = a.seal(&i.to_be_bytes()).expect("seal");
+        assert!(b.open(&f, 0).is_some());
+    }
+    advance(&mut a, 17, 17, 0, &[0, 1], 1_000);
+    advance(&mut b, 17, 17, 1, &[0, 1], 1_000);
+    // The new key's counter starts at zero: the window of the old key
+    // with the same id (at 299) must not refuse it.
+    let f = a.seal(b"after the wrap").expect("seal");
+    assert_eq!(
+        b.open(&f, 1_001).map(|o| o.payload),
+        Some(b"after the wrap".to_vec())
+    );
+}
+
+#[test]
+fn a_member_index_beyond_a_key_id_is_left_out_and_a_failed_move_stops_sealing() {
+    let mut a = keys(1, 1, 0, &[0, 1, 300]);
+    let mut b = keys(1, 1, 1, &[0, 1, 300]);
+    let f = a.seal(b"heard").expect("seal");
+    assert!(b.open(&f, 0).is_some(), "the others still hear each other");
+    let beyond = FrameKeys::new(&Epoch {
+        number: 1,
+        own_index: 300,
+        members: &[0, 1, 300],
+        exporter: &Exporter([1; 32]),
+    });
+    assert!(matches!(beyond, Err(KeyError::TooManyMembers(300))));
+    // A move that fails leaves nothing sealed under the old key.
+    let failed = try_advance(&mut a, 2, 2, 300, &[1, 300], 0);
+    assert!(failed.is_err());
+    assert_eq!(a.seal(b"after").err(), Some(SealError::NoKey));
 }

@@ -77,10 +77,26 @@ pub async fn dial(route: &Route, target: Target, timeout: Duration) -> Result<Bo
                 tls.write_all(&hello).await?;
                 Ok(Box::new(tls))
             } else {
-                // Lazy: the first write rides in the upgrade.
-                Ok(Box::new(Masked::new(
-                    stream, link, target, now, nonce, timeout,
-                )))
+                match target {
+                    // Lazy: the first write (the Noise handshake's) rides in
+                    // the upgrade. The answer is awaited for less than the
+                    // handshake's own timeout, so a silent proxy is reported
+                    // as the proxy, not as the server.
+                    Target::Messaging => Ok(Box::new(Masked::new(
+                        stream,
+                        link,
+                        target,
+                        now,
+                        nonce,
+                        timeout.saturating_sub(timeout / 5),
+                    ))),
+                    // A call's relay leg opens once per call and its first
+                    // reads run deep in the media engine: the upgrade is
+                    // answered here, so a refusal reaches the caller in words.
+                    Target::Relay => Ok(Box::new(
+                        Masked::open(stream, link, target, now, nonce, timeout).await?,
+                    )),
+                }
             }
         }
     }

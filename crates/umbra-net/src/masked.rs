@@ -2,14 +2,15 @@
 //! (`umbra_wire::upgrade`), then a stream whose bytes are masked where they
 //! would show what they are (`umbra_wire::mask`).
 //!
-//! [`Masked`] opens lazily: the first write (the Noise handshake's first
-//! message, or a relay's first request), if it fits, is not sent on its own
+//! [`Masked::new`] opens lazily: the first write (the Noise handshake's
+//! first message), if it fits, is not sent on its own
 //! but rides in the upgrade request, masked, and the proxy answers the 101
 //! together with the server's answer to it. So the disguise costs no round
 //! trip, and nothing is sent before the 101, as RFC 6455 requires: a write
 //! made while the answer is awaited waits for it. The request goes out at
-//! the first write, flush or read; [`Masked::open`] sends it with nothing
-//! and waits for the 101 at once.
+//! the first write or read (a flush or shutdown after a write finishes
+//! sending it); [`Masked::open`] sends it with nothing and waits for the
+//! 101 at once.
 //!
 //! Once admitted, toward the messaging server only the first Noise message
 //! of each direction is masked, after which reads and writes pass straight
@@ -307,6 +308,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Masked<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        // Never a request cut short.
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }

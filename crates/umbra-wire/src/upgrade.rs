@@ -30,7 +30,7 @@
 //!   it, the proxy recovers the time and checks the tag (trying both
 //!   targets, so the target is hidden too).
 //! - EARLY, when there is a cookie, is the client's first write (its first
-//!   Noise message, or a relay's first STUN request), already masked
+//!   Noise message; any first write that fits), already masked
 //!   ([`crate::mask`]): what the client would otherwise send after waiting
 //!   for the 101. Carried in the request, it costs no round trip, and the
 //!   client still sends nothing before the answer, as RFC 6455 requires.
