@@ -456,6 +456,11 @@ pub enum AnswerError {
     /// The answer's head is longer than any 101 would be.
     #[error("the proxy's answer is not one an Umbra proxy sends")]
     TooLong,
+    /// The proxy answered 502: it could not reach its server.
+    #[error(
+        "the proxy could not reach its server (it answered 502 Bad Gateway): try again later, or tell whoever runs the proxy"
+    )]
+    ServerUnreachable,
     /// The proxy closed the connection before any answer.
     #[error(
         "the proxy closed the connection without answering: it may be at its connection limit, or its server is down"
@@ -475,6 +480,9 @@ pub fn answer(nonce: &[u8; 16], bytes: &[u8]) -> Result<Option<usize>, AnswerErr
         };
     };
     let head = std::str::from_utf8(&bytes[..len]).map_err(|_| AnswerError::TurnedAway)?;
+    if head.starts_with("HTTP/1.1 502 ") {
+        return Err(AnswerError::ServerUnreachable);
+    }
     let switching = head.starts_with("HTTP/1.1 101 ");
     let accepted = header(head, "Sec-WebSocket-Accept") == Some(accept_value(nonce).as_str());
     if switching && accepted {
@@ -613,5 +621,7 @@ mod tests {
         let page = b"HTTP/1.1 404 Not Found\r\nServer: nginx\r\n\r\n";
         assert_eq!(answer(&n, page), Err(AnswerError::TurnedAway));
         assert_eq!(answer(&n, &[b'x'; MAX_ANSWER]), Err(AnswerError::TooLong));
+        let gateway = b"HTTP/1.1 502 Bad Gateway\r\nServer: nginx\r\n\r\n";
+        assert_eq!(answer(&n, gateway), Err(AnswerError::ServerUnreachable));
     }
 }

@@ -155,6 +155,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Not Allowed",
         414 => "Request-URI Too Large",
         416 => "Requested Range Not Satisfiable",
+        502 => "Bad Gateway",
         505 => "HTTP Version Not Supported",
         _ => "Internal Server Error",
     }
@@ -211,6 +212,12 @@ impl Builtin {
             self.server,
             super::http_date(now)
         )
+    }
+
+    /// What this nginx answers an upgrade whose backend failed before
+    /// answering: its 502 page, and the connection closed.
+    pub fn bad_gateway(&self, now: u64) -> Vec<u8> {
+        self.error(502, now, false, None, true).bytes
     }
 
     /// The answer to a head that [`scan`] refused.

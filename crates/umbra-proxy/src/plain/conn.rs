@@ -509,6 +509,16 @@ impl Conn {
         true
     }
 
+    /// What the client is told when the upstream fails while the 101 is
+    /// still held (it has not been answered yet): the site's 502, as nginx
+    /// answers when its backend fails. `None` once the 101 went out.
+    pub fn gateway_failure(&self, shared: &Shared) -> Option<Vec<u8>> {
+        self.down
+            .prefix
+            .is_some()
+            .then(|| shared.site.bad_gateway(unix_now()))
+    }
+
     /// The client's socket and the bytes it sent after any PROXY header,
     /// for the website.
     pub fn into_visitor(self) -> (TcpStream, Vec<u8>) {

@@ -316,6 +316,11 @@ impl Worker {
                     if unreached {
                         self.shared.upstream_failed();
                     }
+                    if let Some(page) = c.gateway_failure(&self.shared) {
+                        // Best effort: a client that cannot take it now is
+                        // closed all the same.
+                        let _ = std::io::Write::write(&mut &c.client.stream, &page);
+                    }
                     self.close(slot);
                     return;
                 }
