@@ -251,16 +251,24 @@ impl FrameKeys {
         for &kid in self.current.keys.keys() {
             self.replay.remove(kid);
         }
+        self.forget_windows();
         self.forget_expired(now_ms);
         Ok(())
     }
 
-    /// Drops the previous epoch's keys once their grace is over, and the
-    /// replay windows of keys no longer held.
+    /// Drops the previous epoch's keys once their grace is over (checked
+    /// on every frame, so cheap until it is), then the replay windows of
+    /// keys no longer held.
     fn forget_expired(&mut self, now_ms: u64) {
         if matches!(self.previous, Some((_, until)) if now_ms >= until) {
             self.previous = None;
+            self.forget_windows();
         }
+    }
+
+    /// Drops the replay windows of keys no longer held (after the keys
+    /// changed).
+    fn forget_windows(&mut self) {
         let current = &self.current.keys;
         let previous = self.previous.as_ref().map(|(p, _)| &p.keys);
         self.replay.retain(|kid| {

@@ -75,18 +75,18 @@ impl From<std::io::Error> for NetError {
         if !ours {
             return NetError::Io(e);
         }
-        match e.into_inner() {
-            Some(inner) => match inner.downcast::<NetError>() {
-                Ok(net) => *net,
-                Err(inner) => match inner.downcast::<AnswerError>() {
-                    Ok(answer) => NetError::ProxyAnswer(*answer),
-                    Err(inner) => match inner.downcast::<FrontError>() {
-                        Ok(front) => NetError::Front(*front),
-                        Err(_) => NetError::Proxy("the proxy's answer could not be read"),
-                    },
-                },
-            },
-            None => NetError::Proxy("the proxy's answer could not be read"),
-        }
+        let unreadable = NetError::Proxy("the proxy's answer could not be read");
+        let Some(inner) = e.into_inner() else {
+            return unreadable;
+        };
+        inner
+            .downcast::<NetError>()
+            .map(|net| *net)
+            .or_else(|i| {
+                i.downcast::<AnswerError>()
+                    .map(|a| NetError::ProxyAnswer(*a))
+            })
+            .or_else(|i| i.downcast::<FrontError>().map(|f| NetError::Front(*f)))
+            .unwrap_or(unreadable)
     }
 }
