@@ -124,6 +124,11 @@ impl Dropped {
 pub struct Opened {
     /// The sender's member index in the call's group.
     pub sender: u32,
+    /// The frame's SFrame counter. A sender seals exactly one frame per
+    /// 20 ms and its counter runs on across epochs, so this is the
+    /// sender's own clock, in frames (authenticated, unlike an RTP
+    /// timestamp a forwarding unit rewrites).
+    pub counter: u64,
     /// The Opus frame.
     pub payload: Vec<u8>,
 }
@@ -232,8 +237,9 @@ impl FrameKeys {
             }
         };
         self.sending = Some(sending_key);
-        // A fresh key: its counter starts again.
-        self.counter = MonotonicCounter::default();
+        // The counter runs on under the new key: a (key, counter) pair
+        // never repeats either way, and receivers read the sender's frame
+        // clock from it across the change.
         let mut old = std::mem::replace(&mut self.current, next);
         // Who the new epoch no longer has loses its old key at once (it
         // could otherwise speak as anyone for the grace).
@@ -321,6 +327,7 @@ impl FrameKeys {
         let sender = MlsKeyId::from_key_id(kid, bit_range()).member_index();
         Some(Opened {
             sender: u32::try_from(sender).unwrap_or(u32::MAX),
+            counter: header.counter(),
             payload: media.payload().to_vec(),
         })
     }

@@ -43,6 +43,9 @@ pub enum CallError {
     /// The WebRTC stack failed.
     #[error("media transport: {0}")]
     Rtc(String),
+    /// A group call's frame could not be sealed end to end.
+    #[error(transparent)]
+    Seal(#[from] crate::e2ee::SealError),
     /// A socket failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),

@@ -9,15 +9,18 @@
 //! - [`jitter`]: the jitter buffer.
 //! - [`e2ee`]: group calls' end-to-end frame encryption (SFrame, keys from
 //!   the call's MLS group).
+//! - [`group`]: a group call's audio at one member: sealing what it says,
+//!   and opening, buffering and mixing what each other member says.
 //! - [`audio`]: sources (tone, WAV, silence) and sinks (WAV, memory).
 //! - [`analysis`]: frequency and level measurement of what was heard.
 //! - `device` (feature `audio-device`): microphone and speaker through cpal.
 //! - [`driver`]: the I/O edge: a UDP socket, a 20 ms audio clock and a tokio
 //!   task around one [`engine::Engine`].
 //!
-//! Group calls reuse this engine unchanged toward a forwarding unit; their
-//! per-frame end-to-end encryption ([`e2ee`]) wraps the Opus payload between
-//! [`codec`] and the RTP writer, so the transport below does not change.
+//! Group calls reuse this engine toward a forwarding unit
+//! ([`Engine::toward_unit`]); their per-frame end-to-end encryption
+//! ([`e2ee`], in [`group`]) wraps the Opus payload between [`codec`] and the
+//! RTP writer, so the transport below does not change.
 
 pub mod analysis;
 pub mod audio;
@@ -28,6 +31,7 @@ pub mod driver;
 pub mod e2ee;
 pub mod engine;
 mod error;
+pub mod group;
 pub mod jitter;
 
 pub use engine::relay::Transport;

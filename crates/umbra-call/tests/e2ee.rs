@@ -3,13 +3,10 @@
 //! a forwarding unit that tampers, a member who left and one who joined
 //! late can and cannot do with the frames.
 
-use hmac::{Hmac, Mac};
 use sframe::CipherSuite;
 use sframe::crypto::{DecryptionBufferView, EncryptionBufferView};
 use sframe::header::SframeHeader;
 use sframe::key::{DecryptionKey, EncryptionKey};
-use sframe::mls::MlsExporter;
-use sha2::Sha256;
 use umbra_call::e2ee::{
     Dropped, Epoch, FrameKeys, KeyError, Opened, PREVIOUS_EPOCH_GRACE_MS, SealError,
 };
@@ -91,33 +88,9 @@ fn rfc_9605_test_vectors_pass() {
     }
 }
 
-/// An epoch's exporter as MLS's is to the frame layer: a secret every
-/// member of that epoch shares, expanded by label and context.
-struct Exporter([u8; 32]);
-
-#[derive(Debug, thiserror::Error)]
-#[error("no export")]
-struct NoExport;
-
-impl MlsExporter for Exporter {
-    type BaseKey = Vec<u8>;
-    type Error = NoExport;
-
-    fn export_secret(&self, label: &str, context: &[u8], len: usize) -> Result<Vec<u8>, NoExport> {
-        let mut out = Vec::new();
-        let mut block = 0u8;
-        while out.len() < len {
-            let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).map_err(|_| NoExport)?;
-            mac.update(label.as_bytes());
-            mac.update(context);
-            mac.update(&[block]);
-            out.extend_from_slice(&mac.finalize().into_bytes());
-            block += 1;
-        }
-        out.truncate(len);
-        Ok(out)
-    }
-}
+#[path = "support/exporter.rs"]
+mod exporter;
+use exporter::Exporter;
 
 fn keys(number: u64, secret: u8, own: u32, members: &[u32]) -> FrameKeys {
     FrameKeys::new(&Epoch {
@@ -166,6 +139,7 @@ fn every_other_member_opens_a_frame_and_learns_who_sent_it() {
             k.open(&sealed, 0),
             Some(Opened {
                 sender: 0,
+                counter: 0,
                 payload: opus.clone()
             })
         );
@@ -318,10 +292,11 @@ fn key_ids_that_come_round_again_start_fresh() {
         let f = a.seal(&i.to_be_bytes()).expect("seal");
         assert!(b.open(&f, 0).is_some());
     }
-    advance(&mut a, 17, 17, 0, &[0, 1], 1_000);
     advance(&mut b, 17, 17, 1, &[0, 1], 1_000);
-    // The new key's counter starts at zero: the window of the old key
-    // with the same id (at 299) must not refuse it.
+    // Member 0 of epoch 17 is a device that joined since (a counter
+    // from zero): the window of the old key with the same id (at 299)
+    // must not refuse it.
+    let mut a = keys(17, 17, 0, &[0, 1]);
     let f = a.seal(b"after the wrap").expect("seal");
     assert_eq!(
         b.open(&f, 1_001).map(|o| o.payload),
@@ -346,4 +321,23 @@ fn a_member_index_beyond_a_key_id_is_left_out_and_a_failed_move_stops_sealing() 
     let failed = try_advance(&mut a, 2, 2, 300, &[1, 300], 0);
     assert!(failed.is_err());
     assert_eq!(a.seal(b"after").err(), Some(SealError::NoKey));
+}
+
+#[test]
+fn a_senders_counter_runs_on_across_epochs_as_its_frame_clock() {
+    let mut a = keys(1, 1, 0, &[0, 1]);
+    let mut b = keys(1, 1, 1, &[0, 1]);
+    let counters = |a: &mut FrameKeys, b: &mut FrameKeys, now| {
+        (0..3)
+            .map(|_| {
+                let f = a.seal(b"frame").expect("seal");
+                b.open(&f, now).expect("opened").counter
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counters(&mut a, &mut b, 0), [0, 1, 2]);
+    advance(&mut a, 2, 2, 0, &[0, 1], 10);
+    advance(&mut b, 2, 2, 1, &[0, 1], 10);
+    // A new key, the same clock: receivers keep the sender's timing.
+    assert_eq!(counters(&mut a, &mut b, 11), [3, 4, 5]);
 }

@@ -39,13 +39,21 @@ pub fn allowed(c: &Candidate, relay_only: bool) -> bool {
 /// filtered SDP with the candidates that stay. A malformed candidate line is
 /// an error (the whole offer or answer is refused with it).
 pub fn filter_sdp(sdp: &str, relay_only: bool) -> Result<(String, Vec<Accepted>), CallError> {
+    filter_sdp_by(sdp, |c| allowed(c, relay_only))
+}
+
+/// [`filter_sdp`] with any rule: keeps the candidate lines `keep` allows.
+pub fn filter_sdp_by(
+    sdp: &str,
+    keep: impl Fn(&Candidate) -> bool,
+) -> Result<(String, Vec<Accepted>), CallError> {
     let mut out = String::with_capacity(sdp.len());
     let mut kept = Vec::new();
     for line in sdp.split_inclusive('\n') {
         let bare = line.trim_end_matches(['\r', '\n']);
         if let Some(rest) = bare.strip_prefix("a=candidate:") {
             let c = parse(&format!("candidate:{rest}"))?;
-            if !allowed(&c, relay_only) {
+            if !keep(&c) {
                 continue;
             }
             kept.push(Accepted {

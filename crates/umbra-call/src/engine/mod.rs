@@ -16,6 +16,10 @@
 //! path is allowed) direct ICE traffic. While the call is relay-only, a
 //! packet that would leave for any address other than the relay is dropped
 //! and counted ([`Engine::direct_sends_blocked`]); it never reaches the wire.
+//!
+//! Toward a group call's forwarding unit ([`Engine::toward_unit`]) the same
+//! engine carries frames the caller has already encrypted end to end: the
+//! unit is then the only address it sends to or hears from.
 
 pub mod candidates;
 pub mod relay;
@@ -42,6 +46,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const INITIAL_STUN_RTO: Duration = Duration::from_millis(100);
 /// How long the media path may stay silent before the call is lost.
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(8);
+/// Frames from a forwarding unit held for the caller to take (a second of
+/// a 50-member call); beyond that the oldest go.
+const UNIT_FRAMES_HELD: usize = 2_500;
 
 /// Which side of the call this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +161,10 @@ pub struct Engine {
     stats: CallStats,
     direct_blocked: u64,
     over: bool,
+    /// A group call's forwarding unit, the only address this side uses.
+    unit: Option<SocketAddr>,
+    /// Frames received from the unit, still sealed end to end.
+    frames: VecDeque<Vec<u8>>,
 }
 
 fn rtc_err(e: RtcError) -> CallError {
@@ -207,9 +218,40 @@ impl Engine {
             stats: CallStats::default(),
             direct_blocked: 0,
             over: false,
+            unit: None,
+            frames: VecDeque::new(),
         };
         engine.flush_relay();
         Ok(engine)
+    }
+
+    /// One member's side of a group call, toward the forwarding unit at
+    /// `unit`. There is no relay leg: the unit is the relay, and members
+    /// see only its address. The offer carries this socket's candidate for
+    /// the unit alone; the answer's candidates other than the unit's are
+    /// ignored, and nothing is sent to, or taken from, any other address.
+    /// Frames are encrypted by the caller (`crate::group`), written with
+    /// [`Self::send_frame`] and taken with [`Self::poll_frame`].
+    pub fn toward_unit(
+        unit: SocketAddr,
+        local: SocketAddr,
+        now: Instant,
+    ) -> Result<Self, CallError> {
+        let config = EngineConfig {
+            role: Role::Caller,
+            relay: None,
+            local,
+            seed: [0; 32],
+            expected_loss: 0,
+        };
+        let mut engine = Self::new(config, now)?;
+        engine.unit = Some(unit);
+        Ok(engine)
+    }
+
+    /// The forwarding unit this side talks to, for a group call.
+    pub fn unit(&self) -> Option<SocketAddr> {
+        self.unit
     }
 
     /// Caller or callee.
@@ -269,7 +311,13 @@ impl Engine {
         if self.role != Role::Caller {
             return Err(CallError::State("only the caller makes an offer"));
         }
-        self.add_relay_candidate()?;
+        if self.unit.is_some() {
+            let c = Candidate::host(self.local, "udp")
+                .map_err(|e| CallError::Signalling(format!("host candidate: {e}")))?;
+            self.rtc.add_local_candidate(c);
+        } else {
+            self.add_relay_candidate()?;
+        }
         let mut api = self.rtc.sdp_api();
         let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
         let Some((offer, pending)) = api.apply() else {
@@ -311,7 +359,7 @@ impl Engine {
         }
         // A malformed answer is refused before the offer is used up, so a
         // good one can still follow.
-        let (filtered, accepted) = candidates::filter_sdp(answer, self.relay_only)?;
+        let (filtered, accepted) = candidates::filter_sdp_by(answer, |c| self.admits(c))?;
         let answer = SdpAnswer::from_sdp_string(&filtered)
             .map_err(|e| CallError::Signalling(format!("the answer is not valid SDP: {e}")))?;
         let Some(pending) = self.pending_offer.take() else {
@@ -332,7 +380,7 @@ impl Engine {
     /// relay-only rule ignores it.
     pub fn add_remote_candidate(&mut self, now: Instant, line: &str) -> Result<bool, CallError> {
         let c = candidates::parse(line)?;
-        if !candidates::allowed(&c, self.relay_only) {
+        if !self.admits(&c) {
             return Ok(false);
         }
         let addr = c.addr();
@@ -347,7 +395,8 @@ impl Engine {
     /// reported as [`EngineEvent::LocalCandidate`] to trickle, and accepts
     /// the other side's from now on.
     pub fn allow_direct(&mut self, now: Instant) -> Result<(), CallError> {
-        if !self.relay_only {
+        // A group call stays with its forwarding unit, whatever is asked.
+        if !self.relay_only || self.unit.is_some() {
             return Ok(());
         }
         self.relay_only = false;
@@ -383,6 +432,12 @@ impl Engine {
             leg.handle_packet(now, data, &mut out);
             self.on_relay_events(now, out);
             self.flush_relay();
+            return;
+        }
+        if let Some(unit) = self.unit {
+            if unit == from {
+                self.feed_rtc(now, from, self.local, data);
+            }
             return;
         }
         if self.relay_only {
@@ -446,22 +501,37 @@ impl Engine {
     /// Encodes and sends one 20 ms frame of our audio (dropped until the
     /// call is connected).
     pub fn send_audio(&mut self, now: Instant, pcm: &Pcm) -> Result<(), CallError> {
+        if !self.connected {
+            self.rtp_time += FRAME as u64;
+            return Ok(());
+        }
+        let packet = self.encoder.encode(pcm)?;
+        self.send_frame(now, packet);
+        Ok(())
+    }
+
+    /// Sends one 20 ms frame as it is (a group call's, already sealed end
+    /// to end); dropped until the call is connected.
+    pub fn send_frame(&mut self, now: Instant, packet: Vec<u8>) {
         let time = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
         self.rtp_time += FRAME as u64;
         let (Some(mid), Some(pt), true) = (self.mid, self.pt, self.connected) else {
-            return Ok(());
+            return;
         };
-        let packet = self.encoder.encode(pcm)?;
         let Some(writer) = self.rtc.writer(mid) else {
-            return Ok(());
+            return;
         };
         if let Err(e) = writer.write(pt, now, time, packet) {
             self.fail(now, rtc_err(e));
-            return Ok(());
+            return;
         }
         self.stats.frames_sent += 1;
         self.drain_rtc(now);
-        Ok(())
+    }
+
+    /// The next frame the forwarding unit delivered (group calls).
+    pub fn poll_frame(&mut self) -> Option<Vec<u8>> {
+        self.frames.pop_front()
     }
 
     /// The next 20 ms frame to play (call once per 20 ms).
@@ -495,6 +565,15 @@ impl Engine {
             .map_err(|e| CallError::Relay(format!("unusable relay address: {e}")))?;
         self.rtc.add_local_candidate(c);
         Ok(())
+    }
+
+    /// Whether a remote candidate may be used: the unit's alone toward a
+    /// forwarding unit, else by the relay-only rule.
+    fn admits(&self, c: &Candidate) -> bool {
+        match self.unit {
+            Some(unit) => c.addr() == unit,
+            None => candidates::allowed(c, self.relay_only),
+        }
     }
 
     fn permit(&mut self, now: Instant, peer: SocketAddr) {
@@ -600,7 +679,7 @@ impl Engine {
             }
             return;
         }
-        if self.relay_only {
+        if self.relay_only && self.unit != Some(to) {
             self.direct_blocked += 1;
             return;
         }
@@ -631,6 +710,12 @@ impl Engine {
             Event::MediaAdded(m) if self.mid.is_none() => {
                 self.mid = Some(m.mid);
             }
+            Event::MediaData(d) if self.unit.is_some() => {
+                if self.frames.len() == UNIT_FRAMES_HELD {
+                    self.frames.pop_front();
+                }
+                self.frames.push_back(d.data.to_vec());
+            }
             Event::MediaData(d) => {
                 let ts = d.time.rebase(Frequency::FORTY_EIGHT_KHZ).numer();
                 self.jitter.push(now, ts, d.data.to_vec());
@@ -648,7 +733,8 @@ impl Engine {
                 self.stats.loss_in = s.ingress_loss_fraction;
                 self.stats.loss_out = s.egress_loss_fraction;
                 if let Some(pair) = s.selected_candidate_pair {
-                    let path = if Some(pair.local.addr) == self.relay_addr() {
+                    let path = if self.unit.is_some() || Some(pair.local.addr) == self.relay_addr()
+                    {
                         Path::Relayed
                     } else {
                         Path::Direct
