@@ -143,6 +143,18 @@ struct Peer {
     addrs: Vec<SocketAddr>,
 }
 
+impl Peer {
+    /// When it next needs the time: str0m's deadline, or the connect
+    /// timeout while it is not up.
+    fn deadline(&self) -> Instant {
+        if self.connected {
+            self.timeout
+        } else {
+            self.timeout.min(self.connect_by)
+        }
+    }
+}
+
 /// The forwarding unit.
 pub struct Sfu {
     config: SfuConfig,
@@ -214,11 +226,6 @@ impl Sfu {
     pub fn room_size(&self, peer: PeerId) -> Option<usize> {
         let n = self.rooms.room_of(peer).len();
         (n > 0).then_some(n)
-    }
-
-    /// Whether `peer`'s connection is up.
-    pub fn is_connected(&self, peer: PeerId) -> bool {
-        self.peers.get(&peer).is_some_and(|p| p.connected)
     }
 
     /// Joins a member to a room at `now` (`now_unix` for the credential's
@@ -365,7 +372,7 @@ impl Sfu {
         let due: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.timeout <= now || (!p.connected && p.connect_by <= now))
+            .filter(|(_, p)| p.deadline() <= now)
             .map(|(&id, _)| id)
             .collect();
         for id in due {
@@ -386,17 +393,7 @@ impl Sfu {
             }
         }
         self.run_forwarding(now);
-        self.next_timeout = self
-            .peers
-            .values()
-            .map(|p| {
-                if p.connected {
-                    p.timeout
-                } else {
-                    p.timeout.min(p.connect_by)
-                }
-            })
-            .min();
+        self.next_timeout = self.peers.values().map(Peer::deadline).min();
     }
 
     /// When [`Self::handle_timeout`] is next due (None with no connection).
@@ -431,7 +428,7 @@ impl Sfu {
             match out {
                 Output::Timeout(t) => {
                     p.timeout = t;
-                    let t = if p.connected { t } else { t.min(p.connect_by) };
+                    let t = p.deadline();
                     self.next_timeout = Some(self.next_timeout.map_or(t, |n| n.min(t)));
                     return;
                 }

@@ -249,11 +249,6 @@ impl Engine {
         Ok(engine)
     }
 
-    /// The forwarding unit this side talks to, for a group call.
-    pub fn unit(&self) -> Option<SocketAddr> {
-        self.unit
-    }
-
     /// Caller or callee.
     pub fn role(&self) -> Role {
         self.role
@@ -501,11 +496,13 @@ impl Engine {
     /// Encodes and sends one 20 ms frame of our audio (dropped until the
     /// call is connected).
     pub fn send_audio(&mut self, now: Instant, pcm: &Pcm) -> Result<(), CallError> {
-        if !self.connected {
-            self.rtp_time += FRAME as u64;
-            return Ok(());
-        }
-        let packet = self.encoder.encode(pcm)?;
+        // Not encoded before the call is up; the frame's time passes all
+        // the same.
+        let packet = if self.connected {
+            self.encoder.encode(pcm)?
+        } else {
+            Vec::new()
+        };
         self.send_frame(now, packet);
         Ok(())
     }
