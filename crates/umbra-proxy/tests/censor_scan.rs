@@ -162,7 +162,10 @@ fn shape(text: &str) -> Vec<String> {
                 "ASN1 OID",
                 "NIST CURVE",
                 "X509v3",
-                "CA:",
+                // Basic constraints only: a key identifier is random hex and
+                // one in 256 of them starts with "CA:" too.
+                "CA:TRUE",
+                "CA:FALSE",
             ]
             .iter()
             .any(|k| l.starts_with(k))
