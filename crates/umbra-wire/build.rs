@@ -3,7 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let descriptors = protox::compile(["umbra.proto", "e2e.proto"], ["proto"])?;
+    let descriptors = protox::compile(["umbra.proto", "e2e.proto", "unit.proto"], ["proto"])?;
     prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

@@ -252,6 +252,8 @@ impl Deployment {
                 &format!("{ip}:0"),
                 "--metrics-listen",
                 "127.0.0.1:0",
+                // One-to-one calls only: no group call unit.
+                "--no-unit",
                 "--auth-secret-file",
             ]
             .iter()

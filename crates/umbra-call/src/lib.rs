@@ -17,6 +17,9 @@
 //! - [`driver`]: the I/O edge: a UDP socket, a 20 ms audio clock and a tokio
 //!   task around one [`engine::Engine`].
 //!
+//! - [`group_driver`]: the same edge for a member of a group call: the
+//!   socket toward the forwarding unit, the clock, [`group::GroupAudio`].
+//!
 //! Group calls reuse this engine toward a forwarding unit
 //! ([`Engine::toward_unit`]); their per-frame end-to-end encryption
 //! ([`e2ee`], in [`group`]) wraps the Opus payload between [`codec`] and the
@@ -32,6 +35,7 @@ pub mod e2ee;
 pub mod engine;
 mod error;
 pub mod group;
+pub mod group_driver;
 pub mod jitter;
 
 pub use engine::relay::Transport;

@@ -267,7 +267,7 @@ pub async fn run(
         Command::IceServers => {
             let mut client = open(profile, &proxy)?;
             let creds = client.relay_credentials().await?;
-            let value = serde_json::json!({
+            let mut value = serde_json::json!({
                 "iceServers": [{
                     "urls": creds.urls,
                     "username": creds.username,
@@ -276,6 +276,10 @@ pub async fn run(
                 "iceTransportPolicy": "relay",
                 "ttl_secs": creds.ttl_secs,
             });
+            // The group call unit takes the same credentials.
+            if !creds.unit.is_empty() {
+                value["unit"] = serde_json::Value::String(creds.unit);
+            }
             let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
             out.value(&value, &pretty);
         }

@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Prometheus metrics of the relay [default: 127.0.0.1:9701].
     #[arg(long, env = "UMBRA_SERVE_RELAY_METRICS_LISTEN", value_name = "ADDR")]
     relay_metrics_listen: Option<SocketAddr>,
+    /// Where the group call forwarding unit listens, UDP and TCP [default:
+    /// the server's listen IP, port 3479; a free port when the relay's is 0].
+    #[arg(long, env = "UMBRA_SERVE_UNIT_LISTEN", value_name = "ADDR")]
+    unit_listen: Option<SocketAddr>,
     /// Run the messaging server without the call relay.
     #[arg(long, env = "UMBRA_SERVE_NO_RELAY")]
     no_relay: bool,
@@ -111,11 +115,15 @@ pub async fn serve_all(args: ServeArgs) -> anyhow::Result<()> {
     let ip = config.listen.ip();
     let udp = args.relay_listen.unwrap_or(SocketAddr::new(ip, 3478));
     let tls = args.relay_tls_listen.unwrap_or(SocketAddr::new(ip, 5349));
+    let unit_port = if udp.port() == 0 { 0 } else { 3479 };
+    let unit = args.unit_listen.unwrap_or(SocketAddr::new(ip, unit_port));
     let relay_config = umbra_relay::RelayConfig {
         udp_listen: udp,
         tcp_listen: Some(udp),
         tls_listen: Some(tls),
         auth_secret_file: Some(secret.clone()),
+        unit_listen: Some(unit),
+        unit_key_file: Some(config.data_dir.join("unit.key")),
         metrics_listen: args
             .relay_metrics_listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9701))),
@@ -124,6 +132,9 @@ pub async fn serve_all(args: ServeArgs) -> anyhow::Result<()> {
     let relay = umbra_relay::Relay::bind(relay_config).await?;
     let host = config.invite_host();
     config.relay_secret_file = Some(secret);
+    if config.unit.is_none() {
+        config.unit = relay.unit_link(&host).map(|l| l.to_string());
+    }
     if config.relay_urls.is_empty() {
         config.relay_urls = vec![
             format!("turn:{host}:{}?transport=udp", relay.udp_addr().port()),
@@ -138,6 +149,9 @@ pub async fn serve_all(args: ServeArgs) -> anyhow::Result<()> {
         relay.udp_addr(),
         relay.tls_addr()
     );
+    if let Some(addr) = relay.unit_addr() {
+        println!("Group call forwarding unit on udp/tcp {addr}");
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -160,6 +174,16 @@ pub async fn relay(args: umbra_relay::RelayArgs) -> anyhow::Result<()> {
     println!("  udp {}", relay.udp_addr());
     println!("  tcp {}", relay.tcp_addr());
     println!("  tls {}", relay.tls_addr());
+    if let (Some(addr), Some(public)) = (relay.unit_addr(), relay.unit_public()) {
+        let host = match public.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        println!("Group call forwarding unit listening on udp/tcp {addr}");
+        if let Some(link) = relay.unit_link(&host) {
+            println!("Give the messaging server: --unit '{link}'");
+        }
+    }
     println!("Metrics on http://{}/metrics", relay.metrics_addr());
     relay.run(shutdown_signal()).await
 }

@@ -6,6 +6,10 @@ mod common;
 
 use common::{ServerProc, fails, ok};
 
+/// A forwarding unit's link, as `umbra relay` prints it.
+const UNIT: &str =
+    "umbra://unit?host=127.0.0.1&port=3479&key=BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc";
+
 #[test]
 fn logged_in_clients_get_rest_credentials_without_their_name() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -25,6 +29,8 @@ fn logged_in_clients_get_rest_credentials_without_their_name() {
             "turns:127.0.0.1:5349?transport=tcp",
             "--relay-credential-ttl-secs",
             "600",
+            "--unit",
+            UNIT,
         ],
     );
     let alice = dir.path().join("alice");
@@ -35,6 +41,8 @@ fn logged_in_clients_get_rest_credentials_without_their_name() {
     assert_eq!(ice["urls"][0], "turn:127.0.0.1:3478?transport=udp");
     assert_eq!(ice["urls"][1], "turns:127.0.0.1:5349?transport=tcp");
     assert_eq!(v["iceTransportPolicy"], "relay");
+    // The group call unit, which takes the same credentials.
+    assert_eq!(v["unit"], UNIT);
     let username = ice["username"].as_str().expect("username");
     let credential = ice["credential"].as_str().expect("credential");
     assert!(

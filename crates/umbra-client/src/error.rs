@@ -84,6 +84,9 @@ pub enum ClientError {
     /// The call could not be made or failed.
     #[error("{0}")]
     Call(#[from] umbra_call::CallError),
+    /// The group call's forwarding unit did not take the join.
+    #[error("the group call's forwarding unit refused the join: {0}")]
+    UnitRefused(String),
 }
 
 impl ClientError {

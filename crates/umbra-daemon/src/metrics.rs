@@ -31,6 +31,22 @@ pub fn write_metric(
     );
 }
 
+/// Appends a counter family with one label (`name{label="value"} n` per
+/// row) to `out`.
+pub fn write_family<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    rows: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    use std::fmt::Write;
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+    for (value, n) in rows {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
 /// Serves `GET /metrics` on `listener` until the task is dropped.
 pub async fn serve<M: Render>(listener: TcpListener, metrics: Arc<M>) {
     loop {

@@ -60,6 +60,20 @@ pub struct RelayConfig {
     pub allow_peers: Vec<IpNet>,
     /// Most simultaneous TCP + TLS client connections.
     pub max_connections: usize,
+    /// Run the forwarding unit for group calls beside the relay.
+    pub unit: bool,
+    /// UDP and TCP address of the forwarding unit (default: the UDP listen IP, port 3479;
+    /// a free port when `udp_listen`'s port is 0).
+    pub unit_listen: Option<SocketAddr>,
+    /// File holding the unit's private key, created on first start (default: a fresh key
+    /// at each start, which the messaging server's `unit` link must then follow).
+    pub unit_key_file: Option<PathBuf>,
+    /// Most connections in one group call.
+    pub unit_room_size: usize,
+    /// Most group call connections one credential may hold.
+    pub unit_per_credential: usize,
+    /// Most group call connections in total.
+    pub unit_max_members: usize,
 }
 
 impl Default for RelayConfig {
@@ -85,6 +99,12 @@ impl Default for RelayConfig {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9701)),
             allow_peers: Vec::new(),
             max_connections: 10_000,
+            unit: true,
+            unit_listen: None,
+            unit_key_file: None,
+            unit_room_size: 64,
+            unit_per_credential: 2,
+            unit_max_members: 2_000,
         }
     }
 }
@@ -170,6 +190,24 @@ pub struct RelayArgs {
     /// Most simultaneous TCP + TLS client connections [default: 10000].
     #[arg(long, env = "UMBRA_RELAY_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Do not run the forwarding unit for group calls.
+    #[arg(long, env = "UMBRA_RELAY_NO_UNIT")]
+    pub no_unit: bool,
+    /// UDP and TCP address of the group call forwarding unit [default: the UDP listen IP, port 3479].
+    #[arg(long, env = "UMBRA_RELAY_UNIT_LISTEN", value_name = "ADDR")]
+    pub unit_listen: Option<SocketAddr>,
+    /// File with the unit's private key, created on first start [default: a new key each start].
+    #[arg(long, env = "UMBRA_RELAY_UNIT_KEY_FILE", value_name = "FILE")]
+    pub unit_key_file: Option<PathBuf>,
+    /// Most connections in one group call [default: 64].
+    #[arg(long, env = "UMBRA_RELAY_UNIT_ROOM_SIZE", value_name = "N")]
+    pub unit_room_size: Option<usize>,
+    /// Most group call connections per credential [default: 2].
+    #[arg(long, env = "UMBRA_RELAY_UNIT_PER_CREDENTIAL", value_name = "N")]
+    pub unit_per_credential: Option<usize>,
+    /// Most group call connections in total [default: 2000].
+    #[arg(long, env = "UMBRA_RELAY_UNIT_MAX_MEMBERS", value_name = "N")]
+    pub unit_max_members: Option<usize>,
 }
 
 /// Why the configuration could not be loaded.
@@ -225,6 +263,14 @@ impl Layered for RelayConfig {
             self.allow_peers = args.allow_peers.clone();
         }
         set(&mut self.max_connections, &args.max_connections);
+        if args.no_unit {
+            self.unit = false;
+        }
+        set_opt(&mut self.unit_listen, &args.unit_listen);
+        set_opt(&mut self.unit_key_file, &args.unit_key_file);
+        set(&mut self.unit_room_size, &args.unit_room_size);
+        set(&mut self.unit_per_credential, &args.unit_per_credential);
+        set(&mut self.unit_max_members, &args.unit_max_members);
         self
     }
 }
@@ -266,6 +312,16 @@ impl RelayConfig {
         if self.realm.is_empty() || self.realm.len() > 127 {
             return Err(ConfigError::Invalid("realm must be 1 to 127 bytes"));
         }
+        if self.unit
+            && (self.unit_room_size < 2
+                || self.unit_per_credential == 0
+                || self.unit_max_members < self.unit_room_size)
+        {
+            return Err(ConfigError::Invalid(
+                "unit limits: need unit_room_size >= 2, unit_per_credential >= 1 and \
+                 unit_max_members >= unit_room_size",
+            ));
+        }
         if self.auth_secret.is_none() && self.auth_secret_file.is_none() {
             return Err(ConfigError::Invalid(
                 "an auth secret is required (auth_secret or auth_secret_file)",
@@ -298,6 +354,14 @@ impl RelayConfig {
     /// The TCP listen address.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_listen.unwrap_or(self.udp_listen)
+    }
+
+    /// Where the forwarding unit binds (UDP and TCP): by default the UDP
+    /// listen IP, port 3479, or any free port when the UDP port is 0.
+    pub fn unit_addr(&self) -> SocketAddr {
+        let port = if self.udp_listen.port() == 0 { 0 } else { 3479 };
+        self.unit_listen
+            .unwrap_or_else(|| SocketAddr::new(self.udp_listen.ip(), port))
     }
 
     /// The TLS listen address.

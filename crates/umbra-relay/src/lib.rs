@@ -50,6 +50,9 @@
 //!   of EVEN-PORT / RESERVATION-TOKEN (RFC 8656 §7.2), shared by the workers.
 //! - [`tls`]: certificates from PEM files or self-signed.
 //! - [`metrics`]: counters and the Prometheus endpoint.
+//! - [`unit`]: the forwarding unit of group calls (`umbra-sfu` on a UDP
+//!   socket, members' control connections over Noise on TCP), on its own
+//!   port beside the relay, under the same secret.
 
 pub mod bandwidth;
 pub mod config;
@@ -60,6 +63,7 @@ pub mod quota;
 pub mod relay;
 pub mod tls;
 pub mod udp;
+pub mod unit;
 
 mod worker;
 

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use umbra_daemon::metrics::write_family;
 use umbra_turn::server::Discarded;
 
 /// Why a packet was dropped (the `reason` label of `umbra_relay_packets_dropped_total`).
@@ -68,6 +69,8 @@ pub struct Metrics {
     pub reservations_expired: AtomicU64,
     dropped: [AtomicU64; 6],
     errors: [AtomicU64; 11],
+    /// The forwarding unit's counters (rendered with the relay's).
+    pub unit: std::sync::Arc<crate::unit::UnitMetrics>,
 }
 
 /// Adds one to a counter.
@@ -204,30 +207,29 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
             ));
         }
-        let name = "umbra_relay_packets_dropped_total";
-        out.push_str(&format!(
-            "# HELP {name} Packets dropped, by reason.\n# TYPE {name} counter\n"
-        ));
-        for (i, (_, reason)) in DROPS.iter().enumerate() {
-            out.push_str(&format!(
-                "{name}{{reason=\"{reason}\"}} {}\n",
-                c(&self.dropped[i])
-            ));
-        }
-        let name = "umbra_relay_error_responses_total";
-        out.push_str(&format!(
-            "# HELP {name} STUN error responses sent, by code (401 includes each allocation's first challenge; 401 and 438 after that are authentication failures).\n# TYPE {name} counter\n"
-        ));
-        for (i, code) in CODES.iter().enumerate() {
-            out.push_str(&format!(
-                "{name}{{code=\"{code}\"}} {}\n",
-                c(&self.errors[i])
-            ));
-        }
-        out.push_str(&format!(
-            "{name}{{code=\"other\"}} {}\n",
-            c(&self.errors[CODES.len()])
-        ));
+        write_family(
+            &mut out,
+            "umbra_relay_packets_dropped_total",
+            "Packets dropped, by reason.",
+            "reason",
+            DROPS
+                .iter()
+                .enumerate()
+                .map(|(i, (_, reason))| (*reason, c(&self.dropped[i]))),
+        );
+        let codes: Vec<String> = CODES.iter().map(u16::to_string).collect();
+        write_family(
+            &mut out,
+            "umbra_relay_error_responses_total",
+            "STUN error responses sent, by code (401 includes each allocation's first challenge; 401 and 438 after that are authentication failures).",
+            "code",
+            codes
+                .iter()
+                .map(String::as_str)
+                .chain(["other"])
+                .zip(self.errors.iter().map(c)),
+        );
+        self.unit.render_into(&mut out);
         out
     }
 }

@@ -37,6 +37,7 @@ pub struct Relay {
     tcp_addr: SocketAddr,
     tls_addr: SocketAddr,
     metrics_addr: SocketAddr,
+    unit: Option<crate::unit::Unit>,
 }
 
 impl Relay {
@@ -85,9 +86,36 @@ impl Relay {
             std::net::IpAddr::V4(_) => AddressFamily::V4,
             std::net::IpAddr::V6(_) => AddressFamily::V6,
         }];
+        let metrics = Arc::new(Metrics::default());
+        let unit = if config.unit {
+            let key = match &config.unit_key_file {
+                Some(path) => {
+                    let (key, created) = umbra_daemon::keyfile::load_or_create(path, rand::random)?;
+                    if created {
+                        tracing::info!("created a new forwarding unit key");
+                    }
+                    key
+                }
+                None => rand::random(),
+            };
+            let settings = crate::unit::UnitSettings {
+                listen: config.unit_addr(),
+                advertised_ip: config.advertised_ip(),
+                secret: secret.clone(),
+                key,
+                limits: umbra_sfu::Limits {
+                    per_room: config.unit_room_size,
+                    per_credential: config.unit_per_credential,
+                    total: config.unit_max_members,
+                },
+            };
+            Some(crate::unit::Unit::bind(settings, metrics.unit.clone()).await?)
+        } else {
+            None
+        };
         let relays = Arc::new(RelaySet::default());
         let shared = Arc::new(Shared {
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             relays: relays.clone(),
             policy: MeshPolicy::new(relays, config.advertised_ip(), config.allow_peers.clone()),
             ports: PortRange::new(
@@ -118,7 +146,24 @@ impl Relay {
             tls,
             metrics_listener,
             shared,
+            unit,
         })
+    }
+
+    /// The forwarding unit's address (UDP and TCP), when it runs.
+    pub fn unit_addr(&self) -> Option<SocketAddr> {
+        self.unit.as_ref().map(crate::unit::Unit::addr)
+    }
+
+    /// The address members reach the forwarding unit at, when it runs.
+    pub fn unit_public(&self) -> Option<SocketAddr> {
+        self.unit.as_ref().map(crate::unit::Unit::public)
+    }
+
+    /// The link group call members reach the forwarding unit by, with
+    /// `host` as its name, when it runs.
+    pub fn unit_link(&self, host: &str) -> Option<umbra_wire::invite::UnitLink> {
+        self.unit.as_ref().map(|u| u.link(host))
     }
 
     /// The UDP address clients use.
@@ -160,6 +205,7 @@ impl Relay {
             tls,
             metrics_listener,
             shared,
+            unit,
             ..
         } = self;
         let n = udp.len();
@@ -191,6 +237,12 @@ impl Relay {
             )),
             tokio::spawn(expire_reservations(shared.clone())),
         ];
+        let unit = unit.map(|u| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(u.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        });
         tracing::info!(workers = n, "relay running");
         let exited_early = tokio::select! {
             _ = shutdown => false,
@@ -201,6 +253,9 @@ impl Relay {
         }
         drop(senders);
         let _ = stop_tx.send(true);
+        if let Some(u) = unit {
+            u.await.context("the forwarding unit")??;
+        }
         let results = tokio::task::spawn_blocking(move || {
             handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
         })

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub relay_urls: Vec<String>,
     /// Lifetime of relay credentials, in seconds.
     pub relay_credential_ttl_secs: u64,
+    /// The forwarding unit for group calls (`umbra://unit?host=...&port=...&key=...`,
+    /// as `umbra relay` prints it), given to clients with relay credentials.
+    pub unit: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             relay_secret_file: None,
             relay_urls: Vec::new(),
             relay_credential_ttl_secs: 86_400,
+            unit: None,
         }
     }
 }
@@ -137,6 +141,10 @@ pub struct ServerArgs {
     /// Lifetime of relay credentials in seconds [default: 86400].
     #[arg(long, env = "UMBRA_RELAY_CREDENTIAL_TTL_SECS", value_name = "SECS")]
     pub relay_credential_ttl_secs: Option<u64>,
+    /// The forwarding unit for group calls, as `umbra relay` prints it
+    /// (umbra://unit?host=...&port=...&key=...); it must share the relay secret.
+    #[arg(long, env = "UMBRA_UNIT", value_name = "LINK")]
+    pub unit: Option<String>,
 }
 
 /// Why the configuration could not be loaded.
@@ -149,6 +157,9 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(&'static str),
+    /// The forwarding unit's link does not parse.
+    #[error("invalid configuration: unit: {0}")]
+    Unit(umbra_wire::invite::InviteError),
 }
 
 impl Layered for ServerConfig {
@@ -186,6 +197,7 @@ impl Layered for ServerConfig {
             &mut self.relay_credential_ttl_secs,
             &args.relay_credential_ttl_secs,
         );
+        set_opt(&mut self.unit, &args.unit);
         self
     }
 }
@@ -222,6 +234,14 @@ impl ServerConfig {
             return Err(ConfigError::Invalid(
                 "relay_credential_ttl_secs must be between 1 and 2^32-1",
             ));
+        }
+        if let Some(unit) = &self.unit {
+            umbra_wire::invite::UnitLink::parse(unit).map_err(ConfigError::Unit)?;
+            if self.relay_secret_file.is_none() {
+                return Err(ConfigError::Invalid(
+                    "a forwarding unit (unit) needs the relay secret (relay_secret_file) it shares",
+                ));
+            }
         }
         if self.mailbox_cap == 0 || self.envelope_expiry_days == 0 {
             return Err(ConfigError::Invalid(
@@ -301,5 +321,32 @@ mod tests {
             ..ServerConfig::default()
         };
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn a_unit_must_parse_and_share_the_relay_secret() {
+        let link = format!(
+            "umbra://unit?host=relay.example.org&port=3479&key={}",
+            umbra_wire::invite::encode_key(&[5; 32])
+        );
+        let without_secret = ServerConfig {
+            unit: Some(link.clone()),
+            ..ServerConfig::default()
+        };
+        let e = without_secret.validate().expect_err("no secret");
+        assert!(e.to_string().contains("relay secret"), "{e}");
+        let garbled = ServerConfig {
+            unit: Some("umbra://join?host=a&port=1".into()),
+            relay_secret_file: Some("/dev/null".into()),
+            ..ServerConfig::default()
+        };
+        let e = garbled.validate().expect_err("not a unit link");
+        assert!(e.to_string().contains("forwarding unit link"), "{e}");
+        let good = ServerConfig {
+            unit: Some(link),
+            relay_secret_file: Some("/dev/null".into()),
+            ..ServerConfig::default()
+        };
+        assert!(good.validate().is_ok());
     }
 }

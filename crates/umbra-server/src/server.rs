@@ -122,6 +122,7 @@ impl Server {
                         .with_context(|| format!("reading relay secret {}", path.display()))?,
                     urls: config.relay_urls.clone(),
                     ttl: Duration::from_secs(config.relay_credential_ttl_secs),
+                    unit: config.unit.clone().unwrap_or_default(),
                 }),
                 None => None,
             },

@@ -42,12 +42,15 @@ pub struct RelayCredentialIssuer {
     pub urls: Vec<String>,
     /// Credential lifetime.
     pub ttl: Duration,
+    /// The forwarding unit's link (empty: none).
+    pub unit: String,
 }
 
 impl std::fmt::Debug for RelayCredentialIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelayCredentialIssuer")
             .field("urls", &self.urls)
+            .field("unit", &self.unit)
             .finish_non_exhaustive()
     }
 }
@@ -69,6 +72,7 @@ impl RelayCredentialIssuer {
             password,
             ttl_secs: u32::try_from(self.ttl.as_secs()).unwrap_or(u32::MAX),
             urls: self.urls.clone(),
+            unit: self.unit.clone(),
         }
     }
 }

@@ -40,6 +40,11 @@ use crate::room::{Limits, PeerId, Refusal, RoomId, Rooms};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest frame forwarded (an Opus frame, sealed, is far smaller).
 const MAX_FRAME: usize = 1_200;
+/// Frames a second a member may send on average: twice Opus's 50 at 20 ms
+/// (a member sending 10 ms frames still fits).
+pub const FRAME_RATE: f64 = 100.0;
+/// Frames a member may send at once above the rate (a burst after a stall).
+pub const FRAME_BURST: f64 = 50.0;
 
 /// Unit settings.
 #[derive(Debug, Clone)]
@@ -127,6 +132,10 @@ pub struct SfuStats {
     pub bytes_out: u64,
     /// Datagrams from no known connection, dropped.
     pub unknown_source: u64,
+    /// Frames dropped because their sender was over [`FRAME_RATE`].
+    pub rate_limited: u64,
+    /// Frames dropped for being larger than any sealed Opus frame.
+    pub oversize: u64,
 }
 
 struct Peer {
@@ -141,9 +150,27 @@ struct Peer {
     timeout: Instant,
     /// Source addresses learned for it.
     addrs: Vec<SocketAddr>,
+    /// Frames it may still send now (a token bucket at [`FRAME_RATE`]).
+    budget: f64,
+    /// When `budget` was last topped up.
+    budget_at: Instant,
 }
 
 impl Peer {
+    /// Takes one frame from the member's budget; false if it is over its
+    /// rate, and the frame is to be dropped.
+    fn spend(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.budget_at).as_secs_f64();
+        self.budget = (self.budget + elapsed * FRAME_RATE).min(FRAME_BURST);
+        self.budget_at = self.budget_at.max(now);
+        if self.budget >= 1.0 {
+            self.budget -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// When it next needs the time: str0m's deadline, or the connect
     /// timeout while it is not up.
     fn deadline(&self) -> Instant {
@@ -289,6 +316,8 @@ impl Sfu {
                 connected: false,
                 timeout: now,
                 addrs: Vec::new(),
+                budget: FRAME_BURST,
+                budget_at: now,
             },
         );
         self.drain(peer);
@@ -450,7 +479,11 @@ impl Sfu {
                     }
                     Event::MediaData(d) => {
                         self.stats.frames_in += 1;
-                        if d.data.len() <= MAX_FRAME {
+                        if d.data.len() > MAX_FRAME {
+                            self.stats.oversize += 1;
+                        } else if !p.spend(d.network_time) {
+                            self.stats.rate_limited += 1;
+                        } else {
                             self.forward.push_back((id, d.data));
                         }
                     }

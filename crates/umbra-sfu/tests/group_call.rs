@@ -13,9 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use umbra_call::analysis::power_at;
 use umbra_call::audio::{Source, Tone};
-use umbra_call::codec::SAMPLE_RATE;
 use umbra_call::driver::bind_toward;
 use umbra_call::e2ee::{Dropped, Epoch, FrameKeys};
 use umbra_call::group::{GroupAudio, SpeakerStats};
@@ -27,7 +25,10 @@ const SECRET: &[u8] = b"the secret the server and the unit share";
 
 #[path = "../../umbra-call/tests/support/exporter.rs"]
 mod exporter;
+#[path = "../../umbra-call/tests/support/tones.rs"]
+mod tones;
 use exporter::Exporter;
+use tones::{ABSENT, HEARD, TONES, assert_hears_all_but, presence};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -217,22 +218,6 @@ async fn member(
     heard
 }
 
-/// The share of the last two seconds' energy that is at `freq` (about 1
-/// for a lone tone, about a third for each of three mixed, near 0 for a
-/// tone nobody sent or for silence).
-fn presence(recording: &[i16], freq: f32) -> f64 {
-    let tail = &recording[recording.len().saturating_sub(SAMPLE_RATE as usize * 2)..];
-    let energy: f64 = tail.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-    if energy < 1.0 {
-        return 0.0;
-    }
-    power_at(tail, freq, SAMPLE_RATE) / (tail.len() as f64 / 2.0 * energy)
-}
-
-/// A tone counts as heard above this share, and as absent below the other.
-const HEARD: f64 = 0.05;
-const ABSENT: f64 = 0.001;
-
 /// A room on a fresh unit with `cast` in it, every member talking for
 /// `talk`: the unit's address, what each member took away, and the unit's
 /// counts at the end.
@@ -263,10 +248,6 @@ async fn call(
     let stats = *stats.lock().expect("unit stats");
     (unit, heard, stats)
 }
-
-/// Each member's tone: no sum, difference or third-order product of any
-/// three of them (as clipping in a mix makes) falls on the fourth.
-const TONES: [f32; 4] = [440.0, 620.0, 1_010.0, 1_370.0];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_members_hear_each_other_through_the_unit_and_only_the_unit() {
@@ -308,17 +289,7 @@ async fn four_members_hear_each_other_through_the_unit_and_only_the_unit() {
             assert!(s.active && s.level_dbfs > -40.0, "member {i}: {s:?}");
         }
         assert_eq!(h.dropped.total(), 0, "member {i} dropped {:?}", h.dropped);
-        for (j, &tone) in TONES.iter().enumerate() {
-            let p = presence(&h.recording, tone);
-            if j == i {
-                assert!(p < ABSENT, "member {i} heard its own tone ({p:.4})");
-            } else {
-                assert!(
-                    p > HEARD,
-                    "member {i} did not hear member {j}'s tone ({p:.4})"
-                );
-            }
-        }
+        assert_hears_all_but(i, &h.recording);
     }
     assert_eq!(stats.joins, 4);
     // Each member's frames went to three others.

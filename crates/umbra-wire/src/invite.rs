@@ -1,8 +1,12 @@
-//! Invite links: how a client learns where a server is and which key to pin.
+//! Invite links: how a client learns where a server is and which key to pin;
+//! and unit links, the same for a group call's forwarding unit.
 //!
 //! `umbra://join?host=HOST&port=PORT&key=KEY` where KEY is the server's Noise
 //! static public key, base64url without padding (43 characters). HOST may be
 //! a DNS name, an IPv4 address or a bracketed IPv6 address.
+//! `umbra://unit?host=HOST&port=PORT&key=KEY` names a forwarding unit: its
+//! control port (TCP) and media port (UDP) share PORT, KEY is its Noise key.
+//! Members get it from their messaging server with relay credentials.
 
 use std::fmt;
 
@@ -26,6 +30,9 @@ pub enum InviteError {
     /// Not of the form `umbra://join?...`.
     #[error("not an Umbra invite link (expected umbra://join?host=...&port=...&key=...)")]
     Scheme,
+    /// Not of the form `umbra://unit?...`.
+    #[error("not a forwarding unit link (expected umbra://unit?host=...&port=...&key=...)")]
+    UnitScheme,
     /// A required field is missing.
     #[error("the invite link has no `{0}`")]
     Missing(&'static str),
@@ -44,6 +51,10 @@ impl Invite {
     /// Parses an invite link.
     pub fn parse(link: &str) -> Result<Self, InviteError> {
         let f = crate::link::fields(link, "umbra://join?").ok_or(InviteError::Scheme)?;
+        Self::from_fields(&f)
+    }
+
+    fn from_fields(f: &crate::link::Fields<'_>) -> Result<Self, InviteError> {
         let host = f.get("host").ok_or(InviteError::Missing("host"))?;
         if !crate::link::valid_host(host) {
             return Err(InviteError::Host);
@@ -62,6 +73,27 @@ impl Invite {
     /// `host:port`, ready for a socket connect.
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Where a group call's forwarding unit is, and the key it proves itself
+/// with (same fields as an invite link, scheme `umbra://unit?`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitLink(pub Invite);
+
+impl UnitLink {
+    /// Parses a unit link.
+    pub fn parse(link: &str) -> Result<Self, InviteError> {
+        let f = crate::link::fields(link, "umbra://unit?").ok_or(InviteError::UnitScheme)?;
+        Invite::from_fields(&f).map(Self)
+    }
+}
+
+impl fmt::Display for UnitLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.to_string();
+        let rest = text.strip_prefix("umbra://join?").unwrap_or(&text);
+        write!(f, "umbra://unit?{rest}")
     }
 }
 
@@ -137,6 +169,23 @@ mod tests {
         for k in [[0u8; 32], [255u8; 32]] {
             assert_eq!(decode_key(&encode_key(&k)), Some(k));
         }
+    }
+
+    #[test]
+    fn unit_links_roundtrip_and_are_not_invites() {
+        let unit = UnitLink(Invite {
+            host: "[2001:db8::1]".into(),
+            port: 3479,
+            server_key: [9; 32],
+        });
+        let text = unit.to_string();
+        assert!(text.starts_with("umbra://unit?host=[2001:db8::1]&port=3479&key="));
+        assert_eq!(UnitLink::parse(&text), Ok(unit.clone()));
+        assert_eq!(Invite::parse(&text), Err(InviteError::Scheme));
+        assert_eq!(
+            UnitLink::parse(&unit.0.to_string()),
+            Err(InviteError::UnitScheme)
+        );
     }
 
     #[test]

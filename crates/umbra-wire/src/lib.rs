@@ -1,11 +1,12 @@
 //! Umbra's wire protocol, with no I/O.
 //!
-//! - [`proto`] and [`e2e`]: the protobuf messages generated from `proto/*.proto`,
-//!   which are the written specification of the protocol.
+//! - [`proto`], [`e2e`] and [`unit`]: the protobuf messages generated from
+//!   `proto/*.proto`, which are the written specification of the protocol.
 //! - [`frame`]: length-prefixed protobuf frames inside the decrypted stream.
 //! - [`noise`]: the Noise IK handshake and the encrypted, chunked byte stream
 //!   that carries the frames (client pins the server's static key).
-//! - [`invite`]: the `umbra://join?...` links that carry host, port and server key.
+//! - [`invite`]: the `umbra://join?...` links that carry host, port and server key,
+//!   and the `umbra://unit?...` addresses of forwarding units.
 //! - [`proxy`]: proxy links (`umbra://proxy?...`) and the admission preamble
 //!   a client sends a proxy first.
 //! - [`upgrade`]: the WebSocket upgrade a client opens a proxy's plain
@@ -41,6 +42,12 @@ pub mod proto {
 #[allow(missing_docs, clippy::all)]
 pub mod e2e {
     include!(concat!(env!("OUT_DIR"), "/umbra.e2e.v1.rs"));
+}
+
+/// Group call members and the forwarding unit (`proto/unit.proto`).
+#[allow(missing_docs, clippy::all)]
+pub mod unit {
+    include!(concat!(env!("OUT_DIR"), "/umbra.unit.v1.rs"));
 }
 
 /// The protocol version this crate speaks.

@@ -7,6 +7,8 @@
 //! - [`signal`]: signals as MLS application messages, sent online-only.
 //! - [`session`]: one call in progress, caller or callee: ringing, offer and
 //!   answer, candidates, quality, hang-up.
+//! - [`unit`]: a group call member's control connection to the forwarding
+//!   unit (join, answer, leave).
 //!
 //! Privacy rules enforced here (the engine enforces the packet-level ones):
 //! every call starts relay-only; the callee sends nothing before its user
@@ -17,6 +19,7 @@
 pub mod records;
 mod session;
 pub mod signal;
+pub mod unit;
 
 use std::future::Future;
 use std::net::SocketAddr;

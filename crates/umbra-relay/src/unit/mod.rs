@@ -1,0 +1,184 @@
+//! The forwarding unit of group calls, as the relay runs it: the I/O edge
+//! around `umbra-sfu`'s sans-IO unit.
+//!
+//! One port, two protocols: UDP for media (every member's ICE, DTLS and
+//! SRTP, demultiplexed by the unit) and TCP for control (one connection per
+//! member, Noise under the unit's key, `proto/unit.proto`). The unit's key
+//! is kept in a file (`unit_key_file`) so the link the messaging server
+//! hands out stays valid across restarts; without one, a fresh key is made
+//! at each start.
+//!
+//! - [`core`]: the task that owns the socket, the timers and the unit.
+//! - [`control`]: one member's control connection.
+//! - [`metrics`]: aggregate counters.
+//!
+//! Nothing here logs an address, a room or a credential.
+
+mod control;
+mod core;
+pub mod metrics;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Semaphore, mpsc, watch};
+use umbra_sfu::{Limits, Sfu, SfuConfig};
+use umbra_wire::invite::{Invite, UnitLink};
+use umbra_wire::noise::Keypair;
+
+pub use metrics::UnitMetrics;
+
+/// What the unit is set up with.
+#[derive(Debug, Clone)]
+pub struct UnitSettings {
+    /// UDP and TCP address (one port for both; port 0 picks one).
+    pub listen: SocketAddr,
+    /// The IP members reach it at (its ICE candidate), when it differs
+    /// from the listen IP.
+    pub advertised_ip: std::net::IpAddr,
+    /// The relay secret credentials are checked against.
+    pub secret: Vec<u8>,
+    /// The unit's Noise key.
+    pub key: [u8; 32],
+    /// Room, credential and total limits.
+    pub limits: Limits,
+}
+
+/// A bound, not yet running, forwarding unit.
+pub struct Unit {
+    udp: std::net::UdpSocket,
+    tcp: TcpListener,
+    key: Keypair,
+    config: SfuConfig,
+    addr: SocketAddr,
+    metrics: Arc<UnitMetrics>,
+}
+
+/// Binds a TCP listener on the port the UDP socket got.
+async fn bind_pair(want: SocketAddr) -> anyhow::Result<(std::net::UdpSocket, TcpListener)> {
+    // With port 0 the UDP port is free, but its TCP twin may not be: try a
+    // few.
+    let tries = if want.port() == 0 { 8 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let udp = core::bind_udp(want).with_context(|| format!("cannot bind UDP {want}"))?;
+        let addr = udp.local_addr()?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "cannot bind TCP beside UDP {want}: {}",
+        last.map_or_else(String::new, |e| e.to_string())
+    ))
+}
+
+impl Unit {
+    /// Binds the unit's sockets.
+    pub async fn bind(settings: UnitSettings, metrics: Arc<UnitMetrics>) -> anyhow::Result<Unit> {
+        let key = Keypair::from_private(&settings.key).context("the unit's key")?;
+        let (udp, tcp) = bind_pair(settings.listen).await?;
+        let addr = udp.local_addr()?;
+        Ok(Unit {
+            udp,
+            tcp,
+            key,
+            config: SfuConfig {
+                public: SocketAddr::new(settings.advertised_ip, addr.port()),
+                secret: settings.secret,
+                limits: settings.limits,
+            },
+            addr,
+            metrics,
+        })
+    }
+
+    /// Where it listens (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address members reach it at (its advertised IP).
+    pub fn public(&self) -> SocketAddr {
+        self.config.public
+    }
+
+    /// The link members use, with `host` as the name they reach it by.
+    pub fn link(&self, host: &str) -> UnitLink {
+        UnitLink(Invite {
+            host: host.to_owned(),
+            port: self.config.public.port(),
+            server_key: self.key.public,
+        })
+    }
+
+    /// Runs until `shutdown` resolves; members in a call are told it ends.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Unit {
+            udp,
+            tcp,
+            key,
+            config,
+            metrics,
+            ..
+        } = self;
+        let socket = UdpSocket::from_std(udp)?;
+        // Each member holds one control connection; room for as many as
+        // the unit takes, and some being turned away.
+        let cap = config.limits.total + 64;
+        let (core_tx, core_rx) = mpsc::channel(256);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let sfu = Sfu::new(config);
+        let core = tokio::spawn(core::run(
+            socket,
+            sfu,
+            core_rx,
+            stop_rx.clone(),
+            metrics.clone(),
+        ));
+        let ctx = Arc::new(control::Ctx {
+            key,
+            core: core_tx,
+            metrics: metrics.clone(),
+        });
+        let slots = Arc::new(Semaphore::new(cap));
+        let accept = async {
+            loop {
+                let Ok((stream, _)) = tcp.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    metrics.count_control_refused();
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                let stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    ctx.metrics.control_opened();
+                    control::serve(stream, ctx.clone(), stop).await;
+                    ctx.metrics.control_closed();
+                    drop(slot);
+                });
+            }
+        };
+        tracing::info!("forwarding unit running");
+        tokio::select! {
+            _ = shutdown => {}
+            _ = accept => {}
+        }
+        let _ = stop_tx.send(true);
+        drop(ctx);
+        core.await.context("the forwarding unit's task")?;
+        // Let the control connections say why they end.
+        let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(cap as u32)).await;
+        tracing::info!("forwarding unit stopped");
+        Ok(())
+    }
+}
