@@ -34,7 +34,7 @@ else
     [ -n "$bin" ] || { echo "error: no umbra binary (build it, or set UMBRA_BIN)" >&2; exit 2; }
     server=("$bin" relay --udp-listen "$listen" --tcp-listen "$listen" \
         --tls-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
-        --auth-secret-file "$work/secret" --workers 2)
+        --auth-secret-file "$work/secret" --workers 2 --no-unit)
 fi
 
 "${server[@]}" >"$work/relay.log" 2>&1 &

@@ -40,7 +40,8 @@ use sframe::frame::{
 };
 use sframe::header::KeyId;
 use sframe::key::{DecryptionKey, EncryptionKey};
-use sframe::mls::{MlsExporter, MlsKeyId, MlsKeyIdBitRange};
+pub use sframe::mls::MlsExporter;
+use sframe::mls::{MlsKeyId, MlsKeyIdBitRange};
 use thiserror::Error;
 
 /// The suite every Umbra group call uses: AES-128-GCM, a 16-byte tag.
@@ -144,6 +145,83 @@ pub struct Epoch<'a, E: MlsExporter> {
     pub members: &'a [u32],
     /// The group's exporter at this epoch.
     pub exporter: &'a E,
+}
+
+/// The label RFC 9605 §5.2 exports an epoch's SFrame base key under.
+pub const BASE_KEY_LABEL: &str = "SFrame 1.0 Base Key";
+
+/// An epoch as [`Epoch`] describes it, with its SFrame base key exported
+/// once and owned: what the signalling side, which holds the MLS group,
+/// hands to the task running the call when the group moves to a new epoch.
+#[derive(Clone)]
+pub struct EpochSecret {
+    /// The epoch number.
+    pub number: u64,
+    /// This device's member index.
+    pub own_index: u32,
+    /// Every member's index.
+    pub members: Vec<u32>,
+    /// Wiped when dropped.
+    base: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for EpochSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochSecret")
+            .field("number", &self.number)
+            .field("own_index", &self.own_index)
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Asked an [`EpochSecret`] for anything but the base key it holds.
+#[derive(Debug, Error)]
+#[error("only the SFrame base key was exported")]
+pub struct NotExported;
+
+impl EpochSecret {
+    /// Exports `epoch`'s base key from its MLS exporter.
+    pub fn export(epoch: &Epoch<'_, impl MlsExporter>) -> Result<Self, KeyError> {
+        let base = epoch
+            .exporter
+            .export_secret(BASE_KEY_LABEL, b"", SUITE.key_len())
+            .map_err(|e| KeyError::Export(e.to_string()))?;
+        Ok(Self {
+            number: epoch.number,
+            own_index: epoch.own_index,
+            members: epoch.members.to_vec(),
+            base: zeroize::Zeroizing::new(base.as_ref().to_vec()),
+        })
+    }
+
+    /// The epoch, to make or move [`FrameKeys`] with.
+    pub fn epoch(&self) -> Epoch<'_, Self> {
+        Epoch {
+            number: self.number,
+            own_index: self.own_index,
+            members: &self.members,
+            exporter: self,
+        }
+    }
+}
+
+impl MlsExporter for EpochSecret {
+    type BaseKey = Vec<u8>;
+    type Error = NotExported;
+
+    fn export_secret(
+        &self,
+        label: &str,
+        context: &[u8],
+        len: usize,
+    ) -> Result<Vec<u8>, NotExported> {
+        if label == BASE_KEY_LABEL && context.is_empty() && len == self.base.len() {
+            Ok(self.base.to_vec())
+        } else {
+            Err(NotExported)
+        }
+    }
 }
 
 /// The receiving keys of one epoch.

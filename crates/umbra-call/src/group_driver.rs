@@ -12,14 +12,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use crate::CallError;
 use crate::audio::{Sink, Source};
 use crate::codec::FRAME;
 use crate::driver::bind_toward;
-use crate::e2ee::{Dropped, FrameKeys};
+use crate::e2ee::{Dropped, EpochSecret, FrameKeys};
 use crate::engine::{Engine, EngineEvent};
 use crate::group::{GroupAudio, SpeakerStats};
 
@@ -44,6 +44,15 @@ pub struct Prepared {
     pub offer: String,
 }
 
+/// What the signalling side asks of a running group call.
+#[derive(Debug)]
+pub enum GroupCommand {
+    /// The call's group moved to a new epoch (someone joined or left).
+    Rekey(EpochSecret),
+    /// End the call.
+    HangUp,
+}
+
 /// What a running group call reports.
 #[derive(Debug)]
 pub enum GroupNotice {
@@ -51,6 +60,9 @@ pub enum GroupNotice {
     Connected,
     /// Each speaker's level, loss and activity, once a second.
     Speakers(Vec<SpeakerStats>),
+    /// The call moved to new keys (or could not: then nothing more is
+    /// sent until a later move succeeds).
+    Rekeyed(Result<u64, String>),
 }
 
 /// How a group call ended.
@@ -74,9 +86,10 @@ pub struct GroupSummary {
 
 /// A running group call.
 pub struct GroupHandle {
+    /// Commands to the call (dropping every sender hangs up).
+    pub commands: mpsc::Sender<GroupCommand>,
     /// Notices from the call.
     pub notices: mpsc::Receiver<GroupNotice>,
-    hang_up: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<GroupSummary>,
 }
 
@@ -105,11 +118,11 @@ impl Prepared {
         self.engine.accept_answer(now, answer)?;
         let audio = GroupAudio::new(keys, EXPECTED_LOSS, now)?;
         let (notice_tx, notices) = mpsc::channel(16);
-        let (hang_up, hung_up) = oneshot::channel();
-        let task = tokio::spawn(run(self, audio, media, notice_tx, hung_up, now));
+        let (commands, command_rx) = mpsc::channel(16);
+        let task = tokio::spawn(run(self, audio, media, notice_tx, command_rx, now));
         Ok(GroupHandle {
+            commands,
             notices,
-            hang_up: Some(hang_up),
             task,
         })
     }
@@ -117,10 +130,8 @@ impl Prepared {
 
 impl GroupHandle {
     /// Asks the call to end.
-    pub fn hang_up(&mut self) {
-        if let Some(h) = self.hang_up.take() {
-            let _ = h.send(());
-        }
+    pub fn hang_up(&self) {
+        let _ = self.commands.try_send(GroupCommand::HangUp);
     }
 
     /// Waits for the call to end.
@@ -136,7 +147,7 @@ async fn run(
     mut audio: GroupAudio,
     mut media: GroupMedia,
     notices: mpsc::Sender<GroupNotice>,
-    mut hung_up: oneshot::Receiver<()>,
+    mut commands: mpsc::Receiver<GroupCommand>,
     started: Instant,
 ) -> GroupSummary {
     let Prepared {
@@ -187,7 +198,16 @@ async fn run(
             _ = report.tick(), if connected_at.is_some() => {
                 let _ = notices.try_send(GroupNotice::Speakers(audio.speakers(Instant::now())));
             }
-            _ = &mut hung_up => break,
+            c = commands.recv() => match c {
+                Some(GroupCommand::Rekey(secret)) => {
+                    let moved = audio
+                        .advance(&secret.epoch(), Instant::now())
+                        .map(|()| secret.number)
+                        .map_err(|e| e.to_string());
+                    let _ = notices.try_send(GroupNotice::Rekeyed(moved));
+                }
+                Some(GroupCommand::HangUp) | None => break,
+            },
         }
         let now = Instant::now();
         while let Some(f) = engine.poll_frame() {

@@ -16,10 +16,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use umbra_call::audio::{Sink, Tone};
 use umbra_call::codec::Pcm;
-use umbra_call::e2ee::{Epoch, FrameKeys};
-use umbra_call::group_driver::{self, GroupMedia, GroupSummary};
+use umbra_call::e2ee::{Epoch, EpochSecret, FrameKeys};
+use umbra_call::group_driver::{self, GroupCommand, GroupMedia, GroupSummary};
 use umbra_call::{CallError, Engine};
+use umbra_client::calls::group_keys::{CallGroup, JoinRequest};
 use umbra_client::calls::unit::{self, UnitEnd};
+use umbra_crypto::Identity;
+use umbra_crypto::mls::Member;
 use umbra_relay::{Relay, RelayConfig};
 use umbra_wire::invite::UnitLink;
 use umbra_wire::proto::RelayCredentials;
@@ -29,7 +32,7 @@ mod exporter;
 #[path = "../../umbra-call/tests/support/tones.rs"]
 mod tones;
 use exporter::Exporter;
-use tones::{HEARD, TONES, assert_hears_all_but, presence};
+use tones::{ABSENT, HEARD, TONES, assert_hears_all_but, presence};
 
 const SECRET: &str = "group-call-secret-shared-with-the-server";
 
@@ -141,27 +144,42 @@ struct Heard {
     end: UnitEnd,
 }
 
+/// How a member keys its frames: its first keys, and the new epochs it is
+/// handed during the call (and when).
+struct Keys {
+    first: FrameKeys,
+    later: Vec<(Instant, EpochSecret)>,
+}
+
+/// Keys from the stand-in exporter, one epoch for the whole call.
+fn fixed(index: u32, members: &[u32]) -> Keys {
+    Keys {
+        first: keys(index, members, [7; 32]),
+        later: Vec::new(),
+    }
+}
+
 /// One member: joins `room` over the control channel, talks `tone` for
 /// `talk` (or until the unit ends the call), and leaves.
 async fn member(
     link: UnitLink,
     room: [u8; 16],
-    index: u32,
+    token: String,
+    keys: Keys,
     tone: f32,
-    members: Vec<u32>,
     talk: Duration,
 ) -> Heard {
     let media_addr: SocketAddr = format!("127.0.0.1:{}", link.0.port).parse().expect("addr");
     let prepared = group_driver::prepare(media_addr).expect("prepare");
-    let creds = credentials(&format!("member-{index}"));
+    let creds = credentials(&token);
     let mut session = unit::join(&link, &creds, room, &prepared.offer)
         .await
         .expect("joined");
     let tape = Tape::default();
-    let mut call = prepared
+    let call = prepared
         .start(
             &session.answer,
-            keys(index, &members, [7; 32]),
+            keys.first,
             GroupMedia {
                 source: Box::new(Tone::repeating(&[(tone, 10.0)])),
                 sink: Box::new(tape.clone()),
@@ -169,10 +187,18 @@ async fn member(
             },
         )
         .expect("start");
+    let commands = call.commands.clone();
+    let rekeys = tokio::spawn(async move {
+        for (at, secret) in keys.later {
+            tokio::time::sleep_until(at.into()).await;
+            let _ = commands.send(GroupCommand::Rekey(secret)).await;
+        }
+    });
     let end = tokio::select! {
         e = session.ended() => { call.hang_up(); e }
         _ = tokio::time::sleep(talk + Duration::from_secs(3)) => UnitEnd::Closed,
     };
+    rekeys.abort();
     let summary = call.finish().await.expect("call ends");
     session.leave().await;
     let tape = tape.0.lock().expect("tape").clone();
@@ -191,9 +217,9 @@ async fn four_members_join_over_the_control_channel_and_hear_each_other() {
             tokio::spawn(member(
                 relay.link.clone(),
                 room,
-                i as u32,
+                format!("member-{i}"),
+                fixed(i as u32, &members),
                 tone,
-                members.clone(),
                 Duration::from_secs(5),
             ))
         })
@@ -252,21 +278,21 @@ async fn a_flooding_member_is_cut_to_its_rate_and_the_others_keep_their_audio() 
     let mut relay = start_relay(64).await;
     let room: [u8; 16] = rand::random();
     let link = relay.link.clone();
-    let members = vec![0, 1];
+    let members = [0, 1];
     let a = tokio::spawn(member(
         link.clone(),
         room,
-        0,
+        "member-0".into(),
+        fixed(0, &members),
         440.0,
-        members.clone(),
         Duration::from_secs(4),
     ));
     let b = tokio::spawn(member(
         link.clone(),
         room,
-        1,
+        "member-1".into(),
+        fixed(1, &members),
         620.0,
-        members,
         Duration::from_secs(4),
     ));
     // The flooder: a valid credential and a real DTLS-SRTP connection,
@@ -321,13 +347,7 @@ async fn a_flooding_member_is_cut_to_its_rate_and_the_others_keep_their_audio() 
         "only {limited} of {sent} cut"
     );
     for (h, other, tone) in [(&a, 1, 620.0), (&b, 0, 440.0)] {
-        let s = h
-            .summary
-            .speakers
-            .iter()
-            .find(|s| s.member == other)
-            .expect("speaker");
-        assert!(s.loss < 0.01, "{s:?}");
+        assert_little_loss(h, other);
         assert!(presence(&h.tape, tone) > 0.3, "{}", presence(&h.tape, tone));
     }
     let _ = relay.stop.take().map(|s| s.send(()));
@@ -341,17 +361,17 @@ async fn members_are_told_when_the_unit_shuts_down() {
     let a = tokio::spawn(member(
         relay.link.clone(),
         room,
-        0,
+        "member-0".into(),
+        fixed(0, &[0, 1]),
         440.0,
-        vec![0, 1],
         Duration::from_secs(30),
     ));
     let b = tokio::spawn(member(
         relay.link.clone(),
         room,
-        1,
+        "member-1".into(),
+        fixed(1, &[0, 1]),
         620.0,
-        vec![0, 1],
         Duration::from_secs(30),
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -419,6 +439,19 @@ async fn bad_control_input_gets_a_clear_refusal_and_costs_nothing() {
         .await
         .expect("two");
     assert_eq!(s2.room_size, 2);
+    // The answer names the unit and nothing else: one candidate, its own.
+    let candidates: Vec<&str> = s1
+        .answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate"))
+        .collect();
+    assert_eq!(candidates.len(), 1, "{}", s1.answer);
+    assert!(
+        candidates[0].contains(&format!(" 127.0.0.1 {} typ host", link.0.port)),
+        "{}",
+        candidates[0]
+    );
+    assert!(s1.answer.contains("a=ice-lite"), "{}", s1.answer);
     let e = unit::join(&link, &credentials("three"), room, &p3.offer)
         .await
         .err()
@@ -433,6 +466,130 @@ async fn bad_control_input_gets_a_clear_refusal_and_costs_nothing() {
     s1.leave().await;
     s2.leave().await;
     wait_members(relay.metrics, 0).await;
+    let _ = relay.stop.take().map(|s| s.send(()));
+    relay.task.await.expect("join").expect("relay stops");
+}
+
+/// `h` heard `member` with under 1% of its frames lost end to end.
+fn assert_little_loss(h: &Heard, member: u32) {
+    let s = h
+        .summary
+        .speakers
+        .iter()
+        .find(|s| s.member == member)
+        .unwrap_or_else(|| panic!("member {member} never heard"));
+    assert!(s.loss < 0.01, "{s:?}");
+}
+
+/// `id` asks into the call and `admitter` lets it in; `others` apply the
+/// commit (what the call's signalling carries, end to end).
+fn admit(
+    admitter: &mut CallGroup,
+    admitter_id: &Identity,
+    id: &Identity,
+    others: &mut [&mut CallGroup],
+) -> CallGroup {
+    let request = JoinRequest::new(id).expect("request");
+    let from = Member {
+        username: id.username().to_owned(),
+        identity_key: id.identity_key(),
+    };
+    let commit = admitter
+        .admit(admitter_id, &request.key_package, &from)
+        .expect("admit");
+    for o in others.iter_mut() {
+        o.apply(&commit.commit).expect("apply");
+    }
+    request
+        .accept(commit.welcome.as_deref().expect("welcome"))
+        .expect("welcome accepted")
+}
+
+fn frame_keys(secret: &EpochSecret) -> FrameKeys {
+    FrameKeys::new(&secret.epoch()).expect("keys")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_from_the_calls_group_hears_nothing_after_and_the_rest_go_on() {
+    // The call's own MLS group (real openmls): ann starts it, bob and cat
+    // are admitted; all three talk through the unit under its epoch.
+    let ids: Vec<Identity> = ["ann", "bob", "cat"]
+        .iter()
+        .map(|n| Identity::generate(n).expect("identity"))
+        .collect();
+    let mut a = CallGroup::start(&ids[0]).expect("start");
+    let mut b = admit(&mut a, &ids[0], &ids[1], &mut []);
+    let c = admit(&mut a, &ids[0], &ids[2], &mut [&mut b]);
+    let first: Vec<EpochSecret> = [&a, &b, &c]
+        .iter()
+        .map(|g| g.epoch_secret().expect("secret"))
+        .collect();
+    // Cat is removed (she is still connected to the unit, still sending,
+    // and keeps the keys she had): ann and bob move to the next epoch
+    // 2.5 s in.
+    let commit = a.remove(&ids[0], "cat").expect("remove");
+    b.apply(&commit.commit).expect("bob applies");
+    let at = Instant::now() + Duration::from_millis(2_500);
+    let next = [a.epoch_secret().expect("a"), b.epoch_secret().expect("b")];
+    let mut relay = start_relay(64).await;
+    let room: [u8; 16] = rand::random();
+    let talk = Duration::from_secs(6);
+    let [next_a, next_b] = next;
+    let cast = [
+        (first[0].clone(), vec![(at, next_a)], 440.0),
+        (first[1].clone(), vec![(at, next_b)], 620.0),
+        (first[2].clone(), Vec::new(), 1_010.0),
+    ];
+    let tasks: Vec<_> = cast
+        .into_iter()
+        .enumerate()
+        .map(|(i, (secret, later, tone))| {
+            let keys = Keys {
+                first: frame_keys(&secret),
+                later,
+            };
+            tokio::spawn(member(
+                relay.link.clone(),
+                room,
+                format!("member-{i}"),
+                keys,
+                tone,
+                talk,
+            ))
+        })
+        .collect();
+    let mut heard = Vec::new();
+    for t in tasks {
+        heard.push(t.await.expect("member"));
+    }
+    let [ann, bob, cat] = heard.as_slice() else {
+        panic!("three members");
+    };
+    // Cat, from the change on: nothing of either of them.
+    for tone in [440.0, 620.0] {
+        let p = presence(&cat.tape, tone);
+        assert!(p < ABSENT, "cat still hears {tone} Hz ({p:.4})");
+    }
+    assert!(
+        cat.summary.dropped.total() > 100,
+        "{:?}",
+        cat.summary.dropped
+    );
+    // Ann and bob hear each other across the change with nothing lost,
+    // and cat's frames (old keys, her key gone at once) not at all.
+    for (h, other, tone) in [(ann, 1, 620.0), (bob, 0, 440.0)] {
+        assert!(
+            presence(&h.tape, tone) > HEARD,
+            "{}",
+            presence(&h.tape, tone)
+        );
+        assert!(
+            presence(&h.tape, 1_010.0) < ABSENT,
+            "cat was played after her removal"
+        );
+        assert_little_loss(h, other);
+        assert!(h.summary.error.is_none(), "{:?}", h.summary.error);
+    }
     let _ = relay.stop.take().map(|s| s.send(()));
     relay.task.await.expect("join").expect("relay stops");
 }

@@ -414,6 +414,21 @@ pub fn group_id(group: &MlsGroup) -> Vec<u8> {
     group.group_id().as_slice().to_vec()
 }
 
+/// A secret for another protocol, bound to the group's current epoch (the
+/// MLS exporter, RFC 9420 §8.5): every member of this epoch derives the
+/// same bytes, nobody outside it can.
+pub fn export_secret<P: OpenMlsProvider>(
+    provider: &P,
+    group: &MlsGroup,
+    label: &str,
+    context: &[u8],
+    len: usize,
+) -> Result<Vec<u8>, CryptoError> {
+    group
+        .export_secret(provider.crypto(), label, context, len)
+        .map_err(err)
+}
+
 /// The current epoch.
 pub fn epoch(group: &MlsGroup) -> u64 {
     group.epoch().as_u64()

@@ -7,6 +7,8 @@
 //! - [`signal`]: signals as MLS application messages, sent online-only.
 //! - [`session`]: one call in progress, caller or callee: ringing, offer and
 //!   answer, candidates, quality, hang-up.
+//! - [`group_keys`]: a group call's own MLS group (joins and leaves as
+//!   commits, each epoch's frame keys from its exporter).
 //! - [`unit`]: a group call member's control connection to the forwarding
 //!   unit (join, answer, leave).
 //!
@@ -16,6 +18,7 @@
 //! can call you" does not allow); a direct path is tried only after the
 //! answer, and only if neither side protects its address.
 
+pub mod group_keys;
 pub mod records;
 mod session;
 pub mod signal;
