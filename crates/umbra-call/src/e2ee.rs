@@ -32,7 +32,7 @@
 //!   the key id's claim (SFrame keyed from MLS authenticates the group,
 //!   not the sender within it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use sframe::CipherSuite;
 use sframe::frame::{
@@ -60,6 +60,12 @@ const REPLAY_WINDOW: u64 = 128;
 /// How long the previous epoch's receiving keys are kept after a new one
 /// starts, in milliseconds.
 pub const PREVIOUS_EPOCH_GRACE_MS: u64 = 2_000;
+/// How long a frame under the next epoch's key waits for this device to
+/// reach that epoch (the committer moves first; the others a signalling
+/// round trip later), in milliseconds.
+pub const EARLY_HOLD_MS: u64 = 500;
+/// The most such frames held at once.
+const EARLY_MAX: usize = 256;
 
 fn bit_range() -> MlsKeyIdBitRange {
     MlsKeyIdBitRange::new(EPOCH_BITS, INDEX_BITS)
@@ -240,6 +246,9 @@ pub struct FrameKeys {
     previous: Option<(EpochKeys, u64)>,
     replay: ReplayAttackProtectionStore,
     dropped: Dropped,
+    /// Frames under the next epoch's key ids, unopened, with when they
+    /// came (ms): opened once this device moves there, else dropped.
+    early: VecDeque<(u64, Vec<u8>)>,
 }
 
 fn key_id(epoch: u64, index: u32) -> Result<KeyId, KeyError> {
@@ -285,6 +294,7 @@ impl FrameKeys {
             previous: None,
             replay: ReplayAttackProtectionStore::with_tolerance(REPLAY_WINDOW),
             dropped: Dropped::default(),
+            early: VecDeque::new(),
         })
     }
 
@@ -369,9 +379,21 @@ impl FrameKeys {
             .map_err(|_| SealError::Encrypt)
     }
 
-    /// Decrypts a frame received at `now_ms`, or drops it (counted).
+    /// Decrypts a frame received at `now_ms`, or drops it (counted). A
+    /// frame under a key id of the epoch after ours is held, unopened, for
+    /// [`EARLY_HOLD_MS`]: the committer seals under a new epoch as soon as
+    /// it commits, and [`FrameKeys::take_early`] gives such frames back once
+    /// this device has moved there too.
     pub fn open(&mut self, frame: &[u8], now_ms: u64) -> Option<Opened> {
         self.forget_expired(now_ms);
+        while self
+            .early
+            .front()
+            .is_some_and(|&(at, _)| now_ms.saturating_sub(at) > EARLY_HOLD_MS)
+        {
+            self.early.pop_front();
+            self.dropped.unknown_key += 1;
+        }
         let Ok(encrypted) = EncryptedFrame::try_new(frame) else {
             self.dropped.malformed += 1;
             return None;
@@ -384,7 +406,14 @@ impl FrameKeys {
             match &self.previous {
                 Some((p, _)) if p.keys.contains_key(&kid) => &p.keys,
                 _ => {
-                    self.dropped.unknown_key += 1;
+                    let next = (self.current.number + 1) & ((1 << EPOCH_BITS) - 1);
+                    if MlsKeyId::from_key_id(kid, bit_range()).epoch_lsb() == next
+                        && self.early.len() < EARLY_MAX
+                    {
+                        self.early.push_back((now_ms, frame.to_vec()));
+                    } else {
+                        self.dropped.unknown_key += 1;
+                    }
                     return None;
                 }
             }
@@ -408,6 +437,12 @@ impl FrameKeys {
             counter: header.counter(),
             payload: media.payload().to_vec(),
         })
+    }
+
+    /// The frames held for the epoch after the one we were in, to open
+    /// again now that we moved (see [`FrameKeys::open`]).
+    pub fn take_early(&mut self) -> Vec<(u64, Vec<u8>)> {
+        self.early.drain(..).collect()
     }
 
     /// Frames dropped so far.

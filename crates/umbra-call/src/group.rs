@@ -91,6 +91,10 @@ impl GroupAudio {
         let ms = self.ms(now);
         self.keys.advance(epoch, ms)?;
         self.speakers.retain(|m, _| epoch.members.contains(m));
+        // What the committer sealed under this epoch before we got here.
+        for (at, frame) in self.keys.take_early() {
+            self.open_at(now, at, &frame);
+        }
         Ok(())
     }
 
@@ -105,6 +109,12 @@ impl GroupAudio {
     /// A frame from the forwarding unit, received at `now`.
     pub fn receive(&mut self, now: Instant, frame: &[u8]) {
         let ms = self.ms(now);
+        self.open_at(now, ms, frame);
+    }
+
+    /// Opens a frame that arrived at `ms` (now, or earlier for one held for
+    /// the next epoch) and hands it to its speaker.
+    fn open_at(&mut self, now: Instant, ms: u64, frame: &[u8]) {
         let Some(opened) = self.keys.open(frame, ms) else {
             return;
         };

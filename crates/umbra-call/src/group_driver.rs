@@ -19,7 +19,7 @@ use crate::CallError;
 use crate::audio::{Sink, Source};
 use crate::codec::FRAME;
 use crate::driver::bind_toward;
-use crate::e2ee::{Dropped, EpochSecret, FrameKeys};
+use crate::e2ee::{Dropped, EpochSecret, FrameKeys, SealError};
 use crate::engine::{Engine, EngineEvent};
 use crate::group::{GroupAudio, SpeakerStats};
 
@@ -185,6 +185,9 @@ async fn run(
                 let pcm = media.source.next_frame().unwrap_or([0; FRAME]);
                 match audio.seal(&pcm) {
                     Ok(frame) => engine.send_frame(now, frame),
+                    // A failed move to new keys: say nothing until a later
+                    // move succeeds (the call goes on, and we still hear).
+                    Err(CallError::Seal(SealError::NoKey)) => {}
                     Err(e) => {
                         error = Some(e);
                         break;

@@ -8,7 +8,7 @@ use sframe::crypto::{DecryptionBufferView, EncryptionBufferView};
 use sframe::header::SframeHeader;
 use sframe::key::{DecryptionKey, EncryptionKey};
 use umbra_call::e2ee::{
-    Dropped, Epoch, FrameKeys, KeyError, Opened, PREVIOUS_EPOCH_GRACE_MS, SealError,
+    Dropped, EARLY_HOLD_MS, Epoch, FrameKeys, KeyError, Opened, PREVIOUS_EPOCH_GRACE_MS, SealError,
 };
 
 fn hex(s: &str) -> Vec<u8> {
@@ -212,6 +212,9 @@ fn who_left_cannot_read_what_follows_and_who_joined_cannot_read_what_went_before
         Some(b"said after c left".to_vec())
     );
     assert_eq!(c.open(&after, 1_001), None, "who left reads on");
+    // Held for an epoch c will never reach, then dropped.
+    assert_eq!(c.dropped().unknown_key, 0);
+    assert_eq!(c.open(&after, 1_002 + EARLY_HOLD_MS), None);
     assert_eq!(c.dropped().unknown_key, 1);
     // Epoch 3 adds d, who gets only epoch 3's secret.
     advance(&mut a, 3, 33, 0, &[0, 1, 3], 2_000);
@@ -245,6 +248,38 @@ fn frames_sent_just_before_a_change_play_during_the_grace_and_not_after() {
         None
     );
     assert_eq!(b.dropped().unknown_key, 1);
+}
+
+#[test]
+fn frames_from_a_committer_one_epoch_ahead_wait_for_us_and_only_for_a_while() {
+    let mut a = keys(4, 1, 0, &[0, 1]);
+    let mut b = keys(4, 1, 1, &[0, 1]);
+    // a committed a join and seals under epoch 5 at once; b gets the commit
+    // a little later.
+    advance(&mut a, 5, 2, 0, &[0, 1, 2], 1_000);
+    let early: Vec<Vec<u8>> = (0..3u8).map(|i| a.seal(&[i; 20]).expect("seal")).collect();
+    for f in &early {
+        assert_eq!(b.open(f, 1_010), None);
+    }
+    assert_eq!(b.dropped().total(), 0, "held, not dropped");
+    advance(&mut b, 5, 2, 1, &[0, 1, 2], 1_050);
+    let held = b.take_early();
+    assert_eq!(held.len(), 3);
+    for (i, (at, f)) in held.iter().enumerate() {
+        let opened = b.open(f, *at).expect("opens under the new epoch");
+        assert_eq!(opened.payload, vec![i as u8; 20]);
+    }
+    // Two epochs ahead, or held past EARLY_HOLD_MS, is dropped.
+    advance(&mut a, 6, 3, 0, &[0, 1, 2], 2_000);
+    advance(&mut a, 7, 4, 0, &[0, 1, 2], 2_000);
+    let far = a.seal(b"two epochs on").expect("seal");
+    assert_eq!(b.open(&far, 2_010), None);
+    assert_eq!(b.dropped().unknown_key, 1);
+    let mut c = keys(6, 3, 1, &[0, 1, 2]);
+    assert_eq!(c.open(&far, 2_010), None);
+    assert_eq!(c.open(&far, 2_011 + EARLY_HOLD_MS), None);
+    assert_eq!(c.dropped().unknown_key, 1, "the first copy expired");
+    assert_eq!(c.take_early().len(), 1, "the second is held");
 }
 
 #[test]

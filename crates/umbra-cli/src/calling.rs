@@ -1,4 +1,5 @@
-//! The call commands: `umbra call USER`, the call half of `umbra listen`
+//! The call commands: `umbra call USER` and `umbra call GROUP` (start or
+//! join the group's call), the call half of `umbra listen`
 //! (ringing, answering with a prompt or `--auto-answer`), `umbra calls`
 //! (the call log) and `umbra settings` (protect IP, who can call).
 
@@ -80,7 +81,8 @@ pub enum SettingsCommand {
     },
     /// Who can call you: `everyone`, `contacts` (people you wrote to in a
     /// 1:1 chat, called, or verified; the default) or `nobody`. Other calls
-    /// never ring and get nothing back.
+    /// never ring and get nothing back. Group calls in groups you are in
+    /// ring unless it is `nobody`.
     WhoCanCall {
         /// `everyone`, `contacts` or `nobody`.
         #[arg(value_parser = ["everyone", "contacts", "nobody"])]
@@ -146,6 +148,73 @@ pub fn show(out: Output, e: &CallEvent) {
             }
             println!("{line}");
         }
+        CallEvent::GroupStarted { conversation, by } => println!(
+            "{by} started a group call in `{conversation}`: join with `umbra call {conversation}`"
+        ),
+        CallEvent::GroupSilenced { conversation, by } => println!(
+            "* {by} started a group call in `{conversation}` (not ringing: who can call you \
+             is nobody; join with `umbra call {conversation}`)"
+        ),
+        CallEvent::GroupEnded { conversation } => {
+            println!("the group call in `{conversation}` ended")
+        }
+        CallEvent::GroupJoined {
+            conversation,
+            started,
+            participants,
+        } => {
+            if *started {
+                println!(
+                    "started a group call in `{conversation}`; members can join with `umbra call \
+                     {conversation}` (Ctrl-C leaves)"
+                );
+            } else {
+                println!(
+                    "joined the group call in `{conversation}` with {} (Ctrl-C leaves)",
+                    participants.join(", ")
+                );
+            }
+        }
+        CallEvent::ParticipantJoined { who, .. } => println!("{who} joined the call"),
+        CallEvent::ParticipantLeft { who, .. } => println!("{who} left the call"),
+        CallEvent::Participants {
+            seconds,
+            participants,
+            ..
+        } => {
+            // A line every 5 s, one entry per participant.
+            if seconds % 5 == 1 {
+                let each: Vec<String> = participants
+                    .iter()
+                    .map(|p| {
+                        let level = if p.level_dbfs <= -100 {
+                            "silent".to_string()
+                        } else {
+                            format!("{} dB", p.level_dbfs)
+                        };
+                        format!(
+                            "{}{} {level}, loss {:.1}%",
+                            p.name,
+                            if p.speaking { " (speaking)" } else { "" },
+                            f64::from(p.loss_permille) / 10.0
+                        )
+                    })
+                    .collect();
+                let list = if each.is_empty() {
+                    "nobody else yet".to_string()
+                } else {
+                    each.join("; ")
+                };
+                println!("  {}  {list}", clock(*seconds));
+            }
+        }
+        CallEvent::GroupLeft { seconds, error, .. } => {
+            let mut line = format!("left the call, {}", clock(*seconds));
+            if let Some(e) = error {
+                line.push_str(&format!(" ({e})"));
+            }
+            println!("{line}");
+        }
     }
 }
 
@@ -158,6 +227,21 @@ pub async fn call(
     out: Output,
 ) -> anyhow::Result<()> {
     let mut media = media.media();
+    let group = client
+        .conversations()?
+        .iter()
+        .any(|c| c.name == user && c.kind == "group" && c.active);
+    if group {
+        client
+            .group_call(
+                user,
+                &media,
+                &mut |e| out.event(e),
+                crate::daemon::shutdown_signal(),
+            )
+            .await?;
+        return Ok(());
+    }
     media.ring_for = Some(Duration::from_secs(ring.ring_timeout));
     let outcome = client
         .call(

@@ -8,9 +8,27 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use umbra_daemon::config::Layered;
 
-/// Logs go to stderr; `RUST_LOG` overrides `default`.
+/// The WebRTC stack's crates (str0m, its ICE agent `is`, its DTLS
+/// `dimpl`, SCTP): they write ICE candidates, that is members' addresses,
+/// at debug level.
+const WEBRTC_TARGETS: [&str; 4] = ["str0m", "is", "dimpl", "sctp_proto"];
+
+/// Logs go to stderr; `RUST_LOG` overrides `default`. The WebRTC stack
+/// stays at warnings unless `RUST_LOG` names its crate.
 pub fn init_logging(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = match EnvFilter::try_new(&spec) {
+        Ok(f) if !spec.is_empty() => f,
+        _ => EnvFilter::new(default),
+    };
+    for target in WEBRTC_TARGETS {
+        let named = spec
+            .split(',')
+            .any(|d| d.split('=').next().is_some_and(|t| t.trim() == target));
+        if !named && let Ok(quiet) = format!("{target}=warn").parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

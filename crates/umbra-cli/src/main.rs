@@ -88,9 +88,12 @@ enum Command {
         media: calling::MediaArgs,
     },
     /// Call USER: rings them, says whether the call is direct or relayed,
-    /// shows live quality; Ctrl-C hangs up.
+    /// shows live quality; Ctrl-C hangs up. Or start or join the call in
+    /// the group GROUP (always relayed through the forwarding unit): shows
+    /// who is in it, each one's level and loss; Ctrl-C leaves.
     Call {
-        /// Who to call.
+        /// Who to call: a username, or a group conversation's name.
+        #[arg(value_name = "USER|GROUP")]
         user: String,
         #[command(flatten)]
         media: calling::MediaArgs,

@@ -18,27 +18,10 @@ use common::{ServerProc, bin, ok, umbra};
 /// The notes of the tone `umbra call --audio-in tone` sends.
 const NOTES: [f32; 4] = [440.0, 660.0, 880.0, 1320.0];
 
-fn node(dir: &Path) -> ServerProc {
-    ServerProc::start_command(
-        "serve",
-        &dir.join("node"),
-        "127.0.0.1:0",
-        &dir.join("node.log"),
-        &[
-            "--relay-listen",
-            "127.0.0.1:0",
-            "--relay-tls-listen",
-            "127.0.0.1:0",
-            "--relay-metrics-listen",
-            "127.0.0.1:0",
-        ],
-    )
-}
-
 /// A node and two users, Bob having written to Alice (so she is one of his
 /// contacts: the default "who can call you").
 fn acquainted(dir: &Path) -> (ServerProc, PathBuf, PathBuf) {
-    let node = node(dir);
+    let node = ServerProc::node(dir);
     let (alice, bob) = (dir.join("alice"), dir.join("bob"));
     ok(&alice, &["register", "--invite", &node.invite, "alice"]);
     ok(&bob, &["register", "--invite", &node.invite, "bob"]);
@@ -274,7 +257,7 @@ fn protect_ip_on_the_callers_side_alone_keeps_the_call_relayed_too() {
 #[test]
 fn a_stranger_is_silenced_and_an_offline_callee_sees_a_missed_call() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
+    let node = ServerProc::node(dir.path());
     let (bob, carol, dave) = (
         dir.path().join("bob"),
         dir.path().join("carol"),

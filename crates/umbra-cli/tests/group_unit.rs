@@ -498,7 +498,8 @@ fn admit(
         .admit(admitter_id, &request.key_package, &from)
         .expect("admit");
     for o in others.iter_mut() {
-        o.apply(&commit.commit).expect("apply");
+        o.apply(&commit.commit, admitter_id.username())
+            .expect("apply");
     }
     request
         .accept(commit.welcome.as_deref().expect("welcome"))
@@ -528,7 +529,7 @@ async fn a_member_removed_from_the_calls_group_hears_nothing_after_and_the_rest_
     // and keeps the keys she had): ann and bob move to the next epoch
     // 2.5 s in.
     let commit = a.remove(&ids[0], "cat").expect("remove");
-    b.apply(&commit.commit).expect("bob applies");
+    b.apply(&commit.commit, "ann").expect("bob applies");
     let at = Instant::now() + Duration::from_millis(2_500);
     let next = [a.epoch_secret().expect("a"), b.epoch_secret().expect("b")];
     let mut relay = start_relay(64).await;

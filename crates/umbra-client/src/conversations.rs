@@ -117,7 +117,7 @@ impl Client {
         Ok(())
     }
 
-    fn group_id_by_name(&self, name: &str) -> Result<Vec<u8>, ClientError> {
+    pub(crate) fn group_id_by_name(&self, name: &str) -> Result<Vec<u8>, ClientError> {
         self.profile
             .conn()
             .query_row(

@@ -19,6 +19,7 @@ use umbra_crypto::{CryptoError, Identity};
 use umbra_wire::e2e::{Content, SealedContent, content, sealed_content};
 use umbra_wire::proto::Deliver;
 
+use crate::calls::group_signal::{self, GroupSignal};
 use crate::calls::records::{self, Ended, Outcome};
 use crate::calls::signal::Signal;
 use crate::contacts::{check_identity, group_recipients};
@@ -45,6 +46,15 @@ pub struct Applied {
     pub events: Vec<Event>,
     /// Call signals, for a call in progress (or an incoming one).
     pub signals: Vec<Signal>,
+    /// Group call signals, for a group call in progress.
+    pub group_signals: Vec<GroupSignal>,
+}
+
+/// The signals an envelope carried, as they are found.
+#[derive(Default)]
+pub(crate) struct Signals {
+    pub(crate) calls: Vec<Signal>,
+    pub(crate) group: Vec<GroupSignal>,
 }
 
 /// Applies one delivered envelope; returns what to show and any call
@@ -67,18 +77,22 @@ pub fn apply(
     }
     let result = {
         let sp = tx.savepoint()?;
-        let mut signals = Vec::new();
+        let mut signals = Signals::default();
         match open_and_apply(&sp, ctx, &delivered.sealed, &mut signals) {
             Ok(events) => {
                 sp.commit()?;
-                Applied { events, signals }
+                Applied {
+                    events,
+                    signals: signals.calls,
+                    group_signals: signals.group,
+                }
             }
             // Dropping the savepoint rolls back whatever the failed step wrote.
             Err(e) => Applied {
                 events: vec![Event::Warning {
                     text: format!("dropped a received message: {e}"),
                 }],
-                signals: Vec::new(),
+                ..Applied::default()
             },
         }
     };
@@ -91,7 +105,7 @@ fn open_and_apply(
     conn: &Connection,
     ctx: &Device<'_>,
     sealed: &[u8],
-    signals: &mut Vec<Signal>,
+    signals: &mut Signals,
 ) -> Result<Vec<Event>, ClientError> {
     let inner = umbra_crypto::seal::open(ctx.identity.sealing_secret(), sealed)?;
     let inner = SealedContent::decode(inner.as_slice())
@@ -177,7 +191,7 @@ fn group_message(
     epoch: u64,
     message: ProtocolMessage,
     raw: &[u8],
-    signals: &mut Vec<Signal>,
+    signals: &mut Signals,
 ) -> Result<Vec<Event>, ClientError> {
     let Some((name, active)) = conversation_name(conn, group_id)? else {
         return Err(ClientError::Protocol(
@@ -283,6 +297,16 @@ fn group_message(
                         signals,
                     )?);
                 }
+                Some(content::Body::GroupCall(signal)) => {
+                    events.extend(group_signal::received(
+                        conn,
+                        group_id,
+                        &name,
+                        &sender,
+                        signal,
+                        &mut signals.group,
+                    )?);
+                }
                 Some(content::Body::Leaving(_)) => {
                     let text = format!("{} left", sender.username);
                     record_event(conn, group_id, &sender.username, &text)?;
@@ -370,7 +394,7 @@ fn call_signal(
     group_id: &[u8],
     sender: &str,
     signal: umbra_wire::e2e::CallSignal,
-    signals: &mut Vec<Signal>,
+    signals: &mut Signals,
 ) -> Result<Vec<Event>, ClientError> {
     let direct: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM conversations WHERE group_id = ?1 AND kind = 'direct' AND peer = ?2)",
@@ -409,7 +433,7 @@ fn call_signal(
             });
         }
     }
-    signals.push(Signal {
+    signals.calls.push(Signal {
         peer: sender.to_string(),
         group_id: group_id.to_vec(),
         call_id: signal.call_id,
@@ -478,7 +502,7 @@ fn retry_deferred(
     conn: &Connection,
     ctx: &Device<'_>,
     group_id: &[u8],
-    signals: &mut Vec<Signal>,
+    signals: &mut Signals,
 ) -> Result<Vec<Event>, ClientError> {
     let mut events = Vec::new();
     loop {

@@ -45,7 +45,7 @@ pub mod receive;
 pub use account::validate_username;
 pub use client::Client;
 pub use error::ClientError;
-pub use model::{CallEvent, Contact, Conversation, Event, HistoryEntry};
+pub use model::{CallEvent, Contact, Conversation, Event, HistoryEntry, Participant};
 
 /// Milliseconds since the Unix epoch, for message timestamps shown to users.
 pub fn now_ms() -> u64 {

@@ -105,6 +105,80 @@ pub enum CallEvent {
         /// What went wrong, if anything.
         error: Option<String>,
     },
+    /// A member started a group call in a conversation we are in.
+    GroupStarted {
+        /// The group conversation.
+        conversation: String,
+        /// Who started it.
+        by: String,
+    },
+    /// A group call started that "who can call you" does not let ring.
+    GroupSilenced {
+        /// The group conversation.
+        conversation: String,
+        /// Who started it.
+        by: String,
+    },
+    /// The last member in a group call left it.
+    GroupEnded {
+        /// The group conversation.
+        conversation: String,
+    },
+    /// We are in a group call (it may not have audio yet).
+    GroupJoined {
+        /// The group conversation.
+        conversation: String,
+        /// Whether we started it (nobody else was in a call there).
+        started: bool,
+        /// Who else is in it.
+        participants: Vec<String>,
+    },
+    /// Someone joined the group call we are in.
+    ParticipantJoined {
+        /// The group conversation.
+        conversation: String,
+        /// Who.
+        who: String,
+    },
+    /// Someone left the group call we are in.
+    ParticipantLeft {
+        /// The group conversation.
+        conversation: String,
+        /// Who.
+        who: String,
+    },
+    /// The group call's participants, once a second.
+    Participants {
+        /// The group conversation.
+        conversation: String,
+        /// Seconds since our audio started.
+        seconds: u64,
+        /// Everyone else in the call.
+        participants: Vec<Participant>,
+    },
+    /// We left the group call (or it ended for us).
+    GroupLeft {
+        /// The group conversation.
+        conversation: String,
+        /// Time in the call.
+        seconds: u64,
+        /// Why it ended, when it was not our choice.
+        error: Option<String>,
+    },
+}
+
+/// One other participant in a group call, as we hear them.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Participant {
+    /// Username (authenticated by the call's MLS group).
+    pub name: String,
+    /// Level of what we last played from them, dBFS (-100: silence).
+    pub level_dbfs: i32,
+    /// Their frames that never reached us (end to end), per mille: the
+    /// quality of their connection as we hear it.
+    pub loss_permille: u32,
+    /// Whether we heard them in the last few seconds.
+    pub speaking: bool,
 }
 
 /// One line of history.

@@ -322,10 +322,6 @@ impl Sfu {
         );
         self.drain(peer);
         self.run_forwarding(now);
-        tracing::debug!(
-            room_size = self.rooms.room_of(peer).len(),
-            "a member joined a room"
-        );
         Ok(Joined {
             peer,
             answer: answer.to_sdp_string(),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod capture;
+pub mod netns;
 pub mod proxy_proc;
 
 use std::io::{BufRead, BufReader};
@@ -103,6 +104,26 @@ impl ServerProc {
             log: log.to_path_buf(),
             listen: format!("{host}:{port}"),
         }
+    }
+
+    /// `umbra serve` with everything on loopback ports of its own: the
+    /// messaging server, the relay and the group call forwarding unit, data
+    /// in `dir/node`, log in `dir/node.log`.
+    pub fn node(dir: &Path) -> Self {
+        Self::start_command(
+            "serve",
+            &dir.join("node"),
+            "127.0.0.1:0",
+            &dir.join("node.log"),
+            &[
+                "--relay-listen",
+                "127.0.0.1:0",
+                "--relay-tls-listen",
+                "127.0.0.1:0",
+                "--relay-metrics-listen",
+                "127.0.0.1:0",
+            ],
+        )
     }
 
     /// Sends SIGTERM and waits for a clean exit.

@@ -8,11 +8,15 @@
 //! kept). A device that wants in makes a fresh key package under its own
 //! identity key ([`JoinRequest`]), sends it end to end through the
 //! conversation, and one member admits it: the member with the lowest
-//! leaf index in the call ([`CallGroup::is_committer`]), so two members
-//! never commit the same epoch. The admitting member checks that the key
+//! leaf index among those not leaving ([`CallGroup::is_committer`]), so
+//! two members never commit the same epoch, and a commit from anyone else
+//! is refused. A member cannot commit its own removal, so when the
+//! committer leaves, the next one in line removes it. The admitting member checks that the key
 //! package is signed by the key the conversation already authenticated for
 //! its sender, so nobody can slip a device of their own into the call
 //! under another member's name.
+
+use std::collections::BTreeSet;
 
 use openmls::prelude::MlsGroup;
 use openmls_rust_crypto::OpenMlsRustCrypto;
@@ -34,6 +38,8 @@ pub struct JoinRequest {
 pub struct CallGroup {
     provider: OpenMlsRustCrypto,
     group: MlsGroup,
+    /// Members who said they are leaving, until their removal is committed.
+    leaving: BTreeSet<String>,
 }
 
 /// What applying a call group message did.
@@ -84,6 +90,7 @@ impl JoinRequest {
         Ok(CallGroup {
             provider: self.provider,
             group,
+            leaving: BTreeSet::new(),
         })
     }
 }
@@ -93,12 +100,17 @@ impl CallGroup {
     pub fn start(id: &Identity) -> Result<Self, ClientError> {
         let provider = OpenMlsRustCrypto::default();
         let group = mls::create_group(&provider, id)?;
-        Ok(Self { provider, group })
+        Ok(Self {
+            provider,
+            group,
+            leaving: BTreeSet::new(),
+        })
     }
 
     /// Admits the device whose key package `from` sent (`from` as the
     /// conversation authenticated it): a commit for the others and a
-    /// Welcome for it.
+    /// Welcome for it. A member already in the call (a device that crashed
+    /// and came back) must first be removed with [`CallGroup::remove`].
     pub fn admit(
         &mut self,
         id: &Identity,
@@ -129,32 +141,61 @@ impl CallGroup {
         )?)
     }
 
-    /// Removes `username` from the call (it left, or went silent).
+    /// Removes `username` from the call (it left, or came back from a
+    /// crash under a new key package).
     pub fn remove(&mut self, id: &Identity, username: &str) -> Result<Commit, ClientError> {
-        Ok(mls::remove_members(
-            &self.provider,
-            id,
-            &mut self.group,
-            &[username],
-        )?)
+        let commit = mls::remove_members(&self.provider, id, &mut self.group, &[username])?;
+        self.leaving.remove(username);
+        Ok(commit)
     }
 
-    /// Applies a commit another member made.
-    pub fn apply(&mut self, commit: &[u8]) -> Result<Applied, ClientError> {
+    /// Notes that `username` said it is leaving: it no longer commits, and
+    /// the committer removes it.
+    pub fn mark_leaving(&mut self, username: &str) {
+        if self.has(username) {
+            self.leaving.insert(username.to_owned());
+        }
+    }
+
+    /// Whether `username` is in the call.
+    pub fn has(&self, username: &str) -> bool {
+        mls::leaves(&self.group).iter().any(|(_, u)| u == username)
+    }
+
+    /// Applies a commit that `from` (as the conversation authenticated it)
+    /// sent. Only the current committer's commits are taken: anyone else's
+    /// would fork the call's keys.
+    pub fn apply(&mut self, commit: &[u8], from: &str) -> Result<Applied, ClientError> {
+        if self.committer().as_deref() != Some(from) {
+            return Err(ClientError::Protocol(format!(
+                "a call group commit from {from}, who does not commit for this call"
+            )));
+        }
         let Incoming::Group { epoch, message, .. } = mls::parse(commit)? else {
             return Err(ClientError::Protocol("expected a call group commit".into()));
         };
         match mls::process(&self.provider, &mut self.group, epoch, *message)? {
             Processed::Commit {
+                sender,
                 added,
                 removed,
                 we_were_removed,
-                ..
-            } => Ok(Applied {
-                added: added.into_iter().map(|m| m.username).collect(),
-                removed,
-                we_were_removed,
-            }),
+            } => {
+                if sender.username != from {
+                    return Err(ClientError::Protocol(format!(
+                        "a call group commit signed by {} arrived from {from}",
+                        sender.username
+                    )));
+                }
+                for r in &removed {
+                    self.leaving.remove(r);
+                }
+                Ok(Applied {
+                    added: added.into_iter().map(|m| m.username).collect(),
+                    removed,
+                    we_were_removed,
+                })
+            }
             _ => Err(ClientError::Protocol(
                 "a call group message that is not a commit".into(),
             )),
@@ -187,11 +228,24 @@ impl CallGroup {
         mls::epoch(&self.group)
     }
 
-    /// Whether this device is the one that commits joins and leaves (the
-    /// lowest leaf index still in the call).
+    /// Who commits joins and leaves: the member at the lowest leaf index
+    /// that has not said it is leaving.
+    pub fn committer(&self) -> Option<String> {
+        mls::leaves(&self.group)
+            .into_iter()
+            .filter(|(_, u)| !self.leaving.contains(u))
+            .min_by_key(|&(i, _)| i)
+            .map(|(_, u)| u)
+    }
+
+    /// Whether this device is the committer.
     pub fn is_committer(&self) -> bool {
         let own = mls::own_leaf_index(&self.group);
-        mls::leaves(&self.group).iter().all(|&(i, _)| i >= own)
+        mls::leaves(&self.group)
+            .into_iter()
+            .filter(|(_, u)| !self.leaving.contains(u))
+            .min_by_key(|&(i, _)| i)
+            .is_some_and(|(i, _)| i == own)
     }
 }
 
@@ -219,7 +273,9 @@ mod tests {
             .admit(admitter_id, &request.key_package, &member(id))
             .expect("admit");
         for o in others.iter_mut() {
-            let applied = o.apply(&commit.commit).expect("apply");
+            let applied = o
+                .apply(&commit.commit, admitter_id.username())
+                .expect("apply");
             assert_eq!(applied.added, vec![id.username().to_owned()]);
         }
         request
@@ -257,11 +313,13 @@ mod tests {
         let commit = a.remove(&ids[0], "cat").expect("remove");
         for g in [&mut b, &mut d] {
             assert_eq!(
-                g.apply(&commit.commit).expect("apply").removed,
+                g.apply(&commit.commit, "ann").expect("apply").removed,
                 vec!["cat".to_owned()]
             );
         }
-        let gone = c.apply(&commit.commit).expect("cat sees her removal");
+        let gone = c
+            .apply(&commit.commit, "ann")
+            .expect("cat sees her removal");
         assert!(gone.we_were_removed);
         for (k, g) in [(&mut ka, &a), (&mut kb, &b), (&mut kd, &d)] {
             k.advance(&g.epoch_secret().expect("secret").epoch(), 10)
@@ -294,5 +352,45 @@ mod tests {
         assert_eq!(a.epoch(), 0, "nothing was committed");
         let garbage = a.admit(&ann, b"not a key package", &member(&bob));
         assert!(garbage.is_err());
+    }
+
+    #[test]
+    fn when_the_committer_leaves_the_next_member_commits_and_no_one_else_may() {
+        let ids: Vec<Identity> = ["ann", "bob", "cat"]
+            .iter()
+            .map(|n| Identity::generate(n).expect("id"))
+            .collect();
+        let mut a = CallGroup::start(&ids[0]).expect("start");
+        let mut b = join(&mut a, &ids[0], &ids[1], &mut []);
+        let mut c = join(&mut a, &ids[0], &ids[2], &mut [&mut b]);
+        // Cat is not the committer: her commit is refused before it is read.
+        let rogue = c.remove(&ids[2], "bob").expect("cat commits locally");
+        let e = b.apply(&rogue.commit, "cat").expect_err("refused");
+        assert!(e.to_string().contains("does not commit"), "{e}");
+        // A commit relayed under another member's name is refused too.
+        let mut c = {
+            let request = JoinRequest::new(&ids[2]).expect("request");
+            let commit = a.remove(&ids[0], "cat").expect("remove");
+            b.apply(&commit.commit, "ann").expect("apply");
+            let commit = a
+                .admit(&ids[0], &request.key_package, &member(&ids[2]))
+                .expect("re-admit");
+            b.apply(&commit.commit, "ann").expect("apply");
+            request
+                .accept(commit.welcome.as_deref().expect("welcome"))
+                .expect("cat is back")
+        };
+        // Ann leaves: Bob is next in line and removes her; Cat takes it.
+        for g in [&mut b, &mut c] {
+            g.mark_leaving("ann");
+        }
+        assert!(b.is_committer() && !c.is_committer());
+        let commit = b.remove(&ids[1], "ann").expect("bob removes ann");
+        let e = c.apply(&commit.commit, "ann").expect_err("not from ann");
+        assert!(e.to_string().contains("does not commit"), "{e}");
+        let applied = c.apply(&commit.commit, "bob").expect("from bob");
+        assert_eq!(applied.removed, vec!["ann".to_owned()]);
+        assert!(b.is_committer() && c.has("bob") && !c.has("ann"));
+        assert_eq!(b.epoch(), c.epoch());
     }
 }

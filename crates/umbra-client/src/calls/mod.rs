@@ -7,6 +7,9 @@
 //! - [`signal`]: signals as MLS application messages, sent online-only.
 //! - [`session`]: one call in progress, caller or callee: ringing, offer and
 //!   answer, candidates, quality, hang-up.
+//! - [`group_signal`]: group call signals in the group conversation.
+//! - [`group_call`]: one member's group call: probe, start or join, the
+//!   call's commits and keys, participants, leaving.
 //! - [`group_keys`]: a group call's own MLS group (joins and leaves as
 //!   commits, each epoch's frame keys from its exporter).
 //! - [`unit`]: a group call member's control connection to the forwarding
@@ -18,7 +21,9 @@
 //! can call you" does not allow); a direct path is tried only after the
 //! answer, and only if neither side protects its address.
 
+mod group_call;
 pub mod group_keys;
+pub mod group_signal;
 pub mod records;
 mod session;
 pub mod signal;

@@ -100,6 +100,13 @@ pub fn may_ring(conn: &Connection, peer: &str) -> Result<bool, ClientError> {
     })
 }
 
+/// Whether a group call started in a group we are in rings: being in the
+/// group is the consent "contacts" stands for, so only `nobody` silences
+/// it (we can still join; nothing is sent back either way).
+pub fn may_ring_group(conn: &Connection) -> Result<bool, ClientError> {
+    Ok(settings(conn)?.who_can_call != WhoCanCall::Nobody)
+}
+
 /// How a call ended, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

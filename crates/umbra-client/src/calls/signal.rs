@@ -73,10 +73,19 @@ impl Client {
 /// Sends a signal online-only on an anonymous connection. The server
 /// answers the same whether or not the recipient is connected.
 pub(crate) async fn send_live(server: &mut ServerConn, out: &Outgoing) -> Result<(), ClientError> {
-    let sealed = outbox::seal(&out.mls, &out.to.sealing_key)?;
+    send_online(server, &out.mls, &out.to).await
+}
+
+/// Seals `mls` to `to` and sends it online-only.
+pub(crate) async fn send_online(
+    server: &mut ServerConn,
+    mls: &[u8],
+    to: &Recipient,
+) -> Result<(), ClientError> {
+    let sealed = outbox::seal(mls, &to.sealing_key)?;
     let body = client_frame::Body::Send(SendEnvelope {
-        mailbox_id: out.to.mailbox_id.clone(),
-        delivery_token: out.to.delivery_token.clone().unwrap_or_default(),
+        mailbox_id: to.mailbox_id.clone(),
+        delivery_token: to.delivery_token.clone().unwrap_or_default(),
         sealed,
         online_only: true,
     });

@@ -42,7 +42,7 @@ pub enum UnitEnd {
 }
 
 /// Resolves the unit link's host and port.
-async fn resolve(link: &UnitLink) -> Result<SocketAddr, ClientError> {
+pub async fn resolve(link: &UnitLink) -> Result<SocketAddr, ClientError> {
     let host = link.0.host.trim_start_matches('[').trim_end_matches(']');
     tokio::net::lookup_host((host, link.0.port))
         .await?
