@@ -20,6 +20,8 @@
 //! [`relay_bench`] is `umbra bench relay`, the call relay against coturn;
 //! [`call_bench`] is `umbra bench call`, calls between two users (time to
 //! audio, RTT per relay hop, endpoint CPU and memory, audio under impairment);
+//! [`sfu_bench`] is `umbra bench sfu`, the group call forwarding unit as
+//! rooms grow;
 //! [`cpu`] reads processes' CPU time for both.
 
 pub mod args;
@@ -31,6 +33,7 @@ pub mod proxy_bench;
 pub mod relay_bench;
 pub mod report;
 pub mod session;
+pub mod sfu_bench;
 pub mod throughput;
 
 pub use args::BenchArgs;

@@ -1031,14 +1031,14 @@ async fn drive(
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut t = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut t);
     t.iter().map(|b| format!("{b:02x}")).collect()
@@ -1535,7 +1535,7 @@ pub async fn run(args: &RelayBenchArgs) -> anyhow::Result<RelayBenchReport> {
 }
 
 /// Deletes a directory when dropped.
-struct RemoveOnDrop(std::path::PathBuf);
+pub(crate) struct RemoveOnDrop(pub(crate) std::path::PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

@@ -170,6 +170,9 @@ enum BenchWhich {
     /// zero, one and two relays, the caller's CPU and memory, and audio under
     /// a userspace impairer (loss and jitter).
     Call(umbra_bench::call_bench::CallBenchArgs),
+    /// The group call forwarding unit: forwarded streams per core and delay
+    /// as rooms grow, the largest room and the most rooms of 4 it holds.
+    Sfu(umbra_bench::sfu_bench::SfuBenchArgs),
 }
 
 fn default_profile() -> PathBuf {
@@ -250,6 +253,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Some(BenchWhich::Call(args)) => {
                     let report = umbra_bench::call_bench::run(&args).await?;
+                    out.value(&report, &report.to_string());
+                }
+                Some(BenchWhich::Sfu(args)) => {
+                    let report = umbra_bench::sfu_bench::run(&args).await?;
                     out.value(&report, &report.to_string());
                 }
                 None => {
