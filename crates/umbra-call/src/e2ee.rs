@@ -213,7 +213,8 @@ impl EpochSecret {
 }
 
 impl MlsExporter for EpochSecret {
-    type BaseKey = Vec<u8>;
+    // Every copy of the base key is wiped when dropped.
+    type BaseKey = zeroize::Zeroizing<Vec<u8>>;
     type Error = NotExported;
 
     fn export_secret(
@@ -221,9 +222,9 @@ impl MlsExporter for EpochSecret {
         label: &str,
         context: &[u8],
         len: usize,
-    ) -> Result<Vec<u8>, NotExported> {
+    ) -> Result<Self::BaseKey, NotExported> {
         if label == BASE_KEY_LABEL && context.is_empty() && len == self.base.len() {
-            Ok(self.base.to_vec())
+            Ok(zeroize::Zeroizing::new(self.base.to_vec()))
         } else {
             Err(NotExported)
         }

@@ -220,6 +220,10 @@ async fn run(
             match e {
                 EngineEvent::Connected(_) if connected_at.is_none() => {
                     connected_at = Some(now);
+                    // The clock starts now: the ticks it missed while
+                    // connecting would otherwise come at once, a burst of
+                    // frames that the unit's rate limit cuts into.
+                    clock.reset();
                     let _ = notices.try_send(GroupNotice::Connected);
                 }
                 EngineEvent::Failed(e) => error = Some(e),

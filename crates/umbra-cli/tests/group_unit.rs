@@ -430,6 +430,25 @@ async fn bad_control_input_gets_a_clear_refusal_and_costs_nothing() {
         .err()
         .expect("refused");
     assert!(e.to_string().contains("no audio stream"), "{e}");
+    // Someone at another address opens connections and says nothing: it
+    // gets a few places in the queue, not everyone's, and a member still
+    // joins at once.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind");
+        idle.push(sock.connect(unit_addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused_idle = metric(
+        &scrape(relay.metrics).await,
+        "umbra_unit_control_refused_total",
+    );
+    assert!(
+        refused_idle >= 12,
+        "an idle flood took {refused_idle} refusals only"
+    );
     // A full room says so; the two inside stay.
     let (p1, p2, p3) = (offer(), offer(), offer());
     let s1 = unit::join(&link, &credentials("one"), room, &p1.offer)
@@ -463,6 +482,7 @@ async fn bad_control_input_gets_a_clear_refusal_and_costs_nothing() {
         metric(&text, "umbra_unit_joins_refused_total") >= 3,
         "{text}"
     );
+    drop(idle);
     s1.leave().await;
     s2.leave().await;
     wait_members(relay.metrics, 0).await;

@@ -238,7 +238,16 @@ fn four_members_on_four_hosts_hear_each_other_and_only_the_unit() {
             })
             .unwrap_or_else(|| panic!("{u} never had all three others: {log}"));
         for p in full["participants"].as_array().unwrap() {
-            assert!(p["loss_permille"].as_u64().unwrap() < 10, "{u}: {p}");
+            let series: Vec<String> = ev
+                .iter()
+                .filter(|e| e["call"] == "participants")
+                .map(|e| e["participants"].to_string())
+                .collect();
+            assert!(
+                p["loss_permille"].as_u64().unwrap() < 10,
+                "{u}: {p}\n{}",
+                series.join("\n")
+            );
             assert_eq!(p["speaking"], true, "{u}: {p}");
         }
         // The middle of the recording, when all four were in the call.

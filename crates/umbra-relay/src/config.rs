@@ -14,6 +14,12 @@ use serde::Deserialize;
 use thiserror::Error;
 use umbra_daemon::config::{Layered, set, set_opt};
 
+/// The largest room: members' frame keys carry an 8-bit member index.
+const UNIT_ROOM_SIZE_LIMIT: usize = 256;
+/// The most connections a unit may be told to take (its permits are
+/// counted in 32 bits, and each connection is a task and a socket's worth).
+const UNIT_MAX_MEMBERS_LIMIT: usize = 100_000;
+
 /// The resolved configuration (also the TOML file's format: every key is optional and
 /// named like the field).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -315,11 +321,13 @@ impl RelayConfig {
         if self.unit
             && (self.unit_room_size < 2
                 || self.unit_per_credential == 0
-                || self.unit_max_members < self.unit_room_size)
+                || self.unit_max_members < self.unit_room_size
+                || self.unit_max_members > UNIT_MAX_MEMBERS_LIMIT
+                || self.unit_room_size > UNIT_ROOM_SIZE_LIMIT)
         {
             return Err(ConfigError::Invalid(
-                "unit limits: need unit_room_size >= 2, unit_per_credential >= 1 and \
-                 unit_max_members >= unit_room_size",
+                "unit limits: need 2 <= unit_room_size <= 256, unit_per_credential >= 1 and \
+                 unit_room_size <= unit_max_members <= 100000",
             ));
         }
         if self.auth_secret.is_none() && self.auth_secret_file.is_none() {

@@ -40,6 +40,8 @@ use crate::room::{Limits, PeerId, Refusal, RoomId, Rooms};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest frame forwarded (an Opus frame, sealed, is far smaller).
 const MAX_FRAME: usize = 1_200;
+/// Source addresses a connection may be known by.
+const MAX_ADDRS: usize = 4;
 /// Frames a second a member may send on average: twice Opus's 50 at 20 ms
 /// (a member sending 10 ms frames still fits).
 pub const FRAME_RATE: f64 = 100.0;
@@ -141,6 +143,9 @@ pub struct SfuStats {
 struct Peer {
     rtc: Rtc,
     ufrag: String,
+    /// The unit's ICE password toward this member: a STUN check that does
+    /// not carry its integrity teaches the unit no address.
+    ice_pass: String,
     mid: Option<Mid>,
     pt: Option<Pt>,
     start: Instant,
@@ -282,9 +287,10 @@ impl Sfu {
         let offer = SdpOffer::from_sdp_string(req.offer)
             .map_err(|e| JoinError::Offer(format!("not valid SDP: {e}")))?;
         let ufrag = ufrag();
+        let ice_pass = format!("{}{}", self::ufrag(), self::ufrag());
         let creds = IceCreds {
             ufrag: ufrag.clone(),
-            pass: format!("{}{}", self::ufrag(), self::ufrag()),
+            pass: ice_pass.clone(),
         };
         let mut rtc = RtcConfig::new()
             .clear_codecs()
@@ -309,6 +315,7 @@ impl Sfu {
             Peer {
                 rtc,
                 ufrag,
+                ice_pass,
                 mid: None,
                 pt: None,
                 start: now,
@@ -352,15 +359,21 @@ impl Sfu {
     /// A datagram arrived on the unit's socket from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let stun = data.first().is_some_and(|&b| b < 2);
-        let peer = match self.by_addr.get(&from) {
-            Some(&p) => Some(p),
-            None if stun => self.peer_by_stun(data),
-            None => None,
+        let (peer, learning) = match self.by_addr.get(&from) {
+            Some(&p) => (Some(p), false),
+            None if stun => (self.peer_by_stun(data), true),
+            None => (None, false),
         };
         let Some(id) = peer else {
             self.stats.unknown_source += 1;
             return;
         };
+        // A new address must prove it holds the connection's ICE password:
+        // the username alone crosses the wire in clear.
+        if learning && !self.signed_for(id, data) {
+            self.stats.unknown_source += 1;
+            return;
+        }
         let Ok(receive) = Receive::new(Protocol::Udp, from, self.config.public, data) else {
             return;
         };
@@ -372,15 +385,27 @@ impl Sfu {
             self.stats.unknown_source += 1;
             return;
         }
-        if let Err(e) = p.rtc.handle_input(input) {
+        let handled = p.rtc.handle_input(input);
+        if let Err(e) = &handled {
             tracing::debug!(error = %e, "dropped a packet");
         }
-        if stun && !p.addrs.contains(&from) {
+        // A few addresses per connection at most (a member's path may move).
+        if learning && handled.is_ok() && p.addrs.len() < MAX_ADDRS {
             p.addrs.push(from);
             self.by_addr.insert(from, id);
         }
         self.drain(id);
         self.run_forwarding(now);
+    }
+
+    /// Whether a STUN message carries the integrity of connection `id`'s
+    /// ICE password.
+    fn signed_for(&self, id: PeerId, data: &[u8]) -> bool {
+        let Some(p) = self.peers.get(&id) else {
+            return false;
+        };
+        umbra_turn::Message::decode(data)
+            .is_ok_and(|m| m.verify_integrity(p.ice_pass.as_bytes()).is_ok())
     }
 
     /// The connection a STUN message is for, by the unit's half of its

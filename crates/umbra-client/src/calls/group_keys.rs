@@ -57,7 +57,8 @@ pub struct Applied {
 struct Exporter<'a>(&'a CallGroup);
 
 impl MlsExporter for Exporter<'_> {
-    type BaseKey = Vec<u8>;
+    // Wiped when dropped, like every copy of the call's keys.
+    type BaseKey = zeroize::Zeroizing<Vec<u8>>;
     type Error = CryptoError;
 
     fn export_secret(
@@ -65,8 +66,9 @@ impl MlsExporter for Exporter<'_> {
         label: &str,
         context: &[u8],
         len: usize,
-    ) -> Result<Vec<u8>, CryptoError> {
+    ) -> Result<Self::BaseKey, CryptoError> {
         mls::export_secret(&self.0.provider, &self.0.group, label, context, len)
+            .map(zeroize::Zeroizing::new)
     }
 }
 

@@ -25,7 +25,7 @@ use super::metrics::UnitMetrics;
 /// Largest frame either side sends (an SDP offer is a few kilobytes).
 pub(crate) const MAX_FRAME: u32 = 16 * 1024;
 /// How long a member has for the handshake and for its join.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every control connection needs.
 pub(crate) struct Ctx {
@@ -62,8 +62,14 @@ fn ended(reason: EndReason) -> UnitEvent {
     }))
 }
 
-/// Serves one accepted connection to its end.
-pub(crate) async fn serve(stream: TcpStream, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+/// Serves one accepted connection to its end. `unjoined` is its place
+/// among the connections that have not joined yet, given back once it has.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+    unjoined: super::Unjoined,
+) {
     let hello = ServerHello {
         protocol_version: umbra_wire::PROTOCOL_VERSION,
         max_frame_bytes: MAX_FRAME,
@@ -131,6 +137,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<Ctx>, mut stop: watch::Rec
             return;
         }
     };
+    drop(unjoined);
     let joined = event(unit_event::Kind::Joined(Joined {
         answer: admitted.answer,
         room_size: u32::try_from(admitted.room_size).unwrap_or(u32::MAX),

@@ -18,22 +18,24 @@ mod control;
 mod core;
 pub mod metrics;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use umbra_sfu::{Limits, Sfu, SfuConfig};
 use umbra_wire::invite::{Invite, UnitLink};
 use umbra_wire::noise::Keypair;
 
 pub use metrics::UnitMetrics;
 
-/// What the unit is set up with.
-#[derive(Debug, Clone)]
+/// What the unit is set up with (its `Debug` leaves out the secret and
+/// the key).
+#[derive(Clone)]
 pub struct UnitSettings {
     /// UDP and TCP address (one port for both; port 0 picks one).
     pub listen: SocketAddr,
@@ -46,6 +48,62 @@ pub struct UnitSettings {
     pub key: [u8; 32],
     /// Room, credential and total limits.
     pub limits: Limits,
+}
+
+impl std::fmt::Debug for UnitSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnitSettings")
+            .field("listen", &self.listen)
+            .field("advertised_ip", &self.advertised_ip)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Control connections that have not joined yet, at most, and from one
+/// IP address: a flood of idle connections takes neither members' places
+/// nor, from one address, everyone else's turn to join.
+const PENDING_JOINS: usize = 128;
+const PENDING_PER_IP: usize = 8;
+
+/// A connection's place among those not joined yet; given back on drop.
+pub(crate) struct Unjoined {
+    by_ip: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Unjoined {
+    fn take(
+        pending: &Arc<Semaphore>,
+        by_ip: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+    ) -> Option<Unjoined> {
+        let permit = pending.clone().try_acquire_owned().ok()?;
+        let mut map = by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= PENDING_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(Unjoined {
+            by_ip: by_ip.clone(),
+            ip,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for Unjoined {
+    fn drop(&mut self) {
+        let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A bound, not yet running, forwarding unit.
@@ -134,7 +192,7 @@ impl Unit {
         let (core_tx, core_rx) = mpsc::channel(256);
         let (stop_tx, stop_rx) = watch::channel(false);
         let sfu = Sfu::new(config);
-        let core = tokio::spawn(core::run(
+        let mut core = tokio::spawn(core::run(
             socket,
             sfu,
             core_rx,
@@ -147,13 +205,18 @@ impl Unit {
             metrics: metrics.clone(),
         });
         let slots = Arc::new(Semaphore::new(cap));
+        let pending = Arc::new(Semaphore::new(PENDING_JOINS));
+        let by_ip = Arc::new(std::sync::Mutex::new(HashMap::new()));
         let accept = async {
             loop {
-                let Ok((stream, _)) = tcp.accept().await else {
+                let Ok((stream, from)) = tcp.accept().await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                let (Ok(slot), Some(unjoined)) = (
+                    slots.clone().try_acquire_owned(),
+                    Unjoined::take(&pending, &by_ip, from.ip()),
+                ) else {
                     metrics.count_control_refused();
                     continue;
                 };
@@ -162,20 +225,29 @@ impl Unit {
                 let stop = stop_rx.clone();
                 tokio::spawn(async move {
                     ctx.metrics.control_opened();
-                    control::serve(stream, ctx.clone(), stop).await;
+                    control::serve(stream, ctx.clone(), stop, unjoined).await;
                     ctx.metrics.control_closed();
                     drop(slot);
                 });
             }
         };
         tracing::info!("forwarding unit running");
-        tokio::select! {
-            _ = shutdown => {}
-            _ = accept => {}
-        }
+        let core_ended = tokio::select! {
+            _ = shutdown => None,
+            _ = accept => None,
+            // The task owning the socket ended by itself (it does not,
+            // short of a bug): the unit is no more, and says so.
+            r = &mut core => Some(r),
+        };
         let _ = stop_tx.send(true);
         drop(ctx);
-        core.await.context("the forwarding unit's task")?;
+        match core_ended {
+            Some(r) => {
+                r.context("the forwarding unit's task")?;
+                anyhow::bail!("the forwarding unit's task ended by itself");
+            }
+            None => core.await.context("the forwarding unit's task")?,
+        }
         // Let the control connections say why they end.
         let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(cap as u32)).await;
         tracing::info!("forwarding unit stopped");
