@@ -17,10 +17,12 @@
 //! authenticates it, and only then moves the window, so a forged frame can
 //! neither play nor push real frames out. A frame that cannot be opened is
 //! dropped and counted by reason ([`Dropped`]), never played. When a new
-//! epoch starts, the previous epoch's receiving keys stay for a short
+//! epoch starts, the receiving keys of the last few epochs stay for a short
 //! grace ([`PREVIOUS_EPOCH_GRACE_MS`], time passed in) so that frames sent
-//! just before the change still play; then they are gone. The keys of
-//! members the new epoch no longer has go at once.
+//! just before the change still play (members move a few epochs at once
+//! when several join together); then they are gone. The keys of members
+//! the new epoch no longer has go at once, from every epoch kept. Frames
+//! from a few epochs ahead wait, unopened, for this device to get there.
 //!
 //! Two rules, as RFC 9605 asks:
 //! - A sending key is only ever made for an epoch this device has not
@@ -57,13 +59,16 @@ pub const MAX_MEMBERS: u32 = 1 << INDEX_BITS;
 /// Frames that may arrive out of order per sender (about 2.5 s of 20 ms
 /// Opus frames).
 const REPLAY_WINDOW: u64 = 128;
-/// How long the previous epoch's receiving keys are kept after a new one
+/// How long an earlier epoch's receiving keys are kept after a new one
 /// starts, in milliseconds.
 pub const PREVIOUS_EPOCH_GRACE_MS: u64 = 2_000;
-/// How long a frame under the next epoch's key waits for this device to
+/// How long a frame under a later epoch's key waits for this device to
 /// reach that epoch (the committer moves first; the others a signalling
 /// round trip later), in milliseconds.
 pub const EARLY_HOLD_MS: u64 = 500;
+/// How many epochs ahead such a frame may be, and how many earlier epochs'
+/// keys are kept for the grace.
+pub const EPOCHS_AROUND: u64 = 3;
 /// The most such frames held at once.
 const EARLY_MAX: usize = 256;
 
@@ -243,8 +248,8 @@ pub struct FrameKeys {
     sending: Option<EncryptionKey>,
     counter: MonotonicCounter,
     current: EpochKeys,
-    /// The previous epoch's keys, and when they go (ms).
-    previous: Option<(EpochKeys, u64)>,
+    /// The last few epochs' keys, newest first, and when each goes (ms).
+    previous: VecDeque<(EpochKeys, u64)>,
     replay: ReplayAttackProtectionStore,
     dropped: Dropped,
     /// Frames under the next epoch's key ids, unopened, with when they
@@ -292,7 +297,7 @@ impl FrameKeys {
             sending: Some(sending(epoch)?),
             counter: MonotonicCounter::default(),
             current: receiving(epoch)?,
-            previous: None,
+            previous: VecDeque::new(),
             replay: ReplayAttackProtectionStore::with_tolerance(REPLAY_WINDOW),
             dropped: Dropped::default(),
             early: VecDeque::new(),
@@ -300,8 +305,8 @@ impl FrameKeys {
     }
 
     /// Moves to `epoch` at `now_ms`: frames are sealed under its key from
-    /// now on; the previous epoch's receiving keys are kept for
-    /// [`PREVIOUS_EPOCH_GRACE_MS`], any older ones dropped.
+    /// now on; the last [`EPOCHS_AROUND`] epochs' receiving keys are kept
+    /// for [`PREVIOUS_EPOCH_GRACE_MS`] each, any older ones dropped.
     ///
     /// On failure nothing more is sealed (the old key may be held by
     /// members who left) until a later move succeeds.
@@ -329,20 +334,23 @@ impl FrameKeys {
         // The counter runs on under the new key: a (key, counter) pair
         // never repeats either way, and receivers read the sender's frame
         // clock from it across the change.
-        let mut old = std::mem::replace(&mut self.current, next);
-        // Who the new epoch no longer has loses its old key at once (it
-        // could otherwise speak as anyone for the grace).
-        old.keys.retain(|&kid, _| {
-            let index = MlsKeyId::from_key_id(kid, bit_range()).member_index();
-            epoch.members.iter().any(|&m| u64::from(m) == index)
-        });
+        let old = std::mem::replace(&mut self.current, next);
+        self.previous
+            .push_front((old, now_ms + PREVIOUS_EPOCH_GRACE_MS));
+        self.previous.truncate(EPOCHS_AROUND as usize);
+        let current = &self.current.keys;
+        for (old, _) in &mut self.previous {
+            // Who the new epoch no longer has loses its old keys at once
+            // (it could otherwise speak as anyone for the grace).
+            old.keys.retain(|&kid, _| {
+                let index = MlsKeyId::from_key_id(kid, bit_range()).member_index();
+                epoch.members.iter().any(|&m| u64::from(m) == index)
+            });
+        }
         // Key ids repeat every 2^EPOCH_BITS epochs: old keys whose ids the
         // new epoch reuses go, and every new key id starts a fresh window.
-        let clash = old
-            .keys
-            .keys()
-            .any(|kid| self.current.keys.contains_key(kid));
-        self.previous = (!clash).then_some((old, now_ms + PREVIOUS_EPOCH_GRACE_MS));
+        self.previous
+            .retain(|(old, _)| !old.keys.keys().any(|kid| current.contains_key(kid)));
         for &kid in self.current.keys.keys() {
             self.replay.remove(kid);
         }
@@ -351,12 +359,13 @@ impl FrameKeys {
         Ok(())
     }
 
-    /// Drops the previous epoch's keys once their grace is over (checked
-    /// on every frame, so cheap until it is), then the replay windows of
-    /// keys no longer held.
+    /// Drops earlier epochs' keys once their grace is over (checked on
+    /// every frame, so cheap until it is), then the replay windows of keys
+    /// no longer held.
     fn forget_expired(&mut self, now_ms: u64) {
-        if matches!(self.previous, Some((_, until)) if now_ms >= until) {
-            self.previous = None;
+        let before = self.previous.len();
+        self.previous.retain(|&(_, until)| now_ms < until);
+        if self.previous.len() != before {
             self.forget_windows();
         }
     }
@@ -365,9 +374,9 @@ impl FrameKeys {
     /// changed).
     fn forget_windows(&mut self) {
         let current = &self.current.keys;
-        let previous = self.previous.as_ref().map(|(p, _)| &p.keys);
+        let previous = &self.previous;
         self.replay.retain(|kid| {
-            current.contains_key(&kid) || previous.is_some_and(|p| p.contains_key(&kid))
+            current.contains_key(&kid) || previous.iter().any(|(p, _)| p.keys.contains_key(&kid))
         });
     }
 
@@ -404,13 +413,17 @@ impl FrameKeys {
         let keys = if self.current.keys.contains_key(&kid) {
             &self.current.keys
         } else {
-            match &self.previous {
-                Some((p, _)) if p.keys.contains_key(&kid) => &p.keys,
-                _ => {
-                    let next = (self.current.number + 1) & ((1 << EPOCH_BITS) - 1);
-                    if MlsKeyId::from_key_id(kid, bit_range()).epoch_lsb() == next
-                        && self.early.len() < EARLY_MAX
-                    {
+            match self
+                .previous
+                .iter()
+                .find(|(p, _)| p.keys.contains_key(&kid))
+            {
+                Some((p, _)) => &p.keys,
+                None => {
+                    let wrap = 1u64 << EPOCH_BITS;
+                    let theirs = MlsKeyId::from_key_id(kid, bit_range()).epoch_lsb();
+                    let ahead = (theirs + wrap - (self.current.number % wrap)) % wrap;
+                    if (1..=EPOCHS_AROUND).contains(&ahead) && self.early.len() < EARLY_MAX {
                         self.early.push_back((now_ms, frame.to_vec()));
                     } else {
                         self.dropped.unknown_key += 1;

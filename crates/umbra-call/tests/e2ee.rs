@@ -269,17 +269,49 @@ fn frames_from_a_committer_one_epoch_ahead_wait_for_us_and_only_for_a_while() {
         let opened = b.open(f, *at).expect("opens under the new epoch");
         assert_eq!(opened.payload, vec![i as u8; 20]);
     }
-    // Two epochs ahead, or held past EARLY_HOLD_MS, is dropped.
-    advance(&mut a, 6, 3, 0, &[0, 1, 2], 2_000);
-    advance(&mut a, 7, 4, 0, &[0, 1, 2], 2_000);
-    let far = a.seal(b"two epochs on").expect("seal");
-    assert_eq!(b.open(&far, 2_010), None);
-    assert_eq!(b.dropped().unknown_key, 1);
-    let mut c = keys(6, 3, 1, &[0, 1, 2]);
-    assert_eq!(c.open(&far, 2_010), None);
-    assert_eq!(c.open(&far, 2_011 + EARLY_HOLD_MS), None);
+    // Up to EPOCHS_AROUND ahead waits (several joins at once); beyond, or
+    // held past EARLY_HOLD_MS, is dropped.
+    for (n, secret) in [(6, 3), (7, 4)] {
+        advance(&mut a, n, secret, 0, &[0, 1, 2], 2_000);
+    }
+    let two_on = a.seal(b"two epochs on").expect("seal");
+    for (n, secret) in [(8, 5), (9, 6)] {
+        advance(&mut a, n, secret, 0, &[0, 1, 2], 2_000);
+    }
+    let four_on = a.seal(b"four epochs on").expect("seal");
+    assert_eq!(b.open(&two_on, 2_010), None);
+    assert_eq!(b.open(&four_on, 2_010), None);
+    assert_eq!(b.dropped().unknown_key, 1, "four on is dropped");
+    for (n, secret) in [(6, 3), (7, 4)] {
+        advance(&mut b, n, secret, 1, &[0, 1, 2], 2_100);
+    }
+    let held = b.take_early();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        b.open(&held[0].1, held[0].0).map(|o| o.payload),
+        Some(b"two epochs on".to_vec())
+    );
+    let mut c = keys(8, 5, 1, &[0, 1, 2]);
+    assert_eq!(c.open(&four_on, 2_010), None);
+    assert_eq!(c.open(&four_on, 2_011 + EARLY_HOLD_MS), None);
     assert_eq!(c.dropped().unknown_key, 1, "the first copy expired");
     assert_eq!(c.take_early().len(), 1, "the second is held");
+}
+
+#[test]
+fn a_member_several_epochs_behind_is_still_heard_during_the_grace() {
+    // Three join at once: a moves 1 -> 4 before b has moved at all; b's
+    // frames under epoch 1 still open at a, as do a's at b once b is there.
+    let mut a = keys(1, 1, 0, &[0, 1]);
+    let mut b = keys(1, 1, 1, &[0, 1]);
+    for (n, secret) in [(2, 2), (3, 3), (4, 4)] {
+        advance(&mut a, n, secret, 0, &[0, 1, 2, 3, 4], 1_000);
+    }
+    let late = b.seal(b"b still in epoch 1").expect("seal");
+    assert!(a.open(&late, 1_100).is_some(), "three epochs back");
+    // Past the grace, it is gone.
+    let later = b.seal(b"b still in epoch 1, later").expect("seal");
+    assert_eq!(a.open(&later, 1_000 + PREVIOUS_EPOCH_GRACE_MS), None);
 }
 
 #[test]

@@ -187,10 +187,10 @@ pub fn show(out: Output, e: &CallEvent) {
                 let each: Vec<String> = participants
                     .iter()
                     .map(|p| {
-                        let level = if p.level_dbfs <= -100 {
-                            "silent".to_string()
-                        } else {
+                        let level = if p.speaking {
                             format!("{} dB", p.level_dbfs)
+                        } else {
+                            "silent".to_string()
                         };
                         format!(
                             "{}{} {level}, loss {:.1}%",

@@ -296,11 +296,11 @@ fn four_members_on_four_hosts_hear_each_other_and_only_the_unit() {
     let sfu = &caps["sfu"];
     let relayed = decode_relayed(sfu);
     for &tone in &TONES {
+        // Plaintext would put a quarter of the energy at each tone; what
+        // Opus makes of ciphertext is noise, with a few thousandths at any
+        // one frequency.
         let p = presence(&relayed, tone);
-        assert!(
-            p < ABSENT,
-            "the unit's capture decodes to {tone} Hz ({p:.4})"
-        );
+        assert!(p < 0.02, "the unit's capture decodes to {tone} Hz ({p:.4})");
     }
     for (_, ip) in MEMBERS {
         assert!(udp_between(sfu, ip, SFU) > 300);

@@ -177,7 +177,8 @@ pub struct Participant {
     /// Their frames that never reached us (end to end), per mille: the
     /// quality of their connection as we hear it.
     pub loss_permille: u32,
-    /// Whether we heard them in the last few seconds.
+    /// Whether what we last played from them was louder than silence
+    /// (above -50 dBFS, heard in the last few seconds).
     pub speaking: bool,
 }
 

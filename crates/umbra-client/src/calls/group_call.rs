@@ -43,6 +43,9 @@ const PROBE_FOR: Duration = Duration::from_secs(2);
 const JOIN_WITHIN: Duration = Duration::from_secs(10);
 /// Pings on the receiving connection.
 const KEEPALIVE: Duration = Duration::from_secs(30);
+/// Above this level (dBFS) a participant counts as speaking; below, what
+/// arrives is silence or the decoder's comfort noise.
+const SPEAKING_DBFS: f64 = -50.0;
 
 /// What `Connected` says about the path of every group call.
 const WHY_RELAYED: &str = "through the forwarding unit: group calls are always relayed, so no \
@@ -122,7 +125,7 @@ impl Client {
             self.encrypt_group_signal(&group_id, &[], Body::Probe(GroupCallProbe {}), None)?;
         group_signal::send_live(&mut sender, &probe).await?;
         let found = self
-            .wait_for(&mut recv, PROBE_FOR, on_event, &mut stop, |s| {
+            .wait_for(&mut recv, name, PROBE_FOR, on_event, &mut stop, |s| {
                 (s.group_id == group_id && matches!(s.body, Body::Ongoing(_) | Body::Started(_)))
                     .then_some(s)
             })
@@ -142,16 +145,21 @@ impl Client {
                 group_signal::send_live(&mut sender, &ask).await?;
                 let me = self.username().to_owned();
                 let welcome = self
-                    .wait_for(&mut recv, JOIN_WITHIN, on_event, &mut stop, |w| {
-                        match w.body {
+                    .wait_for(
+                        &mut recv,
+                        name,
+                        JOIN_WITHIN,
+                        on_event,
+                        &mut stop,
+                        |w| match w.body {
                             Body::Welcome(welcome)
                                 if w.call_id == s.call_id && w.from.username != me =>
                             {
                                 Some(welcome)
                             }
                             _ => None,
-                        }
-                    })
+                        },
+                    )
                     .await?;
                 let w = match welcome {
                     Waited::Stopped => return Ok(()),
@@ -258,6 +266,7 @@ impl Client {
     async fn wait_for<S: Future<Output = ()>, T>(
         &mut self,
         recv: &mut ServerConn,
+        conversation: &str,
         within: Duration,
         on_event: &mut impl FnMut(&Event),
         stop: &mut Pin<&mut S>,
@@ -280,7 +289,11 @@ impl Client {
             if !d.online_only {
                 recv.ack(vec![d.envelope_id]).await?;
             }
-            for e in &applied.events {
+            for e in applied
+                .events
+                .iter()
+                .filter(|e| !about_this_call(e, conversation))
+            {
                 on_event(e);
             }
             if let Some(found) = applied.group_signals.into_iter().find_map(&pick) {
@@ -319,7 +332,11 @@ impl Client {
                     if !d.online_only && recv.ack(vec![d.envelope_id]).await.is_err() {
                         signalling_up = false;
                     }
-                    for e in &applied.events {
+                    for e in applied
+                        .events
+                        .iter()
+                        .filter(|e| !about_this_call(e, &call.conversation))
+                    {
                         on_event(e);
                     }
                     for s in applied.group_signals {
@@ -556,7 +573,7 @@ impl Client {
                             name,
                             level_dbfs: s.map_or(-100, |s| s.level_dbfs.round() as i32),
                             loss_permille: s.map_or(0, |s| (s.loss * 1000.0).round() as u32),
-                            speaking: s.is_some_and(|s| s.active),
+                            speaking: s.is_some_and(|s| s.active && s.level_dbfs > SPEAKING_DBFS),
                         }
                     })
                     .collect();
@@ -603,6 +620,19 @@ impl From<ClientError> for Ended {
     fn from(e: ClientError) -> Self {
         Self::Failed(e)
     }
+}
+
+/// A ring, or an end, of a call in the conversation we are calling in:
+/// news for members not in it, not for us.
+fn about_this_call(e: &Event, conversation: &str) -> bool {
+    matches!(
+        e,
+        Event::Call(
+            CallEvent::GroupStarted { conversation: c, .. }
+            | CallEvent::GroupSilenced { conversation: c, .. }
+            | CallEvent::GroupEnded { conversation: c },
+        ) if c == conversation
+    )
 }
 
 /// The forwarding unit the server named with our relay credentials.

@@ -331,6 +331,9 @@ mod tests {
         assert_eq!(kb.open(&after, 20).expect("b").payload, b"after cat left");
         assert_eq!(kd.open(&after, 20).expect("d").payload, b"after cat left");
         assert!(kc.open(&after, 20).is_none(), "who left still hears");
+        // Held a moment for an epoch she might reach, then dropped.
+        let wait = umbra_call::e2ee::EARLY_HOLD_MS;
+        assert!(kc.open(&after, 21 + wait).is_none(), "who left still hears");
         assert!(kc.dropped().total() > 0);
         // Every member derived the same epoch; the secret travels as a
         // value, not a reference into the group.
