@@ -21,12 +21,16 @@
 //! [`call_bench`] is `umbra bench call`, calls between two users (time to
 //! audio, RTT per relay hop, endpoint CPU and memory, audio under impairment);
 //! [`sfu_bench`] is `umbra bench sfu`, the group call forwarding unit as
-//! rooms grow;
+//! rooms grow, beside Janus's VideoRoom with `--janus` ([`janus`] runs
+//! Janus and speaks its HTTP API, `janus_peer` is a member's peer
+//! connection toward it, `sfu_janus` its members and network namespace);
 //! [`cpu`] reads processes' CPU time for both.
 
 pub mod args;
 pub mod call_bench;
 pub mod cpu;
+mod janus;
+mod janus_peer;
 pub mod memory;
 pub mod progress;
 pub mod proxy_bench;
@@ -34,7 +38,9 @@ pub mod relay_bench;
 pub mod report;
 pub mod session;
 pub mod sfu_bench;
+mod sfu_janus;
 pub mod throughput;
+mod util;
 
 pub use args::BenchArgs;
 pub use report::{MemoryReport, Report};

@@ -45,7 +45,7 @@ use std::process::Stdio;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
@@ -379,6 +379,7 @@ impl fmt::Display for RelayBenchReport {
 // CPU accounting
 
 use crate::cpu::{process_runtime_ns, schedstat_ns};
+use crate::util::{RemoveOnDrop, random_token, unix_now};
 
 /// Clock ticks per second of `/proc/*/stat` times.
 fn clock_ticks() -> f64 {
@@ -1031,19 +1032,6 @@ async fn drive(
     }
 }
 
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-pub(crate) fn random_token() -> String {
-    let mut t = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut t);
-    t.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Makes `pairs` pairs of allocations on `server`, each side with a channel to the other.
 /// Also returns each socket's TURN client, for [`release`].
 async fn turn_pairs(
@@ -1532,15 +1520,6 @@ pub async fn run(args: &RelayBenchArgs) -> anyhow::Result<RelayBenchReport> {
         uclient_command: format!("{} {}", args.uclient, uc.join(" ")),
         targets,
     })
-}
-
-/// Deletes a directory when dropped.
-pub(crate) struct RemoveOnDrop(pub(crate) std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn redact(args: &[String], secret: &str) -> String {

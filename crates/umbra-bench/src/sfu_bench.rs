@@ -16,17 +16,19 @@
 //! Steps: one room of each size asked for (4, 8, 16, 32, 50), then the
 //! largest room that holds p99 under the bound, then the most rooms of 4.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use umbra_call::driver::bind_toward;
 use umbra_call::{Engine, EngineEvent};
 use umbra_client::calls::unit;
@@ -35,15 +37,19 @@ use umbra_wire::invite::UnitLink;
 use umbra_wire::proto::RelayCredentials;
 
 use crate::cpu::process_runtime_ns;
+use crate::janus;
 use crate::progress::Progress;
-use crate::relay_bench::{RemoveOnDrop, random_token, unix_now};
+use crate::sfu_janus;
+use crate::util::{RemoveOnDrop, random_token, unix_now};
 
 /// Bytes of each frame: Opus at 32 kbit/s, 20 ms.
 const FRAME_BYTES: usize = 80;
 /// A frame every 20 ms.
-const FRAME_EVERY: Duration = Duration::from_millis(20);
+pub(crate) const FRAME_EVERY: Duration = Duration::from_millis(20);
 /// Connecting every member of a step may take this long.
-const SETUP_WITHIN: Duration = Duration::from_secs(60);
+pub(crate) const SETUP_WITHIN: Duration = Duration::from_secs(60);
+/// Joins toward Umbra's unit under way at once (its limit per address).
+const JOINS_AT_ONCE: usize = 8;
 /// Sending before the measured seconds start.
 const WARM_UP: Duration = Duration::from_secs(1);
 
@@ -68,10 +74,19 @@ pub struct SfuBenchArgs {
     /// The bound a step must hold: p99 delay, milliseconds (and under 1% lost).
     #[arg(long, default_value_t = 20)]
     pub p99_ms: u64,
+    /// Also measure Janus's VideoRoom (Debian package `janus`), the same
+    /// steps after Umbra's. Janus uses no loopback interface, so the whole
+    /// bench then runs in a network namespace it creates (needs root and
+    /// `ip`) whose traffic never leaves it.
+    #[arg(long)]
+    pub janus: bool,
+    /// The Janus binary.
+    #[arg(long, default_value = "janus")]
+    pub janus_bin: String,
 }
 
 /// One step: rooms of a size, all at once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     /// Members per room.
     pub room_size: usize,
@@ -105,15 +120,26 @@ pub struct Step {
     pub held: bool,
 }
 
-/// What `umbra bench sfu` measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct SfuBenchReport {
+/// One unit's steps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Side {
+    /// Which unit: `umbra` or `janus`.
+    pub unit: String,
     /// One room of each size.
     pub sizes: Vec<Step>,
     /// The larger rooms tried (up to the first that failed).
     pub large: Vec<Step>,
     /// The counts of rooms of 4 tried (up to the first that failed).
     pub small_rooms: Vec<Step>,
+}
+
+/// What `umbra bench sfu` measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SfuBenchReport {
+    /// Umbra's unit.
+    pub umbra: Side,
+    /// Janus's VideoRoom, with `--janus`.
+    pub janus: Option<Side>,
     /// The bound, p99 ms.
     pub p99_bound_ms: u64,
     /// Cores of this machine.
@@ -121,10 +147,103 @@ pub struct SfuBenchReport {
 }
 
 /// What one listener measured.
-struct Heard {
+pub(crate) struct Heard {
     delays_us: Histogram<u64>,
     received: u64,
-    expected: u64,
+    /// Per sender: first and last sequence number seen in the window.
+    seen: HashMap<u16, (u32, u32)>,
+}
+
+impl Heard {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            delays_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            received: 0,
+            seen: HashMap::new(),
+        })
+    }
+
+    /// A frame stamped by [`Stamper::frame`] arrived.
+    pub(crate) fn record(&mut self, f: &[u8], epoch: Instant) {
+        if f.len() < 14 {
+            return;
+        }
+        let stamp = u64::from_be_bytes(f[..8].try_into().unwrap_or_default());
+        let sender = u16::from_be_bytes([f[8], f[9]]);
+        let s = u32::from_be_bytes(f[10..14].try_into().unwrap_or_default());
+        let now_us = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let _ = self.delays_us.record(now_us.saturating_sub(stamp).max(1));
+        self.received += 1;
+        let e = self.seen.entry(sender).or_insert((s, s));
+        e.0 = e.0.min(s);
+        e.1 = e.1.max(s);
+    }
+
+    /// Frames the senders sent between the first and last each was heard.
+    fn expected(&self) -> u64 {
+        self.seen
+            .values()
+            .map(|(lo, hi)| u64::from(hi - lo) + 1)
+            .sum()
+    }
+}
+
+/// What a member writes into each frame: when it was sent, by whom, which.
+pub(crate) struct Stamper {
+    epoch: Instant,
+    id: u16,
+    seq: u32,
+}
+
+impl Stamper {
+    pub(crate) fn new(epoch: Instant, id: u16) -> Self {
+        Self { epoch, id, seq: 0 }
+    }
+
+    /// The next frame.
+    pub(crate) fn frame(&mut self) -> Vec<u8> {
+        let mut frame = vec![0u8; FRAME_BYTES];
+        let stamp = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        frame[..8].copy_from_slice(&stamp.to_be_bytes());
+        frame[8..10].copy_from_slice(&self.id.to_be_bytes());
+        frame[10..14].copy_from_slice(&self.seq.to_be_bytes());
+        self.seq = self.seq.wrapping_add(1);
+        frame
+    }
+}
+
+/// What the members of a step share: the time stamps' origin, the count
+/// of members connected, and the measured window once it is set.
+#[derive(Clone)]
+pub(crate) struct StepClock {
+    pub(crate) epoch: Instant,
+    pub(crate) connected: Arc<AtomicU64>,
+    pub(crate) window: watch::Receiver<Window>,
+    /// Joins under way at once toward Umbra's unit: it lets at most 8
+    /// control connections from one address wait to join, and every
+    /// member here comes from 127.0.0.1.
+    joins: Arc<Semaphore>,
+}
+
+impl StepClock {
+    /// Whether the window is over, and whether `now` is in it.
+    pub(crate) fn state(&self, now: Instant) -> (bool, bool) {
+        match *self.window.borrow() {
+            Some((from, until)) => (now >= until, now >= from && now < until),
+            None => (false, false),
+        }
+    }
+}
+
+/// The unit a step measures.
+enum Target<'a> {
+    /// Umbra's, in `umbra relay`.
+    Umbra {
+        link: &'a UnitLink,
+        secret: &'a Arc<String>,
+    },
+    /// Janus's VideoRoom.
+    Janus { api: &'a janus::Api, ip: IpAddr },
 }
 
 /// Starts `umbra relay` with its unit on loopback; returns it and the link.
@@ -180,7 +299,7 @@ async fn start_unit(
 
 /// Whether a datagram is forwarded media (RTP, not RTCP): what a member
 /// that does not listen drops unopened.
-fn is_media(d: &[u8]) -> bool {
+pub(crate) fn is_media(d: &[u8]) -> bool {
     d.len() > 12 && d[0] & 0xc0 == 0x80 && !(200..=207).contains(&d[1])
 }
 
@@ -189,16 +308,13 @@ type Window = Option<(Instant, Instant)>;
 
 /// One member: joins, sends a stamped frame every 20 ms until the window
 /// ends; a listener also opens and times what it receives.
-#[allow(clippy::too_many_arguments)]
 async fn member(
     link: UnitLink,
     secret: Arc<String>,
     room: [u8; 16],
     id: u16,
     listen: bool,
-    epoch: Instant,
-    connected: Arc<AtomicU64>,
-    mut window: watch::Receiver<Window>,
+    mut clock_of: StepClock,
 ) -> anyhow::Result<Option<Heard>> {
     let (username, password) =
         rest::credentials(secret.as_bytes(), unix_now() + 3600, &random_token());
@@ -211,26 +327,18 @@ async fn member(
     let (socket, local) = bind_toward(unit_addr)?;
     let mut engine = Engine::toward_unit(unit_addr, local, Instant::now())?;
     let offer = engine.create_offer(Instant::now())?;
+    let permit = clock_of.joins.acquire().await?;
     let session = unit::join(&link, &creds, room, &offer).await?;
+    drop(permit);
     engine.accept_answer(Instant::now(), &session.answer)?;
     let mut buf = vec![0u8; 2048];
     let mut clock = tokio::time::interval(FRAME_EVERY);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut is_up = false;
-    let mut seq = 0u32;
-    let mut heard = Heard {
-        delays_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        received: 0,
-        expected: 0,
-    };
-    // Per sender: first and last sequence number seen in the window.
-    let mut seen: std::collections::HashMap<u16, (u32, u32)> = std::collections::HashMap::new();
+    let mut stamper = Stamper::new(clock_of.epoch, id);
+    let mut heard = Heard::new()?;
     loop {
-        let now = Instant::now();
-        let win = *window.borrow();
-        if let Some((_, until)) = win
-            && now >= until
-        {
+        if clock_of.state(Instant::now()).0 {
             break;
         }
         let wake = tokio::time::Instant::from_std(engine.poll_timeout());
@@ -243,41 +351,23 @@ async fn member(
                 }
             }
             () = tokio::time::sleep_until(wake) => engine.handle_timeout(Instant::now()),
-            _ = clock.tick(), if is_up => {
-                let mut frame = vec![0u8; FRAME_BYTES];
-                let stamp = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
-                frame[..8].copy_from_slice(&stamp.to_be_bytes());
-                frame[8..10].copy_from_slice(&id.to_be_bytes());
-                frame[10..14].copy_from_slice(&seq.to_be_bytes());
-                seq = seq.wrapping_add(1);
-                engine.send_frame(Instant::now(), frame);
-            }
-            changed = window.changed() => {
+            _ = clock.tick(), if is_up => engine.send_frame(Instant::now(), stamper.frame()),
+            changed = clock_of.window.changed() => {
                 if changed.is_err() {
                     break;
                 }
             }
         }
-        let now = Instant::now();
-        let measuring = matches!(win, Some((from, until)) if now >= from && now < until);
+        let measuring = clock_of.state(Instant::now()).1;
         while let Some(f) = engine.poll_frame() {
-            if !(listen && measuring) || f.len() < 14 {
-                continue;
+            if listen && measuring {
+                heard.record(&f, clock_of.epoch);
             }
-            let stamp = u64::from_be_bytes(f[..8].try_into().unwrap_or_default());
-            let sender = u16::from_be_bytes([f[8], f[9]]);
-            let s = u32::from_be_bytes(f[10..14].try_into().unwrap_or_default());
-            let now_us = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let _ = heard.delays_us.record(now_us.saturating_sub(stamp).max(1));
-            heard.received += 1;
-            let e = seen.entry(sender).or_insert((s, s));
-            e.0 = e.0.min(s);
-            e.1 = e.1.max(s);
         }
         while let Some(e) = engine.poll_event() {
             if matches!(e, EngineEvent::Connected(_)) && !is_up {
                 is_up = true;
-                connected.fetch_add(1, Ordering::Relaxed);
+                clock_of.connected.fetch_add(1, Ordering::Relaxed);
             }
         }
         while let Some(d) = engine.poll_transmit() {
@@ -289,23 +379,27 @@ async fn member(
         let _ = socket.send_to(&d.data, d.to).await;
     }
     session.leave().await;
-    heard.expected = seen.values().map(|(lo, hi)| u64::from(hi - lo) + 1).sum();
     Ok(listen.then_some(heard))
 }
 
-/// Runs one step: `rooms` rooms of `size`.
+/// Runs one step: `rooms` rooms of `size`, on the unit `target` whose
+/// process is `unit_pid`.
 async fn step(
-    link: &UnitLink,
-    secret: &Arc<String>,
+    target: &Target<'_>,
     unit_pid: u32,
     size: usize,
     rooms: usize,
     args: &SfuBenchArgs,
 ) -> anyhow::Result<Step> {
     let total = size * rooms;
-    let epoch = Instant::now();
     let connected = Arc::new(AtomicU64::new(0));
     let (window_tx, window_rx) = watch::channel::<Window>(None);
+    let clock = StepClock {
+        epoch: Instant::now(),
+        connected: connected.clone(),
+        window: window_rx,
+        joins: Arc::new(Semaphore::new(JOINS_AT_ONCE)),
+    };
     let mut tasks = Vec::with_capacity(total);
     let label: &'static str = "members connected";
     let progress = Progress::start(
@@ -315,19 +409,33 @@ async fn step(
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
     );
     for r in 0..rooms {
+        let mut janus_room = match target {
+            Target::Umbra { .. } => None,
+            Target::Janus { api, .. } => Some(sfu_janus::Room::create(api, size).await?),
+        };
         let room: [u8; 16] = rand::random();
         for m in 0..size {
             let id = u16::try_from(m).unwrap_or(u16::MAX);
-            tasks.push(tokio::spawn(member(
-                link.clone(),
-                secret.clone(),
-                room,
-                id,
-                m == 0,
-                epoch,
-                connected.clone(),
-                window_rx.clone(),
-            )));
+            let listen = m == 0;
+            tasks.push(match (target, janus_room.as_mut()) {
+                (Target::Janus { api, ip }, Some(jr)) => tokio::spawn(sfu_janus::member(
+                    (*api).clone(),
+                    *ip,
+                    jr.seat(),
+                    id,
+                    listen,
+                    clock.clone(),
+                )),
+                (Target::Umbra { link, secret }, _) => tokio::spawn(member(
+                    (*link).clone(),
+                    (*secret).clone(),
+                    room,
+                    id,
+                    listen,
+                    clock.clone(),
+                )),
+                (Target::Janus { .. }, None) => bail!("a Janus room was not created"),
+            });
             // Joins spread out as real ones are, a little.
             if (r * size + m) % 20 == 19 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -364,7 +472,7 @@ async fn step(
             Ok(Some(h)) => {
                 delays.add(&h.delays_us)?;
                 received += h.received;
-                expected += h.expected;
+                expected += h.expected();
             }
             Ok(None) => {}
             Err(e) => {
@@ -408,7 +516,46 @@ async fn step(
     })
 }
 
-/// Runs the whole bench.
+/// Runs every step on one unit.
+async fn side(
+    name: &'static str,
+    target: &Target<'_>,
+    pid: u32,
+    args: &SfuBenchArgs,
+) -> anyhow::Result<Side> {
+    let mut side = Side {
+        unit: name.to_owned(),
+        sizes: Vec::new(),
+        large: Vec::new(),
+        small_rooms: Vec::new(),
+    };
+    for &size in &args.sizes {
+        eprintln!("{name}: one room of {size}");
+        side.sizes.push(step(target, pid, size, 1, args).await?);
+    }
+    for &size in &args.large {
+        eprintln!("{name}: one room of {size}");
+        let s = step(target, pid, size, 1, args).await?;
+        let held = s.held;
+        side.large.push(s);
+        if !held {
+            break;
+        }
+    }
+    for &rooms in &args.rooms {
+        eprintln!("{name}: {rooms} rooms of 4");
+        let s = step(target, pid, 4, rooms, args).await?;
+        let held = s.held;
+        side.small_rooms.push(s);
+        if !held {
+            break;
+        }
+    }
+    Ok(side)
+}
+
+/// Runs the whole bench (with `--janus`, from inside a network namespace
+/// of its own: see [`sfu_janus::in_namespace`]).
 pub async fn run(args: &SfuBenchArgs) -> anyhow::Result<SfuBenchReport> {
     if args.seconds == 0 || args.seconds > 60 {
         bail!("--seconds must be between 1 and 60");
@@ -421,6 +568,14 @@ pub async fn run(args: &SfuBenchArgs) -> anyhow::Result<SfuBenchReport> {
     {
         bail!("room sizes must be between 2 and 256");
     }
+    let janus_ip = if args.janus {
+        match sfu_janus::in_namespace(args).await? {
+            sfu_janus::Namespace::Outside(report) => return Ok(*report),
+            sfu_janus::Namespace::Inside => Some(sfu_janus::JANUS_IP),
+        }
+    } else {
+        None
+    };
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let dir = std::env::temp_dir().join(format!("umbra-bench-sfu-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -449,38 +604,44 @@ pub async fn run(args: &SfuBenchArgs) -> anyhow::Result<SfuBenchReport> {
         .unwrap_or(4);
     let (mut child, link) = start_unit(&bin, &secret_file, largest, most + 16).await?;
     let pid = child.id().context("the relay's pid")?;
-    let mut report = SfuBenchReport {
-        sizes: Vec::new(),
-        large: Vec::new(),
-        small_rooms: Vec::new(),
+    let umbra = side(
+        "umbra",
+        &Target::Umbra {
+            link: &link,
+            secret: &secret,
+        },
+        pid,
+        args,
+    )
+    .await?;
+    let _ = child.kill().await;
+    let janus = match janus_ip {
+        Some(ip) => {
+            let jdir = dir.join("janus");
+            std::fs::create_dir_all(&jdir)?;
+            let j = janus::start(&args.janus_bin, &jdir, ip, sfu_janus::IFACE).await?;
+            let measured = side(
+                "janus",
+                &Target::Janus {
+                    api: &j.api,
+                    ip: sfu_janus::MEMBER_IP,
+                },
+                j.pid()?,
+                args,
+            )
+            .await;
+            j.stop().await;
+            Some(measured?)
+        }
+        None => None,
+    };
+    let report = SfuBenchReport {
+        umbra,
+        janus,
         p99_bound_ms: args.p99_ms,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    for &size in &args.sizes {
-        eprintln!("one room of {size}");
-        report
-            .sizes
-            .push(step(&link, &secret, pid, size, 1, args).await?);
-    }
-    for &size in &args.large {
-        eprintln!("one room of {size}");
-        let s = step(&link, &secret, pid, size, 1, args).await?;
-        let held = s.held;
-        report.large.push(s);
-        if !held {
-            break;
-        }
-    }
-    for &rooms in &args.rooms {
-        eprintln!("{rooms} rooms of 4");
-        let s = step(&link, &secret, pid, 4, rooms, args).await?;
-        let held = s.held;
-        report.small_rooms.push(s);
-        if !held {
-            break;
-        }
-    }
-    let _ = child.kill().await;
+    sfu_janus::hand_out(&report)?;
     Ok(report)
 }
 
@@ -514,15 +675,9 @@ impl fmt::Display for Step {
     }
 }
 
-impl fmt::Display for SfuBenchReport {
+impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "Forwarding unit, {} cores; each member sends an 80-byte frame every 20 ms; bound: p99 < {} ms, \
-             under 1% lost",
-            self.cores, self.p99_bound_ms
-        )?;
-        writeln!(f, "rooms x size")?;
+        writeln!(f, "{}: rooms x size", self.unit)?;
         for s in self
             .sizes
             .iter()
@@ -531,24 +686,63 @@ impl fmt::Display for SfuBenchReport {
         {
             writeln!(f, "{s}")?;
         }
-        let largest = self
-            .sizes
+        write!(
+            f,
+            "{}: largest room that holds: {}; most rooms of 4 that hold: {}",
+            self.unit,
+            self.largest().map_or("none".into(), |n| n.to_string()),
+            self.most_rooms().map_or("none".into(), |n| n.to_string())
+        )
+    }
+}
+
+impl Side {
+    /// The largest room that held the bound.
+    pub fn largest(&self) -> Option<usize> {
+        self.sizes
             .iter()
             .chain(&self.large)
             .filter(|s| s.held)
             .map(|s| s.room_size)
-            .max();
-        let most = self
-            .small_rooms
+            .max()
+    }
+
+    /// The most rooms of 4 that held the bound.
+    pub fn most_rooms(&self) -> Option<usize> {
+        self.small_rooms
             .iter()
             .filter(|s| s.held)
             .map(|s| s.rooms)
-            .max();
-        write!(
+            .max()
+    }
+}
+
+impl fmt::Display for SfuBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
             f,
-            "largest room that holds: {}; most rooms of 4 that hold: {}",
-            largest.map_or("none".into(), |n| n.to_string()),
-            most.map_or("none".into(), |n| n.to_string())
-        )
+            "Forwarding units, {} cores; each member sends an 80-byte frame every 20 ms; bound: p99 < {} ms, \
+             under 1% lost",
+            self.cores, self.p99_bound_ms
+        )?;
+        write!(f, "{}", self.umbra)?;
+        let Some(janus) = &self.janus else {
+            return Ok(());
+        };
+        write!(f, "\n{janus}\nJanus beside Umbra, same rooms:")?;
+        for (u, j) in self.umbra.sizes.iter().zip(&janus.sizes) {
+            write!(
+                f,
+                "\n  room of {:>3}: Janus takes {:>5.2}x Umbra's CPU; p99 {:.1} ms (Umbra {:.1}); \
+                 lost {:.2}% (Umbra {:.2}%)",
+                u.room_size,
+                j.unit_cores / u.unit_cores.max(1e-9),
+                j.p99_ms,
+                u.p99_ms,
+                j.lost * 100.0,
+                u.lost * 100.0
+            )?;
+        }
+        Ok(())
     }
 }

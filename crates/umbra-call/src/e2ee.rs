@@ -339,14 +339,16 @@ impl FrameKeys {
             .push_front((old, now_ms + PREVIOUS_EPOCH_GRACE_MS));
         self.previous.truncate(EPOCHS_AROUND as usize);
         let current = &self.current.keys;
-        for (old, _) in &mut self.previous {
-            // Who the new epoch no longer has loses its old keys at once
-            // (it could otherwise speak as anyone for the grace).
-            old.keys.retain(|&kid, _| {
+        // An epoch one of whose members the new epoch no longer has goes at
+        // once, with no grace: who was removed holds its secret, so could
+        // make a frame under any member's key in it. (Frames still in
+        // flight under it are lost: a moment of audio on each removal.)
+        self.previous.retain(|(old, _)| {
+            old.keys.keys().all(|&kid| {
                 let index = MlsKeyId::from_key_id(kid, bit_range()).member_index();
                 epoch.members.iter().any(|&m| u64::from(m) == index)
-            });
-        }
+            })
+        });
         // Key ids repeat every 2^EPOCH_BITS epochs: old keys whose ids the
         // new epoch reuses go, and every new key id starts a fresh window.
         self.previous

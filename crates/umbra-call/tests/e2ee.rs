@@ -321,13 +321,27 @@ fn who_was_removed_cannot_speak_during_the_grace() {
     let mut c = keys(1, 1, 2, &[0, 1, 2]);
     let in_flight = a.seal(b"sent just before c was removed").expect("seal");
     advance(&mut b, 2, 2, 1, &[0, 1], 1_000);
-    // c, removed, still holds epoch 1's keys and could make a frame under
-    // anyone's: its own is refused at once, not after the grace.
+    // c, removed, still holds epoch 1's secret: its own frames are refused,
+    // and so is a frame it makes under a's key (what it derives from that
+    // secret as member 0), within the grace as after it.
     let from_c = c.seal(b"c after its removal").expect("seal");
     assert_eq!(b.open(&from_c, 1_001), None);
-    assert_eq!(b.dropped().unknown_key, 1);
-    // a's frame from before the change still plays.
-    assert!(b.open(&in_flight, 1_001).is_some());
+    let mut as_a = keys(1, 1, 0, &[0, 1, 2]);
+    for _ in 0..5 {
+        let _ = as_a.seal(b"skip ahead of a's counter").expect("seal");
+    }
+    let forged = as_a.seal(b"c speaking as a").expect("seal");
+    assert_eq!(b.open(&forged, 1_001), None, "c spoke as a");
+    // The price: a's frame from just before the change is lost too.
+    assert_eq!(b.open(&in_flight, 1_001), None);
+    assert_eq!(b.dropped().unknown_key, 3);
+    // An epoch that only added someone keeps its grace.
+    let from_a = a.seal(b"a, before d joined").expect("seal");
+    advance(&mut b, 3, 3, 1, &[0, 1, 3], 2_000);
+    let mut a2 = keys(2, 2, 0, &[0, 1]);
+    let said = a2.seal(b"a in epoch 2").expect("seal");
+    assert!(b.open(&said, 2_001).is_some(), "epoch 2 kept for the grace");
+    assert_eq!(b.open(&from_a, 2_001), None, "epoch 1 stays gone");
 }
 
 #[test]

@@ -17,20 +17,19 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use umbra_call::e2ee::FrameKeys;
-use umbra_call::group_driver::{self, GroupCommand, GroupHandle, GroupMedia, GroupNotice};
+use umbra_call::group_driver::{GroupCommand, GroupHandle, GroupNotice};
 use umbra_wire::e2e::group_call_signal::Body;
 use umbra_wire::e2e::{
     GroupCallCommit, GroupCallEnded, GroupCallJoin, GroupCallLeft, GroupCallOngoing,
     GroupCallProbe, GroupCallStarted, GroupCallWelcome,
 };
-use umbra_wire::invite::UnitLink;
-use umbra_wire::proto::{RelayCredentials, server_frame};
+use umbra_wire::proto::server_frame;
 
 use super::CallMedia;
 use super::group_keys::{CallGroup, JoinRequest};
+use super::group_room::{enter_room, unit_link, unit_reason};
 use super::group_signal::{self, GroupSignal};
-use super::unit::{self, UnitEnd};
+use super::unit::UnitEnd;
 use crate::account::relay_credentials_on;
 use crate::client::{Client, random_bytes};
 use crate::conn::ServerConn;
@@ -46,6 +45,15 @@ const KEEPALIVE: Duration = Duration::from_secs(30);
 /// Above this level (dBFS) a participant counts as speaking; below, what
 /// arrives is silence or the decoder's comfort noise.
 const SPEAKING_DBFS: f64 = -50.0;
+/// Commits kept from a member who is not (yet) the committer: the next in
+/// line can remove a committer that left before its Left reaches us.
+const DEFERRED_MAX: usize = 16;
+/// Signals kept while we wait to get into the call, to act on once in.
+const SPILL_MAX: usize = 64;
+/// Why the call ends when the server connection goes.
+const SIGNALLING_LOST: &str = "lost the connection to the server: without it this device cannot \
+                               follow who joins and leaves, so it left the call (call again to \
+                               rejoin)";
 
 /// What `Connected` says about the path of every group call.
 const WHY_RELAYED: &str = "through the forwarding unit: group calls are always relayed, so no \
@@ -62,6 +70,9 @@ struct InCall {
     /// Anonymous connection for our signals.
     sender: ServerConn,
     connected_at: Option<Instant>,
+    /// Commits from a member who did not commit for the call when they
+    /// came, with who sent them: applied once it does.
+    deferred: Vec<(Vec<u8>, String)>,
 }
 
 /// What waiting for a signal came to.
@@ -83,12 +94,7 @@ enum Wake {
 impl InCall {
     /// Everyone else in the call.
     fn others(&self, me: &str) -> Vec<String> {
-        self.keys
-            .members()
-            .into_iter()
-            .map(|(_, u)| u)
-            .filter(|u| u != me)
-            .collect()
+        others_than(&self.keys, me)
     }
 }
 
@@ -124,11 +130,21 @@ impl Client {
         let probe =
             self.encrypt_group_signal(&group_id, &[], Body::Probe(GroupCallProbe {}), None)?;
         group_signal::send_live(&mut sender, &probe).await?;
+        let mut spill = Vec::new();
         let found = self
-            .wait_for(&mut recv, name, PROBE_FOR, on_event, &mut stop, |s| {
-                (s.group_id == group_id && matches!(s.body, Body::Ongoing(_) | Body::Started(_)))
+            .wait_for(
+                &mut recv,
+                name,
+                PROBE_FOR,
+                on_event,
+                &mut stop,
+                &mut spill,
+                |s| {
+                    (s.group_id == group_id
+                        && matches!(s.body, Body::Ongoing(_) | Body::Started(_)))
                     .then_some(s)
-            })
+                },
+            )
             .await?;
         let (call_id, keys, room, started) = match found {
             Waited::Stopped => return Ok(()),
@@ -143,7 +159,9 @@ impl Client {
                     None,
                 )?;
                 group_signal::send_live(&mut sender, &ask).await?;
-                let me = self.username().to_owned();
+                // Only the member who answered the probe lets us in: a
+                // Welcome from anyone else is not this call's.
+                let answered = s.from.clone();
                 let welcome = self
                     .wait_for(
                         &mut recv,
@@ -151,9 +169,10 @@ impl Client {
                         JOIN_WITHIN,
                         on_event,
                         &mut stop,
+                        &mut spill,
                         |w| match w.body {
                             Body::Welcome(welcome)
-                                if w.call_id == s.call_id && w.from.username != me =>
+                                if w.call_id == s.call_id && w.from == answered =>
                             {
                                 Some(welcome)
                             }
@@ -191,20 +210,19 @@ impl Client {
             }
         };
 
-        let unit_addr = unit::resolve(&link).await?;
-        let prepared = group_driver::prepare(unit_addr)?;
-        let session = unit::join(&link, &creds, room, &prepared.offer).await?;
-        let frame_keys = FrameKeys::new(&keys.epoch_secret()?.epoch())
-            .map_err(|e| ClientError::Invalid(e.to_string()))?;
-        let handle = prepared.start(
-            &session.answer,
-            frame_keys,
-            GroupMedia {
-                source: media.audio_in.open()?,
-                sink: media.audio_out.open()?,
-                duration: media.duration,
-            },
-        )?;
+        // In the call's group from here: whatever stops us getting into
+        // the room, the others are told we left (or, alone, that it ended).
+        let (handle, session) = match enter_room(&link, &creds, room, &keys, media).await {
+            Ok(entered) => entered,
+            Err(e) => {
+                let others = others_than(&keys, self.username());
+                self.tell_left(&group_id, &call_id, &others, &mut sender)
+                    .await;
+                sender.close().await;
+                recv.close().await;
+                return Err(e);
+            }
+        };
         // The control connection is held by a task of its own: it reports
         // the unit ending our place, or closes when we leave.
         let (unit_end_tx, mut unit_end) = oneshot::channel();
@@ -225,15 +243,29 @@ impl Client {
             handle,
             sender,
             connected_at: None,
+            deferred: Vec::new(),
         };
         on_event(&Event::Call(CallEvent::GroupJoined {
             conversation: name.to_owned(),
             started,
             participants: call.others(self.username()),
         }));
-        let error = self
-            .run_group(&mut recv, &mut call, &mut unit_end, on_event, &mut stop)
-            .await;
+        // What came for this call while we were getting in (a join, a
+        // leave, a probe we may now be the one to answer).
+        let mut error = None;
+        for s in spill {
+            if (s.call_id == call.call_id || matches!(s.body, Body::Probe(_)))
+                && let Err(e) = self.on_group_signal(&mut call, s, on_event).await
+            {
+                error = Some(e.reason());
+                break;
+            }
+        }
+        if error.is_none() {
+            error = self
+                .run_group(&mut recv, &mut call, &mut unit_end, on_event, &mut stop)
+                .await;
+        }
         let _ = leave_tx.send(());
         self.leave_group(&mut call).await;
         recv.close().await;
@@ -262,7 +294,9 @@ impl Client {
     }
 
     /// Receives (applying everything as `listen` would) until `pick`
-    /// takes a group signal, `within` passes, or `stop`.
+    /// takes a group signal, `within` passes, or `stop`. The group signals
+    /// `pick` does not take are kept in `spill` (the first [`SPILL_MAX`]).
+    #[allow(clippy::too_many_arguments)]
     async fn wait_for<S: Future<Output = ()>, T>(
         &mut self,
         recv: &mut ServerConn,
@@ -270,6 +304,7 @@ impl Client {
         within: Duration,
         on_event: &mut impl FnMut(&Event),
         stop: &mut Pin<&mut S>,
+        spill: &mut Vec<GroupSignal>,
         pick: impl Fn(GroupSignal) -> Option<T>,
     ) -> Result<Waited<T>, ClientError> {
         let deadline = Instant::now() + within;
@@ -296,8 +331,12 @@ impl Client {
             {
                 on_event(e);
             }
-            if let Some(found) = applied.group_signals.into_iter().find_map(&pick) {
-                return Ok(Waited::Found(found));
+            for s in applied.group_signals {
+                let kept = (spill.len() < SPILL_MAX).then(|| s.clone());
+                if let Some(found) = pick(s) {
+                    return Ok(Waited::Found(found));
+                }
+                spill.extend(kept);
             }
         }
     }
@@ -314,14 +353,13 @@ impl Client {
     ) -> Option<String> {
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.tick().await;
-        let mut signalling_up = true;
         loop {
             let wake = tokio::select! {
-                p = recv.next_push(), if signalling_up => Wake::Push(p),
+                p = recv.next_push() => Wake::Push(p),
                 n = call.handle.notices.recv() => Wake::Notice(n),
                 e = &mut *unit_end => Wake::Unit(e.unwrap_or(UnitEnd::Closed)),
                 () = stop.as_mut() => Wake::Stop,
-                _ = keepalive.tick(), if signalling_up => Wake::Keepalive,
+                _ = keepalive.tick() => Wake::Keepalive,
             };
             match wake {
                 Wake::Push(Ok(Some(server_frame::Body::Deliver(d)))) => {
@@ -330,7 +368,7 @@ impl Client {
                         Err(e) => return Some(e.to_string()),
                     };
                     if !d.online_only && recv.ack(vec![d.envelope_id]).await.is_err() {
-                        signalling_up = false;
+                        return Some(signalling_lost(unit_end).await);
                     }
                     for e in applied
                         .events
@@ -344,46 +382,21 @@ impl Client {
                             continue;
                         }
                         if let Err(e) = self.on_group_signal(call, s, on_event).await {
-                            match e {
-                                Ended::Removed => {
-                                    return Some("another member removed us from the call".into());
-                                }
-                                Ended::Failed(e) => return Some(e.to_string()),
-                            }
+                            return Some(e.reason());
                         }
                     }
                 }
                 Wake::Push(Ok(Some(_))) => {}
-                Wake::Push(Ok(None) | Err(_)) => {
-                    // The media goes on; joins and leaves can no longer
-                    // reach us, so the keys stay where they are.
-                    signalling_up = false;
-                    on_event(&Event::Warning {
-                        text: "lost the connection to the server; the call goes on, but nobody \
-                               can join or leave it until you call again"
-                            .into(),
-                    });
-                }
+                // Joins and leaves could no longer reach us: the others
+                // would move to keys we never get.
+                Wake::Push(Ok(None) | Err(_)) => return Some(signalling_lost(unit_end).await),
                 Wake::Notice(None) => return None,
                 Wake::Notice(Some(n)) => self.on_group_notice(call, n, on_event),
-                Wake::Unit(end) => {
-                    return Some(
-                        match end {
-                            UnitEnd::ShuttingDown => {
-                                "the forwarding unit is restarting; call again in a moment"
-                            }
-                            UnitEnd::ConnectionLost => {
-                                "the forwarding unit lost our audio connection"
-                            }
-                            UnitEnd::Closed => "the connection to the forwarding unit broke",
-                        }
-                        .into(),
-                    );
-                }
+                Wake::Unit(end) => return Some(unit_reason(end)),
                 Wake::Stop => return None,
                 Wake::Keepalive => {
                     if recv.ping().await.is_err() {
-                        signalling_up = false;
+                        return Some(signalling_lost(unit_end).await);
                     }
                 }
             }
@@ -413,8 +426,10 @@ impl Client {
             Body::Join(j) if s.call_id == call.call_id && call.keys.is_committer() => {
                 if call.keys.has(&from) {
                     // The same member again: a device that crashed and came
-                    // back. Its old place goes first.
+                    // back. Its old place goes first, and its old keys
+                    // with it, whatever becomes of the new request.
                     let commit = call.keys.remove(&self.identity, &from)?;
+                    self.rekey(call).await?;
                     self.send_commit(call, &commit.commit, &[&me, &from])
                         .await?;
                 }
@@ -427,6 +442,9 @@ impl Client {
                         return Ok(());
                     }
                 };
+                // Our frames move to the new keys at once; the others hold
+                // them a moment until the commit reaches them.
+                self.rekey(call).await?;
                 self.send_commit(call, &commit.commit, &[&me, &from])
                     .await?;
                 let welcome = self.encrypt_group_signal(
@@ -439,49 +457,37 @@ impl Client {
                     Some(std::slice::from_ref(&from)),
                 )?;
                 self.send_group(call, &welcome).await;
-                self.rekey(call).await?;
                 on_event(&Event::Call(CallEvent::ParticipantJoined {
                     conversation: call.conversation.clone(),
                     who: from,
                 }));
             }
             Body::Commit(c) if s.call_id == call.call_id => {
-                let applied = match call.keys.apply(&c.commit, &from) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        on_event(&Event::Warning {
-                            text: format!("ignored a change to the call: {e}"),
-                        });
-                        return Ok(());
+                if !call.keys.commits(&from) {
+                    // Perhaps the committer left and the next in line
+                    // removed it before its Left reached us: kept until
+                    // the Left comes.
+                    if call.deferred.len() == DEFERRED_MAX {
+                        call.deferred.remove(0);
                     }
-                };
-                if applied.we_were_removed {
-                    return Err(Ended::Removed);
+                    call.deferred.push((c.commit, from));
+                    return Ok(());
                 }
-                self.rekey(call).await?;
-                for who in applied.added.into_iter().filter(|u| *u != me) {
-                    on_event(&Event::Call(CallEvent::ParticipantJoined {
-                        conversation: call.conversation.clone(),
-                        who,
-                    }));
-                }
-                for who in applied.removed {
-                    on_event(&Event::Call(CallEvent::ParticipantLeft {
-                        conversation: call.conversation.clone(),
-                        who,
-                    }));
-                }
+                self.apply_commit(call, &c.commit, &from, on_event).await?;
+                self.apply_deferred(call, on_event).await?;
             }
             Body::Left(_) if s.call_id == call.call_id && call.keys.has(&from) => {
                 call.keys.mark_leaving(&from);
                 if call.keys.is_committer() {
                     let commit = call.keys.remove(&self.identity, &from)?;
-                    self.send_commit(call, &commit.commit, &[&me]).await?;
                     self.rekey(call).await?;
+                    self.send_commit(call, &commit.commit, &[&me]).await?;
                     on_event(&Event::Call(CallEvent::ParticipantLeft {
                         conversation: call.conversation.clone(),
                         who: from,
                     }));
+                } else {
+                    self.apply_deferred(call, on_event).await?;
                 }
             }
             Body::Started(_) if s.call_id != call.call_id => {
@@ -499,6 +505,79 @@ impl Client {
                     "ignored a group call signal"
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// Applies a commit from the member who commits for the call. One for
+    /// an epoch we left behind is ignored; one we cannot follow (or one
+    /// from an epoch we never reached) ends the call for us: the others'
+    /// keys would be ones we do not have.
+    async fn apply_commit(
+        &mut self,
+        call: &mut InCall,
+        commit: &[u8],
+        from: &str,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Result<(), Ended> {
+        let ours = call.keys.epoch();
+        match CallGroup::commit_epoch(commit) {
+            Some(e) if e < ours => {
+                tracing::debug!("ignored a call group commit for an earlier epoch");
+                return Ok(());
+            }
+            Some(e) if e > ours => {
+                return Err(Ended::Failed(ClientError::Protocol(format!(
+                    "the call moved on without us (a change to its keys for epoch {e} came \
+                     while we were at {ours}): call again"
+                ))));
+            }
+            Some(_) => {}
+            None => {
+                on_event(&Event::Warning {
+                    text: format!("ignored a change to the call from {from} that is not a commit"),
+                });
+                return Ok(());
+            }
+        }
+        let applied = call.keys.apply(commit, from).map_err(|e| {
+            Ended::Failed(ClientError::Protocol(format!(
+                "could not follow a change to the call's keys ({e}): call again"
+            )))
+        })?;
+        if applied.we_were_removed {
+            return Err(Ended::Removed);
+        }
+        self.rekey(call).await?;
+        let me = self.username().to_owned();
+        for who in applied.added.into_iter().filter(|u| *u != me) {
+            on_event(&Event::Call(CallEvent::ParticipantJoined {
+                conversation: call.conversation.clone(),
+                who,
+            }));
+        }
+        for who in applied.removed {
+            on_event(&Event::Call(CallEvent::ParticipantLeft {
+                conversation: call.conversation.clone(),
+                who,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Applies the kept commits whose sender now commits for the call.
+    async fn apply_deferred(
+        &mut self,
+        call: &mut InCall,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Result<(), Ended> {
+        while let Some(i) = call
+            .deferred
+            .iter()
+            .position(|(_, from)| call.keys.commits(from))
+        {
+            let (commit, from) = call.deferred.remove(i);
+            self.apply_commit(call, &commit, &from, on_event).await?;
         }
         Ok(())
     }
@@ -596,13 +675,30 @@ impl Client {
     /// it ended.
     async fn leave_group(&mut self, call: &mut InCall) {
         let others = call.others(self.username());
+        self.tell_left(&call.group_id, &call.call_id, &others, &mut call.sender)
+            .await;
+    }
+
+    /// Tells `others` in the call that we left, or, with nobody else in
+    /// it, every member of the conversation that it ended.
+    async fn tell_left(
+        &mut self,
+        group_id: &[u8],
+        call_id: &[u8],
+        others: &[String],
+        sender: &mut ServerConn,
+    ) {
         let (body, only) = if others.is_empty() {
             (Body::Ended(GroupCallEnded {}), None)
         } else {
-            (Body::Left(GroupCallLeft {}), Some(others.as_slice()))
+            (Body::Left(GroupCallLeft {}), Some(others))
         };
-        match self.encrypt_group_signal(&call.group_id, &call.call_id, body, only) {
-            Ok(out) => self.send_group(call, &out).await,
+        match self.encrypt_group_signal(group_id, call_id, body, only) {
+            Ok(out) => {
+                if let Err(e) = group_signal::send_live(sender, &out).await {
+                    tracing::debug!(error = %e, "group call leave not sent to everyone");
+                }
+            }
             Err(e) => tracing::debug!(error = %e, "group call leave not encrypted"),
         }
     }
@@ -622,6 +718,35 @@ impl From<ClientError> for Ended {
     }
 }
 
+impl Ended {
+    /// What the user is told.
+    fn reason(self) -> String {
+        match self {
+            Self::Removed => "another member removed us from the call".into(),
+            Self::Failed(e) => e.to_string(),
+        }
+    }
+}
+
+/// Why the call ended when the server connection went: the unit's reason
+/// if it ends our place within a second (a node shutting down closes
+/// both), else the lost signalling.
+async fn signalling_lost(unit_end: &mut oneshot::Receiver<UnitEnd>) -> String {
+    match tokio::time::timeout(Duration::from_secs(1), unit_end).await {
+        Ok(Ok(end)) => unit_reason(end),
+        _ => SIGNALLING_LOST.into(),
+    }
+}
+
+/// Everyone in the call's group but `me`.
+fn others_than(keys: &CallGroup, me: &str) -> Vec<String> {
+    keys.members()
+        .into_iter()
+        .map(|(_, u)| u)
+        .filter(|u| u != me)
+        .collect()
+}
+
 /// A ring, or an end, of a call in the conversation we are calling in:
 /// news for members not in it, not for us.
 fn about_this_call(e: &Event, conversation: &str) -> bool {
@@ -633,16 +758,4 @@ fn about_this_call(e: &Event, conversation: &str) -> bool {
             | CallEvent::GroupEnded { conversation: c },
         ) if c == conversation
     )
-}
-
-/// The forwarding unit the server named with our relay credentials.
-fn unit_link(creds: &RelayCredentials) -> Result<UnitLink, ClientError> {
-    if creds.unit.is_empty() {
-        return Err(ClientError::Invalid(
-            "this server has no forwarding unit for group calls (ask its operator to run \
-             `umbra serve`, or `umbra server --unit`)"
-                .into(),
-        ));
-    }
-    Ok(UnitLink::parse(&creds.unit)?)
 }

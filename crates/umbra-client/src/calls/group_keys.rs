@@ -240,6 +240,19 @@ impl CallGroup {
             .map(|(_, u)| u)
     }
 
+    /// Whether `username` commits for the call now.
+    pub fn commits(&self, username: &str) -> bool {
+        self.committer().as_deref() == Some(username)
+    }
+
+    /// The epoch a commit was made in, if it is a group message at all.
+    pub fn commit_epoch(commit: &[u8]) -> Option<u64> {
+        match mls::parse(commit).ok()? {
+            Incoming::Group { epoch, .. } => Some(epoch),
+            _ => None,
+        }
+    }
+
     /// Whether this device is the committer.
     pub fn is_committer(&self) -> bool {
         let own = mls::own_leaf_index(&self.group);
@@ -386,11 +399,16 @@ mod tests {
                 .expect("cat is back")
         };
         // Ann leaves: Bob is next in line and removes her; Cat takes it.
-        for g in [&mut b, &mut c] {
-            g.mark_leaving("ann");
-        }
+        // Bob's commit can reach Cat before Ann's Left does: until it does,
+        // Bob does not commit for her (the call loop keeps the commit).
+        b.mark_leaving("ann");
         assert!(b.is_committer() && !c.is_committer());
         let commit = b.remove(&ids[1], "ann").expect("bob removes ann");
+        assert!(!c.commits("bob") && c.commits("ann"));
+        assert_eq!(CallGroup::commit_epoch(&commit.commit), Some(c.epoch()));
+        assert_eq!(CallGroup::commit_epoch(b"not a commit"), None);
+        c.mark_leaving("ann");
+        assert!(c.commits("bob"));
         let e = c.apply(&commit.commit, "ann").expect_err("not from ann");
         assert!(e.to_string().contains("does not commit"), "{e}");
         let applied = c.apply(&commit.commit, "bob").expect("from bob");

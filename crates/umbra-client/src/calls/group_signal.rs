@@ -68,15 +68,20 @@ impl Client {
     }
 }
 
-/// Sends a group signal online-only to each of its devices.
+/// Sends a group signal online-only to each of its devices: every one is
+/// tried, whatever happened to the one before (a device offline, refused),
+/// and the first failure is returned.
 pub(crate) async fn send_live(
     server: &mut ServerConn,
     out: &GroupOutgoing,
 ) -> Result<(), ClientError> {
+    let mut first = None;
     for to in &out.to {
-        send_online(server, &out.mls, to).await?;
+        if let Err(e) = send_online(server, &out.mls, to).await {
+            first.get_or_insert(e);
+        }
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
 }
 
 /// A group call signal arrived in `conversation` from `from`.

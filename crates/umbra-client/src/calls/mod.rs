@@ -10,6 +10,8 @@
 //! - [`group_signal`]: group call signals in the group conversation.
 //! - [`group_call`]: one member's group call: probe, start or join, the
 //!   call's commits and keys, participants, leaving.
+//! - [`group_room`]: into the unit's room and out of it (the unit link,
+//!   the join, the media under the call's keys, the unit's reasons).
 //! - [`group_keys`]: a group call's own MLS group (joins and leaves as
 //!   commits, each epoch's frame keys from its exporter).
 //! - [`unit`]: a group call member's control connection to the forwarding
@@ -23,6 +25,7 @@
 
 mod group_call;
 pub mod group_keys;
+mod group_room;
 pub mod group_signal;
 pub mod records;
 mod session;

@@ -24,7 +24,7 @@ use super::metrics::UnitMetrics;
 
 /// Largest frame either side sends (an SDP offer is a few kilobytes).
 pub(crate) const MAX_FRAME: u32 = 16 * 1024;
-/// How long a member has for the handshake and for its join.
+/// How long a member has for the handshake and its join, together.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every control connection needs.
@@ -76,6 +76,8 @@ pub(crate) async fn serve(
         max_envelope_bytes: 0,
         padding: Vec::new(),
     };
+    // One deadline for the handshake and the join together.
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     let channel = match umbra_net::accept(stream, &ctx.key, HANDSHAKE_TIMEOUT, |_| hello).await {
         Ok(c) => c,
         Err(e) => {
@@ -87,7 +89,7 @@ pub(crate) async fn serve(
     let mut reader = channel.reader;
     let mut writer = channel.writer;
     reader.set_max_frame(MAX_FRAME as usize);
-    let request = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv::<UnitRequest>()).await;
+    let request = tokio::time::timeout_at(deadline, reader.recv::<UnitRequest>()).await;
     let join = match request {
         Ok(Ok(Some(UnitRequest {
             kind: Some(unit_request::Kind::Join(j)),

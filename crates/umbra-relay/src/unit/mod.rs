@@ -61,7 +61,7 @@ impl std::fmt::Debug for UnitSettings {
 }
 
 /// Control connections that have not joined yet, at most, and from one
-/// IP address: a flood of idle connections takes neither members' places
+/// IP address (one IPv6 /64): a flood of idle connections takes neither members' places
 /// nor, from one address, everyone else's turn to join.
 const PENDING_JOINS: usize = 128;
 const PENDING_PER_IP: usize = 8;
@@ -80,6 +80,7 @@ impl Unjoined {
         ip: IpAddr,
     ) -> Option<Unjoined> {
         let permit = pending.clone().try_acquire_owned().ok()?;
+        let ip = counted_as(ip);
         let mut map = by_ip.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(ip).or_insert(0);
         if *n >= PENDING_PER_IP {
@@ -91,6 +92,19 @@ impl Unjoined {
             ip,
             _permit: permit,
         })
+    }
+}
+
+/// The address a pending connection counts against: IPv6 by its /64 (one
+/// host holds a whole /64 and could otherwise take a place per address),
+/// IPv4 as it is.
+fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        },
+        v4 => v4,
     }
 }
 
@@ -252,5 +266,24 @@ impl Unit {
         let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(cap as u32)).await;
         tracing::info!("forwarding unit stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted_as;
+    use std::net::IpAddr;
+
+    #[test]
+    fn pending_joins_count_by_ipv4_address_and_ipv6_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(counted_as(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(counted_as(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            counted_as(ip("2001:db8:1:2:ffff::9")),
+            counted_as(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(counted_as(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(counted_as(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
 }
