@@ -40,8 +40,13 @@ use crate::room::{Limits, PeerId, Refusal, RoomId, Rooms};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest frame forwarded (an Opus frame, sealed, is far smaller).
 const MAX_FRAME: usize = 1_200;
-/// Source addresses a connection may be known by.
+/// Source addresses a connection may be known by (the oldest learned goes
+/// when a fifth proves itself).
 const MAX_ADDRS: usize = 4;
+/// STUN transaction ids remembered per connection: a check seen once
+/// teaches the unit no address when it comes again (a replay from
+/// elsewhere of a check signed with the connection's password).
+const RECENT_CHECKS: usize = 64;
 /// Frames a second a member may send on average: twice Opus's 50 at 20 ms
 /// (a member sending 10 ms frames still fits).
 pub const FRAME_RATE: f64 = 100.0;
@@ -153,8 +158,10 @@ struct Peer {
     connected: bool,
     /// When str0m next wants the time.
     timeout: Instant,
-    /// Source addresses learned for it.
+    /// Source addresses learned for it, oldest first.
     addrs: Vec<SocketAddr>,
+    /// Transaction ids of its latest STUN checks.
+    checks: VecDeque<[u8; 12]>,
     /// Frames it may still send now (a token bucket at [`FRAME_RATE`]).
     budget: f64,
     /// When `budget` was last topped up.
@@ -323,6 +330,7 @@ impl Sfu {
                 connected: false,
                 timeout: now,
                 addrs: Vec::new(),
+                checks: VecDeque::new(),
                 budget: FRAME_BURST,
                 budget_at: now,
             },
@@ -368,9 +376,21 @@ impl Sfu {
             self.stats.unknown_source += 1;
             return;
         };
-        // A new address must prove it holds the connection's ICE password:
-        // the username alone crosses the wire in clear.
-        if learning && !self.signed_for(id, data) {
+        // A new address must prove it holds the connection's ICE password
+        // (the username alone crosses the wire in clear), with a check not
+        // seen before (one seen can be replayed by whoever saw it).
+        let tid: Option<[u8; 12]> = if stun {
+            data.get(8..20).and_then(|t| t.try_into().ok())
+        } else {
+            None
+        };
+        if learning
+            && (!self.signed_for(id, data)
+                || self
+                    .peers
+                    .get(&id)
+                    .is_some_and(|p| tid.is_some_and(|t| p.checks.contains(&t))))
+        {
             self.stats.unknown_source += 1;
             return;
         }
@@ -389,8 +409,21 @@ impl Sfu {
         if let Err(e) = &handled {
             tracing::debug!(error = %e, "dropped a packet");
         }
-        // A few addresses per connection at most (a member's path may move).
-        if learning && handled.is_ok() && p.addrs.len() < MAX_ADDRS {
+        if let (Some(t), true) = (tid, handled.is_ok()) {
+            if p.checks.len() == RECENT_CHECKS {
+                p.checks.pop_front();
+            }
+            p.checks.push_back(t);
+        }
+        // A few addresses per connection at most (a member's path may
+        // move): a new one that proved itself takes the oldest's place.
+        if learning && handled.is_ok() {
+            if p.addrs.len() == MAX_ADDRS {
+                let old = p.addrs.remove(0);
+                if self.by_addr.get(&old) == Some(&id) {
+                    self.by_addr.remove(&old);
+                }
+            }
             p.addrs.push(from);
             self.by_addr.insert(from, id);
         }

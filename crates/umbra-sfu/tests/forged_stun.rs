@@ -3,8 +3,10 @@
 //! a check under it from an address of its own. Without the connection's
 //! ICE password the check teaches the unit nothing: the attacker's address
 //! is not taken for the member's, and what it sends next goes nowhere,
-//! while the member's own checks connect it as before. Sans-IO: time and
-//! datagrams passed in by hand.
+//! while the member's own checks connect it as before. A check the member
+//! did sign, replayed from elsewhere, claims no address either (the unit
+//! remembers the checks it has seen). Sans-IO: time and datagrams passed in
+//! by hand.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -75,9 +77,13 @@ fn a_check_without_the_connections_password_claims_no_address() {
     assert_eq!(sfu.stats().unknown_source, 2);
 
     // The member's own checks connect it.
+    let mut signed = Vec::new();
     for _ in 0..300 {
         while let Some(d) = engine.poll_transmit() {
             assert_eq!(d.to, public, "the member sent somewhere else");
+            if d.data.first().is_some_and(|&b| b < 2) {
+                signed.push(d.data.clone());
+            }
             sfu.handle_datagram(now, member, &d.data);
         }
         while let Some(d) = sfu.poll_transmit() {
@@ -99,4 +105,41 @@ fn a_check_without_the_connections_password_claims_no_address() {
         2,
         "the member's checks were refused"
     );
+
+    // Every check the member signed, replayed from five other addresses:
+    // none teaches the unit an address, none is answered there, and the
+    // member's own addresses stay as they were.
+    assert!(!signed.is_empty(), "no check seen");
+    let replayers: Vec<SocketAddr> = (0..5)
+        .map(|i| format!("127.0.0.1:{}", 41000 + i).parse().expect("addr"))
+        .collect();
+    let before = sfu.stats().unknown_source;
+    for (i, a) in replayers.iter().enumerate() {
+        for check in &signed {
+            sfu.handle_datagram(now, *a, check);
+        }
+        assert_eq!(
+            sfu.stats().unknown_source,
+            before + ((i + 1) * signed.len()) as u64,
+            "a replayed check was taken"
+        );
+        while let Some(d) = sfu.poll_transmit() {
+            assert!(!replayers.contains(&d.to), "the unit answered a replay");
+        }
+    }
+    for _ in 0..50 {
+        now += Duration::from_millis(20);
+        engine.handle_timeout(now);
+        sfu.handle_timeout(now);
+        while let Some(d) = engine.poll_transmit() {
+            sfu.handle_datagram(now, member, &d.data);
+        }
+        while let Some(d) = sfu.poll_transmit() {
+            assert!(!replayers.contains(&d.to), "the unit sent to a replayer");
+            if d.to == member {
+                engine.handle_datagram(now, public, &d.data);
+            }
+        }
+    }
+    assert!(engine.is_connected(), "the member lost its connection");
 }

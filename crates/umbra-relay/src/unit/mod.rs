@@ -255,15 +255,17 @@ impl Unit {
         };
         let _ = stop_tx.send(true);
         drop(ctx);
-        match core_ended {
-            Some(r) => {
-                r.context("the forwarding unit's task")?;
-                anyhow::bail!("the forwarding unit's task ended by itself");
-            }
-            None => core.await.context("the forwarding unit's task")?,
-        }
-        // Let the control connections say why they end.
+        let ended = match core_ended {
+            Some(r) => r.context("the forwarding unit's task").and_then(|_| {
+                Err(anyhow::anyhow!(
+                    "the forwarding unit's task ended by itself"
+                ))
+            }),
+            None => core.await.context("the forwarding unit's task").map(drop),
+        };
+        // Let the control connections say why they end, whatever ended it.
         let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(cap as u32)).await;
+        ended?;
         tracing::info!("forwarding unit stopped");
         Ok(())
     }
