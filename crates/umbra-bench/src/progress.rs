@@ -1,24 +1,34 @@
-//! A status line on stderr, redrawn in place.
+//! Progress of a long step on stderr: a status line redrawn in place when
+//! stderr is a terminal; a plain line every ten seconds otherwise, so a
+//! file or a pipe gets no carriage returns or escape sequences.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Draws `label done/total (rate/s)` every 500 ms until dropped.
+/// How often the line is redrawn on a terminal.
+const REDRAW: Duration = Duration::from_millis(500);
+/// How often a plain line is written to a file or a pipe.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
+/// Reports `label done/total (rate/s)` until dropped.
 pub struct Progress {
     task: Option<tokio::task::JoinHandle<()>>,
+    live: bool,
 }
 
 impl Progress {
-    /// Starts drawing (or does nothing when `enabled` is false).
+    /// Starts reporting (or does nothing when `enabled` is false).
     pub fn start(label: &'static str, done: Arc<AtomicU64>, total: u64, enabled: bool) -> Self {
+        let live = std::io::stderr().is_terminal();
         if !enabled {
-            return Self { task: None };
+            return Self { task: None, live };
         }
         let task = tokio::spawn(async move {
             let start = Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(if live { REDRAW } else { PLAIN_EVERY });
+            tick.tick().await;
             let (mut last_n, mut last_t) = (0u64, Instant::now());
             loop {
                 tick.tick().await;
@@ -26,16 +36,23 @@ impl Progress {
                 let dt = last_t.elapsed().as_secs_f64().max(1e-3);
                 let rate = (n.saturating_sub(last_n)) as f64 / dt;
                 (last_n, last_t) = (n, Instant::now());
-                let mut err = std::io::stderr().lock();
-                let _ = write!(
-                    err,
-                    "\r\x1b[2K{label}: {n}/{total}  {rate:.0}/s  {:.0}s",
+                let line = format!(
+                    "{label}: {n}/{total}  {rate:.0}/s  {:.0}s",
                     start.elapsed().as_secs_f64()
                 );
+                let mut err = std::io::stderr().lock();
+                let _ = if live {
+                    write!(err, "\r\x1b[2K{line}")
+                } else {
+                    writeln!(err, "{line}")
+                };
                 let _ = err.flush();
             }
         });
-        Self { task: Some(task) }
+        Self {
+            task: Some(task),
+            live,
+        }
     }
 }
 
@@ -43,9 +60,11 @@ impl Drop for Progress {
     fn drop(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
+            if self.live {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[2K");
+                let _ = err.flush();
+            }
         }
     }
 }

@@ -402,12 +402,7 @@ async fn step(
     };
     let mut tasks = Vec::with_capacity(total);
     let label: &'static str = "members connected";
-    let progress = Progress::start(
-        label,
-        connected.clone(),
-        total as u64,
-        std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    );
+    let progress = Progress::start(label, connected.clone(), total as u64, true);
     for r in 0..rooms {
         let mut janus_room = match target {
             Target::Umbra { .. } => None,
