@@ -148,6 +148,7 @@ fn errors_name_the_problem() {
     // No profile yet.
     let err = fails(&p("nobody"), &["send", "bob", "hi"]);
     assert!(err.contains("umbra register"), "{err}");
+    common::said_once(&err);
 
     ok(
         &p("alice"),
@@ -155,6 +156,7 @@ fn errors_name_the_problem() {
     );
     let err = fails(&p("alice"), &["send", "nosuchuser", "hi"]);
     assert!(err.contains("there is no user `nosuchuser`"), "{err}");
+    common::said_once(&err);
     let err = fails(
         &p("other"),
         &["register", "--invite", &server.invite, "alice"],
@@ -167,6 +169,7 @@ fn errors_name_the_problem() {
         &["register", "--invite", "https://example.org", "zed"],
     );
     assert!(err.contains("not an Umbra invite link"), "{err}");
+    common::said_once(&err);
 
     // A wrong pinned key: the client refuses and says why.
     let key = server.invite.split("key=").nth(1).expect("key").to_string();
@@ -180,9 +183,11 @@ fn errors_name_the_problem() {
         &["register", "--invite", &bad_invite, "mallory"],
     );
     assert!(err.contains("does not match"), "{err}");
+    common::said_once(&err);
 
     // Nothing listening.
     server.kill();
     let err = fails(&p("alice"), &["sync"]);
     assert!(err.contains("cannot reach the server"), "{err}");
+    common::said_once(&err);
 }

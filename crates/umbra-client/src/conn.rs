@@ -36,16 +36,16 @@ impl ServerConn {
     pub async fn open(invite: &Invite, route: &Route) -> Result<Self, ClientError> {
         let stream = match umbra_net::dial::dial(route, Target::Messaging, TIMEOUT).await {
             Ok(s) => s,
-            Err(umbra_net::NetError::Io(source)) => {
+            Err(umbra_net::NetError::Io(cause)) => {
                 return Err(ClientError::Unreachable {
                     addr: describe(route),
-                    source,
+                    cause,
                 });
             }
             Err(umbra_net::NetError::Timeout(_)) => {
                 return Err(ClientError::Unreachable {
                     addr: describe(route),
-                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"),
+                    cause: std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"),
                 });
             }
             Err(e) => return Err(e.into()),

@@ -32,24 +32,26 @@ pub enum ClientError {
     #[error("there is no user `{0}` on this server: check the spelling")]
     UnknownUser(String),
     /// The network or the channel failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Net(#[from] umbra_net::NetError),
     /// Could not reach the server at all.
-    #[error("cannot reach the server at {addr}: {source} (is `umbra serve` running there?)")]
+    // The cause is said here, so it is not also the error's source (the
+    // binary prints the chain of sources).
+    #[error("cannot reach the server at {addr}: {cause} (is `umbra serve` running there?)")]
     Unreachable {
         /// Where we tried.
         addr: String,
         /// Why it failed.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The proxy link is not valid.
-    #[error("{0}")]
+    #[error(transparent)]
     ProxyLink(#[from] umbra_wire::proxy::ProxyLinkError),
     /// The invite link is not valid.
-    #[error("{0}")]
+    #[error(transparent)]
     Invite(#[from] umbra_wire::invite::InviteError),
     /// End-to-end cryptography failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Crypto(#[from] umbra_crypto::CryptoError),
     /// The profile database failed.
     #[error("profile database error: {0}")]
@@ -82,7 +84,7 @@ pub enum ClientError {
     #[error("{0}")]
     Invalid(String),
     /// The call could not be made or failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Call(#[from] umbra_call::CallError),
     /// The group call's forwarding unit did not take the join.
     #[error("the group call's forwarding unit refused the join: {0}")]

@@ -212,6 +212,22 @@ pub fn fails(profile: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Checks that an error the binary printed says each thing once: no line
+/// twice, and no part of a line (the pieces between ": ") twice.
+pub fn said_once(err: &str) {
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    for (i, l) in lines.iter().enumerate() {
+        assert!(!lines[..i].contains(l), "a line said twice: {err}");
+        let parts: Vec<&str> = l.split(": ").map(str::trim).collect();
+        for (j, p) in parts.iter().enumerate() {
+            assert!(
+                p.len() < 8 || !parts[..j].contains(p),
+                "`{p}` said twice: {err}"
+            );
+        }
+    }
+}
+
 /// History of one conversation as (sender, body) pairs, text messages only.
 pub fn history(profile: &Path, conversation: &str) -> Vec<(String, String)> {
     let out = ok(
