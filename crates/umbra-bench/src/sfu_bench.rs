@@ -404,7 +404,7 @@ async fn step(
     let label: &'static str = "members connected";
     let progress = Progress::start(label, connected.clone(), total as u64, true);
     for r in 0..rooms {
-        let mut janus_room = match target {
+        let janus_room = match target {
             Target::Umbra { .. } => None,
             Target::Janus { api, .. } => Some(sfu_janus::Room::create(api, size).await?),
         };
@@ -412,7 +412,7 @@ async fn step(
         for m in 0..size {
             let id = u16::try_from(m).unwrap_or(u16::MAX);
             let listen = m == 0;
-            tasks.push(match (target, janus_room.as_mut()) {
+            tasks.push(match (target, janus_room.as_ref()) {
                 (Target::Janus { api, ip }, Some(jr)) => tokio::spawn(sfu_janus::member(
                     (*api).clone(),
                     *ip,
@@ -564,7 +564,7 @@ pub async fn run(args: &SfuBenchArgs) -> anyhow::Result<SfuBenchReport> {
         bail!("room sizes must be between 2 and 256");
     }
     let janus_ip = if args.janus {
-        match sfu_janus::in_namespace(args).await? {
+        match sfu_janus::in_namespace().await? {
             sfu_janus::Namespace::Outside(report) => return Ok(*report),
             sfu_janus::Namespace::Inside => Some(sfu_janus::JANUS_IP),
         }

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::janus::{Api, Session};
 use crate::janus_peer::Peer;
-use crate::sfu_bench::{FRAME_EVERY, Heard, SETUP_WITHIN, SfuBenchArgs, SfuBenchReport};
+use crate::sfu_bench::{FRAME_EVERY, Heard, SETUP_WITHIN, SfuBenchReport};
 use crate::sfu_bench::{Stamper, StepClock, is_media};
 
 /// The namespace's interface Janus gathers its candidates on.
@@ -81,7 +81,7 @@ impl Room {
     }
 
     /// A member's seat.
-    pub fn seat(&mut self) -> Seat {
+    pub fn seat(&self) -> Seat {
         Seat {
             room: self.id,
             size: self.size,
@@ -376,7 +376,7 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 /// With `--janus`: unless this is already the run inside, makes a network
 /// namespace with a veth pair (Janus on one end, the members on the
 /// other), runs this same command inside it and returns its report.
-pub(crate) async fn in_namespace(_args: &SfuBenchArgs) -> anyhow::Result<Namespace> {
+pub(crate) async fn in_namespace() -> anyhow::Result<Namespace> {
     if std::env::var_os(INSIDE).is_some() {
         return Ok(Namespace::Inside);
     }
