@@ -619,7 +619,7 @@ pub async fn run(args: &CallBenchArgs) -> anyhow::Result<CallBenchReport> {
     };
     let rounds = args.rounds.max(1);
 
-    eprintln!(
+    crate::note!(
         "one relay: {rounds} relayed calls, {rounds} default calls, one {} s call",
         args.seconds
     );
@@ -636,7 +636,7 @@ pub async fn run(args: &CallBenchArgs) -> anyhow::Result<CallBenchReport> {
         run.answered()?;
         relayed.extend(run.first(|e| e["call"] == "hearing"));
         rtt_one.push(run.median_rtt("relayed"));
-        eprintln!("  relayed call {}/{rounds}", i + 1);
+        crate::note!("  relayed call {}/{rounds}", i + 1);
     }
     let long = users.call(&d1, "clean", args.seconds).await?;
     long.answered()?;
@@ -651,7 +651,7 @@ pub async fn run(args: &CallBenchArgs) -> anyhow::Result<CallBenchReport> {
         default.extend(run.first(|e| e["call"] == "hearing"));
         direct.extend(run.first(|e| e["call"] == "connected" && e["path"] == "direct"));
         rtt_direct.push(run.median_rtt("direct"));
-        eprintln!("  default call {}/{rounds}", i + 1);
+        crate::note!("  default call {}/{rounds}", i + 1);
     }
     drop(dep);
     report.time_to_audio_relayed_ms = spread(relayed);
@@ -660,7 +660,7 @@ pub async fn run(args: &CallBenchArgs) -> anyhow::Result<CallBenchReport> {
     report.rtt_one_relay_ms = spread(rtt_one).p50;
     report.rtt_direct_ms = spread(rtt_direct).p50;
 
-    eprintln!("two relays: {rounds} relayed calls");
+    crate::note!("two relays: {rounds} relayed calls");
     let d2 = dir.join("two");
     std::fs::create_dir_all(&d2)?;
     let dep = Deployment::start(&bin, &d2, 2, None).await?;
@@ -675,7 +675,7 @@ pub async fn run(args: &CallBenchArgs) -> anyhow::Result<CallBenchReport> {
     drop(dep);
     report.rtt_two_relays_ms = spread(rtt_two).p50;
 
-    eprintln!("impaired: one {} s call through the impairer", args.seconds);
+    crate::note!("impaired: one {} s call through the impairer", args.seconds);
     let d3 = dir.join("impaired");
     std::fs::create_dir_all(&d3)?;
     let dep = Deployment::start(&bin, &d3, 1, Some((args.loss, args.jitter_ms))).await?;

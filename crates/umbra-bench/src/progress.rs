@@ -1,11 +1,36 @@
 //! Progress of a long step on stderr: a status line redrawn in place when
 //! stderr is a terminal; a plain line every ten seconds otherwise, so a
-//! file or a pipe gets no carriage returns or escape sequences.
+//! file or a pipe gets no carriage returns or escape sequences. Under
+//! `--json` ([`set_quiet`]) there is no progress at all: the result is all a
+//! bench prints.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// No progress, no notes: for `--json`, where the result is all that is
+/// printed.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Whether progress is off for the whole process.
+pub fn is_quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// A line of a bench's progress on stderr (nothing under `--json`).
+#[macro_export]
+macro_rules! note {
+    ($($t:tt)*) => {
+        if !$crate::progress::is_quiet() {
+            eprintln!($($t)*);
+        }
+    };
+}
 
 /// How often the line is redrawn on a terminal.
 const REDRAW: Duration = Duration::from_millis(500);
@@ -22,7 +47,7 @@ impl Progress {
     /// Starts reporting (or does nothing when `enabled` is false).
     pub fn start(label: &'static str, done: Arc<AtomicU64>, total: u64, enabled: bool) -> Self {
         let live = std::io::stderr().is_terminal();
-        if !enabled {
+        if !enabled || is_quiet() {
             return Self { task: None, live };
         }
         let task = tokio::spawn(async move {

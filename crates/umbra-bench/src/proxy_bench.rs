@@ -54,6 +54,7 @@ use umbra_wire::proxy::{ProxyLink, Target};
 
 use crate::cpu::process_runtime_ns;
 use crate::memory::rss_kib;
+use crate::util::RemoveOnDrop;
 
 /// Flags of `umbra bench proxy`.
 #[derive(Debug, Clone, clap::Args)]
@@ -111,6 +112,10 @@ pub struct PathReport {
     pub cpu_us_per_connection: Option<f64>,
     /// RSS per idle connection, bytes (None for the direct path).
     pub idle_bytes_per_connection: Option<f64>,
+    /// The bench's own CPU time per new connection, microseconds: the
+    /// client's work (for Umbra, its proof and the 101's check) and the
+    /// sink's, which is the same on every path.
+    pub bench_cpu_us_per_connection: f64,
 }
 
 /// The comparison (medians over the rounds).
@@ -128,8 +133,13 @@ impl std::fmt::Display for ProxyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<12} {:>8} {:>14} {:>20} {:>22}",
-            "path", "Gbit/s", "connections/s", "CPU µs/connection", "idle bytes/connection"
+            "{:<12} {:>8} {:>14} {:>20} {:>22} {:>20}",
+            "path",
+            "Gbit/s",
+            "connections/s",
+            "CPU µs/connection",
+            "idle bytes/connection",
+            "bench CPU µs/conn."
         )?;
         let or_dash = |v: Option<f64>, digits: usize| {
             v.map(|b| format!("{b:.digits$}"))
@@ -138,12 +148,13 @@ impl std::fmt::Display for ProxyReport {
         for p in &self.paths {
             writeln!(
                 f,
-                "{:<12} {:>8.2} {:>14.0} {:>20} {:>22}",
+                "{:<12} {:>8.2} {:>14.0} {:>20} {:>22} {:>20.1}",
                 p.name,
                 p.gbit_per_s,
                 p.connections_per_s,
                 or_dash(p.cpu_us_per_connection, 1),
-                or_dash(p.idle_bytes_per_connection, 0)
+                or_dash(p.idle_bytes_per_connection, 0),
+                p.bench_cpu_us_per_connection
             )?;
         }
         if let (Some(h), Some(u)) = (
@@ -332,11 +343,14 @@ struct Batch {
     seconds: f64,
     /// The proxy's run time over the batch, ns (None for the direct path).
     cpu_ns: Option<u64>,
+    /// The bench's own run time over the batch (clients and sink), ns.
+    bench_ns: u64,
 }
 
 async fn connection_batch(path: &Path, count: u64, workers: usize) -> anyhow::Result<Batch> {
     let next = Arc::new(AtomicU64::new(0));
     let cpu_before = path.pid().map(process_runtime_ns);
+    let bench_before = process_runtime_ns(std::process::id());
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
@@ -359,41 +373,56 @@ async fn connection_batch(path: &Path, count: u64, workers: usize) -> anyhow::Re
             .pid()
             .zip(cpu_before)
             .map(|(pid, before)| process_runtime_ns(pid).saturating_sub(before)),
+        bench_ns: process_runtime_ns(std::process::id()).saturating_sub(bench_before),
     })
 }
 
 /// Slices the rate test is cut into, per round.
 const SLICES: u64 = 5;
 
+/// One path's rate test in one round.
+struct Rate {
+    /// New connections per second.
+    per_s: f64,
+    /// The proxy's CPU µs per connection (None for the direct path).
+    proxy_us: Option<f64>,
+    /// The bench's own CPU µs per connection (clients and sink).
+    bench_us: f64,
+}
+
 /// The rate test of one round: `total` connections per path, in slices that
 /// alternate between the paths, so that whatever drifts on the machine (the
 /// kernel's table of TIME_WAIT sockets fills as the run goes on) weighs on
-/// every path alike. Per path: connections per second and the proxy's CPU
-/// µs per connection.
+/// every path alike.
 async fn connection_rates(
     paths: &[Path],
     total: u64,
     workers: usize,
     round: usize,
-) -> anyhow::Result<Vec<(f64, Option<f64>)>> {
+) -> anyhow::Result<Vec<Rate>> {
     let per_slice = (total / SLICES).max(1);
     let mut seconds = vec![0.0; paths.len()];
     let mut cpu_ns: Vec<Option<u64>> = vec![None; paths.len()];
+    let mut bench_ns = vec![0u64; paths.len()];
     for slice in 0..SLICES as usize {
         for k in 0..paths.len() {
             let i = (k + slice + round) % paths.len();
             let b = connection_batch(&paths[i], per_slice, workers).await?;
             seconds[i] += b.seconds;
+            bench_ns[i] += b.bench_ns;
             if let Some(ns) = b.cpu_ns {
                 cpu_ns[i] = Some(cpu_ns[i].unwrap_or(0) + ns);
             }
         }
     }
     let done = (per_slice * SLICES) as f64;
-    Ok(seconds
-        .iter()
-        .zip(&cpu_ns)
-        .map(|(s, c)| (done / s, c.map(|ns| ns as f64 / 1e3 / done)))
+    let us = |ns: u64| ns as f64 / 1e3 / done;
+    Ok((0..paths.len())
+        .map(|i| Rate {
+            per_s: done / seconds[i],
+            proxy_us: cpu_ns[i].map(us),
+            bench_us: us(bench_ns[i]),
+        })
         .collect())
 }
 
@@ -548,6 +577,7 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let dir = std::env::temp_dir().join(format!("umbra-bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let _scratch = RemoveOnDrop(dir.clone());
     // A sink per path: each path's connections go to their own address, so
     // the TIME_WAIT sockets one path leaves behind never slow the choice of
     // ports for another.
@@ -591,31 +621,33 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
     let mut gbit = vec![Vec::new(); paths.len()];
     let mut rate = vec![Vec::new(); paths.len()];
     let mut cpu = vec![Vec::new(); paths.len()];
+    let mut bench_cpu = vec![Vec::new(); paths.len()];
     for round in 1..=rounds {
         // The order rotates, so that no path always runs first or last.
         for k in 0..paths.len() {
             let i = (k + round - 1) % paths.len();
             let g = throughput(&paths[i], &sinks[i], args.seconds).await?;
-            eprintln!(
+            crate::note!(
                 "round {round}/{rounds}: {} bulk {g:.2} Gbit/s",
                 paths[i].name()
             );
             gbit[i].push(g);
         }
         let rates = connection_rates(&paths, args.connections, args.workers, round).await?;
-        for (i, (r, c)) in rates.into_iter().enumerate() {
-            match c {
-                Some(c) => eprintln!(
-                    "round {round}/{rounds}: {} new connections {r:.0}/s, proxy CPU {c:.1} µs/connection",
-                    paths[i].name()
-                ),
-                None => eprintln!(
-                    "round {round}/{rounds}: {} new connections {r:.0}/s",
-                    paths[i].name()
-                ),
-            }
-            rate[i].push(r);
-            cpu[i].extend(c);
+        for (i, r) in rates.into_iter().enumerate() {
+            let proxy = r
+                .proxy_us
+                .map(|c| format!(", proxy CPU {c:.1} µs/connection"))
+                .unwrap_or_default();
+            crate::note!(
+                "round {round}/{rounds}: {} new connections {:.0}/s{proxy}, bench CPU {:.1} µs/connection",
+                paths[i].name(),
+                r.per_s,
+                r.bench_us
+            );
+            rate[i].push(r.per_s);
+            cpu[i].extend(r.proxy_us);
+            bench_cpu[i].push(r.bench_us);
         }
     }
     // Paths are [direct, haproxy, umbra, umbra-tls, umbra-front]; taken
@@ -625,7 +657,7 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
     for (i, path) in paths.iter().enumerate() {
         let mem = idle_memory(path, &sinks[i], args.idle).await?;
         if let Some(m) = mem {
-            eprintln!("{}: idle {m:.0} bytes per connection", path.name());
+            crate::note!("{}: idle {m:.0} bytes per connection", path.name());
         }
         reports.push(PathReport {
             name: path.name().to_string(),
@@ -633,13 +665,13 @@ pub async fn run(args: &ProxyBenchArgs) -> anyhow::Result<ProxyReport> {
             connections_per_s: median(&mut rate[i]),
             cpu_us_per_connection: (!cpu[i].is_empty()).then(|| median(&mut cpu[i])),
             idle_bytes_per_connection: mem,
+            bench_cpu_us_per_connection: median(&mut bench_cpu[i]),
         });
     }
     drop(umbra_child);
     drop(tls_child);
     drop(front_child);
     drop(haproxy_child);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(ProxyReport {
         paths: reports,
         idle_connections: args.idle,

@@ -1380,16 +1380,19 @@ async fn load_phases(
 ) -> anyhow::Result<(LoadReport, LoadReport)> {
     with_len(pairs, args.payload)?;
     let per_pair = args.rate as f64 / 2.0 / pairs.len().max(1) as f64;
-    eprintln!(
+    crate::note!(
         "  {name}: equal load, {} relayed packets/s offered ...",
         args.rate
     );
     let eq = run_phase(pairs, Mode::Rate(per_pair), args, server, clk, args.threads).await?;
-    eprintln!(
+    crate::note!(
         "    {:.0}/s, {:.2} us CPU/packet, p50 {:.1} us, p99 {:.1} us",
-        eq.relayed_per_s, eq.cpu_us_per_packet, eq.p50_us, eq.p99_us
+        eq.relayed_per_s,
+        eq.cpu_us_per_packet,
+        eq.p50_us,
+        eq.p99_us
     );
-    eprintln!(
+    crate::note!(
         "  {name}: saturation, {} in flight per pair ...",
         args.window
     );
@@ -1402,9 +1405,12 @@ async fn load_phases(
         args.threads,
     )
     .await?;
-    eprintln!(
+    crate::note!(
         "    {:.0}/s, {:.2} us CPU/packet, {:.0} packets/s per core, p99 {:.1} us",
-        sat.relayed_per_s, sat.cpu_us_per_packet, sat.per_core, sat.p99_us
+        sat.relayed_per_s,
+        sat.cpu_us_per_packet,
+        sat.per_core,
+        sat.p99_us
     );
     Ok((eq, sat))
 }
@@ -1442,7 +1448,7 @@ pub async fn run(args: &RelayBenchArgs) -> anyhow::Result<RelayBenchReport> {
     // Start every path first, then let them take turns, round by round.
     let mut paths: Vec<PathUnderTest> = Vec::new();
     if wanted("baseline") {
-        eprintln!("baseline: raw UDP forwarder, {} thread(s)", args.threads);
+        crate::note!("baseline: raw UDP forwarder, {} thread(s)", args.threads);
         let (fwd, map) = Forwarder::start(args.threads)?;
         paths.push(PathUnderTest::new(
             "baseline",
@@ -1451,7 +1457,7 @@ pub async fn run(args: &RelayBenchArgs) -> anyhow::Result<RelayBenchReport> {
         ));
     }
     if wanted("coturn") {
-        eprintln!("coturn: {} {}", args.turnserver, redact(&c_args, &secret));
+        crate::note!("coturn: {} {}", args.turnserver, redact(&c_args, &secret));
         let coturn = start_coturn(&args.turnserver, &c_args).await?;
         let addr: SocketAddr = ([127, 0, 0, 1], coturn_port).into();
         wait_stun(addr).await.context("coturn did not start")?;
@@ -1459,7 +1465,7 @@ pub async fn run(args: &RelayBenchArgs) -> anyhow::Result<RelayBenchReport> {
         paths.push(PathUnderTest::new("coturn", cpu, Via::Turn(addr, coturn)));
     }
     if wanted("umbra") {
-        eprintln!("umbra: {umbra_bin} {}", u_args.join(" "));
+        crate::note!("umbra: {umbra_bin} {}", u_args.join(" "));
         let (umbra, addr) = start_umbra(&umbra_bin, &u_args).await?;
         wait_stun(addr)
             .await
@@ -1468,7 +1474,7 @@ pub async fn run(args: &RelayBenchArgs) -> anyhow::Result<RelayBenchReport> {
         paths.push(PathUnderTest::new("umbra", cpu, Via::Turn(addr, umbra)));
     }
     for round in 1..=args.rounds.max(1) {
-        eprintln!("round {round} of {}", args.rounds.max(1));
+        crate::note!("round {round} of {}", args.rounds.max(1));
         for p in &mut paths {
             p.round(args, &secret, clk).await?;
         }
@@ -1477,11 +1483,14 @@ pub async fn run(args: &RelayBenchArgs) -> anyhow::Result<RelayBenchReport> {
     for p in paths {
         let uclient = match &p.via {
             Via::Turn(addr, _) if args.uclient_messages > 0 => {
-                eprintln!("  {}: turnutils_uclient ...", p.name);
+                crate::note!("  {}: turnutils_uclient ...", p.name);
                 let u = uclient_run(args, addr.port(), &secret, &p.cpu, clk).await?;
-                eprintln!(
+                crate::note!(
                     "    received {} of {} in {:.1} s, {:.2} us CPU/message",
-                    u.received, u.sent, u.seconds, u.cpu_us_per_message
+                    u.received,
+                    u.sent,
+                    u.seconds,
+                    u.cpu_us_per_message
                 );
                 Some(u)
             }

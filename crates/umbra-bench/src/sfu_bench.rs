@@ -525,11 +525,11 @@ async fn side(
         small_rooms: Vec::new(),
     };
     for &size in &args.sizes {
-        eprintln!("{name}: one room of {size}");
+        crate::note!("{name}: one room of {size}");
         side.sizes.push(step(target, pid, size, 1, args).await?);
     }
     for &size in &args.large {
-        eprintln!("{name}: one room of {size}");
+        crate::note!("{name}: one room of {size}");
         let s = step(target, pid, size, 1, args).await?;
         let held = s.held;
         side.large.push(s);
@@ -538,7 +538,7 @@ async fn side(
         }
     }
     for &rooms in &args.rooms {
-        eprintln!("{name}: {rooms} rooms of 4");
+        crate::note!("{name}: {rooms} rooms of 4");
         let s = step(target, pid, 4, rooms, args).await?;
         let held = s.held;
         side.small_rooms.push(s);

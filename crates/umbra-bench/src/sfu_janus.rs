@@ -358,6 +358,26 @@ impl Drop for NetNs {
     }
 }
 
+/// The run inside the namespace, asked to stop (SIGTERM, as Ctrl-C would)
+/// if the run outside is stopped first, so that it stops Janus and the
+/// relay it started before the namespace goes.
+struct StopOnDrop(tokio::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let Some(pid) = self.0.id() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while matches!(self.0.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = std::process::Command::new("ip")
         .args(args)
@@ -412,7 +432,7 @@ pub(crate) async fn in_namespace() -> anyhow::Result<Namespace> {
         }
     }
     let report: PathBuf = std::env::temp_dir().join(format!("{name}.json"));
-    let mut inside = tokio::process::Command::new("ip")
+    let inside = tokio::process::Command::new("ip")
         .args(["netns", "exec", &name])
         .arg(std::env::current_exe()?)
         .args(std::env::args_os().skip(1))
@@ -422,14 +442,8 @@ pub(crate) async fn in_namespace() -> anyhow::Result<Namespace> {
         .kill_on_drop(true)
         .spawn()
         .context("running the bench inside its namespace")?;
-    // On Ctrl-C the run inside stops and the namespace still goes.
-    let status = tokio::select! {
-        s = inside.wait() => s?,
-        _ = tokio::signal::ctrl_c() => {
-            let _ = inside.kill().await;
-            bail!("interrupted");
-        }
-    };
+    let mut inside = StopOnDrop(inside);
+    let status = inside.0.wait().await?;
     let text = std::fs::read_to_string(&report);
     let _ = std::fs::remove_file(&report);
     if !status.success() {

@@ -5,11 +5,16 @@
 //! - `calling`: the call commands (call, the call half of listen, calls, settings).
 //! - `output`: human-readable and `--json` rendering.
 //! - `demo`: a guided tour on a temporary node.
+//! - `exit`: exit codes for scripts.
+//! - `flags`: the client flags (`--profile`, `--json`, `--proxy`), on the
+//!   commands they mean something to.
 
 mod calling;
 mod commands;
 mod daemon;
 mod demo;
+mod exit;
+mod flags;
 mod output;
 
 use std::path::PathBuf;
@@ -27,16 +32,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "umbra", version, propagate_version = true)]
 struct Cli {
-    /// Profile directory holding this device's account, keys and history.
-    /// Use one per user to run several users on one machine.
-    #[arg(long, global = true, env = "UMBRA_PROFILE", value_name = "DIR")]
+    // The client flags are also taken before the command (`umbra --profile
+    // DIR send ...`), as earlier versions took them; each client command
+    // lists them in its own help (see `flags`).
+    #[arg(long, hide = true, value_name = "DIR")]
     profile: Option<PathBuf>,
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, hide = true)]
     json: bool,
-    /// Reach the server through this proxy (umbra://proxy?...) for this
-    /// command; `umbra network proxy LINK` keeps one in the profile.
-    #[arg(long, global = true, env = "UMBRA_PROXY", value_name = "LINK")]
+    #[arg(long, hide = true, value_name = "LINK")]
     proxy: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -186,7 +189,7 @@ fn default_profile() -> PathBuf {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let (cli, flags) = flags::parse();
     // A client command is a few small structures (plus a call's buffers).
     // With transparent huge pages the allocator's arena is backed 2 MiB at a
     // time, which nearly doubled a client's memory (`umbra whoami`: 26.8 MB
@@ -213,21 +216,48 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let json = cli.json;
-    let result = runtime.block_on(run(cli));
+    let json = flags.json;
+    let result = runtime.block_on(run(cli, flags));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             output::error(json, &e);
-            std::process::ExitCode::FAILURE
+            exit::failure(&e).into()
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let profile = cli.profile.clone().unwrap_or_else(default_profile);
-    let out = output::Output { json: cli.json };
-    let proxy = match &cli.proxy {
+/// Runs one bench and prints its report.
+async fn bench(b: BenchCommand, out: output::Output) -> anyhow::Result<()> {
+    match b.which {
+        Some(BenchWhich::Proxy(args)) => {
+            let report = umbra_bench::proxy_bench::run(&args).await?;
+            out.value(&report, &report.to_string());
+        }
+        Some(BenchWhich::Relay(args)) => {
+            let report = umbra_bench::relay_bench::run(&args).await?;
+            out.value(&report, &report.to_string());
+        }
+        Some(BenchWhich::Call(args)) => {
+            let report = umbra_bench::call_bench::run(&args).await?;
+            out.value(&report, &report.to_string());
+        }
+        Some(BenchWhich::Sfu(args)) => {
+            let report = umbra_bench::sfu_bench::run(&args).await?;
+            out.value(&report, &report.to_string());
+        }
+        None => {
+            let report = umbra_bench::run(&b.args).await?;
+            out.value(&report, &report.to_string());
+        }
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli, flags: flags::ClientFlags) -> anyhow::Result<()> {
+    let profile = flags.profile.unwrap_or_else(default_profile);
+    let out = output::Output { json: flags.json };
+    let proxy = match &flags.proxy {
         Some(text) => Some(umbra_wire::proxy::ProxyLink::parse(text)?),
         None => None,
     };
@@ -242,29 +272,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(b) => {
             daemon::init_logging("warn");
-            match b.which {
-                Some(BenchWhich::Proxy(args)) => {
-                    let report = umbra_bench::proxy_bench::run(&args).await?;
-                    out.value(&report, &report.to_string());
-                }
-                Some(BenchWhich::Relay(args)) => {
-                    let report = umbra_bench::relay_bench::run(&args).await?;
-                    out.value(&report, &report.to_string());
-                }
-                Some(BenchWhich::Call(args)) => {
-                    let report = umbra_bench::call_bench::run(&args).await?;
-                    out.value(&report, &report.to_string());
-                }
-                Some(BenchWhich::Sfu(args)) => {
-                    let report = umbra_bench::sfu_bench::run(&args).await?;
-                    out.value(&report, &report.to_string());
-                }
-                None => {
-                    let report = umbra_bench::run(&b.args).await?;
-                    out.value(&report, &report.to_string());
+            umbra_bench::progress::set_quiet(out.json);
+            // Stopped by Ctrl-C or SIGTERM, a bench drops what it started:
+            // its servers are killed and its scratch files removed.
+            tokio::select! {
+                r = bench(b, out) => r,
+                _ = daemon::shutdown_signal() => {
+                    anyhow::bail!("interrupted: the servers the bench started are stopped")
                 }
             }
-            Ok(())
         }
         other => {
             daemon::init_logging("warn");

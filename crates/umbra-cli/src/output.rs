@@ -79,12 +79,29 @@ impl Output {
 
 /// Prints an error for the user.
 pub fn error(json: bool, e: &anyhow::Error) {
+    let text = said_once(e);
     if json {
-        let v = serde_json::json!({ "error": format!("{e:#}") });
+        let v = serde_json::json!({ "error": text });
         println!("{v}");
     } else {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {text}");
     }
+}
+
+/// An error and its chain of causes, "what failed: why", where a cause whose
+/// words the message already holds is not said again (an error type may
+/// embed its source in its own message, so that it reads whole in a log
+/// line, and still expose it as its source).
+pub fn said_once(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !cause.is_empty() && !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// `YYYY-MM-DD HH:MM:SS` UTC from Unix milliseconds.
@@ -99,6 +116,24 @@ pub fn clock(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[derive(Debug, thiserror::Error)]
+    enum Wrapper {
+        #[error("profile database error: {0}")]
+        Db(#[from] std::io::Error),
+    }
+
+    #[test]
+    fn a_cause_already_said_is_not_said_again() {
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::from(Wrapper::from(io)).context("saving the message");
+        assert_eq!(
+            super::said_once(&e),
+            "saving the message: profile database error: disk full"
+        );
+        let e = anyhow::Error::from(std::io::Error::other("refused")).context("dialing");
+        assert_eq!(super::said_once(&e), "dialing: refused");
+    }
+
     #[test]
     fn clock_formats_utc() {
         assert_eq!(super::clock(0), "1970-01-01 00:00:00");

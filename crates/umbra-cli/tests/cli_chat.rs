@@ -137,39 +137,82 @@ fn two_users_chat_and_a_group_lives_its_life() {
 
 #[test]
 fn errors_name_the_problem() {
+    use common::proxy_proc::{ProxyProc, free_port};
+    use common::{fails_with, said_once};
+
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProc::start(
+    // A small envelope limit, so that an oversize message fits on a command
+    // line.
+    let server = ServerProc::start_with(
         &dir.path().join("server"),
         "127.0.0.1:0",
         &dir.path().join("server.log"),
+        &["--max-envelope-bytes", "4096"],
     );
     let p = |n: &str| dir.path().join(n);
 
+    // Usage errors: clap's, a daemon given a client flag, a link that is
+    // not one.
+    let err = fails_with(&p("nobody"), &["send", "bob"], 2);
+    assert!(err.contains("<TEXT>"), "{err}");
+    let err = fails_with(&p("nobody"), &["serve"], 2);
+    assert!(err.contains("--profile is for client commands"), "{err}");
+    let err = fails_with(
+        &p("bad"),
+        &["register", "--invite", "https://example.org", "zed"],
+        2,
+    );
+    assert!(err.contains("not an Umbra invite link"), "{err}");
+    said_once(&err);
+    let err = fails_with(
+        &p("bad"),
+        &["register", "--invite", &server.invite, "A!"],
+        2,
+    );
+    assert!(err.contains("not a valid username"), "{err}");
+
     // No profile yet.
-    let err = fails(&p("nobody"), &["send", "bob", "hi"]);
+    let err = fails_with(&p("nobody"), &["send", "bob", "hi"], 3);
     assert!(err.contains("umbra register"), "{err}");
-    common::said_once(&err);
+    said_once(&err);
 
     ok(
         &p("alice"),
         &["register", "--invite", &server.invite, "alice"],
     );
-    let err = fails(&p("alice"), &["send", "nosuchuser", "hi"]);
+    ok(&p("bob"), &["register", "--invite", &server.invite, "bob"]);
+    let err = fails_with(&p("alice"), &["send", "nosuchuser", "hi"], 5);
     assert!(err.contains("there is no user `nosuchuser`"), "{err}");
-    common::said_once(&err);
-    let err = fails(
+    said_once(&err);
+    let err = fails_with(
         &p("other"),
         &["register", "--invite", &server.invite, "alice"],
+        5,
     );
     assert!(err.to_lowercase().contains("taken"), "{err}");
-    let err = fails(&p("bad"), &["register", "--invite", &server.invite, "A!"]);
-    assert!(err.contains("not a valid username"), "{err}");
-    let err = fails(
-        &p("bad"),
-        &["register", "--invite", "https://example.org", "zed"],
+    said_once(&err);
+
+    // A message over the server's limit is refused before anything is
+    // written: it is not in the history, and the next message goes through.
+    ok(&p("alice"), &["send", "bob", "first"]);
+    let long = "x".repeat(20_000);
+    let err = fails_with(&p("alice"), &["send", "bob", &long], 5);
+    assert!(err.contains("too large for this server"), "{err}");
+    assert!(err.contains("at most 4096"), "{err}");
+    said_once(&err);
+    ok(&p("alice"), &["send", "bob", "second"]);
+    let bodies: Vec<String> = history(&p("bob"), "alice")
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(bodies, ["first", "second"]);
+    assert_eq!(
+        history(&p("alice"), "bob")
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect::<Vec<_>>(),
+        ["first", "second"]
     );
-    assert!(err.contains("not an Umbra invite link"), "{err}");
-    common::said_once(&err);
 
     // A wrong pinned key: the client refuses and says why.
     let key = server.invite.split("key=").nth(1).expect("key").to_string();
@@ -178,16 +221,44 @@ fn errors_name_the_problem() {
     let bad_invite = server
         .invite
         .replace(&key, &String::from_utf8(wrong).expect("utf8"));
-    let err = fails(
+    let err = fails_with(
         &p("mallory"),
         &["register", "--invite", &bad_invite, "mallory"],
+        5,
     );
     assert!(err.contains("does not match"), "{err}");
-    common::said_once(&err);
+    said_once(&err);
+
+    // A proxy that turns the client away: its link has another secret.
+    let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let proxy = ProxyProc::start(
+        &dir.path().join("proxy"),
+        &server.listen,
+        &listen,
+        false,
+        "127.0.0.1",
+    );
+    let secret = proxy.link.split("secret=").nth(1).expect("secret");
+    let secret = secret.split('&').next().expect("secret");
+    let mut other = secret.to_string().into_bytes();
+    other[0] = if other[0] == b'A' { b'B' } else { b'A' };
+    let stale = proxy
+        .link
+        .replace(secret, &String::from_utf8(other).expect("utf8"));
+    let err = fails_with(&p("alice"), &["--proxy", &stale, "sync"], 5);
+    assert!(
+        err.contains("the proxy turned this connection away"),
+        "{err}"
+    );
+    said_once(&err);
+    drop(proxy);
 
     // Nothing listening.
     server.kill();
-    let err = fails(&p("alice"), &["sync"]);
+    let err = fails_with(&p("alice"), &["sync"], 4);
     assert!(err.contains("cannot reach the server"), "{err}");
-    common::said_once(&err);
+    said_once(&err);
+    // What was being sent is kept, said once, and the code is the same.
+    let err = fails_with(&p("alice"), &["send", "bob", "later"], 4);
+    said_once(&err);
 }

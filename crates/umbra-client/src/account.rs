@@ -17,6 +17,7 @@ use crate::ClientError;
 use crate::client::{Client, random_bytes};
 use crate::conn::ServerConn;
 use crate::mls_store::Provider;
+use crate::outbox;
 use crate::profile::{Profile, get_setting, set_setting};
 
 /// Key packages uploaded at a time.
@@ -95,6 +96,7 @@ impl Client {
             set_setting(&tx, "identity_keypair", &secrets.identity_keypair)?;
             set_setting(&tx, "sealing_private", &secrets.sealing_private)?;
             set_setting(&tx, "delivery_token", &token)?;
+            outbox::remember_limit(&tx, server.hello())?;
             if let Some(link) = &proxy {
                 set_setting(&tx, "proxy", link.to_string().as_bytes())?;
             }

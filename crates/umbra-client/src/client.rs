@@ -196,6 +196,7 @@ impl Client {
             return Ok(Vec::new());
         }
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
+        outbox::remember_limit(self.profile.conn(), server.hello())?;
         let warnings = outbox::flush(self.profile.conn(), &mut server).await?;
         server.close().await;
         Ok(warnings)

@@ -80,6 +80,17 @@ pub enum ClientError {
          automatically by your next umbra command"
     )]
     Queued(usize, String),
+    /// A message is larger than the server takes.
+    #[error(
+        "the message is too large for this server: {size} bytes once encrypted, where it takes at \
+         most {max}; shorten it (nothing was sent or saved)"
+    )]
+    TooLarge {
+        /// The envelope's size.
+        size: usize,
+        /// The server's limit.
+        max: usize,
+    },
     /// The argument is not valid.
     #[error("{0}")]
     Invalid(String),

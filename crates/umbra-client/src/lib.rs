@@ -46,6 +46,8 @@ pub use account::validate_username;
 pub use client::Client;
 pub use error::ClientError;
 pub use model::{CallEvent, Contact, Conversation, Event, HistoryEntry, Participant};
+/// The network errors a [`ClientError`] may carry.
+pub use umbra_net::NetError;
 
 /// Milliseconds since the Unix epoch, for message timestamps shown to users.
 pub fn now_ms() -> u64 {

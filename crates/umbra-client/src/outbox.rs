@@ -9,11 +9,37 @@
 use prost::Message;
 use rusqlite::{Connection, params};
 use umbra_wire::e2e::{SealedContent, sealed_content};
-use umbra_wire::proto::{ErrorCode, SendEnvelope, client_frame};
+use umbra_wire::proto::{ErrorCode, SendEnvelope, ServerHello, client_frame};
 
 use crate::ClientError;
 use crate::conn::ServerConn;
 use crate::model::Event;
+use crate::profile::{get_setting, set_setting};
+
+/// The largest envelope the server takes, until it has said (the server's
+/// own default).
+const DEFAULT_MAX_ENVELOPE: usize = 128 * 1024;
+
+/// Keeps the server's envelope limit from its hello, so that a message too
+/// large for it is refused here, before anything is written, rather than
+/// by the server after the message shows as sent.
+pub fn remember_limit(conn: &Connection, hello: &ServerHello) -> Result<(), ClientError> {
+    if hello.max_envelope_bytes > 0 {
+        set_setting(
+            conn,
+            "max_envelope_bytes",
+            &hello.max_envelope_bytes.to_be_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+fn max_envelope(conn: &Connection) -> Result<usize, ClientError> {
+    Ok(get_setting(conn, "max_envelope_bytes")?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(|b| u32::from_be_bytes(b) as usize)
+        .unwrap_or(DEFAULT_MAX_ENVELOPE))
+}
 
 /// Where one copy of a message goes.
 #[derive(Debug, Clone)]
@@ -37,14 +63,24 @@ pub fn seal(mls_message: &[u8], sealing_key: &[u8; 32]) -> Result<Vec<u8>, Clien
     Ok(umbra_crypto::seal::seal(sealing_key, &inner)?)
 }
 
-/// Seals `mls_message` to each recipient and queues the envelopes.
+/// Seals `mls_message` to each recipient and queues the envelopes. An
+/// envelope over the server's limit is [`ClientError::TooLarge`], and since
+/// `conn` is the transaction of the operation that made the message, none
+/// of it is kept.
 pub fn enqueue(
     conn: &Connection,
     mls_message: &[u8],
     recipients: &[Recipient],
 ) -> Result<(), ClientError> {
+    let max = max_envelope(conn)?;
     for r in recipients {
         let sealed = seal(mls_message, &r.sealing_key)?;
+        if sealed.len() > max {
+            return Err(ClientError::TooLarge {
+                size: sealed.len(),
+                max,
+            });
+        }
         conn.execute(
             "INSERT INTO outbox (mailbox_id, delivery_token, sealed) VALUES (?1, ?2, ?3)",
             params![r.mailbox_id, r.delivery_token, sealed],

@@ -24,6 +24,7 @@ impl Client {
     pub async fn sync(&mut self) -> Result<Vec<Event>, ClientError> {
         let mut events = self.flush_earlier().await?;
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
+        outbox::remember_limit(self.profile.conn(), server.hello())?;
         self.login(&mut server).await?;
         // Acknowledged in confirmed batches: when sync returns, the server has
         // deleted what this device applied.

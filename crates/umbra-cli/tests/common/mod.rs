@@ -212,6 +212,19 @@ pub fn fails(profile: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Like [`fails`], asserting the exit code too.
+pub fn fails_with(profile: &Path, args: &[&str], code: i32) -> String {
+    let out = umbra(profile, args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "umbra {args:?}: exit code\nstdout: {}\nstderr: {err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    err
+}
+
 /// Checks that an error the binary printed says each thing once: no line
 /// twice, and no part of a line (the pieces between ": ") twice.
 pub fn said_once(err: &str) {
