@@ -88,6 +88,14 @@ pub enum SettingsCommand {
         #[arg(value_parser = ["everyone", "contacts", "nobody"])]
         who: String,
     },
+    /// Read receipts: `on` (the default) tells the people who wrote to you
+    /// when you have been shown their messages; `off` does not, and, as it
+    /// works both ways, shows you nobody's (delivered receipts still go).
+    ReadReceipts {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
 }
 
 fn clock(secs: u64) -> String {
@@ -333,21 +341,26 @@ pub fn settings(client: &Client, cmd: SettingsCommand, out: Output) -> anyhow::R
         SettingsCommand::Show => {}
         SettingsCommand::ProtectIp { state } => client.set_protect_ip(state == "on")?,
         SettingsCommand::WhoCanCall { who } => client.set_who_can_call(WhoCanCall::parse(&who)?)?,
+        SettingsCommand::ReadReceipts { state } => client.set_read_receipts(state == "on")?,
     }
     let s = client.call_settings()?;
+    let read_receipts = client.read_receipts()?;
     let who = serde_json::to_value(s.who_can_call)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
+    let mut json = serde_json::to_value(s)?;
+    json["read_receipts"] = read_receipts.into();
     out.value(
-        &s,
+        &json,
         &format!(
-            "protect IP address in calls: {}\nwho can call you: {who}",
+            "protect IP address in calls: {}\nwho can call you: {who}\nread receipts: {}",
             if s.protect_ip {
                 "on (every call is relayed: the other side only sees the relay's address; quality may be lower)"
             } else {
                 "off (calls go peer to peer once answered: each side can see the other's IP address)"
-            }
+            },
+            if read_receipts { "on" } else { "off" }
         ),
     );
     Ok(())

@@ -160,6 +160,7 @@ pub async fn run(
         }
         Command::Listen { auto_answer, media } => {
             let mut client = open(profile, &proxy)?;
+            client.shows_messages(true);
             if !out.json {
                 eprintln!("listening as `{}` (Ctrl-C to stop)", client.username());
             }
@@ -187,6 +188,7 @@ pub async fn run(
         }
         Command::Sync => {
             let mut client = open(profile, &proxy)?;
+            client.shows_messages(true);
             let events = client.sync().await?;
             out.events(&events);
             if !out.json && events.is_empty() {
@@ -209,6 +211,51 @@ pub async fn run(
             }
             let entries = client.history(conversation.as_deref(), limit)?;
             out.history(&entries, client.username());
+            // Shown: read (receipts go now, or with the next command).
+            client.mark_read(conversation.as_deref())?;
+            if !offline {
+                for e in client.send_receipts().await? {
+                    if let umbra_client::Event::Warning { text } = e {
+                        eprintln!("warning: {text}");
+                    }
+                }
+            }
+        }
+        Command::Block { user } => {
+            let client = open(profile, &proxy)?;
+            let newly = client.block(&user)?;
+            out.value(
+                &serde_json::json!({ "blocked": user, "already": !newly }),
+                &if newly {
+                    format!(
+                        "blocked `{user}`: nothing from them is shown, and no receipt goes back"
+                    )
+                } else {
+                    format!("`{user}` was already blocked")
+                },
+            );
+        }
+        Command::Unblock { user } => {
+            let client = open(profile, &proxy)?;
+            let was = client.unblock(&user)?;
+            out.value(
+                &serde_json::json!({ "unblocked": user, "was_blocked": was }),
+                &if was {
+                    format!("unblocked `{user}`")
+                } else {
+                    format!("`{user}` was not blocked")
+                },
+            );
+        }
+        Command::Blocked => {
+            let client = open(profile, &proxy)?;
+            let list = client.blocked()?;
+            let text = if list.is_empty() {
+                "nobody is blocked".to_string()
+            } else {
+                list.join("\n")
+            };
+            out.value(&list, &text);
         }
         Command::Contacts => {
             let client = open(profile, &proxy)?;

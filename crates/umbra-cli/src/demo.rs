@@ -36,6 +36,10 @@ fn show(who: &str, events: &[Event]) {
                 println!("   {who} sees  * [{conversation}] {text}")
             }
             Event::Warning { text } => println!("   {who}: warning: {text}"),
+            Event::Receipt { from, read, .. } => {
+                let what = if *read { "read by" } else { "delivered to" };
+                println!("   {who} sees  ({what} {from})")
+            }
             Event::Call(_) => {}
         }
     }

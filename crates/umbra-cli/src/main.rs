@@ -109,7 +109,8 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Call settings: protect IP address in calls, who can call you.
+    /// Settings: protect IP address in calls, who can call you, read
+    /// receipts.
     #[command(subcommand)]
     Settings(calling::SettingsCommand),
     /// Receive what is waiting, then exit.
@@ -127,6 +128,19 @@ enum Command {
     },
     /// List the people you have talked to, with their key fingerprints.
     Contacts,
+    /// Block USER: nothing from them is shown (messages, calls, receipts),
+    /// no receipt goes back to them, and nothing can be sent to them.
+    Block {
+        /// Their username.
+        user: String,
+    },
+    /// Unblock USER.
+    Unblock {
+        /// Their username.
+        user: String,
+    },
+    /// List the accounts you blocked.
+    Blocked,
     /// List conversations and their members.
     Conversations,
     /// Show the safety number to compare with USER out of band.

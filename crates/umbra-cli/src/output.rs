@@ -40,6 +40,24 @@ impl Output {
                 }
             }
             Event::Info { conversation, text } => println!("* [{conversation}] {text}"),
+            Event::Receipt {
+                conversation,
+                from,
+                read,
+                message_ids,
+            } => {
+                let n = message_ids.len();
+                let what = if n == 1 {
+                    "your message".to_string()
+                } else {
+                    format!("{n} of your messages")
+                };
+                if *read {
+                    println!("* [{conversation}] {from} read {what}");
+                } else {
+                    println!("* [{conversation}] {what} reached {from}");
+                }
+            }
             Event::Warning { text } => eprintln!("warning: {text}"),
             Event::Call(c) => crate::calling::show(*self, c),
         }
@@ -66,14 +84,52 @@ impl Output {
             if h.kind == "event" {
                 println!("{} [{}] * {}", clock(h.sent_ms), h.conversation, h.body);
             } else {
+                let status = h
+                    .status
+                    .as_ref()
+                    .map(|s| format!("  ({})", status_text(s)))
+                    .unwrap_or_default();
                 println!(
-                    "{} [{}] {who}: {}",
+                    "{} [{}] {who}: {}{status}",
                     clock(h.sent_ms),
                     h.conversation,
                     h.body
                 );
             }
         }
+    }
+}
+
+/// "read", "delivered", "sent", "not sent yet"; in a group, with who.
+fn status_text(s: &umbra_client::receipts::MessageStatus) -> String {
+    use umbra_client::receipts::Status;
+    let word = |st: Status| match st {
+        Status::Pending => "not sent yet",
+        Status::Sent => "sent",
+        Status::Delivered => "delivered",
+        Status::Read => "read",
+    };
+    if s.recipients.len() <= 1 || s.status == Status::Pending {
+        return word(s.status).to_string();
+    }
+    let read = s
+        .recipients
+        .iter()
+        .filter(|r| r.status == Status::Read)
+        .count();
+    let got = s
+        .recipients
+        .iter()
+        .filter(|r| r.status >= Status::Delivered)
+        .count();
+    let all = s.recipients.len();
+    match s.status {
+        Status::Read => "read by all".into(),
+        Status::Delivered if read > 0 => format!("delivered to all, read by {read} of {all}"),
+        Status::Delivered => "delivered to all".into(),
+        _ if read > 0 => format!("sent, delivered to {got} of {all}, read by {read}"),
+        _ if got > 0 => format!("sent, delivered to {got} of {all}"),
+        _ => "sent".into(),
     }
 }
 

@@ -45,6 +45,9 @@ pub struct Client {
     pub(crate) me: DeviceAddress,
     pub(crate) device_id: Vec<u8>,
     pub(crate) proxy: Option<ProxyLink>,
+    /// Whether what `sync` and `listen` return is shown to the user (a
+    /// terminal app), so that it counts as read; see [`Client::shows_messages`].
+    pub(crate) shows: bool,
 }
 
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
@@ -100,7 +103,17 @@ impl Client {
             me,
             device_id,
             proxy,
+            shows: false,
         })
+    }
+
+    /// Says that the messages `sync` and `listen` return are shown to the
+    /// user as they come (as the terminal app does): they then count as
+    /// read, and read receipts go back (if they are on). Otherwise only
+    /// delivered receipts are sent, and [`Client::mark_read`] says when a
+    /// conversation was read.
+    pub fn shows_messages(&mut self, shows: bool) {
+        self.shows = shows;
     }
 
     /// Our username.

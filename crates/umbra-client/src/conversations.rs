@@ -17,6 +17,7 @@ use crate::{ClientError, inbox, now_ms};
 impl Client {
     /// Sends a 1:1 message, starting the conversation if needed.
     pub async fn send(&mut self, to: &str, text: &str) -> Result<Vec<Event>, ClientError> {
+        crate::blocking::refuse_blocked(self.profile.conn(), to)?;
         let mut events = self.flush_earlier().await?;
         let existing = direct_conversation(self.profile.conn(), to)?;
         let group_id = match existing {
@@ -107,7 +108,8 @@ impl Client {
         let provider = Provider::new(&self.crypto, &tx);
         let (group, ct) = self.encrypt_content(&provider, group_id, &content)?;
         let recipients = group_recipients(&tx, &group, self.username())?;
-        outbox::enqueue(&tx, &ct, &recipients)?;
+        outbox::enqueue_message(&tx, &ct, &recipients, Some(&content.message_id))?;
+        crate::receipts::expect(&tx, &content.message_id, &recipients)?;
         tx.execute(
             "INSERT INTO history (group_id, message_id, sender, body, kind, sent_ms, received_ms, outgoing)
              VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?5, 1)",
@@ -275,7 +277,7 @@ impl Client {
     ) -> Result<Vec<HistoryEntry>, ClientError> {
         let conn = self.profile.conn();
         let mut stmt = conn.prepare(
-            "SELECT c.name, h.sender, h.body, h.kind, h.sent_ms, h.outgoing FROM history h
+            "SELECT c.name, h.sender, h.body, h.kind, h.sent_ms, h.outgoing, h.message_id FROM history h
              JOIN conversations c ON c.group_id = h.group_id
              WHERE (?1 IS NULL OR c.name = ?1)
              ORDER BY h.id DESC LIMIT ?2",
@@ -288,9 +290,15 @@ impl Client {
                 kind: r.get(3)?,
                 sent_ms: r.get::<_, i64>(4)? as u64,
                 outgoing: r.get(5)?,
+                message_id: hex::encode(r.get::<_, Vec<u8>>(6)?),
+                status: None,
             })
         })?;
         let mut out: Vec<HistoryEntry> = rows.collect::<Result<_, _>>()?;
+        for h in out.iter_mut().filter(|h| h.outgoing && h.kind == "text") {
+            let id = hex::decode(&h.message_id).unwrap_or_default();
+            h.status = crate::receipts::status(conn, &id)?;
+        }
         out.reverse();
         if let (true, Some(name)) = (out.is_empty(), conversation) {
             let known: bool = conn.query_row(

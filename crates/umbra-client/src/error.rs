@@ -80,6 +80,9 @@ pub enum ClientError {
          automatically by your next umbra command"
     )]
     Queued(usize, String),
+    /// The user blocked this account.
+    #[error("you blocked `{0}`: `umbra unblock {0}` first")]
+    Blocked(String),
     /// A message is larger than the server takes.
     #[error(
         "the message is too large for this server: {size} bytes once encrypted, where it takes at \

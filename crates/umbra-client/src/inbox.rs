@@ -19,6 +19,7 @@ use umbra_crypto::{CryptoError, Identity};
 use umbra_wire::e2e::{Content, SealedContent, content, sealed_content};
 use umbra_wire::proto::Deliver;
 
+use crate::blocking::is_blocked;
 use crate::calls::group_signal::{self, GroupSignal};
 use crate::calls::records::{self, Ended, Outcome};
 use crate::calls::signal::Signal;
@@ -26,7 +27,7 @@ use crate::contacts::{check_identity, group_recipients};
 use crate::mls_store::Provider;
 use crate::model::Event;
 use crate::profile::Profile;
-use crate::{ClientError, now_ms, outbox};
+use crate::{ClientError, now_ms, outbox, receipts};
 
 /// What applying envelopes needs of the receiving device: its keys and its
 /// own address (to announce to new members).
@@ -163,6 +164,11 @@ fn join(
         // The group's name and a notice follow in the GroupMeta message.
         return Ok(Vec::new());
     }
+    if is_blocked(conn, &sender.username)? {
+        // Joined, so that the conversation is whole if they are unblocked;
+        // nothing shown.
+        return Ok(Vec::new());
+    }
     let text = format!("{} started a conversation with you", sender.username);
     record_event(conn, &group_id, &sender.username, &text)?;
     Ok(vec![Event::Info {
@@ -241,7 +247,26 @@ fn group_message(
                     params![sender.username, addr.mailbox_id, addr.sealing_key, token],
                 )?;
             }
+            let blocked = is_blocked(conn, &sender.username)?;
             match content.body {
+                // Nothing from a blocked account is shown or answered.
+                Some(
+                    content::Body::Text(_)
+                    | content::Body::Call(_)
+                    | content::Body::GroupCall(_)
+                    | content::Body::Receipt(_),
+                ) if blocked => {}
+                Some(content::Body::Receipt(r)) => {
+                    let moved = receipts::received(conn, group_id, &sender.username, &r)?;
+                    if !moved.is_empty() {
+                        events.push(Event::Receipt {
+                            conversation: name.clone(),
+                            from: sender.username.clone(),
+                            read: r.kind() == umbra_wire::e2e::receipt::Kind::Read,
+                            message_ids: moved.iter().map(hex::encode).collect(),
+                        });
+                    }
+                }
                 Some(content::Body::Text(text)) => {
                     let inserted = conn.execute(
                         "INSERT OR IGNORE INTO history (group_id, message_id, sender, body, kind, sent_ms, received_ms, outgoing)
@@ -249,6 +274,12 @@ fn group_message(
                         params![group_id, content.message_id, sender.username, text, content.sent_at_ms as i64, now_ms() as i64],
                     )?;
                     if inserted == 1 {
+                        receipts::owe_delivered(
+                            conn,
+                            group_id,
+                            &sender.username,
+                            &content.message_id,
+                        )?;
                         events.push(Event::Message {
                             conversation: name.clone(),
                             sender: sender.username.clone(),
@@ -308,12 +339,14 @@ fn group_message(
                     )?);
                 }
                 Some(content::Body::Leaving(_)) => {
-                    let text = format!("{} left", sender.username);
-                    record_event(conn, group_id, &sender.username, &text)?;
-                    events.push(Event::Info {
-                        conversation: name.clone(),
-                        text,
-                    });
+                    if !blocked {
+                        let text = format!("{} left", sender.username);
+                        record_event(conn, group_id, &sender.username, &text)?;
+                        events.push(Event::Info {
+                            conversation: name.clone(),
+                            text,
+                        });
+                    }
                     // The remaining member at the lowest leaf commits the removal.
                     let committer = mls::leaves(&group)
                         .into_iter()

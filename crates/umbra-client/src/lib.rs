@@ -16,11 +16,14 @@
 //!   operations share; the operations themselves, one module each:
 //!   [`account`] (register, login, relay credentials), [`directory`] (user
 //!   look-ups, key packages, safety numbers), [`conversations`] (chats,
-//!   groups, history) and [`receive`] (`sync`, `listen`).
+//!   groups, history), [`delivery`] (receipts sent, read marks, blocking)
+//!   and [`receive`] (`sync`, `listen`).
+//! - [`receipts`] and [`blocking`]: what receipts and blocks store, and
+//!   how a received receipt moves a message's status forward.
 //!
 //! Imports go one way: a module uses only modules later in this list:
-//! `receive`, `conversations`, `directory`, `account`, `client`, `inbox`,
-//! `contacts`, then `outbox`, `conn`, `profile`, `mls_store`, `model`,
+//! `receive`, `delivery`, `conversations`, `directory`, `account`, `client`,
+//! `inbox`, `receipts`, `blocking`, `contacts`, then `outbox`, `conn`, `profile`, `mls_store`, `model`,
 //! `error`.
 //! - [`calls`]: calls, gluing end-to-end signalling to the media engine
 //!   (`umbra-call`): settings, records, ringing, offer and answer.
@@ -28,11 +31,13 @@
 //! - [`error`]: what can go wrong, phrased for the user.
 
 pub mod account;
+pub mod blocking;
 pub mod calls;
 pub mod client;
 pub mod conn;
 pub mod contacts;
 pub mod conversations;
+pub mod delivery;
 pub mod directory;
 pub mod error;
 pub mod inbox;
@@ -40,6 +45,7 @@ pub mod mls_store;
 pub mod model;
 pub mod outbox;
 pub mod profile;
+pub mod receipts;
 pub mod receive;
 
 pub use account::validate_username;

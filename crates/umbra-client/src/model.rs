@@ -24,6 +24,18 @@ pub enum Event {
         /// What happened.
         text: String,
     },
+    /// Receipts for messages we wrote: they reached `from`'s device, or
+    /// (`read`) were shown to them.
+    Receipt {
+        /// Conversation name.
+        conversation: String,
+        /// Who sent the receipt (authenticated by MLS).
+        from: String,
+        /// Read, or only delivered.
+        read: bool,
+        /// The messages (hex ids) whose status moved forward.
+        message_ids: Vec<String>,
+    },
     /// Something was dropped, with why.
     Warning {
         /// What happened.
@@ -197,6 +209,12 @@ pub struct HistoryEntry {
     pub sent_ms: u64,
     /// Whether we wrote it.
     pub outgoing: bool,
+    /// The message's id (hex), for texts.
+    pub message_id: String,
+    /// For a text we wrote: how far it got (`pending`, `sent`, `delivered`,
+    /// `read`), overall and per recipient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::receipts::MessageStatus>,
 }
 
 /// A person we have talked to.

@@ -72,6 +72,17 @@ pub fn enqueue(
     mls_message: &[u8],
     recipients: &[Recipient],
 ) -> Result<(), ClientError> {
+    enqueue_message(conn, mls_message, recipients, None)
+}
+
+/// [`enqueue`], for the user's message `message_id` (its envelopes mark it
+/// pending until the server has accepted them all).
+pub fn enqueue_message(
+    conn: &Connection,
+    mls_message: &[u8],
+    recipients: &[Recipient],
+    message_id: Option<&[u8]>,
+) -> Result<(), ClientError> {
     let max = max_envelope(conn)?;
     for r in recipients {
         let sealed = seal(mls_message, &r.sealing_key)?;
@@ -82,8 +93,8 @@ pub fn enqueue(
             });
         }
         conn.execute(
-            "INSERT INTO outbox (mailbox_id, delivery_token, sealed) VALUES (?1, ?2, ?3)",
-            params![r.mailbox_id, r.delivery_token, sealed],
+            "INSERT INTO outbox (mailbox_id, delivery_token, sealed, message_id) VALUES (?1, ?2, ?3, ?4)",
+            params![r.mailbox_id, r.delivery_token, sealed, message_id],
         )?;
     }
     Ok(())

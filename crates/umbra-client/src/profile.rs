@@ -3,7 +3,7 @@
 //! `DIR/profile.db` (SQLite, WAL) holds everything: settings (server invite,
 //! keys, mailbox), contacts, conversations, message history, the hashes of
 //! envelopes already applied (for exactly-once display), the outbox, call
-//! records, which
+//! records, receipts owed and received, blocked accounts, which
 //! group members we have given our delivery token to, and the MLS state
 //! (openmls's own tables). The directory is created private (0700).
 //! Several processes may use one profile at once (`listen` in one terminal,
@@ -74,6 +74,28 @@ CREATE TABLE IF NOT EXISTS calls (
     outcome TEXT NOT NULL,
     path TEXT
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS message_status (
+    message_id BLOB NOT NULL,
+    username TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    at_ms INTEGER,
+    PRIMARY KEY (message_id, username)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts_out (
+    group_id BLOB NOT NULL,
+    author TEXT NOT NULL,
+    message_id BLOB NOT NULL,
+    level INTEGER NOT NULL,
+    PRIMARY KEY (message_id, level)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipt_gaps (
+    group_id BLOB PRIMARY KEY,
+    gap INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocked (
+    username TEXT PRIMARY KEY,
+    since_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deferred (
     id INTEGER PRIMARY KEY,
     group_id BLOB NOT NULL,
@@ -102,6 +124,9 @@ impl Profile {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        add_column(&conn, "outbox", "message_id", "BLOB")?;
+        add_column(&conn, "history", "read", "INTEGER NOT NULL DEFAULT 0")?;
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS outbox_by_message ON outbox (message_id)")?;
         mls_store::migrate(&mut conn)?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -127,6 +152,19 @@ impl Profile {
             TransactionBehavior::Immediate,
         )?)
     }
+}
+
+/// Adds `column` to `table` in a profile made before it existed.
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<(), ClientError> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        params![table, column],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 /// Reads a setting.

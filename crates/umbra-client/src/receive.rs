@@ -47,6 +47,7 @@ impl Client {
         }
         server.ack_confirmed(applied).await?;
         server.close().await;
+        self.owe_and_queue_receipts()?;
         events.extend(self.flush_earlier().await?);
         Ok(events)
     }
@@ -98,6 +99,15 @@ impl Client {
         }
     }
 
+    /// What was just applied is read too if it is shown; what receipts
+    /// that owes go into the outbox.
+    fn owe_and_queue_receipts(&self) -> Result<(), ClientError> {
+        if self.shows {
+            self.mark_read_group(None)?;
+        }
+        self.queue_receipts()
+    }
+
     /// One connection's worth of [`Client::listen`]; `Ok` when stopped.
     async fn listen_once(
         &mut self,
@@ -132,6 +142,7 @@ impl Client {
                     if !d.online_only {
                         server.ack(vec![d.envelope_id]).await?;
                     }
+                    self.owe_and_queue_receipts()?;
                     for signal in applied.signals {
                         let Some(calls) = calls.as_deref_mut() else {
                             continue;
