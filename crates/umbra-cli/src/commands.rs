@@ -69,6 +69,28 @@ pub enum ProxyCheck {
     Doctor(umbra_proxy::ProxyArgs),
 }
 
+/// `umbra business ...`
+#[derive(Debug, Subcommand)]
+pub enum BusinessCommand {
+    /// Make this account a business account (or change its card): the
+    /// name customers see, and fields such as a website or opening hours.
+    /// The server's operator may then verify it; a change of name drops
+    /// the verification until it is given again.
+    Register {
+        /// The name customers see ("Acme Shop"), 1 to 64 characters.
+        #[arg(long)]
+        name: String,
+        /// A field of the card, NAME=VALUE (up to 16).
+        #[arg(long, value_name = "NAME=VALUE")]
+        field: Vec<String>,
+    },
+    /// Show USER's business card, checked (default: this account's).
+    Show {
+        /// The account.
+        user: Option<String>,
+    },
+}
+
 /// `umbra network ...`
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
@@ -221,6 +243,58 @@ pub async fn run(
                 }
             }
         }
+        Command::Business(cmd) => {
+            let mut client = open(profile, &proxy)?;
+            match cmd {
+                BusinessCommand::Register { name, field } => {
+                    let fields = field
+                        .iter()
+                        .map(|f| {
+                            f.split_once('=')
+                                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                                .ok_or_else(|| {
+                                    anyhow::Error::from(umbra_client::ClientError::Invalid(
+                                        format!("`{f}` is not a field: write NAME=VALUE"),
+                                    ))
+                                })
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let done = client.register_business(&name, &fields).await?;
+                    let l = &done.label;
+                    out.value(
+                        &done,
+                        &format!(
+                            "`{}` is a business account: customers see \"{}\"{}",
+                            client.username(),
+                            l.name,
+                            if l.verified {
+                                ", verified by this server"
+                            } else {
+                                " (not verified: the server's operator runs `umbra server business verify`)"
+                            }
+                        ),
+                    );
+                }
+                BusinessCommand::Show { user } => {
+                    let user = user.unwrap_or_else(|| client.username().to_string());
+                    let label = client.business_card(&user).await?;
+                    let text = match &label {
+                        None => format!("`{user}` is a personal account"),
+                        Some(l) => {
+                            let mut t = format!("{user}: {}", crate::output::business_line(l));
+                            for (n, v) in &l.fields {
+                                t.push_str(&format!("\n  {n}: {v}"));
+                            }
+                            t
+                        }
+                    };
+                    out.value(
+                        &serde_json::json!({ "user": user, "business": label }),
+                        &text,
+                    );
+                }
+            }
+        }
         Command::Block { user } => {
             let client = open(profile, &proxy)?;
             let newly = client.block(&user)?;
@@ -283,8 +357,13 @@ pub async fn run(
             let convs = client.conversations()?;
             let mut text = String::new();
             for c in &convs {
+                let business = c
+                    .business
+                    .as_ref()
+                    .map(|b| format!("  business: {}", crate::output::business_line(b)))
+                    .unwrap_or_default();
                 text.push_str(&format!(
-                    "{:<20} {:<6} {}{}\n",
+                    "{:<20} {:<6} {}{}{business}\n",
                     c.name,
                     c.kind,
                     c.members.join(", "),

@@ -3,6 +3,7 @@
 //! - `daemon`: `serve` (all-in-one node) and `server` (messaging server alone).
 //! - `commands`: the client commands (register, send, group, listen, ...).
 //! - `calling`: the call commands (call, the call half of listen, calls, settings).
+//! - `server_admin`: the operator's commands beside a running server.
 //! - `output`: human-readable and `--json` rendering.
 //! - `demo`: a guided tour on a temporary node.
 //! - `exit`: exit codes for scripts.
@@ -16,6 +17,7 @@ mod demo;
 mod exit;
 mod flags;
 mod output;
+mod server_admin;
 
 use std::path::PathBuf;
 
@@ -53,7 +55,7 @@ enum Command {
     /// (which share a generated secret, so clients get relay credentials).
     Serve(daemon::ServeArgs),
     /// Run the messaging server alone.
-    Server(umbra_server::ServerArgs),
+    Server(server_admin::ServerCommand),
     /// Run the call relay alone: a standard TURN server (UDP, TCP, TLS) with
     /// time-limited REST credentials, as coturn's static-auth-secret.
     Relay(umbra_relay::RelayArgs),
@@ -141,6 +143,10 @@ enum Command {
     },
     /// List the accounts you blocked.
     Blocked,
+    /// Business accounts: make this one a business (its name and card), or
+    /// look at another's.
+    #[command(subcommand)]
+    Business(commands::BusinessCommand),
     /// List conversations and their members.
     Conversations,
     /// Show the safety number to compare with USER out of band.
@@ -277,7 +283,10 @@ async fn run(cli: Cli, flags: flags::ClientFlags) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Serve(args) => daemon::serve_all(args).await,
-        Command::Server(args) => daemon::serve(args).await,
+        Command::Server(s) => match s.admin {
+            Some(server_admin::ServerAdmin::Business(cmd)) => server_admin::run(cmd),
+            None => daemon::serve(s.args).await,
+        },
         Command::Relay(args) => daemon::relay(args).await,
         Command::Proxy(p) => daemon::proxy(p).await,
         Command::Demo => {

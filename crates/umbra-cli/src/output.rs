@@ -32,11 +32,16 @@ impl Output {
                 sender,
                 text,
                 sent_ms,
+                business,
             } => {
+                let who = match business {
+                    Some(b) => umbra_client::business::display(sender, b),
+                    None => sender.clone(),
+                };
                 if conversation == sender {
-                    println!("{} {sender}: {text}", clock(*sent_ms));
+                    println!("{} {who}: {text}", clock(*sent_ms));
                 } else {
-                    println!("{} [{conversation}] {sender}: {text}", clock(*sent_ms));
+                    println!("{} [{conversation}] {who}: {text}", clock(*sent_ms));
                 }
             }
             Event::Info { conversation, text } => println!("* [{conversation}] {text}"),
@@ -80,7 +85,11 @@ impl Output {
             println!("(no messages yet)");
         }
         for h in entries {
-            let who = if h.outgoing { me } else { h.sender.as_str() };
+            let who = match (&h.business, h.outgoing) {
+                (_, true) => me.to_string(),
+                (Some(b), false) => umbra_client::business::display(&h.sender, b),
+                (None, false) => h.sender.clone(),
+            };
             if h.kind == "event" {
                 println!("{} [{}] * {}", clock(h.sent_ms), h.conversation, h.body);
             } else {
@@ -97,6 +106,15 @@ impl Output {
                 );
             }
         }
+    }
+}
+
+/// `Acme Shop ✓ verified by this server` / `Acme Shop (not verified)`.
+pub fn business_line(b: &umbra_client::business::BusinessLabel) -> String {
+    if b.verified {
+        format!("{} ✓ verified by this server", b.name)
+    } else {
+        format!("{} (not verified)", b.name)
     }
 }
 

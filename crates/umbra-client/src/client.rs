@@ -48,6 +48,9 @@ pub struct Client {
     /// Whether what `sync` and `listen` return is shown to the user (a
     /// terminal app), so that it counts as read; see [`Client::shows_messages`].
     pub(crate) shows: bool,
+    /// This business account's card (with the operator's verification, if
+    /// given), sent with every message; `None` for a personal account.
+    pub(crate) business_card: Option<Vec<u8>>,
 }
 
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
@@ -95,6 +98,7 @@ impl Client {
             Some(text) => Some(ProxyLink::parse(&String::from_utf8_lossy(&text))?),
             None => None,
         };
+        let business_card = get_setting(conn, "business_card")?;
         Ok(Self {
             profile,
             crypto: RustCrypto::default(),
@@ -104,6 +108,7 @@ impl Client {
             device_id,
             proxy,
             shows: false,
+            business_card,
         })
     }
 
@@ -191,6 +196,7 @@ impl Client {
             crypto: &self.crypto,
             identity: &self.identity,
             me: &self.me,
+            sign_key: self.invite.sign_key,
         }
     }
 
@@ -199,6 +205,7 @@ impl Client {
             message_id: random_bytes::<16>().to_vec(),
             sent_at_ms: now_ms(),
             sender: Some(self.me.clone()),
+            business_card: self.business_card.clone().unwrap_or_default(),
             body: Some(body),
         }
     }

@@ -292,12 +292,21 @@ impl Client {
                 outgoing: r.get(5)?,
                 message_id: hex::encode(r.get::<_, Vec<u8>>(6)?),
                 status: None,
+                business: None,
             })
         })?;
         let mut out: Vec<HistoryEntry> = rows.collect::<Result<_, _>>()?;
         for h in out.iter_mut().filter(|h| h.outgoing && h.kind == "text") {
             let id = hex::decode(&h.message_id).unwrap_or_default();
             h.status = crate::receipts::status(conn, &id)?;
+        }
+        let mut labels = std::collections::HashMap::new();
+        for h in out.iter_mut().filter(|h| !h.outgoing && h.kind == "text") {
+            if !labels.contains_key(&h.sender) {
+                let label = crate::business::label_of(conn, &h.sender)?;
+                labels.insert(h.sender.clone(), label);
+            }
+            h.business = labels.get(&h.sender).cloned().flatten();
         }
         out.reverse();
         if let (true, Some(name)) = (out.is_empty(), conversation) {
@@ -317,14 +326,22 @@ impl Client {
     pub fn conversations(&self) -> Result<Vec<Conversation>, ClientError> {
         let conn = self.profile.conn();
         let mut stmt = conn.prepare(
-            "SELECT group_id, name, kind, active FROM conversations ORDER BY created_ms",
+            "SELECT group_id, name, kind, active, peer FROM conversations ORDER BY created_ms",
         )?;
-        let rows: Vec<(Vec<u8>, String, String, bool)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        // group id, name, kind, active, peer
+        type Row = (Vec<u8>, String, String, bool, Option<String>);
+        let rows: Vec<Row> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
             .collect::<Result<_, _>>()?;
         let provider = Provider::new(&self.crypto, conn);
         let mut out = Vec::new();
-        for (gid, name, kind, active) in rows {
+        for (gid, name, kind, active, peer) in rows {
+            let business = match &peer {
+                Some(p) => crate::business::label_of(conn, p)?,
+                None => None,
+            };
             let group = if active {
                 mls::load_group(&provider, &gid)?
             } else {
@@ -339,6 +356,7 @@ impl Client {
                     .unwrap_or_default(),
                 active: group.is_some(),
                 epoch: group.as_ref().map(mls::epoch).unwrap_or(0),
+                business,
             });
         }
         Ok(out)

@@ -29,6 +29,7 @@ impl Client {
             ));
         }
         let devices = server.fetch_devices(username, true).await?;
+        let business = devices.business;
         let device = devices
             .devices
             .into_iter()
@@ -45,6 +46,14 @@ impl Client {
             )));
         }
         check_identity(self.profile.conn(), username, &keys.identity_key)?;
+        if let Some(card) = &business
+            && let Err(e) = self.believe_card(username, &keys.identity_key, card)
+        {
+            // Before the first message the user learns whom they write to;
+            // a card that does not check out is not shown (`umbra business
+            // show` says why), and the account counts as a person's.
+            tracing::warn!(error = %e, "a business card was refused");
+        }
         let sealing_key: [u8; 32] = keys
             .sealing_key
             .as_slice()

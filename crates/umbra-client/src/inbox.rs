@@ -20,6 +20,7 @@ use umbra_wire::e2e::{Content, SealedContent, content, sealed_content};
 use umbra_wire::proto::Deliver;
 
 use crate::blocking::is_blocked;
+use crate::business;
 use crate::calls::group_signal::{self, GroupSignal};
 use crate::calls::records::{self, Ended, Outcome};
 use crate::calls::signal::Signal;
@@ -38,6 +39,8 @@ pub struct Device<'a> {
     pub identity: &'a Identity,
     /// The device's own address, with its delivery token.
     pub me: &'a umbra_wire::e2e::DeviceAddress,
+    /// The server signing key the invite pinned (business verifications).
+    pub sign_key: Option<[u8; 32]>,
 }
 
 /// What one envelope produced.
@@ -248,6 +251,16 @@ fn group_message(
                 )?;
             }
             let blocked = is_blocked(conn, &sender.username)?;
+            if !content.business_card.is_empty() && !blocked {
+                events.extend(business_card(
+                    conn,
+                    ctx,
+                    group_id,
+                    &name,
+                    &sender,
+                    &content.business_card,
+                )?);
+            }
             match content.body {
                 // Nothing from a blocked account is shown or answered.
                 Some(
@@ -285,6 +298,7 @@ fn group_message(
                             sender: sender.username.clone(),
                             text,
                             sent_ms: content.sent_at_ms,
+                            business: business::label_of(conn, &sender.username)?,
                         });
                     }
                 }
@@ -419,6 +433,63 @@ fn group_message(
     Ok(events)
 }
 
+/// A business's card on a message: checked against the sender MLS
+/// authenticated and the server key the invite pinned; kept if good, with a
+/// line when the name or badge changes; refused with a warning if not.
+fn business_card(
+    conn: &Connection,
+    ctx: &Device<'_>,
+    group_id: &[u8],
+    conversation: &str,
+    sender: &mls::Member,
+    card: &[u8],
+) -> Result<Vec<Event>, ClientError> {
+    let label = match business::check_card(
+        card,
+        &sender.username,
+        &sender.identity_key,
+        ctx.sign_key.as_ref(),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            return Ok(vec![Event::Warning {
+                text: format!(
+                    "`{}` sent a message as a business, but {e}: it is shown as a personal account",
+                    sender.username
+                ),
+            }]);
+        }
+    };
+    let Some(before) = business::remember(conn, &sender.username, card, &label)? else {
+        return Ok(Vec::new());
+    };
+    let now = business::display(&sender.username, &label);
+    let text = match before {
+        None if label.verified => format!("{now} is a business account, verified by this server"),
+        None => format!("{now} is a business account, not verified by this server"),
+        Some(b) => {
+            let mut what = Vec::new();
+            if b.name != label.name {
+                what.push(format!("changed its name from \"{}\"", b.name));
+            }
+            match (b.verified, label.verified) {
+                (true, false) => what.push("is no longer verified by this server".into()),
+                (false, true) => what.push("is now verified by this server".into()),
+                _ => {}
+            }
+            if what.is_empty() {
+                what.push("changed its business card".into());
+            }
+            format!("{now} {}", what.join(" and "))
+        }
+    };
+    record_event(conn, group_id, &sender.username, &text)?;
+    Ok(vec![Event::Info {
+        conversation: conversation.to_string(),
+        text,
+    }])
+}
+
 /// A call signal: passed on for the call it belongs to. The hang-up of a
 /// call that was never answered also records a missed call here, so a
 /// callee who was offline sees it whenever it next receives.
@@ -508,6 +579,7 @@ fn announce<P: openmls_traits::OpenMlsProvider>(
         sent_at_ms: now_ms(),
         sender: Some(me_addr),
         body: None,
+        ..Content::default()
     };
     let ct = mls::encrypt(provider, ctx.identity, group, &content.encode_to_vec())?;
     outbox::enqueue(conn, &ct, &recipients)?;

@@ -18,12 +18,15 @@
 //!   look-ups, key packages, safety numbers), [`conversations`] (chats,
 //!   groups, history), [`delivery`] (receipts sent, read marks, blocking)
 //!   and [`receive`] (`sync`, `listen`).
+//! - [`business_account`]: being a business (its card), and
+//!   [`business`]: checking another's card before its name or badge shows.
 //! - [`receipts`] and [`blocking`]: what receipts and blocks store, and
 //!   how a received receipt moves a message's status forward.
 //!
 //! Imports go one way: a module uses only modules later in this list:
-//! `receive`, `delivery`, `conversations`, `directory`, `account`, `client`,
-//! `inbox`, `receipts`, `blocking`, `contacts`, then `outbox`, `conn`, `profile`, `mls_store`, `model`,
+//! `receive`, `delivery`, `business_account`, `conversations`, `directory`,
+//! `account`, `client`, `inbox`, `business`, `receipts`, `blocking`,
+//! `contacts`, then `outbox`, `conn`, `profile`, `mls_store`, `model`,
 //! `error`.
 //! - [`calls`]: calls, gluing end-to-end signalling to the media engine
 //!   (`umbra-call`): settings, records, ringing, offer and answer.
@@ -32,6 +35,8 @@
 
 pub mod account;
 pub mod blocking;
+pub mod business;
+pub mod business_account;
 pub mod calls;
 pub mod client;
 pub mod conn;

@@ -16,6 +16,9 @@ pub enum Event {
         text: String,
         /// When the sender says it was sent.
         sent_ms: u64,
+        /// The sender's business card, checked, if it is a business.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        business: Option<crate::business::BusinessLabel>,
     },
     /// A change in a conversation (joined, member added or removed, ...).
     Info {
@@ -211,6 +214,9 @@ pub struct HistoryEntry {
     pub outgoing: bool,
     /// The message's id (hex), for texts.
     pub message_id: String,
+    /// The sender's business card, checked, if it is a business.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub business: Option<crate::business::BusinessLabel>,
     /// For a text we wrote: how far it got (`pending`, `sent`, `delivered`,
     /// `read`), overall and per recipient.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -243,4 +249,7 @@ pub struct Conversation {
     pub active: bool,
     /// MLS epoch.
     pub epoch: u64,
+    /// For a 1:1 conversation with a business: its checked card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub business: Option<crate::business::BusinessLabel>,
 }

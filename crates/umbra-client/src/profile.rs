@@ -126,6 +126,7 @@ impl Profile {
         conn.execute_batch(SCHEMA)?;
         add_column(&conn, "outbox", "message_id", "BLOB")?;
         add_column(&conn, "history", "read", "INTEGER NOT NULL DEFAULT 0")?;
+        add_column(&conn, "contacts", "business_card", "BLOB")?;
         conn.execute_batch("CREATE INDEX IF NOT EXISTS outbox_by_message ON outbox (message_id)")?;
         mls_store::migrate(&mut conn)?;
         Ok(Self {

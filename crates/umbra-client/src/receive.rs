@@ -22,6 +22,11 @@ impl Client {
     /// Receives everything waiting on the server, applies it, and returns
     /// what happened.
     pub async fn sync(&mut self) -> Result<Vec<Event>, ClientError> {
+        if self.business_card.is_some() {
+            // The operator's verification, once given, goes out with what
+            // this business sends next.
+            self.refresh_business_card().await?;
+        }
         let mut events = self.flush_earlier().await?;
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         outbox::remember_limit(self.profile.conn(), server.hello())?;

@@ -46,6 +46,10 @@ pub(crate) enum ConnError {
 /// The device a connection is logged in as.
 pub(crate) struct LoginState {
     pub(crate) device_id: [u8; 16],
+    /// The device's account and identity key (a business card must name
+    /// both).
+    pub(crate) username: String,
+    pub(crate) identity_key: [u8; 32],
     pub(crate) mailbox_id: [u8; 16],
     pub(crate) inbox: Arc<Inbox>,
     /// Main or signalling session.

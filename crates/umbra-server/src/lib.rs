@@ -12,6 +12,7 @@
 //! - [`storage`]: the storage thread (group commit through `umbra-store`).
 //! - [`routing`]: mailbox cache and the registry of online devices.
 //! - [`budget`]: per-mailbox introduction budget.
+//! - [`business`]: business cards, and the operator's verification of them.
 //! - [`validate`]: usernames and signatures.
 //! - [`error`]: per-request errors and their protocol codes.
 //! - [`keyfile`]: the server's Noise static key on disk.
@@ -23,6 +24,7 @@
 //! events and counts.
 
 pub mod budget;
+pub mod business;
 pub mod config;
 mod connection;
 pub mod error;

@@ -31,6 +31,7 @@ const MAX_ACK_IDS: usize = 4096;
 fn internal(r: Refused) -> RequestError {
     match r {
         Refused::UnknownDevice => RequestError::UnknownDevice,
+        Refused::UnknownUser => RequestError::UnknownUser,
         Refused::UnknownMailbox => RequestError::UnknownMailbox,
         Refused::MailboxFull => RequestError::Busy("the recipient's mailbox is full"),
         Refused::NoKeyPackages => RequestError::NoKeyPackages,
@@ -66,6 +67,7 @@ impl Conn {
             Req::FetchDevices(f) => self.fetch_devices(rid, f).await?,
             Req::Send(s) => self.send_envelope(rid, s).await?,
             Req::Ack(a) => self.ack(rid, a).await?,
+            Req::SetBusinessCard(c) => self.set_business_card(rid, c).await?,
             Req::GetRelayCredentials(_) => {
                 let r = self.relay_credentials();
                 self.answer(rid, r)?;
@@ -230,6 +232,8 @@ impl Conn {
             .register(&info.mailbox_id, session, Instant::now());
         self.login = Some(Box::new(LoginState {
             device_id,
+            username: info.username,
+            identity_key: info.identity_key,
             mailbox_id: info.mailbox_id,
             inbox,
             session,
@@ -344,10 +348,11 @@ impl Conn {
                 claim,
                 reply,
             },
-            move |devices| {
-                let devices = devices.ok_or(RequestError::UnknownUser)?;
+            move |listing| {
+                let (devices, card) = listing.ok_or(RequestError::UnknownUser)?;
                 Ok(Resp::Devices(proto::Devices {
                     username: echo,
+                    business: card.map(crate::business::listed),
                     devices: devices
                         .into_iter()
                         .map(|d| proto::Device {
@@ -361,6 +366,41 @@ impl Conn {
                             key_package_is_last_resort: d.key_package_is_last_resort,
                         })
                         .collect(),
+                }))
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Makes the logged-in account a business account (or replaces its
+    /// card): the profile names this account and device key, has a valid
+    /// shape, and is signed by that key.
+    async fn set_business_card(
+        &mut self,
+        rid: u64,
+        c: proto::SetBusinessCard,
+    ) -> Result<(), ConnError> {
+        let Some(login) = self.login.as_ref() else {
+            return self.answer(rid, Err(RequestError::NotLoggedIn));
+        };
+        let profile = match crate::business::check(&c, &login.username, &login.identity_key) {
+            Ok(p) => p,
+            Err(e) => return self.answer(rid, Err(e)),
+        };
+        let username = login.username.clone();
+        let card = crate::business::stored(c);
+        self.pend(
+            rid,
+            |reply| Command::SetCard {
+                username,
+                card,
+                profile,
+                reply,
+            },
+            |verified| {
+                Ok(Resp::BusinessCardStored(proto::BusinessCardStored {
+                    verified,
                 }))
             },
         )

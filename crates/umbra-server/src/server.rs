@@ -83,6 +83,7 @@ impl Server {
         raise_fd_limit(config.max_connections);
         prepare_data_dir(&config.data_dir)?;
         let key = crate::keyfile::load_or_create(&config.data_dir)?;
+        let sign = crate::business::signing_key(&config.data_dir)?;
         let db_path = config.data_dir.join(DB_FILE);
         let limits = StoreLimits {
             mailbox_cap: config.mailbox_cap,
@@ -140,6 +141,7 @@ impl Server {
             host: config.invite_host(),
             port: listener.local_addr()?.port(),
             server_key: key.public,
+            sign_key: Some(sign.verifying_key().to_bytes()),
         };
         Ok(Self {
             config,

@@ -9,11 +9,13 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use umbra_store::{
-    Day, DeviceId, MailboxEntry, MailboxId, NewDevice, Store, StoreError, StoreTx, StoredEnvelope,
-    UserDevice,
+    Day, DeviceId, MailboxEntry, MailboxId, NewDevice, Store, StoreError, StoreTx, StoredCard,
+    StoredEnvelope, UserDevice,
 };
+use umbra_wire::proto::{BusinessCard, BusinessProfile, Verification};
 
 use crate::metrics::inc;
 use crate::routing::Push;
@@ -34,6 +36,8 @@ pub enum Refused {
     IdCollision,
     /// No such device.
     UnknownDevice,
+    /// No such account.
+    UnknownUser,
     /// No such mailbox.
     UnknownMailbox,
     /// The mailbox holds its maximum.
@@ -51,6 +55,7 @@ fn refused(e: StoreError) -> Refused {
         StoreError::UsernameTaken => Refused::UsernameTaken,
         StoreError::IdCollision => Refused::IdCollision,
         StoreError::UnknownDevice => Refused::UnknownDevice,
+        StoreError::UnknownUser => Refused::UnknownUser,
         StoreError::UnknownMailbox => Refused::UnknownMailbox,
         StoreError::MailboxFull => Refused::MailboxFull,
         StoreError::TooManyKeyPackages { .. } => Refused::TooManyKeyPackages,
@@ -68,6 +73,8 @@ pub type Reply<T> = oneshot::Sender<Result<T, Refused>>;
 /// What a login needs to know about a device.
 #[derive(Debug, Clone)]
 pub struct LoginInfo {
+    /// The device's account.
+    pub username: String,
     /// Ed25519 key that must have signed the login.
     pub identity_key: [u8; 32],
     /// The device's mailbox.
@@ -99,8 +106,19 @@ pub enum Command {
         username: String,
         /// Claim one key package per device.
         claim: bool,
-        /// Answer (`None`: unknown user).
-        reply: Reply<Option<Vec<UserDevice>>>,
+        /// Answer (`None`: unknown user), with the card of a business.
+        reply: Reply<Option<(Vec<UserDevice>, Option<StoredCard>)>>,
+    },
+    /// Make an account a business account, or replace its card.
+    SetCard {
+        /// The logged-in account.
+        username: String,
+        /// The encoded `BusinessCard` (profile and signature, checked).
+        card: Vec<u8>,
+        /// Its profile, decoded.
+        profile: BusinessProfile,
+        /// Answer: whether the card is still verified.
+        reply: Reply<bool>,
     },
     /// Add key packages.
     Upload {
@@ -306,10 +324,30 @@ fn execute(tx: &mut dyn StoreTx, cmd: Command, day: Day) -> Finish {
             username,
             claim,
             reply,
-        } => answer(
+        } => {
+            let r = tx.devices_for_user(&username, claim).and_then(|d| match d {
+                None => Ok(None),
+                Some(d) => Ok(Some((d, tx.business_card(&username)?))),
+            });
+            answer(reply, r.map_err(refused))
+        }
+        Command::SetCard {
+            username,
+            card,
+            profile,
             reply,
-            tx.devices_for_user(&username, claim).map_err(refused),
-        ),
+        } => {
+            let r = tx.business_card(&username).and_then(|old| {
+                let keep = old
+                    .and_then(|c| c.verification)
+                    .and_then(|v| BusinessCard::decode(v.as_slice()).ok())
+                    .and_then(|c| Verification::decode(c.verification.as_slice()).ok())
+                    .is_some_and(|v| umbra_wire::business::verification_matches(&v, &profile));
+                tx.set_business_card(&username, &card, keep)?;
+                Ok(keep)
+            });
+            answer(reply, r.map_err(refused))
+        }
         Command::Upload {
             device_id,
             packages,
@@ -424,6 +462,7 @@ fn login_info(tx: &mut dyn StoreTx, device_id: &DeviceId) -> Result<Option<Login
     };
     let left = tx.key_packages_left(device_id)?;
     Ok(Some(LoginInfo {
+        username: d.username,
         identity_key: d.identity_key,
         mailbox_id: d.mailbox_id,
         key_packages_left: left,

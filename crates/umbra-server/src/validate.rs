@@ -1,7 +1,5 @@
 //! Checks on what clients send: usernames and Ed25519 signatures.
 
-use ed25519_dalek::{Signature, VerifyingKey};
-
 /// Domain separator of registration signatures.
 pub const REGISTER_CONTEXT: &[u8] = b"umbra-register-v1";
 /// Domain separator of login signatures.
@@ -20,17 +18,7 @@ pub fn valid_username(name: &str) -> bool {
 /// Verifies `signature` by `key` over the concatenation of `parts`
 /// (strict verification: no malleable or small-order signatures).
 pub fn verify(key: &[u8], parts: &[&[u8]], signature: &[u8]) -> bool {
-    let Ok(key) = <[u8; 32]>::try_from(key) else {
-        return false;
-    };
-    let Ok(key) = VerifyingKey::from_bytes(&key) else {
-        return false;
-    };
-    let Ok(sig) = Signature::from_slice(signature) else {
-        return false;
-    };
-    let msg = parts.concat();
-    key.verify_strict(&msg, &sig).is_ok()
+    umbra_wire::signature::verify(key, &parts.concat(), signature)
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@ pub enum StoreError {
     /// A freshly generated random id collided with an existing one; retry.
     #[error("generated id already in use")]
     IdCollision,
+    /// The account does not exist.
+    #[error("unknown user")]
+    UnknownUser,
     /// The device does not exist.
     #[error("unknown device")]
     UnknownDevice,

@@ -28,7 +28,8 @@ pub mod traits;
 pub use day::Day;
 pub use error::StoreError;
 pub use model::{
-    DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredEnvelope, UserDevice,
+    DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredCard, StoredEnvelope,
+    UserDevice,
 };
 pub use sqlite::SqliteStore;
 pub use traits::{Store, StoreTx};

@@ -89,3 +89,15 @@ impl Default for Limits {
         }
     }
 }
+
+/// A business account's card as stored: the business's signed profile and
+/// the operator's signed verification, each opaque to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCard {
+    /// The account.
+    pub username: String,
+    /// The encoded profile and its signature (umbra.proto `SetBusinessCard`).
+    pub card: Vec<u8>,
+    /// The encoded verification and its signature, if verified.
+    pub verification: Option<Vec<u8>>,
+}

@@ -1,7 +1,8 @@
 //! The storage interface the server is written against.
 
 use crate::model::{
-    DeviceId, DeviceRecord, MailboxEntry, MailboxId, NewDevice, StoredEnvelope, UserDevice,
+    DeviceId, DeviceRecord, MailboxEntry, MailboxId, NewDevice, StoredCard, StoredEnvelope,
+    UserDevice,
 };
 use crate::{Day, StoreError};
 
@@ -86,6 +87,29 @@ pub trait StoreTx {
 
     /// Number of stored envelopes.
     fn envelope_count(&mut self) -> Result<u64, StoreError>;
+
+    /// Makes `username` a business account with `card`, or replaces its
+    /// card; its verification stays only if `keep_verified`.
+    fn set_business_card(
+        &mut self,
+        username: &str,
+        card: &[u8],
+        keep_verified: bool,
+    ) -> Result<(), StoreError>;
+
+    /// `username`'s card, if it is a business account.
+    fn business_card(&mut self, username: &str) -> Result<Option<StoredCard>, StoreError>;
+
+    /// Sets (or with `None` clears) the operator's verification of a
+    /// business account; `false` if it is not one.
+    fn set_business_verification(
+        &mut self,
+        username: &str,
+        verification: Option<&[u8]>,
+    ) -> Result<bool, StoreError>;
+
+    /// Every business account's card.
+    fn business_cards(&mut self) -> Result<Vec<StoredCard>, StoreError>;
 
     /// Makes every change of this transaction durable.
     fn commit(self: Box<Self>) -> Result<(), StoreError>;

@@ -7,6 +7,10 @@
 //! `umbra://unit?host=HOST&port=PORT&key=KEY` names a forwarding unit: its
 //! control port (TCP) and media port (UDP) share PORT, KEY is its Noise key.
 //! Members get it from their messaging server with relay credentials.
+//! An invite may add `&sign=SIGN`, the server's Ed25519 key for the
+//! statements it signs (a business account's verification), base64url too:
+//! clients pin it with the rest. A link without it is an older server's;
+//! nothing it signs can then be checked, so nothing is shown as verified.
 
 use std::fmt;
 
@@ -21,6 +25,8 @@ pub struct Invite {
     pub port: u16,
     /// Server static public key to pin.
     pub server_key: [u8; 32],
+    /// The server's Ed25519 key for the statements it signs (invites only).
+    pub sign_key: Option<[u8; 32]>,
 }
 
 /// Why an invite link was refused.
@@ -42,6 +48,9 @@ pub enum InviteError {
     /// The key is not 32 bytes of base64url.
     #[error("the invite link's key is not a valid server key (43 base64url characters)")]
     Key,
+    /// The signing key is not 32 bytes of base64url.
+    #[error("the invite link's sign key is not a valid key (43 base64url characters)")]
+    SignKey,
     /// The host has characters a host name cannot have.
     #[error("the invite link's host is not a valid host name or address")]
     Host,
@@ -63,10 +72,15 @@ impl Invite {
             .ok_or(InviteError::Port)?;
         let key = f.get("key");
         let key = decode_key(key.ok_or(InviteError::Missing("key"))?).ok_or(InviteError::Key)?;
+        let sign_key = match f.get("sign") {
+            Some(s) => Some(decode_key(s).ok_or(InviteError::SignKey)?),
+            None => None,
+        };
         Ok(Self {
             host: host.to_string(),
             port,
             server_key: key,
+            sign_key,
         })
     }
 
@@ -105,7 +119,11 @@ impl fmt::Display for Invite {
             self.host,
             self.port,
             encode_key(&self.server_key)
-        )
+        )?;
+        if let Some(sign) = &self.sign_key {
+            write!(f, "&sign={}", encode_key(sign))?;
+        }
+        Ok(())
     }
 }
 
@@ -163,9 +181,21 @@ mod tests {
             host: "chat.example.org".into(),
             port: 7700,
             server_key: [7; 32],
+            sign_key: None,
         };
         let text = inv.to_string();
-        assert_eq!(Invite::parse(&text), Ok(inv));
+        assert_eq!(Invite::parse(&text), Ok(inv.clone()));
+        let signed = Invite {
+            sign_key: Some([8; 32]),
+            ..inv
+        };
+        let text = signed.to_string();
+        assert!(text.contains("&sign="), "{text}");
+        assert_eq!(Invite::parse(&text), Ok(signed));
+        assert_eq!(
+            Invite::parse(&format!("{text}x")),
+            Err(InviteError::SignKey)
+        );
         for k in [[0u8; 32], [255u8; 32]] {
             assert_eq!(decode_key(&encode_key(&k)), Some(k));
         }
@@ -177,6 +207,7 @@ mod tests {
             host: "[2001:db8::1]".into(),
             port: 3479,
             server_key: [9; 32],
+            sign_key: None,
         });
         let text = unit.to_string();
         assert!(text.starts_with("umbra://unit?host=[2001:db8::1]&port=3479&key="));

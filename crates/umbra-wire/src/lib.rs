@@ -20,6 +20,7 @@
 //! Sockets live in `umbra-net`; this crate only turns bytes into messages and
 //! back, so every parser can be fuzzed and tested in memory.
 
+pub mod business;
 pub mod error;
 pub mod frame;
 pub mod front;
@@ -28,6 +29,7 @@ mod link;
 pub mod mask;
 pub mod noise;
 pub mod proxy;
+pub mod signature;
 pub mod upgrade;
 
 pub use error::WireError;

@@ -186,6 +186,7 @@ impl Unit {
             host: host.to_owned(),
             port: self.config.public.port(),
             server_key: self.key.public,
+            sign_key: None,
         })
     }
 

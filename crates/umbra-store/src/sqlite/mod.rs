@@ -5,6 +5,7 @@
 //!   which delegates to one module per table family:
 //! - [`accounts`]: accounts, devices and mailbox lookups.
 //! - [`key_packages`]: MLS key package upload and claim.
+//! - [`business`]: business accounts' cards and verifications.
 //! - [`envelopes`]: sealed envelopes (store, fetch, delete, expire).
 //! - [`convert`]: turning blobs back into fixed-size ids and keys.
 //!
@@ -13,6 +14,7 @@
 //! writer.
 
 pub mod accounts;
+pub mod business;
 pub mod convert;
 pub mod envelopes;
 pub mod key_packages;

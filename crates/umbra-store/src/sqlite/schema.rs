@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -41,6 +41,16 @@ CREATE TABLE envelopes (
 CREATE INDEX envelopes_by_mailbox ON envelopes(mailbox_id, id);
 ";
 
+/// Version 2: business accounts' cards (the card and the operator's
+/// verification, both signed elsewhere and opaque here).
+const SCHEMA_V2: &str = "
+CREATE TABLE business_cards (
+    username     TEXT PRIMARY KEY REFERENCES accounts(username) ON DELETE CASCADE,
+    card         BLOB NOT NULL,
+    verification BLOB
+) WITHOUT ROWID;
+";
+
 /// Connection settings: WAL, `synchronous=NORMAL`, foreign keys, busy timeout.
 pub fn configure(conn: &Connection) -> Result<(), StoreError> {
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -65,15 +75,54 @@ pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
     match found {
         None => {
             conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V1} INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION}); COMMIT;"
+                "BEGIN; {SCHEMA_V1} {SCHEMA_V2} INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION}); COMMIT;"
             ))?;
             Ok(())
         }
         Some(v) if v == SCHEMA_VERSION => Ok(()),
+        // An older database upgrades in place, in one transaction.
+        Some(1) => {
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA_V2} INSERT INTO schema_version (version) VALUES (2); COMMIT;"
+            ))?;
+            Ok(())
+        }
         Some(v) if v > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
             found: v,
             supported: SCHEMA_VERSION,
         }),
         Some(_) => Err(StoreError::Corrupt("unknown older schema version")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_upgrades_in_place() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(&format!(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL); {SCHEMA_V1}
+             INSERT INTO schema_version (version) VALUES (1);
+             INSERT INTO accounts (username, created_day) VALUES ('alice', 1);"
+        ))
+        .expect("v1");
+        migrate(&conn).expect("migrate");
+        let v: i64 = conn
+            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(v, SCHEMA_VERSION);
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
+            .expect("accounts");
+        assert_eq!(kept, 1);
+        conn.execute(
+            "INSERT INTO business_cards (username, card) VALUES ('alice', x'01')",
+            [],
+        )
+        .expect("the new table");
+        // Migrating again changes nothing.
+        migrate(&conn).expect("again");
     }
 }

@@ -4,9 +4,10 @@ use std::collections::HashMap;
 
 use rusqlite::Transaction;
 
-use super::{accounts, envelopes, key_packages};
+use super::{accounts, business, envelopes, key_packages};
 use crate::model::{
-    DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredEnvelope, UserDevice,
+    DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredCard, StoredEnvelope,
+    UserDevice,
 };
 use crate::traits::StoreTx;
 use crate::{Day, StoreError};
@@ -43,6 +44,31 @@ impl<'a> SqliteTx<'a> {
 }
 
 impl StoreTx for SqliteTx<'_> {
+    fn set_business_card(
+        &mut self,
+        username: &str,
+        card: &[u8],
+        keep_verified: bool,
+    ) -> Result<(), StoreError> {
+        business::set_card(&self.tx, username, card, keep_verified)
+    }
+
+    fn business_card(&mut self, username: &str) -> Result<Option<StoredCard>, StoreError> {
+        business::card(&self.tx, username)
+    }
+
+    fn set_business_verification(
+        &mut self,
+        username: &str,
+        verification: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        business::set_verification(&self.tx, username, verification)
+    }
+
+    fn business_cards(&mut self) -> Result<Vec<StoredCard>, StoreError> {
+        business::all(&self.tx)
+    }
+
     fn register(&mut self, device: &NewDevice, today: Day) -> Result<(), StoreError> {
         accounts::register(&mut self.tx, device, today)
     }

@@ -1,0 +1,287 @@
+//! Business accounts as a customer's device sees them: a card is checked
+//! before its name or badge is shown, and the result is kept on the contact.
+//!
+//! A card is believed only if: its profile names the account it came from
+//! and the identity key MLS (or the directory, then pinned) has for it; the
+//! business's signature over it is good; and, for the badge, the operator's
+//! verification is about exactly this name and key and is signed by the
+//! server key the invite link pinned (`sign`). A card that fails any of
+//! these is refused with a warning and the account is shown as a person.
+//! The Client operations (registering as a business) are in
+//! [`crate::business_account`].
+
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use umbra_wire::business::{
+    PROFILE_CONTEXT, VERIFICATION_CONTEXT, check_profile, signed_bytes, verification_matches,
+};
+use umbra_wire::proto::{BusinessCard, BusinessProfile, Verification};
+use umbra_wire::signature::verify;
+
+use crate::ClientError;
+
+/// What the user is shown for a business account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BusinessLabel {
+    /// What it calls itself.
+    pub name: String,
+    /// Whether the server's operator verified it (as this name and key).
+    pub verified: bool,
+    /// Its profile's fields, in order.
+    pub fields: Vec<(String, String)>,
+}
+
+/// Why a card was not believed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CardError {
+    /// The card or its profile cannot be read, or has a bad shape.
+    #[error("its business card is malformed")]
+    Malformed,
+    /// The profile names another account or key.
+    #[error("its business card names another account or key")]
+    NotTheirs,
+    /// The business's signature is bad.
+    #[error("its business card is not signed by its own key")]
+    BadSignature,
+    /// The verification is about another name or key, or is not signed by
+    /// this server's key.
+    #[error("its verified badge was not given by this server to this name and key")]
+    ForgedVerification,
+}
+
+/// Checks `card` (encoded) as coming from `username` with `identity_key`,
+/// under the server signing key `sign_key` the invite pinned.
+pub fn check_card(
+    card: &[u8],
+    username: &str,
+    identity_key: &[u8],
+    sign_key: Option<&[u8; 32]>,
+) -> Result<BusinessLabel, CardError> {
+    let card = BusinessCard::decode(card).map_err(|_| CardError::Malformed)?;
+    let profile =
+        BusinessProfile::decode(card.profile.as_slice()).map_err(|_| CardError::Malformed)?;
+    check_profile(&profile).map_err(|_| CardError::Malformed)?;
+    if profile.username != username || profile.identity_key != identity_key {
+        return Err(CardError::NotTheirs);
+    }
+    if !verify(
+        identity_key,
+        &signed_bytes(PROFILE_CONTEXT, &card.profile),
+        &card.signature,
+    ) {
+        return Err(CardError::BadSignature);
+    }
+    let verified = if card.verification.is_empty() {
+        false
+    } else {
+        let v = Verification::decode(card.verification.as_slice())
+            .map_err(|_| CardError::ForgedVerification)?;
+        let signed = signed_bytes(VERIFICATION_CONTEXT, &card.verification);
+        match sign_key {
+            // An older invite pinned no signing key: nothing can be checked,
+            // so nothing is shown as verified.
+            None => false,
+            Some(key) => {
+                if !verification_matches(&v, &profile)
+                    || !verify(key, &signed, &card.verification_signature)
+                {
+                    return Err(CardError::ForgedVerification);
+                }
+                true
+            }
+        }
+    };
+    Ok(BusinessLabel {
+        name: profile.display_name,
+        verified,
+        fields: profile
+            .fields
+            .into_iter()
+            .map(|f| (f.name, f.value))
+            .collect(),
+    })
+}
+
+/// Keeps `label` (from `card`) for the contact `username`. Returns what it
+/// had before, if it changed.
+pub(crate) fn remember(
+    conn: &Connection,
+    username: &str,
+    card: &[u8],
+    label: &BusinessLabel,
+) -> Result<Option<Option<BusinessLabel>>, ClientError> {
+    let before = label_of(conn, username)?;
+    if before.as_ref() == Some(label) {
+        return Ok(None);
+    }
+    conn.execute(
+        "UPDATE contacts SET business_card = ?2 WHERE username = ?1",
+        params![username, card],
+    )?;
+    Ok(Some(before))
+}
+
+/// The label of the contact `username`, if it is a business (its stored
+/// card, checked again under the key it was first checked with).
+pub fn label_of(conn: &Connection, username: &str) -> Result<Option<BusinessLabel>, ClientError> {
+    let row: Option<(Option<Vec<u8>>, Vec<u8>)> = conn
+        .query_row(
+            "SELECT business_card, identity_key FROM contacts WHERE username = ?1",
+            [username],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((Some(card), key)) = row else {
+        return Ok(None);
+    };
+    let sign_key = sign_key(conn)?;
+    Ok(check_card(&card, username, &key, sign_key.as_ref()).ok())
+}
+
+/// The server signing key this profile's invite pinned.
+pub(crate) fn sign_key(conn: &Connection) -> Result<Option<[u8; 32]>, ClientError> {
+    let invite = crate::profile::get_setting(conn, "invite")?.unwrap_or_default();
+    Ok(
+        umbra_wire::invite::Invite::parse(&String::from_utf8_lossy(&invite))
+            .ok()
+            .and_then(|i| i.sign_key),
+    )
+}
+
+/// How a business is named to the user: `Acme Shop ✓ (acme)`.
+pub fn display(username: &str, label: &BusinessLabel) -> String {
+    let badge = if label.verified { " ✓" } else { "" };
+    format!("{}{badge} ({username})", label.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use umbra_crypto::Identity;
+    use umbra_wire::proto::BusinessField;
+
+    use super::*;
+
+    /// A card by `by` for `username`, verified by `server` if given.
+    fn card(by: &Identity, username: &str, name: &str, server: Option<&Identity>) -> Vec<u8> {
+        let profile = BusinessProfile {
+            username: username.into(),
+            display_name: name.into(),
+            identity_key: by.identity_key().to_vec(),
+            fields: vec![BusinessField {
+                name: "website".into(),
+                value: "https://acme.example".into(),
+            }],
+            updated_unix: 1,
+        }
+        .encode_to_vec();
+        let signature = by
+            .sign(&signed_bytes(PROFILE_CONTEXT, &profile))
+            .expect("sign");
+        let mut c = BusinessCard {
+            profile,
+            signature,
+            ..BusinessCard::default()
+        };
+        if let Some(server) = server {
+            c.verification = Verification {
+                username: username.into(),
+                display_name: name.into(),
+                identity_key: by.identity_key().to_vec(),
+                verified_unix: 2,
+            }
+            .encode_to_vec();
+            c.verification_signature = server
+                .sign(&signed_bytes(VERIFICATION_CONTEXT, &c.verification))
+                .expect("sign");
+        }
+        c.encode_to_vec()
+    }
+
+    fn key(id: &Identity) -> [u8; 32] {
+        id.identity_key().try_into().expect("32 bytes")
+    }
+
+    #[test]
+    fn a_card_is_believed_only_from_its_own_account_and_key() {
+        let acme = Identity::generate("acme").expect("id");
+        let server = Identity::generate("server").expect("id");
+        let pinned = key(&server);
+        let good = card(&acme, "acme", "Acme Shop", Some(&server));
+        let l = check_card(&good, "acme", &acme.identity_key(), Some(&pinned)).expect("good");
+        assert_eq!(l.name, "Acme Shop");
+        assert!(l.verified);
+        assert_eq!(
+            l.fields,
+            [("website".into(), "https://acme.example".into())]
+        );
+
+        // Relayed by another account, or under another key.
+        let mallory = Identity::generate("mallory").expect("id");
+        assert_eq!(
+            check_card(&good, "mallory", &acme.identity_key(), Some(&pinned)),
+            Err(CardError::NotTheirs)
+        );
+        assert_eq!(
+            check_card(&good, "acme", &mallory.identity_key(), Some(&pinned)),
+            Err(CardError::NotTheirs)
+        );
+        // Signed by someone else than the key it names.
+        let mut forged = BusinessCard::decode(good.as_slice()).expect("decode");
+        forged.signature = mallory
+            .sign(&signed_bytes(PROFILE_CONTEXT, &forged.profile))
+            .expect("sign");
+        assert_eq!(
+            check_card(
+                &forged.encode_to_vec(),
+                "acme",
+                &acme.identity_key(),
+                Some(&pinned)
+            ),
+            Err(CardError::BadSignature)
+        );
+        assert_eq!(
+            check_card(b"\xff\xff", "acme", &acme.identity_key(), Some(&pinned)),
+            Err(CardError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_badge_needs_the_pinned_servers_signature_on_this_very_name() {
+        let acme = Identity::generate("acme").expect("id");
+        let server = Identity::generate("server").expect("id");
+        let other_server = Identity::generate("other").expect("id");
+        let pinned = key(&server);
+        // Verified by another server's key: refused, not shown as verified.
+        let wrong = card(&acme, "acme", "Acme Shop", Some(&other_server));
+        assert_eq!(
+            check_card(&wrong, "acme", &acme.identity_key(), Some(&pinned)),
+            Err(CardError::ForgedVerification)
+        );
+        // A verification of one name stuck on another.
+        let shop = BusinessCard::decode(card(&acme, "acme", "Acme Shop", Some(&server)).as_slice())
+            .expect("decode");
+        let mut bank = BusinessCard::decode(card(&acme, "acme", "Acme Bank", None).as_slice())
+            .expect("decode");
+        bank.verification = shop.verification;
+        bank.verification_signature = shop.verification_signature;
+        assert_eq!(
+            check_card(
+                &bank.encode_to_vec(),
+                "acme",
+                &acme.identity_key(),
+                Some(&pinned)
+            ),
+            Err(CardError::ForgedVerification)
+        );
+        // Stripped of its badge: still the business's card, not verified.
+        let plain = card(&acme, "acme", "Acme Shop", None);
+        let l = check_card(&plain, "acme", &acme.identity_key(), Some(&pinned)).expect("plain");
+        assert!(!l.verified);
+        // An invite without a signing key can check no badge.
+        let good = card(&acme, "acme", "Acme Shop", Some(&server));
+        let l = check_card(&good, "acme", &acme.identity_key(), None).expect("unpinned");
+        assert!(!l.verified);
+    }
+}
