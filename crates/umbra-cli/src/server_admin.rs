@@ -41,7 +41,9 @@ pub enum BusinessAdmin {
         #[command(flatten)]
         args: umbra_server::ServerArgs,
     },
-    /// Take back the verification of USER.
+    /// Take back the verification of USER. The server stops handing it out
+    /// at once; a badge customers already hold runs out within a week (the
+    /// server signs it afresh, for a week, at each listing).
     Unverify {
         /// The business account.
         user: String,
@@ -89,7 +91,9 @@ pub fn run(cmd: BusinessAdmin) -> anyhow::Result<()> {
         BusinessAdmin::Unverify { user, args } => {
             let (mut store, _) = open(&args)?;
             if business::unverify_account(&mut store, &user)? {
-                println!("`{user}` is no longer verified");
+                println!(
+                    "`{user}` is no longer verified (a badge its customers already hold runs out within a week)"
+                );
             } else {
                 println!("`{user}` was not verified");
             }

@@ -114,14 +114,37 @@ fn a_verified_business_shows_its_badge_and_a_forged_one_does_not() {
     );
     assert_eq!(label_in_history(&p("alice"), "acme")["verified"], false);
 
+    // Verified again, then taken back: the server stops listing the badge,
+    // and the business's next message goes without it.
+    operator(&data, &["verify", "acme"]);
+    ok(&p("acme"), &["sync"]);
+    ok(&p("acme"), &["send", "alice", "verified again"]);
+    let shown = ok(&p("alice"), &["sync"]);
+    assert!(
+        shown.contains("Acme Bank ✓ (acme) is now verified"),
+        "{shown}"
+    );
+    let out = operator(&data, &["unverify", "acme"]);
+    assert!(out.contains("runs out within a week"), "{out}");
+    ok(&p("acme"), &["sync"]);
+    ok(&p("acme"), &["send", "alice", "no badge now"]);
+    let shown = ok(&p("alice"), &["sync"]);
+    assert!(shown.contains("is no longer verified"), "{shown}");
+    assert_eq!(label_in_history(&p("alice"), "acme")["verified"], false);
+
     // A verification signed by a key other than the one the invite pinned
-    // (an operator's key swapped, or a statement from another server): the
-    // customer is warned, and no badge shows.
+    // (the operator's key swapped, or a statement from another server): the
+    // customer is warned, and no badge shows. The server signs each listing
+    // with the key it runs with, so it is restarted (same address) on
+    // another key.
     ok(
         &p("shady"),
         &["business", "register", "--name", "Shady Ltd"],
     );
+    let listen = server.listen.clone();
+    server.stop();
     std::fs::write(data.join("sign.key"), "11".repeat(32)).expect("swap the key");
+    let _server = ServerProc::start(&data, &listen, &dir.path().join("server2.log"));
     operator(&data, &["verify", "shady"]);
     ok(&p("shady"), &["sync"]);
     let err = common::fails(&p("alice"), &["business", "show", "shady"]);

@@ -4,8 +4,10 @@
 //! A card is believed only if: its profile names the account it came from
 //! and the identity key MLS (or the directory, then pinned) has for it; the
 //! business's signature over it is good; and, for the badge, the operator's
-//! verification is about exactly this name and key and is signed by the
-//! server key the invite link pinned (`sign`). A card that fails any of
+//! verification is about exactly this name and key, is signed by the
+//! server key the invite link pinned (`sign`), and has not run out (the
+//! server signs it afresh for a week at each listing, so a badge the
+//! operator took back is gone within a week). A card that fails any of
 //! these is refused with a warning and the account is shown as a person.
 //! The Client operations (registering as a business) are in
 //! [`crate::business_account`].
@@ -14,7 +16,8 @@ use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use umbra_wire::business::{
-    PROFILE_CONTEXT, VERIFICATION_CONTEXT, check_profile, signed_bytes, verification_matches,
+    PROFILE_CONTEXT, VERIFICATION_CONTEXT, check_profile, signed_bytes, verification_current,
+    verification_matches,
 };
 use umbra_wire::proto::{BusinessCard, BusinessProfile, Verification};
 use umbra_wire::signature::verify;
@@ -26,7 +29,8 @@ use crate::ClientError;
 pub struct BusinessLabel {
     /// What it calls itself.
     pub name: String,
-    /// Whether the server's operator verified it (as this name and key).
+    /// Whether the server's operator verified it (as this name and key),
+    /// in a statement that has not run out.
     pub verified: bool,
     /// Its profile's fields, in order.
     pub fields: Vec<(String, String)>,
@@ -52,12 +56,15 @@ pub enum CardError {
 }
 
 /// Checks `card` (encoded) as coming from `username` with `identity_key`,
-/// under the server signing key `sign_key` the invite pinned.
+/// under the server signing key `sign_key` the invite pinned, at
+/// `now_unix`. A verification that has run out is no error: the business
+/// is then shown as not verified.
 pub fn check_card(
     card: &[u8],
     username: &str,
     identity_key: &[u8],
     sign_key: Option<&[u8; 32]>,
+    now_unix: u64,
 ) -> Result<BusinessLabel, CardError> {
     let card = BusinessCard::decode(card).map_err(|_| CardError::Malformed)?;
     let profile =
@@ -89,7 +96,7 @@ pub fn check_card(
                 {
                     return Err(CardError::ForgedVerification);
                 }
-                true
+                verification_current(&v, now_unix)
             }
         }
     };
@@ -137,7 +144,7 @@ pub fn label_of(conn: &Connection, username: &str) -> Result<Option<BusinessLabe
         return Ok(None);
     };
     let sign_key = sign_key(conn)?;
-    Ok(check_card(&card, username, &key, sign_key.as_ref()).ok())
+    Ok(check_card(&card, username, &key, sign_key.as_ref(), now_unix()).ok())
 }
 
 /// The server signing key this profile's invite pinned.
@@ -148,6 +155,28 @@ pub(crate) fn sign_key(conn: &Connection) -> Result<Option<[u8; 32]>, ClientErro
             .ok()
             .and_then(|i| i.sign_key),
     )
+}
+
+/// Seconds since the Unix epoch, for checking statements' validity.
+pub fn now_unix() -> u64 {
+    crate::now_ms() / 1000
+}
+
+/// Whether this business's own `card` should be fetched afresh before it
+/// goes out: its verification runs out within half its validity.
+pub(crate) fn needs_refresh(card: &[u8], now_unix: u64) -> bool {
+    let Ok(card) = BusinessCard::decode(card) else {
+        return true;
+    };
+    if card.verification.is_empty() {
+        return false;
+    }
+    Verification::decode(card.verification.as_slice())
+        .map(|v| {
+            v.expires_unix
+                < now_unix.saturating_add(umbra_wire::business::VERIFICATION_VALIDITY_SECS / 2)
+        })
+        .unwrap_or(true)
 }
 
 /// How a business is named to the user: `Acme Shop ✓ (acme)`.
@@ -189,7 +218,8 @@ mod tests {
                 username: username.into(),
                 display_name: name.into(),
                 identity_key: by.identity_key().to_vec(),
-                verified_unix: 2,
+                verified_unix: NOW - 10,
+                expires_unix: NOW + umbra_wire::business::VERIFICATION_VALIDITY_SECS,
             }
             .encode_to_vec();
             c.verification_signature = server
@@ -198,6 +228,9 @@ mod tests {
         }
         c.encode_to_vec()
     }
+
+    /// The time the tests check cards at.
+    const NOW: u64 = 1_000_000;
 
     fn key(id: &Identity) -> [u8; 32] {
         id.identity_key().try_into().expect("32 bytes")
@@ -209,7 +242,7 @@ mod tests {
         let server = Identity::generate("server").expect("id");
         let pinned = key(&server);
         let good = card(&acme, "acme", "Acme Shop", Some(&server));
-        let l = check_card(&good, "acme", &acme.identity_key(), Some(&pinned)).expect("good");
+        let l = check_card(&good, "acme", &acme.identity_key(), Some(&pinned), NOW).expect("good");
         assert_eq!(l.name, "Acme Shop");
         assert!(l.verified);
         assert_eq!(
@@ -220,11 +253,11 @@ mod tests {
         // Relayed by another account, or under another key.
         let mallory = Identity::generate("mallory").expect("id");
         assert_eq!(
-            check_card(&good, "mallory", &acme.identity_key(), Some(&pinned)),
+            check_card(&good, "mallory", &acme.identity_key(), Some(&pinned), NOW),
             Err(CardError::NotTheirs)
         );
         assert_eq!(
-            check_card(&good, "acme", &mallory.identity_key(), Some(&pinned)),
+            check_card(&good, "acme", &mallory.identity_key(), Some(&pinned), NOW),
             Err(CardError::NotTheirs)
         );
         // Signed by someone else than the key it names.
@@ -237,12 +270,19 @@ mod tests {
                 &forged.encode_to_vec(),
                 "acme",
                 &acme.identity_key(),
-                Some(&pinned)
+                Some(&pinned),
+                NOW
             ),
             Err(CardError::BadSignature)
         );
         assert_eq!(
-            check_card(b"\xff\xff", "acme", &acme.identity_key(), Some(&pinned)),
+            check_card(
+                b"\xff\xff",
+                "acme",
+                &acme.identity_key(),
+                Some(&pinned),
+                NOW
+            ),
             Err(CardError::Malformed)
         );
     }
@@ -256,7 +296,7 @@ mod tests {
         // Verified by another server's key: refused, not shown as verified.
         let wrong = card(&acme, "acme", "Acme Shop", Some(&other_server));
         assert_eq!(
-            check_card(&wrong, "acme", &acme.identity_key(), Some(&pinned)),
+            check_card(&wrong, "acme", &acme.identity_key(), Some(&pinned), NOW),
             Err(CardError::ForgedVerification)
         );
         // A verification of one name stuck on another.
@@ -271,17 +311,38 @@ mod tests {
                 &bank.encode_to_vec(),
                 "acme",
                 &acme.identity_key(),
-                Some(&pinned)
+                Some(&pinned),
+                NOW
             ),
             Err(CardError::ForgedVerification)
         );
         // Stripped of its badge: still the business's card, not verified.
         let plain = card(&acme, "acme", "Acme Shop", None);
-        let l = check_card(&plain, "acme", &acme.identity_key(), Some(&pinned)).expect("plain");
+        let l =
+            check_card(&plain, "acme", &acme.identity_key(), Some(&pinned), NOW).expect("plain");
         assert!(!l.verified);
         // An invite without a signing key can check no badge.
         let good = card(&acme, "acme", "Acme Shop", Some(&server));
-        let l = check_card(&good, "acme", &acme.identity_key(), None).expect("unpinned");
+        let l = check_card(&good, "acme", &acme.identity_key(), None, NOW).expect("unpinned");
         assert!(!l.verified);
+        // A statement that has run out: shown as not verified, and the
+        // business's own device knows to fetch a fresh one.
+        let week = umbra_wire::business::VERIFICATION_VALIDITY_SECS;
+        let l = check_card(
+            &good,
+            "acme",
+            &acme.identity_key(),
+            Some(&pinned),
+            NOW + week,
+        )
+        .expect("expired");
+        assert!(!l.verified);
+        assert!(!needs_refresh(&good, NOW));
+        assert!(!needs_refresh(&good, NOW + week / 2 - 1));
+        assert!(needs_refresh(&good, NOW + week / 2 + 1));
+        assert!(
+            !needs_refresh(&plain, NOW + 10 * week),
+            "nothing to refresh"
+        );
     }
 }

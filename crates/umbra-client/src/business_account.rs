@@ -11,7 +11,7 @@ use umbra_wire::proto::{
     BusinessCard, BusinessField, BusinessProfile, SetBusinessCard, client_frame, server_frame,
 };
 
-use crate::business::{BusinessLabel, CardError, check_card, remember};
+use crate::business::{BusinessLabel, CardError, check_card, needs_refresh, now_unix, remember};
 use crate::client::Client;
 use crate::conn::ServerConn;
 use crate::contacts::check_identity;
@@ -89,6 +89,7 @@ impl Client {
                 self.username(),
                 &self.identity.identity_key(),
                 self.invite.sign_key.as_ref(),
+                now_unix(),
             )
         };
         let label = match check(&card) {
@@ -114,6 +115,23 @@ impl Client {
         set_setting(self.profile.conn(), "business_card", &encoded)?;
         self.business_card = Some(encoded);
         Ok(Some(label))
+    }
+
+    /// Fetches this business's card afresh when the verification it carries
+    /// is about to run out, so its messages keep their badge. A server that
+    /// cannot be reached leaves the card as it is (the message is queued
+    /// anyway).
+    pub(crate) async fn keep_card_fresh(&mut self) -> Result<(), ClientError> {
+        let Some(card) = &self.business_card else {
+            return Ok(());
+        };
+        if !needs_refresh(card, now_unix()) {
+            return Ok(());
+        }
+        match self.refresh_business_card().await {
+            Ok(_) | Err(ClientError::Unreachable { .. } | ClientError::Net(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// `username`'s business card, looked up on the server and checked
@@ -154,6 +172,7 @@ impl Client {
             username,
             identity_key,
             self.invite.sign_key.as_ref(),
+            now_unix(),
         )
         .map_err(|e| ClientError::Protocol(format!("`{username}` is not what it claims: {e}")))?;
         remember(conn, username, &encoded, &label)?;

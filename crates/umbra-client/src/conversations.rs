@@ -24,6 +24,7 @@ impl Client {
             Some(g) => g,
             None => self.start_conversation(to, None, &[to]).await?,
         };
+        self.keep_card_fresh().await?;
         self.post(&group_id, text)?;
         events.extend(self.flush_now().await?);
         Ok(events)
@@ -264,6 +265,7 @@ impl Client {
         let group_id = self.group_id_by_name(name)?;
         let mut events = self.flush_earlier().await?;
         self.ensure_addresses(&group_id).await?;
+        self.keep_card_fresh().await?;
         self.post(&group_id, text)?;
         events.extend(self.flush_now().await?);
         Ok(events)

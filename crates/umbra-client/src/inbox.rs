@@ -449,6 +449,7 @@ fn business_card(
         &sender.username,
         &sender.identity_key,
         ctx.sign_key.as_ref(),
+        business::now_unix(),
     ) {
         Ok(l) => l,
         Err(e) => {

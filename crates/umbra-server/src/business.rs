@@ -4,7 +4,9 @@
 //! Ed25519, created on first start; its public half is the invite link's
 //! `sign`, so every client pins it with the server's Noise key and a
 //! verification can be checked by anyone who has the invite, and not
-//! denied later by the server that gave it).
+//! denied later by the server that gave it). The statement is signed afresh
+//! at each listing, valid for a week, so a badge taken back does not
+//! outlive that week.
 //!
 //! The server checks the business's signature when the card is set, but
 //! clients check it again, and the server's own statement, before they show
@@ -16,7 +18,9 @@ use anyhow::Context;
 use ed25519_dalek::{Signer, SigningKey};
 use prost::Message;
 use umbra_store::{Limits, SqliteStore, Store, StoredCard};
-use umbra_wire::business::{PROFILE_CONTEXT, VERIFICATION_CONTEXT, check_profile, signed_bytes};
+use umbra_wire::business::{
+    PROFILE_CONTEXT, VERIFICATION_CONTEXT, VERIFICATION_VALIDITY_SECS, check_profile, signed_bytes,
+};
 use umbra_wire::proto::{BusinessCard, BusinessProfile, SetBusinessCard, Verification};
 
 use crate::error::RequestError;
@@ -70,17 +74,37 @@ pub(crate) fn stored(c: SetBusinessCard) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// The card as clients get it: the business's part and the operator's.
-pub(crate) fn listed(c: StoredCard) -> BusinessCard {
+/// The card as clients get it: the business's part, and the operator's
+/// verification (if given) signed afresh with `key`, valid from `now_unix`
+/// for [`VERIFICATION_VALIDITY_SECS`].
+pub(crate) fn listed(c: StoredCard, key: &SigningKey, now_unix: u64) -> BusinessCard {
     let mut card = BusinessCard::decode(c.card.as_slice()).unwrap_or_default();
-    if let Some(v) = c
+    let given = c
         .verification
         .and_then(|v| BusinessCard::decode(v.as_slice()).ok())
-    {
-        card.verification = v.verification;
-        card.verification_signature = v.verification_signature;
+        .and_then(|v| Verification::decode(v.verification.as_slice()).ok());
+    if let Some(v) = given {
+        let (verification, verification_signature) = statement(
+            key,
+            Verification {
+                expires_unix: now_unix + VERIFICATION_VALIDITY_SECS,
+                ..v
+            },
+        );
+        card.verification = verification;
+        card.verification_signature = verification_signature;
     }
     card
+}
+
+/// An encoded verification and the server's signature over it.
+fn statement(key: &SigningKey, v: Verification) -> (Vec<u8>, Vec<u8>) {
+    let encoded = v.encode_to_vec();
+    let signature = key
+        .sign(&signed_bytes(VERIFICATION_CONTEXT, &encoded))
+        .to_bytes()
+        .to_vec();
+    (encoded, signature)
 }
 
 /// One business account, as the operator sees it.
@@ -147,17 +171,16 @@ pub fn verify_account(
         format!("`{username}` is not a business account (it runs `umbra business register` first)")
     })?;
     let profile = profile_of(&card)?;
-    let verification = Verification {
-        username: profile.username.clone(),
-        display_name: profile.display_name.clone(),
-        identity_key: profile.identity_key,
-        verified_unix: now_unix,
-    }
-    .encode_to_vec();
-    let signature = key
-        .sign(&signed_bytes(VERIFICATION_CONTEXT, &verification))
-        .to_bytes()
-        .to_vec();
+    let (verification, signature) = statement(
+        key,
+        Verification {
+            username: profile.username.clone(),
+            display_name: profile.display_name.clone(),
+            identity_key: profile.identity_key,
+            verified_unix: now_unix,
+            expires_unix: now_unix + VERIFICATION_VALIDITY_SECS,
+        },
+    );
     let statement = BusinessCard {
         verification,
         verification_signature: signature,

@@ -28,6 +28,13 @@ const PAGE_BYTES: usize = 512 * 1024;
 /// Most ids in one Ack.
 const MAX_ACK_IDS: usize = 4096;
 
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn internal(r: Refused) -> RequestError {
     match r {
         Refused::UnknownDevice => RequestError::UnknownDevice,
@@ -341,6 +348,7 @@ impl Conn {
         let username = f.username;
         let claim = f.claim_key_packages;
         let echo = username.clone();
+        let sign = self.ctx.shared.sign.clone();
         self.pend(
             rid,
             |reply| Command::Devices {
@@ -352,7 +360,7 @@ impl Conn {
                 let (devices, card) = listing.ok_or(RequestError::UnknownUser)?;
                 Ok(Resp::Devices(proto::Devices {
                     username: echo,
-                    business: card.map(crate::business::listed),
+                    business: card.map(|c| crate::business::listed(c, &sign, now_unix())),
                     devices: devices
                         .into_iter()
                         .map(|d| proto::Device {

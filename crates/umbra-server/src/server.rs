@@ -117,6 +117,7 @@ impl Server {
                 max_envelope_bytes: config.max_envelope_bytes,
                 idle_timeout: config.idle_timeout(),
             },
+            sign: sign.clone(),
             relay: match &config.relay_secret_file {
                 Some(path) => Some(crate::shared::RelayCredentialIssuer {
                     secret: umbra_daemon::config::read_secret(path)

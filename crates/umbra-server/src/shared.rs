@@ -32,6 +32,8 @@ pub struct Shared {
     pub limits: Limits,
     /// Call relay credentials, when a relay is configured.
     pub relay: Option<RelayCredentialIssuer>,
+    /// The key business verifications are signed with (the invite's `sign`).
+    pub sign: ed25519_dalek::SigningKey,
 }
 
 /// Hands out TURN REST credentials for the call relay.

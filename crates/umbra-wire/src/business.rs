@@ -9,6 +9,12 @@ pub const PROFILE_CONTEXT: &[u8] = b"umbra-business-profile-v1";
 /// What the server's signature covers: this, then the encoded verification.
 pub const VERIFICATION_CONTEXT: &[u8] = b"umbra-business-verified-v1";
 
+/// How long a verification the server lists holds. The server signs it
+/// afresh at each listing, so one the operator took back stops being shown
+/// within this; a business's device fetches a fresh one before half of it
+/// has gone.
+pub const VERIFICATION_VALIDITY_SECS: u64 = 7 * 24 * 3600;
+
 /// Most fields on a card.
 pub const MAX_FIELDS: usize = 16;
 
@@ -69,6 +75,12 @@ pub fn verification_matches(v: &Verification, p: &BusinessProfile) -> bool {
     v.username == p.username && v.display_name == p.display_name && v.identity_key == p.identity_key
 }
 
+/// Whether `v` still holds at `now_unix` (it was not issued in the future,
+/// beyond a day's clock skew, and has not run out).
+pub fn verification_current(v: &Verification, now_unix: u64) -> bool {
+    v.verified_unix <= now_unix.saturating_add(24 * 3600) && now_unix < v.expires_unix
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,8 +125,11 @@ mod tests {
             display_name: "Acme Shop".into(),
             identity_key: vec![1; 32],
             verified_unix: 5,
+            expires_unix: 100,
         };
         assert!(verification_matches(&v, &p));
+        assert!(verification_current(&v, 50));
+        assert!(!verification_current(&v, 100), "run out");
         let renamed = BusinessProfile {
             display_name: "Acme Bank".into(),
             ..p.clone()
