@@ -89,6 +89,15 @@ pub enum BusinessCommand {
         /// The account.
         user: Option<String>,
     },
+    /// Who runs this business's endpoint and so can read its chats: the
+    /// business itself, or a host (`umbra business serve` run by a third
+    /// party). `--self` takes the chats back: every customer sees a line
+    /// saying the host can no longer read what they send.
+    Hosting {
+        /// Make this device the business's own endpoint again.
+        #[arg(long = "self")]
+        self_hosted: bool,
+    },
 }
 
 /// `umbra network ...`
@@ -232,7 +241,16 @@ pub async fn run(
                 }
             }
             let entries = client.history(conversation.as_deref(), limit)?;
-            out.history(&entries, client.username());
+            let labels = match &conversation {
+                Some(name) => client
+                    .conversations()?
+                    .into_iter()
+                    .find(|c| &c.name == name)
+                    .map(|c| c.hosting)
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            out.history(&entries, client.username(), &labels);
             // Shown: read (receipts go now, or with the next command).
             client.mark_read(conversation.as_deref())?;
             if !offline {
@@ -260,6 +278,12 @@ pub async fn run(
                         })
                         .collect::<anyhow::Result<Vec<_>>>()?;
                     let done = client.register_business(&name, &fields).await?;
+                    if client.hosting()?.is_none() {
+                        // A new business runs its own endpoint until it
+                        // says otherwise.
+                        let own = client.make_hosting(None)?;
+                        client.set_hosting(own).await?;
+                    }
                     let l = &done.label;
                     out.value(
                         &done,
@@ -274,6 +298,36 @@ pub async fn run(
                             }
                         ),
                     );
+                }
+                BusinessCommand::Hosting { self_hosted } => {
+                    if self_hosted {
+                        let own = client.make_hosting(None)?;
+                        let done = client.set_hosting(own).await?;
+                        out.value(
+                            &done,
+                            &format!(
+                                "this device is the business's own endpoint: its chats are end to end \
+                                 with it ({} conversation(s) told)",
+                                done.conversations
+                            ),
+                        );
+                    } else {
+                        let host = client.hosting()?;
+                        let text = match &host {
+                            None => "this is not a business account".to_string(),
+                            Some(None) => {
+                                "this business runs its own endpoint: its chats are end to end with it"
+                                    .to_string()
+                            }
+                            Some(Some(h)) => {
+                                format!("{h} runs this business's endpoint and can read its chats")
+                            }
+                        };
+                        out.value(
+                            &serde_json::json!({ "business": host.is_some(), "host": host.flatten() }),
+                            &text,
+                        );
+                    }
                 }
                 BusinessCommand::Show { user } => {
                     let user = user.unwrap_or_else(|| client.username().to_string());
@@ -357,11 +411,14 @@ pub async fn run(
             let convs = client.conversations()?;
             let mut text = String::new();
             for c in &convs {
-                let business = c
+                let mut business = c
                     .business
                     .as_ref()
                     .map(|b| format!("  business: {}", crate::output::business_line(b)))
                     .unwrap_or_default();
+                for l in &c.hosting {
+                    business.push_str(&format!("\n{:<20} {}", "", l.text));
+                }
                 text.push_str(&format!(
                     "{:<20} {:<6} {}{}{business}\n",
                     c.name,

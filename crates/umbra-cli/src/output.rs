@@ -33,11 +33,12 @@ impl Output {
                 text,
                 sent_ms,
                 business,
+                hosting,
             } => {
                 let who = match business {
                     Some(b) => umbra_client::business::display(sender, b),
                     None => sender.clone(),
-                };
+                } + &hosting_tag(hosting.as_ref());
                 if conversation == sender {
                     println!("{} {who}: {text}", clock(*sent_ms));
                 } else {
@@ -75,11 +76,19 @@ impl Output {
         }
     }
 
-    /// Prints history.
-    pub fn history(&self, entries: &[HistoryEntry], me: &str) {
+    /// Prints history; `labels` (who can read a business chat) go first.
+    pub fn history(
+        &self,
+        entries: &[HistoryEntry],
+        me: &str,
+        labels: &[umbra_client::hosting::HostingLabel],
+    ) {
         if self.json {
             self.value(&entries, "");
             return;
+        }
+        for l in labels {
+            println!("-- {} --", l.text);
         }
         if entries.is_empty() {
             println!("(no messages yet)");
@@ -87,8 +96,10 @@ impl Output {
         for h in entries {
             let who = match (&h.business, h.outgoing) {
                 (_, true) => me.to_string(),
-                (Some(b), false) => umbra_client::business::display(&h.sender, b),
-                (None, false) => h.sender.clone(),
+                (Some(b), false) => {
+                    umbra_client::business::display(&h.sender, b) + &hosting_tag(h.hosting.as_ref())
+                }
+                (None, false) => h.sender.clone() + &hosting_tag(h.hosting.as_ref()),
             };
             if h.kind == "event" {
                 println!("{} [{}] * {}", clock(h.sent_ms), h.conversation, h.body);
@@ -109,6 +120,19 @@ impl Output {
     }
 }
 
+/// What a message line says of who can read the chat, when it is not end
+/// to end with the business: ` [HostCo can read this chat]`.
+fn hosting_tag(l: Option<&umbra_client::hosting::HostingLabel>) -> String {
+    match l {
+        Some(l) if l.kind == "hosted" => format!(
+            " [{} can read this chat]",
+            l.host.as_deref().unwrap_or("its host")
+        ),
+        Some(l) if l.kind == "unknown" => " [who can read this chat is not known]".into(),
+        _ => String::new(),
+    }
+}
+
 /// `Acme Shop ✓ verified by this server` / `Acme Shop (not verified)`.
 pub fn business_line(b: &umbra_client::business::BusinessLabel) -> String {
     if b.verified {
@@ -122,6 +146,7 @@ pub fn business_line(b: &umbra_client::business::BusinessLabel) -> String {
 fn status_text(s: &umbra_client::receipts::MessageStatus) -> String {
     use umbra_client::receipts::Status;
     let word = |st: Status| match st {
+        Status::Failed => "refused by the server",
         Status::Pending => "not sent yet",
         Status::Sent => "sent",
         Status::Delivered => "delivered",

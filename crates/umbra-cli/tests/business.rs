@@ -80,10 +80,24 @@ fn a_verified_business_shows_its_badge_and_a_forged_one_does_not() {
     assert_eq!(card["business"]["verified"], false);
     let personal = ok(&p("alice"), &["business", "show", "shady"]);
     assert!(personal.contains("personal account"), "{personal}");
-    ok(&p("alice"), &["send", "acme", "where is my order?"]);
+    // The chat's label comes from the statement in the business's leaf: a
+    // business registered from its own machine runs its own endpoint.
+    let sent = ok(&p("alice"), &["send", "acme", "where is my order?"]);
+    assert!(
+        sent.contains("end-to-end encrypted with Acme Shop (acme)"),
+        "{sent}"
+    );
     let convs = json(&ok(&p("alice"), &["--json", "conversations"]));
     assert_eq!(convs[0]["business"]["name"], "Acme Shop");
     assert_eq!(convs[0]["business"]["verified"], false);
+    assert_eq!(convs[0]["hosting"][0]["kind"], "self");
+    let own = ok(&p("acme"), &["business", "hosting"]);
+    assert!(own.contains("runs its own endpoint"), "{own}");
+    let history = ok(&p("alice"), &["history", "acme", "--offline"]);
+    assert!(
+        history.starts_with("-- end-to-end encrypted with Acme Shop (acme) --"),
+        "{history}"
+    );
 
     // The operator verifies it; its next message carries the badge.
     let out = operator(&data, &["verify", "acme"]);

@@ -513,6 +513,7 @@ fn admit(
     let from = Member {
         username: id.username().to_owned(),
         identity_key: id.identity_key(),
+        hosting: None,
     };
     let commit = admitter
         .admit(admitter_id, &request.key_package, &from)

@@ -133,24 +133,44 @@ impl Client {
             other => return Err(ClientError::Protocol(format!("{other:?}"))),
         };
         if left < KEY_PACKAGE_LOW_WATER {
-            let upload = {
-                let tx = self.profile.write()?;
-                let provider = Provider::new(&self.crypto, &tx);
-                let mut kps = Vec::with_capacity(KEY_PACKAGE_BATCH);
-                for _ in 0..KEY_PACKAGE_BATCH {
-                    kps.push(mls::new_key_package(&provider, &self.identity, false)?);
-                }
-                let last_resort = mls::new_key_package(&provider, &self.identity, true)?;
-                tx.commit()?;
-                UploadKeyPackages {
-                    key_packages: kps,
-                    last_resort,
-                }
-            };
-            server
-                .call(client_frame::Body::UploadKeyPackages(upload))
-                .await?;
+            self.upload_key_packages(server, false).await?;
         }
+        Ok(())
+    }
+
+    /// Uploads a batch of key packages (their leaves carrying this device's
+    /// hosting statement, if it has one) and a last-resort one; with
+    /// `replace`, the server first withdraws every package it held for us.
+    pub(crate) async fn upload_key_packages(
+        &mut self,
+        server: &mut ServerConn,
+        replace: bool,
+    ) -> Result<(), ClientError> {
+        let upload = {
+            let tx = self.profile.write()?;
+            let hosting = crate::hosting::own(&tx)?;
+            let provider = Provider::new(&self.crypto, &tx);
+            let mut kps = Vec::with_capacity(KEY_PACKAGE_BATCH);
+            for _ in 0..KEY_PACKAGE_BATCH {
+                kps.push(mls::new_key_package(
+                    &provider,
+                    &self.identity,
+                    false,
+                    hosting.as_deref(),
+                )?);
+            }
+            let last_resort =
+                mls::new_key_package(&provider, &self.identity, true, hosting.as_deref())?;
+            tx.commit()?;
+            UploadKeyPackages {
+                key_packages: kps,
+                last_resort,
+                replace,
+            }
+        };
+        server
+            .call(client_frame::Body::UploadKeyPackages(upload))
+            .await?;
         Ok(())
     }
 

@@ -4,6 +4,12 @@
 //! rides on every message the business sends, so customers can check it
 //! whether or not they looked the business up. Looking a business up is
 //! [`Client::business_card`].
+//!
+//! Who can read the business's chats is its hosting statement
+//! ([`Client::set_hosting`]): signed by this device's key (and countersigned
+//! by a host, when one runs the device), carried in the device's MLS leaf in
+//! every conversation and in every key package it publishes, so a change is
+//! a commit each customer applies and sees.
 
 use prost::Message;
 use umbra_wire::business::{PROFILE_CONTEXT, check_profile, signed_bytes};
@@ -15,8 +21,29 @@ use crate::business::{BusinessLabel, CardError, check_card, needs_refresh, now_u
 use crate::client::Client;
 use crate::conn::ServerConn;
 use crate::contacts::check_identity;
+use crate::mls_store::Provider;
 use crate::profile::set_setting;
 use crate::{ClientError, now_ms};
+
+/// A host that runs this business's device and countersigns its hosting
+/// statement: its name, its Ed25519 key and a way to sign with it.
+pub struct HostSigner<'a> {
+    /// What the host calls itself (1 to 64 characters).
+    pub name: &'a str,
+    /// The host's public key.
+    pub key: [u8; 32],
+    /// Signs the bytes it is given with the host's key.
+    pub sign: &'a dyn Fn(&[u8]) -> Vec<u8>,
+}
+
+/// What `set_hosting` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostingSet {
+    /// Who now runs this business's endpoint: `None` for the business itself.
+    pub host: Option<String>,
+    /// Conversations whose leaf changed (each got a commit).
+    pub conversations: usize,
+}
 
 /// What `register_business` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -177,5 +204,109 @@ impl Client {
         .map_err(|e| ClientError::Protocol(format!("`{username}` is not what it claims: {e}")))?;
         remember(conn, username, &encoded, &label)?;
         Ok(label)
+    }
+}
+
+impl Client {
+    /// Makes this business's hosting statement: run by itself (`host`
+    /// `None`), or by `host`, who countersigns.
+    pub fn make_hosting(&self, host: Option<&HostSigner<'_>>) -> Result<Vec<u8>, ClientError> {
+        if let Some(h) = host
+            && !umbra_wire::hosting::valid_host_name(h.name)
+        {
+            return Err(ClientError::Invalid(
+                "a host's name has 1 to 64 characters and no control characters".into(),
+            ));
+        }
+        let statement = umbra_wire::e2e::HostingStatement {
+            username: self.username().to_string(),
+            identity_key: self.identity.identity_key().to_vec(),
+            host_name: host.map(|h| h.name.to_string()).unwrap_or_default(),
+            host_key: host.map(|h| h.key.to_vec()).unwrap_or_default(),
+            issued_unix: now_ms() / 1000,
+        };
+        let mut failed = None;
+        let made = umbra_wire::hosting::make(
+            &statement,
+            |m| match self.identity.sign(m) {
+                Ok(s) => s,
+                Err(e) => {
+                    failed = Some(e);
+                    Vec::new()
+                }
+            },
+            host.map(|h| h.sign),
+        );
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        Ok(made)
+    }
+
+    /// This business's hosting statement as it stands: `None` if it has
+    /// none (a personal account), else who runs its endpoint (`Some(None)`:
+    /// the business itself).
+    pub fn hosting(&self) -> Result<Option<Option<String>>, ClientError> {
+        let Some(h) = crate::hosting::own(self.profile.conn())? else {
+            return Ok(None);
+        };
+        let s = umbra_wire::hosting::statement_of(&h)
+            .map_err(|e| ClientError::Protocol(format!("this profile's {e}")))?;
+        Ok(Some((!s.host_name.is_empty()).then_some(s.host_name)))
+    }
+
+    /// Makes `hosting` (from [`Client::make_hosting`]) this business's
+    /// statement: every conversation gets a commit carrying it in our leaf
+    /// (customers see a line before they can send again), and the key
+    /// packages on the server are replaced by ones that carry it. Nothing
+    /// happens if it already is the statement everywhere.
+    pub async fn set_hosting(&mut self, hosting: Vec<u8>) -> Result<HostingSet, ClientError> {
+        let host = match umbra_wire::hosting::check(
+            &hosting,
+            self.username(),
+            &self.identity.identity_key(),
+        )
+        .map_err(|e| ClientError::Invalid(format!("this hosting statement will not do: {e}")))?
+        {
+            umbra_wire::hosting::Host::SelfHosted => None,
+            umbra_wire::hosting::Host::Hosted { name, .. } => Some(name),
+        };
+        let line = match &host {
+            None => "this chat is now run by this business itself".to_string(),
+            Some(h) => format!("this chat is now run by {h}, who can read it"),
+        };
+        let before = crate::hosting::own(self.profile.conn())?;
+        let mut changed = 0;
+        {
+            let tx = self.profile.write()?;
+            crate::profile::set_setting(&tx, "hosting", &hosting)?;
+            let groups: Vec<Vec<u8>> = {
+                let mut stmt = tx.prepare("SELECT group_id FROM conversations WHERE active = 1")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let provider = Provider::new(&self.crypto, &tx);
+            for gid in groups {
+                let Some(mut group) = umbra_crypto::mls::load_group(&provider, &gid)? else {
+                    continue;
+                };
+                if crate::hosting::align_own_leaf(&tx, &provider, &self.identity, &mut group)? {
+                    crate::profile::record_event(&tx, &gid, self.username(), &line)?;
+                    changed += 1;
+                }
+            }
+            tx.commit()?;
+        }
+        self.flush_now().await?;
+        if before.as_deref() != Some(hosting.as_slice()) {
+            let mut server = ServerConn::open(&self.invite, &self.route()).await?;
+            self.login_session(&mut server, true).await?;
+            self.upload_key_packages(&mut server, true).await?;
+            server.close().await;
+        }
+        Ok(HostingSet {
+            host,
+            conversations: changed,
+        })
     }
 }

@@ -51,6 +51,9 @@ pub struct Client {
     /// This business account's card (with the operator's verification, if
     /// given), sent with every message; `None` for a personal account.
     pub(crate) business_card: Option<Vec<u8>>,
+    /// Whether `listen` sends what waits in the outbox itself (see
+    /// [`Client::flushes_in_listen`]).
+    pub(crate) listen_flushes: bool,
 }
 
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
@@ -109,6 +112,7 @@ impl Client {
             proxy,
             shows: false,
             business_card,
+            listen_flushes: true,
         })
     }
 
@@ -119,6 +123,14 @@ impl Client {
     /// conversation was read.
     pub fn shows_messages(&mut self, shows: bool) {
         self.shows = shows;
+    }
+
+    /// Whether `listen` sends what waits in the outbox (receipts it owes,
+    /// what other commands left) itself: on by default; an application that
+    /// sends from another task on the same profile turns it off, so that
+    /// only one of them sends.
+    pub fn flushes_in_listen(&mut self, on: bool) {
+        self.listen_flushes = on;
     }
 
     /// Our username.

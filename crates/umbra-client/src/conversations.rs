@@ -21,13 +21,77 @@ impl Client {
         let mut events = self.flush_earlier().await?;
         let existing = direct_conversation(self.profile.conn(), to)?;
         let group_id = match existing {
-            Some(g) => g,
-            None => self.start_conversation(to, None, &[to]).await?,
+            Some(g) => {
+                events.extend(self.hosting_checked(&g, to).await?);
+                g
+            }
+            None => {
+                let g = self.start_conversation(to, None, &[to]).await?;
+                // What the business's leaf says, for the user to read with
+                // the first message.
+                events.extend(self.hosting_lines(&g)?);
+                g
+            }
         };
         self.keep_card_fresh().await?;
         self.post(&group_id, text)?;
         events.extend(self.flush_now().await?);
         Ok(events)
+    }
+
+    /// Before we write into `group_id` (named `conversation`): if a business
+    /// is in it, first receives what is waiting, so a change of who can read
+    /// the chat is applied; a change the user has not been shown stops this
+    /// message ([`ClientError::HostingChanged`], which shows it). Returns
+    /// what receiving showed.
+    async fn hosting_checked(
+        &mut self,
+        group_id: &[u8],
+        conversation: &str,
+    ) -> Result<Vec<Event>, ClientError> {
+        let mut events = Vec::new();
+        if crate::hosting::is_business_chat(self.profile.conn(), group_id)? {
+            // Received here but not shown yet: not marked read.
+            let shows = std::mem::replace(&mut self.shows, false);
+            let received = self.sync().await;
+            self.shows = shows;
+            match received {
+                Ok(e) => events = e,
+                Err(e @ (ClientError::Unreachable { .. } | ClientError::Net(_))) => {
+                    events.push(Event::Warning {
+                        text: format!(
+                            "could not check for changes in `{conversation}` before sending: {e}"
+                        ),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(line) = crate::hosting::unseen(self.profile.conn(), group_id)? {
+            crate::hosting::mark_seen(self.profile.conn(), Some(group_id))?;
+            return Err(ClientError::HostingChanged {
+                conversation: conversation.to_string(),
+                line,
+            });
+        }
+        Ok(events)
+    }
+
+    /// The hosting lines of a conversation we just started, as events.
+    fn hosting_lines(&self, group_id: &[u8]) -> Result<Vec<Event>, ClientError> {
+        let conn = self.profile.conn();
+        let mut stmt = conn.prepare(
+            "SELECT c.name, h.body FROM history h JOIN conversations c ON c.group_id = h.group_id
+             JOIN hosting s ON s.group_id = h.group_id AND s.username = h.sender
+             WHERE h.group_id = ?1 AND h.kind = 'event' ORDER BY h.id",
+        )?;
+        let rows = stmt.query_map([group_id], |r| {
+            Ok(Event::Info {
+                conversation: r.get(0)?,
+                text: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Creates a conversation with `members` (1:1 when `name` is None).
@@ -39,8 +103,9 @@ impl Client {
     ) -> Result<Vec<u8>, ClientError> {
         let claimed = self.claim_all(members).await?;
         let tx = self.profile.write()?;
+        let hosting = crate::hosting::own(&tx)?;
         let provider = Provider::new(&self.crypto, &tx);
-        let mut group = mls::create_group(&provider, &self.identity)?;
+        let mut group = mls::create_group(&provider, &self.identity, hosting.as_deref())?;
         let kps: Vec<VerifiedKeyPackage> = claimed.iter().map(|(k, _)| k.clone()).collect();
         let commit = mls::add_members(&provider, &self.identity, &mut group, &kps)?;
         let group_id = mls::group_id(&group);
@@ -61,11 +126,18 @@ impl Client {
             "INSERT INTO conversations (group_id, kind, name, peer, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![group_id, kind, display, peer, now_ms() as i64],
         )?;
+        crate::hosting::reconcile(
+            &tx,
+            &group_id,
+            display,
+            &mls::members(&group),
+            self.username(),
+        )?;
         let meta = self.meta_content(&tx, &group, name.unwrap_or(""))?;
         let ct = mls::encrypt(&provider, &self.identity, &mut group, &meta.encode_to_vec())?;
         outbox::enqueue(&tx, &ct, &recipients)?;
         if name.is_some() {
-            inbox::record_event(
+            crate::profile::record_event(
                 &tx,
                 &group_id,
                 self.username(),
@@ -104,20 +176,37 @@ impl Client {
 
     /// Encrypts `text` for a conversation and queues it.
     fn post(&mut self, group_id: &[u8], text: &str) -> Result<(), ClientError> {
-        let content = self.content(content::Body::Text(text.to_string()));
         let tx = self.profile.write()?;
-        let provider = Provider::new(&self.crypto, &tx);
+        self.post_in(&tx, group_id, text)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// [`Client::post`] within the caller's transaction `conn`; returns the
+    /// new message's id.
+    pub(crate) fn post_in(
+        &self,
+        conn: &Connection,
+        group_id: &[u8],
+        text: &str,
+    ) -> Result<Vec<u8>, ClientError> {
+        let content = self.content(content::Body::Text(text.to_string()));
+        let provider = Provider::new(&self.crypto, conn);
+        // A business whose leaf does not carry its statement yet (a
+        // conversation joined from a key package made before a change of
+        // host) brings it in line first.
+        let mut group = required_group(&provider, group_id)?;
+        crate::hosting::align_own_leaf(conn, &provider, &self.identity, &mut group)?;
         let (group, ct) = self.encrypt_content(&provider, group_id, &content)?;
-        let recipients = group_recipients(&tx, &group, self.username())?;
-        outbox::enqueue_message(&tx, &ct, &recipients, Some(&content.message_id))?;
-        crate::receipts::expect(&tx, &content.message_id, &recipients)?;
-        tx.execute(
+        let recipients = group_recipients(conn, &group, self.username())?;
+        outbox::enqueue_message(conn, &ct, &recipients, Some(&content.message_id))?;
+        crate::receipts::expect(conn, &content.message_id, &recipients)?;
+        conn.execute(
             "INSERT INTO history (group_id, message_id, sender, body, kind, sent_ms, received_ms, outgoing)
              VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?5, 1)",
             params![group_id, content.message_id, self.username(), text, content.sent_at_ms as i64],
         )?;
-        tx.commit()?;
-        Ok(())
+        Ok(content.message_id)
     }
 
     pub(crate) fn group_id_by_name(&self, name: &str) -> Result<Vec<u8>, ClientError> {
@@ -188,7 +277,7 @@ impl Client {
             let ct = mls::encrypt(&provider, &self.identity, &mut group, &meta.encode_to_vec())?;
             let everyone = group_recipients(&tx, &group, self.username())?;
             outbox::enqueue(&tx, &ct, &everyone)?;
-            inbox::record_event(
+            crate::profile::record_event(
                 &tx,
                 &group_id,
                 self.username(),
@@ -223,7 +312,7 @@ impl Client {
             let recipients = group_recipients(&tx, &group, self.username())?;
             let commit = mls::remove_members(&provider, &self.identity, &mut group, &[member])?;
             outbox::enqueue(&tx, &commit.commit, &recipients)?;
-            inbox::record_event(
+            crate::profile::record_event(
                 &tx,
                 &group_id,
                 self.username(),
@@ -253,7 +342,7 @@ impl Client {
                 "UPDATE conversations SET active = 0 WHERE group_id = ?1",
                 [&group_id],
             )?;
-            inbox::record_event(&tx, &group_id, self.username(), "you left the group")?;
+            crate::profile::record_event(&tx, &group_id, self.username(), "you left the group")?;
             tx.commit()?;
         }
         events.extend(self.flush_now().await?);
@@ -264,6 +353,7 @@ impl Client {
     pub async fn group_send(&mut self, name: &str, text: &str) -> Result<Vec<Event>, ClientError> {
         let group_id = self.group_id_by_name(name)?;
         let mut events = self.flush_earlier().await?;
+        events.extend(self.hosting_checked(&group_id, name).await?);
         self.ensure_addresses(&group_id).await?;
         self.keep_card_fresh().await?;
         self.post(&group_id, text)?;
@@ -279,25 +369,36 @@ impl Client {
     ) -> Result<Vec<HistoryEntry>, ClientError> {
         let conn = self.profile.conn();
         let mut stmt = conn.prepare(
-            "SELECT c.name, h.sender, h.body, h.kind, h.sent_ms, h.outgoing, h.message_id FROM history h
-             JOIN conversations c ON c.group_id = h.group_id
+            "SELECT c.name, h.sender, h.body, h.kind, h.sent_ms, h.outgoing, h.message_id, h.group_id
+             FROM history h JOIN conversations c ON c.group_id = h.group_id
              WHERE (?1 IS NULL OR c.name = ?1)
              ORDER BY h.id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![conversation, limit as i64], |r| {
-            Ok(HistoryEntry {
-                conversation: r.get(0)?,
-                sender: r.get(1)?,
-                body: r.get(2)?,
-                kind: r.get(3)?,
-                sent_ms: r.get::<_, i64>(4)? as u64,
-                outgoing: r.get(5)?,
-                message_id: hex::encode(r.get::<_, Vec<u8>>(6)?),
-                status: None,
-                business: None,
-            })
+            Ok((
+                HistoryEntry {
+                    conversation: r.get(0)?,
+                    sender: r.get(1)?,
+                    body: r.get(2)?,
+                    kind: r.get(3)?,
+                    sent_ms: r.get::<_, i64>(4)? as u64,
+                    outgoing: r.get(5)?,
+                    message_id: hex::encode(r.get::<_, Vec<u8>>(6)?),
+                    status: None,
+                    business: None,
+                    hosting: None,
+                },
+                r.get::<_, Vec<u8>>(7)?,
+            ))
         })?;
-        let mut out: Vec<HistoryEntry> = rows.collect::<Result<_, _>>()?;
+        let rows: Vec<(HistoryEntry, Vec<u8>)> = rows.collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (mut h, group_id) in rows {
+            if !h.outgoing && h.kind == "text" {
+                h.hosting = crate::hosting::label_in(conn, &group_id, &h.sender)?;
+            }
+            out.push(h);
+        }
         for h in out.iter_mut().filter(|h| h.outgoing && h.kind == "text") {
             let id = hex::decode(&h.message_id).unwrap_or_default();
             h.status = crate::receipts::status(conn, &id)?;
@@ -349,16 +450,24 @@ impl Client {
             } else {
                 None
             };
+            let members: Vec<String> = group
+                .as_ref()
+                .map(|g| mls::members(g).into_iter().map(|m| m.username).collect())
+                .unwrap_or_default();
+            let mut hosting = Vec::new();
+            for m in &members {
+                if let Some(l) = crate::hosting::label_in(conn, &gid, m)? {
+                    hosting.push(l);
+                }
+            }
             out.push(Conversation {
                 name,
                 kind,
-                members: group
-                    .as_ref()
-                    .map(|g| mls::members(g).into_iter().map(|m| m.username).collect())
-                    .unwrap_or_default(),
+                members,
                 active: group.is_some(),
                 epoch: group.as_ref().map(mls::epoch).unwrap_or(0),
                 business,
+                hosting,
             });
         }
         Ok(out)

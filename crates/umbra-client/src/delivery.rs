@@ -48,6 +48,8 @@ impl Client {
             "UPDATE history SET read = 1 WHERE outgoing = 0 AND read = 0 AND (?1 IS NULL OR group_id = ?1)",
             [group_id],
         )?;
+        // A change of who can read a business chat, shown with the rest.
+        crate::hosting::mark_seen(&tx, group_id)?;
         tx.commit()?;
         Ok(())
     }

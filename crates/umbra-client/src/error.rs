@@ -100,6 +100,20 @@ pub enum ClientError {
     /// The call could not be made or failed.
     #[error(transparent)]
     Call(#[from] umbra_call::CallError),
+    /// Who can read a business chat changed before our message went out:
+    /// nothing was sent, so that the user sends knowing it.
+    #[error("nothing was sent to `{conversation}`: {line}. Send again to go on")]
+    HostingChanged {
+        /// The conversation.
+        conversation: String,
+        /// The change, as the chat shows it.
+        line: String,
+    },
+    /// An idempotency key came again with a different request.
+    #[error(
+        "the idempotency key `{0}` was already used for another request: use a new key for a new message"
+    )]
+    IdempotencyConflict(String),
     /// The group call's forwarding unit did not take the join.
     #[error("the group call's forwarding unit refused the join: {0}")]
     UnitRefused(String),

@@ -20,7 +20,6 @@ use umbra_wire::e2e::{Content, SealedContent, content, sealed_content};
 use umbra_wire::proto::Deliver;
 
 use crate::blocking::is_blocked;
-use crate::business;
 use crate::calls::group_signal::{self, GroupSignal};
 use crate::calls::records::{self, Ended, Outcome};
 use crate::calls::signal::Signal;
@@ -29,6 +28,7 @@ use crate::mls_store::Provider;
 use crate::model::Event;
 use crate::profile::Profile;
 use crate::{ClientError, now_ms, outbox, receipts};
+use crate::{business, hosting};
 
 /// What applying envelopes needs of the receiving device: its keys and its
 /// own address (to announce to new members).
@@ -165,6 +165,7 @@ fn join(
     )?;
     if kind == "group" {
         // The group's name and a notice follow in the GroupMeta message.
+        hosting::reconcile(conn, &group_id, &name, &members, ctx.identity.username())?;
         return Ok(Vec::new());
     }
     if is_blocked(conn, &sender.username)? {
@@ -173,11 +174,19 @@ fn join(
         return Ok(Vec::new());
     }
     let text = format!("{} started a conversation with you", sender.username);
-    record_event(conn, &group_id, &sender.username, &text)?;
-    Ok(vec![Event::Info {
-        conversation: name,
+    crate::profile::record_event(conn, &group_id, &sender.username, &text)?;
+    let mut events = vec![Event::Info {
+        conversation: name.clone(),
         text,
-    }])
+    }];
+    events.extend(hosting::reconcile(
+        conn,
+        &group_id,
+        &name,
+        &members,
+        ctx.identity.username(),
+    )?);
+    Ok(events)
 }
 
 fn conversation_name(
@@ -260,6 +269,9 @@ fn group_message(
                     &sender,
                     &content.business_card,
                 )?);
+                // Now known as a business: a chat whose leaf says nothing of
+                // who reads it is flagged.
+                events.extend(hosting::reconcile_group(conn, group_id, &name, &group, me)?);
             }
             match content.body {
                 // Nothing from a blocked account is shown or answered.
@@ -293,12 +305,22 @@ fn group_message(
                             &sender.username,
                             &content.message_id,
                         )?;
+                        crate::journal::received(
+                            conn,
+                            group_id,
+                            &name,
+                            &content.message_id,
+                            &sender.username,
+                            &text,
+                            content.sent_at_ms,
+                        )?;
                         events.push(Event::Message {
                             conversation: name.clone(),
                             sender: sender.username.clone(),
                             text,
                             sent_ms: content.sent_at_ms,
                             business: business::label_of(conn, &sender.username)?,
+                            hosting: hosting::label_in(conn, group_id, &sender.username)?,
                         });
                     }
                 }
@@ -318,6 +340,9 @@ fn group_message(
                         }
                     }
                     announce(conn, ctx, &provider, &mut group, group_id)?;
+                    // Every member's address is known now: a business whose
+                    // leaf is behind its hosting statement catches up.
+                    hosting::align_own_leaf(conn, &provider, ctx.identity, &mut group)?;
                     if !meta.name.is_empty() && meta.name != name {
                         let new_name = unique_name(conn, &meta.name, group_id)?;
                         conn.execute(
@@ -326,7 +351,7 @@ fn group_message(
                         )?;
                         let text =
                             format!("{} added you to the group `{new_name}`", sender.username);
-                        record_event(conn, group_id, &sender.username, &text)?;
+                        crate::profile::record_event(conn, group_id, &sender.username, &text)?;
                         events.push(Event::Info {
                             conversation: new_name.clone(),
                             text,
@@ -355,7 +380,7 @@ fn group_message(
                 Some(content::Body::Leaving(_)) => {
                     if !blocked {
                         let text = format!("{} left", sender.username);
-                        record_event(conn, group_id, &sender.username, &text)?;
+                        crate::profile::record_event(conn, group_id, &sender.username, &text)?;
                         events.push(Event::Info {
                             conversation: name.clone(),
                             text,
@@ -421,11 +446,15 @@ fn group_message(
                 ));
             }
             for text in changes {
-                record_event(conn, group_id, &sender.username, &text)?;
+                crate::profile::record_event(conn, group_id, &sender.username, &text)?;
                 events.push(Event::Info {
                     conversation: name.clone(),
                     text,
                 });
+            }
+            if !we_were_removed {
+                // A business's leaf may have changed (a change of host).
+                events.extend(hosting::reconcile_group(conn, group_id, &name, &group, me)?);
             }
         }
         Processed::Ignored => {}
@@ -484,7 +513,7 @@ fn business_card(
             format!("{now} {}", what.join(" and "))
         }
     };
-    record_event(conn, group_id, &sender.username, &text)?;
+    crate::profile::record_event(conn, group_id, &sender.username, &text)?;
     Ok(vec![Event::Info {
         conversation: conversation.to_string(),
         text,
@@ -654,22 +683,4 @@ fn unique_name(conn: &Connection, wanted: &str, group_id: &[u8]) -> Result<Strin
         candidate = format!("{wanted}-{n}");
         n += 1;
     }
-}
-
-/// Writes a conversation event into the history.
-pub fn record_event(
-    conn: &Connection,
-    group_id: &[u8],
-    actor: &str,
-    text: &str,
-) -> Result<(), ClientError> {
-    let mut id = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
-    let now = now_ms() as i64;
-    conn.execute(
-        "INSERT INTO history (group_id, message_id, sender, body, kind, sent_ms, received_ms, outgoing)
-         VALUES (?1, ?2, ?3, ?4, 'event', ?5, ?5, 0)",
-        params![group_id, id.to_vec(), actor, text, now],
-    )?;
-    Ok(())
 }

@@ -18,22 +18,28 @@
 //!   look-ups, key packages, safety numbers), [`conversations`] (chats,
 //!   groups, history), [`delivery`] (receipts sent, read marks, blocking)
 //!   and [`receive`] (`sync`, `listen`).
-//! - [`business_account`]: being a business (its card), and
-//!   [`business`]: checking another's card before its name or badge shows.
+//! - [`business_account`]: being a business (its card, its hosting
+//!   statement), [`business`]: checking another's card before its name or
+//!   badge shows, and [`hosting`]: who can read a business chat, from the
+//!   statement in the business's MLS leaf.
 //! - [`receipts`] and [`blocking`]: what receipts and blocks store, and
 //!   how a received receipt moves a message's status forward.
+//! - [`app`]: what an application running a device around the clock (the
+//!   business host) needs: sends in batches with idempotency keys, and
+//!   [`journal`], what happened, kept until the application passed it on.
 //!
 //! Imports go one way: a module uses only modules later in this list:
-//! `receive`, `delivery`, `business_account`, `conversations`, `directory`,
-//! `account`, `client`, `inbox`, `business`, `receipts`, `blocking`,
-//! `contacts`, then `outbox`, `conn`, `profile`, `mls_store`, `model`,
-//! `error`.
+//! `app`, `receive`, `delivery`, `business_account`, `conversations`,
+//! `directory`, `account`, `client`, `inbox`, `hosting`, `business`,
+//! `receipts`, `blocking`, `contacts`, then `outbox`, `journal`, `conn`,
+//! `profile`, `mls_store`, `model`, `error`.
 //! - [`calls`]: calls, gluing end-to-end signalling to the media engine
 //!   (`umbra-call`): settings, records, ringing, offer and answer.
 //! - [`model`]: what the operations return.
 //! - [`error`]: what can go wrong, phrased for the user.
 
 pub mod account;
+pub mod app;
 pub mod blocking;
 pub mod business;
 pub mod business_account;
@@ -45,7 +51,9 @@ pub mod conversations;
 pub mod delivery;
 pub mod directory;
 pub mod error;
+pub mod hosting;
 pub mod inbox;
+pub mod journal;
 pub mod mls_store;
 pub mod model;
 pub mod outbox;

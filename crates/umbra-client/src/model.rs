@@ -19,6 +19,10 @@ pub enum Event {
         /// The sender's business card, checked, if it is a business.
         #[serde(skip_serializing_if = "Option::is_none")]
         business: Option<crate::business::BusinessLabel>,
+        /// Who can read this chat, from the sender's hosting statement, if
+        /// it is a business.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hosting: Option<crate::hosting::HostingLabel>,
     },
     /// A change in a conversation (joined, member added or removed, ...).
     Info {
@@ -217,6 +221,10 @@ pub struct HistoryEntry {
     /// The sender's business card, checked, if it is a business.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub business: Option<crate::business::BusinessLabel>,
+    /// Who can read this chat, from the sender's hosting statement, if it
+    /// is a business.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosting: Option<crate::hosting::HostingLabel>,
     /// For a text we wrote: how far it got (`pending`, `sent`, `delivered`,
     /// `read`), overall and per recipient.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -252,4 +260,8 @@ pub struct Conversation {
     /// For a 1:1 conversation with a business: its checked card.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub business: Option<crate::business::BusinessLabel>,
+    /// Who can read it, for each business in it (from the hosting
+    /// statement in its MLS leaf).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosting: Vec<crate::hosting::HostingLabel>,
 }

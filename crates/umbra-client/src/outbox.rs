@@ -7,7 +7,7 @@
 //! shows it once.
 
 use prost::Message;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use umbra_wire::e2e::{SealedContent, sealed_content};
 use umbra_wire::proto::{ErrorCode, SendEnvelope, ServerHello, client_frame};
 
@@ -93,8 +93,8 @@ pub fn enqueue_message(
             });
         }
         conn.execute(
-            "INSERT INTO outbox (mailbox_id, delivery_token, sealed, message_id) VALUES (?1, ?2, ?3, ?4)",
-            params![r.mailbox_id, r.delivery_token, sealed, message_id],
+            "INSERT INTO outbox (mailbox_id, delivery_token, sealed, message_id, recipient) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![r.mailbox_id, r.delivery_token, sealed, message_id, r.username],
         )?;
     }
     Ok(())
@@ -136,17 +136,18 @@ pub async fn flush(db: &Connection, server: &mut ServerConn) -> Result<Vec<Event
             .collect();
         let answers = server.call_many(bodies).await?;
         let mut kept = 0;
+        // One transaction for the batch's answers: each copy the server
+        // took leaves the outbox, and its status moves with it.
+        let tx = db.unchecked_transaction()?;
         for ((id, ..), answer) in batch.iter().zip(answers) {
             match answer {
-                Ok(_) => {
-                    db.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
-                }
+                Ok(_) => settle(&tx, *id, "sent")?,
                 Err(ClientError::Server { code, message }) => match code {
                     ErrorCode::RateLimited | ErrorCode::Busy | ErrorCode::Internal => {
                         kept += 1;
                     }
                     _ => {
-                        db.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+                        settle(&tx, *id, "failed")?;
                         warnings.push(Event::Warning {
                             text: format!("the server refused a message: {message}"),
                         });
@@ -155,6 +156,7 @@ pub async fn flush(db: &Connection, server: &mut ServerConn) -> Result<Vec<Event
                 Err(e) => return Err(e),
             }
         }
+        tx.commit()?;
         if kept > 0 {
             return Err(ClientError::Queued(
                 kept,
@@ -162,4 +164,39 @@ pub async fn flush(db: &Connection, server: &mut ServerConn) -> Result<Vec<Event
             ));
         }
     }
+}
+
+/// The server answered for outbox row `id`: it leaves the outbox, and the
+/// status of the message it carried moves on for its recipient (`sent`:
+/// the server holds it; `failed`: refused for good), once, and only from
+/// where it was (a copy sent again after a crash does not move a message
+/// that was already delivered back to `sent`).
+fn settle(conn: &Connection, id: i64, outcome: &str) -> Result<(), ClientError> {
+    let row: Option<(Option<Vec<u8>>, Option<String>)> = conn
+        .query_row(
+            "DELETE FROM outbox WHERE id = ?1 RETURNING message_id, recipient",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((Some(message_id), Some(recipient))) = row else {
+        return Ok(());
+    };
+    let moved = if outcome == "failed" {
+        conn.execute(
+            "UPDATE message_status SET level = -1, at_ms = ?3
+             WHERE message_id = ?1 AND username = ?2 AND level = 0",
+            params![message_id, recipient, crate::now_ms() as i64],
+        )? > 0
+    } else {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM message_status WHERE message_id = ?1 AND username = ?2 AND level = 0)",
+            params![message_id, recipient],
+            |r| r.get::<_, bool>(0),
+        )?
+    };
+    if moved {
+        crate::journal::status(conn, &message_id, &recipient, outcome)?;
+    }
+    Ok(())
 }

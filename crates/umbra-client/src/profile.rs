@@ -3,7 +3,10 @@
 //! `DIR/profile.db` (SQLite, WAL) holds everything: settings (server invite,
 //! keys, mailbox), contacts, conversations, message history, the hashes of
 //! envelopes already applied (for exactly-once display), the outbox, call
-//! records, receipts owed and received, blocked accounts, which
+//! records, receipts owed and received, blocked accounts, what each
+//! business member's leaf says of who hosts it (`hosting`), the journal an
+//! application passes on (`journal`) and the idempotency keys of its sends
+//! (`idempotency`), which
 //! group members we have given our delivery token to, and the MLS state
 //! (openmls's own tables). The directory is created private (0700).
 //! Several processes may use one profile at once (`listen` in one terminal,
@@ -96,6 +99,32 @@ CREATE TABLE IF NOT EXISTS blocked (
     username TEXT PRIMARY KEY,
     since_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hosting (
+    group_id BLOB NOT NULL,
+    username TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    host_name TEXT,
+    host_key BLOB,
+    PRIMARY KEY (group_id, username)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id BLOB NOT NULL,
+    conversation BLOB NOT NULL,
+    body TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS journal_by_conversation ON journal (conversation, seq);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    request BLOB NOT NULL,
+    message_id BLOB NOT NULL,
+    group_id BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_ms);
 CREATE TABLE IF NOT EXISTS deferred (
     id INTEGER PRIMARY KEY,
     group_id BLOB NOT NULL,
@@ -127,6 +156,8 @@ impl Profile {
         add_column(&conn, "outbox", "message_id", "BLOB")?;
         add_column(&conn, "history", "read", "INTEGER NOT NULL DEFAULT 0")?;
         add_column(&conn, "contacts", "business_card", "BLOB")?;
+        add_column(&conn, "conversations", "hosting_unseen", "TEXT")?;
+        add_column(&conn, "outbox", "recipient", "TEXT")?;
         conn.execute_batch("CREATE INDEX IF NOT EXISTS outbox_by_message ON outbox (message_id)")?;
         mls_store::migrate(&mut conn)?;
         Ok(Self {
@@ -183,6 +214,24 @@ pub fn set_setting(conn: &Connection, key: &str, value: &[u8]) -> Result<(), Cli
         "INSERT INTO settings (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Writes a conversation event into the history.
+pub fn record_event(
+    conn: &Connection,
+    group_id: &[u8],
+    actor: &str,
+    text: &str,
+) -> Result<(), ClientError> {
+    let mut id = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+    let now = crate::now_ms() as i64;
+    conn.execute(
+        "INSERT INTO history (group_id, message_id, sender, body, kind, sent_ms, received_ms, outgoing)
+         VALUES (?1, ?2, ?3, ?4, 'event', ?5, ?5, 0)",
+        params![group_id, id.to_vec(), actor, text, now],
     )?;
     Ok(())
 }

@@ -39,6 +39,8 @@ pub const IDS_MAX: usize = 512;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// The server refused it for good (it will not reach them).
+    Failed,
     /// Saved here; the server has not accepted it yet.
     Pending,
     /// The server holds it.
@@ -54,7 +56,8 @@ impl Status {
         match level {
             2 => Status::Read,
             1 => Status::Delivered,
-            _ => Status::Sent,
+            0 => Status::Sent,
+            _ => Status::Failed,
         }
     }
 }
@@ -113,17 +116,35 @@ pub(crate) fn received(
         return Ok(Vec::new());
     };
     let mut moved = Vec::new();
+    let show_read = read_receipts(conn)?;
     for id in r.message_ids.iter().take(IDS_MAX) {
         // Only for a message of ours in this conversation, from someone it
         // was sent to; and only forward.
-        let n = conn.execute(
-            "UPDATE message_status SET level = ?3, at_ms = ?4
-             WHERE message_id = ?1 AND username = ?2 AND level < ?3
-               AND EXISTS (SELECT 1 FROM history h WHERE h.message_id = ?1
-                           AND h.group_id = ?5 AND h.outgoing = 1)",
-            params![id, from, level, crate::now_ms() as i64, group_id],
-        )?;
-        if n > 0 {
+        let before: Option<i64> = conn
+            .query_row(
+                "SELECT level FROM message_status
+                 WHERE message_id = ?1 AND username = ?2
+                   AND EXISTS (SELECT 1 FROM history h WHERE h.message_id = ?1
+                               AND h.group_id = ?3 AND h.outgoing = 1)",
+                params![id, from, group_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let before = before.filter(|b| (0..level).contains(b));
+        if let Some(before) = before {
+            conn.execute(
+                "UPDATE message_status SET level = ?3, at_ms = ?4 WHERE message_id = ?1 AND username = ?2",
+                params![id, from, level, crate::now_ms() as i64],
+            )?;
+            // Each level passed is told once, in order (a read receipt that
+            // comes first stands for the delivered one too).
+            for l in (before + 1)..=level {
+                match l {
+                    1 => crate::journal::status(conn, id, from, "delivered")?,
+                    2 if show_read => crate::journal::status(conn, id, from, "read")?,
+                    _ => {}
+                }
+            }
             moved.push(id.clone());
         }
     }

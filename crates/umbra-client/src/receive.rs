@@ -121,8 +121,10 @@ impl Client {
         backoff: &mut std::time::Duration,
         mut calls: Option<&mut IncomingCalls>,
     ) -> Result<(), ClientError> {
-        for e in self.flush_earlier().await? {
-            on_event(&e);
+        if self.listen_flushes {
+            for e in self.flush_earlier().await? {
+                on_event(&e);
+            }
         }
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         self.login(&mut server).await?;
@@ -160,7 +162,7 @@ impl Client {
                             return Ok(());
                         }
                     }
-                    if outbox::pending(self.profile.conn())? > 0 {
+                    if self.listen_flushes && outbox::pending(self.profile.conn())? > 0 {
                         for e in self.flush_earlier().await? {
                             on_event(&e);
                         }

@@ -5,27 +5,18 @@
 //! then writes to the group: Carol, who got none of his receipts, still
 //! reads him, because every 500 receipts he sends an empty message to all.
 
+mod common;
+
 use umbra_client::receipts::Status;
 use umbra_client::{Client, Event};
-use umbra_server::{Server, ServerConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_to_one_member_never_cut_the_others_off() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        metrics_listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.path().join("server"),
-        // Everyone here writes to everyone: no introduction limit in the way.
-        introductions_per_hour: 100_000,
-        ..ServerConfig::default()
-    };
-    let server = Server::bind(config).await.expect("bind");
-    let invite = server.invite().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    // Everyone here writes to everyone: no introduction limit in the way.
+    let server =
+        common::TestServer::start(dir.path(), |c| c.introductions_per_hour = 100_000).await;
+    let invite = server.invite.clone();
     let user = |n: &str| dir.path().join(n);
     let mut alice = Client::register(&user("alice"), &invite, "alice", None)
         .await
@@ -95,6 +86,5 @@ async fn receipts_to_one_member_never_cut_the_others_off() {
         still, 0,
         "messages bob read that alice does not see as read"
     );
-    let _ = stop.send(());
-    let _ = task.await;
+    server.stop().await;
 }

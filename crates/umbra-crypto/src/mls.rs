@@ -9,7 +9,11 @@
 //! one storage transaction.
 //!
 //! A member's credential is its username; its signature key is its device
-//! identity key, which the caller checks against what it pinned.
+//! identity key, which the caller checks against what it pinned. A
+//! business's device also carries its hosting statement in its leaf (an
+//! extension of type `umbra_wire::hosting::EXTENSION_TYPE`, opaque here),
+//! which the caller checks; every leaf lists that type among its
+//! capabilities, as MLS requires of a leaf that carries it.
 
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
@@ -28,6 +32,9 @@ const PADDING: usize = 64;
 /// still be a member (see [`process`]).
 const PAST_EPOCHS: usize = 5;
 
+/// The leaf node extension type of a business's hosting statement.
+pub const HOSTING_EXTENSION: u16 = 0xF0B1;
+
 /// A group member as the application sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -35,6 +42,16 @@ pub struct Member {
     pub username: String,
     /// Ed25519 identity key the member signs with.
     pub identity_key: Vec<u8>,
+    /// The hosting statement its leaf carries, unchecked (businesses only).
+    pub hosting: Option<Vec<u8>>,
+}
+
+impl Member {
+    /// Whether `other` is the same account under the same key (whatever
+    /// their leaves carry).
+    pub fn is(&self, other: &Member) -> bool {
+        self.username == other.username && self.identity_key == other.identity_key
+    }
 }
 
 fn member_from(credential: &Credential, key: &[u8]) -> Result<Member, CryptoError> {
@@ -45,21 +62,63 @@ fn member_from(credential: &Credential, key: &[u8]) -> Result<Member, CryptoErro
     Ok(Member {
         username,
         identity_key: key.to_vec(),
+        hosting: None,
     })
+}
+
+/// The member a leaf node stands for, with its hosting statement.
+fn member_of_leaf(leaf: &LeafNode) -> Result<Member, CryptoError> {
+    let mut m = member_from(leaf.credential(), leaf.signature_key().as_slice())?;
+    m.hosting = hosting_of(leaf.extensions());
+    Ok(m)
+}
+
+fn hosting_of(extensions: &Extensions<LeafNode>) -> Option<Vec<u8>> {
+    extensions.unknown(HOSTING_EXTENSION).map(|u| u.0.clone())
+}
+
+/// What every Umbra leaf says it supports: our ciphersuite, last-resort key
+/// packages and hosting statements.
+fn capabilities() -> Capabilities {
+    Capabilities::new(
+        None,
+        Some(&[CIPHERSUITE]),
+        Some(&[
+            ExtensionType::LastResort,
+            ExtensionType::Unknown(HOSTING_EXTENSION),
+        ]),
+        None,
+        None,
+    )
+}
+
+/// The leaf extensions carrying `hosting`, if any.
+fn leaf_extensions(hosting: Option<&[u8]>) -> Result<Extensions<LeafNode>, CryptoError> {
+    match hosting {
+        None => Ok(Extensions::default()),
+        Some(h) => Extensions::single(Extension::Unknown(
+            HOSTING_EXTENSION,
+            UnknownExtension(h.to_vec()),
+        ))
+        .map_err(err),
+    }
 }
 
 fn err<E: std::fmt::Debug>(e: E) -> CryptoError {
     CryptoError::Group(format!("{e:?}"))
 }
 
-fn create_config() -> MlsGroupCreateConfig {
-    MlsGroupCreateConfig::builder()
+fn create_config(hosting: Option<&[u8]>) -> Result<MlsGroupCreateConfig, CryptoError> {
+    Ok(MlsGroupCreateConfig::builder()
         .ciphersuite(CIPHERSUITE)
         .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
         .padding_size(PADDING)
         .max_past_epochs(PAST_EPOCHS)
-        .build()
+        .capabilities(capabilities())
+        .with_leaf_node_extensions(leaf_extensions(hosting)?)
+        .map_err(err)?
+        .build())
 }
 
 fn join_config() -> MlsGroupJoinConfig {
@@ -71,23 +130,20 @@ fn join_config() -> MlsGroupJoinConfig {
         .build()
 }
 
-/// A new key package for `id`, serialized. A last-resort one may be used by
-/// several joiners; the others are used once.
+/// A new key package for `id`, serialized, its leaf carrying `hosting` (a
+/// business's statement) if given. A last-resort one may be used by several
+/// joiners; the others are used once.
 pub fn new_key_package<P: OpenMlsProvider>(
     provider: &P,
     id: &Identity,
     last_resort: bool,
+    hosting: Option<&[u8]>,
 ) -> Result<Vec<u8>, CryptoError> {
     // The leaf must list the last-resort extension among its capabilities,
     // or a key package carrying it fails verification.
-    let capabilities = Capabilities::new(
-        None,
-        Some(&[CIPHERSUITE]),
-        Some(&[ExtensionType::LastResort]),
-        None,
-        None,
-    );
-    let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
+    let mut builder = KeyPackage::builder()
+        .leaf_node_capabilities(capabilities())
+        .leaf_node_extensions(leaf_extensions(hosting)?);
     if last_resort {
         builder = builder.mark_as_last_resort();
     }
@@ -123,23 +179,24 @@ pub fn verify_key_package<P: OpenMlsProvider>(
             "unsupported ciphersuite".into(),
         ));
     }
-    let leaf = key_package.leaf_node();
-    let member = member_from(leaf.credential(), leaf.signature_key().as_slice())?;
+    let member = member_of_leaf(key_package.leaf_node())?;
     Ok(VerifiedKeyPackage {
         member,
         key_package,
     })
 }
 
-/// Creates a group with `id` as its only member.
+/// Creates a group with `id` as its only member, its leaf carrying
+/// `hosting` if given.
 pub fn create_group<P: OpenMlsProvider>(
     provider: &P,
     id: &Identity,
+    hosting: Option<&[u8]>,
 ) -> Result<MlsGroup, CryptoError> {
     MlsGroup::new(
         provider,
         id.signer(),
-        &create_config(),
+        &create_config(hosting)?,
         id.credential_with_key(),
     )
     .map_err(err)
@@ -154,12 +211,49 @@ pub fn load_group<P: OpenMlsProvider>(
         .map_err(|e| CryptoError::Storage(format!("{e:?}")))
 }
 
-/// The current members.
+/// The current members, with what their leaves carry.
 pub fn members(group: &MlsGroup) -> Vec<Member> {
     group
         .members()
-        .filter_map(|m| member_from(&m.credential, &m.signature_key).ok())
+        .filter_map(|m| {
+            let mut member = member_from(&m.credential, &m.signature_key).ok()?;
+            member.hosting = group
+                .public_group()
+                .leaf(m.index)
+                .and_then(|leaf| hosting_of(leaf.extensions()));
+            Some(member)
+        })
         .collect()
+}
+
+/// The hosting statement our own leaf carries now.
+pub fn own_hosting(group: &MlsGroup) -> Option<Vec<u8>> {
+    group
+        .own_leaf()
+        .and_then(|leaf| hosting_of(leaf.extensions()))
+}
+
+/// Replaces our own leaf (fresh encryption key, and `hosting` as its
+/// statement, or none) and moves to the next epoch: what every member sees
+/// when a business's hosting changes.
+pub fn update_own_leaf<P: OpenMlsProvider>(
+    provider: &P,
+    id: &Identity,
+    group: &mut MlsGroup,
+    hosting: Option<&[u8]>,
+) -> Result<Commit, CryptoError> {
+    let params = LeafNodeParameters::builder()
+        .with_capabilities(capabilities())
+        .with_extensions(leaf_extensions(hosting)?)
+        .build();
+    let bundle = group
+        .self_update(provider, id.signer(), params)
+        .map_err(err)?;
+    group.merge_pending_commit(provider).map_err(err)?;
+    Ok(Commit {
+        commit: serialize(bundle.commit())?,
+        welcome: None,
+    })
 }
 
 /// Our own leaf position, and the lowest other one (used to pick who commits
@@ -305,7 +399,7 @@ pub fn join<P: OpenMlsProvider>(
     let sender = staged
         .welcome_sender()
         .map_err(err)
-        .and_then(|leaf| member_from(leaf.credential(), leaf.signature_key().as_slice()))?;
+        .and_then(member_of_leaf)?;
     let group = staged.into_group(provider).map_err(err)?;
     Ok((group, sender))
 }
@@ -369,7 +463,8 @@ pub fn process<P: OpenMlsProvider>(
             .unwrap_or_default()
             .as_slice(),
     )?;
-    if epoch < current && !members(group).contains(&sender) {
+    let still_member = members(group).iter().any(|m| m.is(&sender));
+    if epoch < current && !still_member {
         // Readable with a past epoch's secrets, but its author has been
         // removed since: not accepted.
         return Err(CryptoError::WrongEpoch);
@@ -382,10 +477,7 @@ pub fn process<P: OpenMlsProvider>(
         ProcessedMessageContent::StagedCommitMessage(staged) => {
             let added = staged
                 .add_proposals()
-                .filter_map(|p| {
-                    let leaf = p.add_proposal().key_package().leaf_node();
-                    member_from(leaf.credential(), leaf.signature_key().as_slice()).ok()
-                })
+                .filter_map(|p| member_of_leaf(p.add_proposal().key_package().leaf_node()).ok())
                 .collect();
             let removed = staged
                 .remove_proposals()

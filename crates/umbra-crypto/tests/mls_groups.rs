@@ -17,7 +17,7 @@ fn person(name: &str) -> Person {
 }
 
 fn kp(p: &Person) -> mls::VerifiedKeyPackage {
-    let bytes = mls::new_key_package(&p.provider, &p.id, false).expect("kp");
+    let bytes = mls::new_key_package(&p.provider, &p.id, false, None).expect("kp");
     mls::verify_key_package(&p.provider, &bytes).expect("verify")
 }
 
@@ -49,7 +49,7 @@ fn one_to_one_and_group_lifecycle() {
     assert_eq!(bob_kp.member.username, "bob");
     assert_eq!(bob_kp.member.identity_key, bob.id.identity_key());
 
-    let mut ga = mls::create_group(&alice.provider, &alice.id).expect("create");
+    let mut ga = mls::create_group(&alice.provider, &alice.id, None).expect("create");
     let c = mls::add_members(&alice.provider, &alice.id, &mut ga, &[bob_kp]).expect("add");
     let mut gb = join(&bob, c.welcome.as_deref().expect("welcome"));
     assert_eq!(mls::epoch(&ga), mls::epoch(&gb));
@@ -132,10 +132,10 @@ fn last_resort_key_package_joins_and_can_be_reused() {
     let alice = person("alice");
     let carol = person("carol");
     let bob = person("bob");
-    let bytes = mls::new_key_package(&bob.provider, &bob.id, true).expect("last resort");
+    let bytes = mls::new_key_package(&bob.provider, &bob.id, true, None).expect("last resort");
     for creator in [&alice, &carol] {
         let kp = mls::verify_key_package(&creator.provider, &bytes).expect("verifies");
-        let mut g = mls::create_group(&creator.provider, &creator.id).expect("create");
+        let mut g = mls::create_group(&creator.provider, &creator.id, None).expect("create");
         let c = mls::add_members(&creator.provider, &creator.id, &mut g, &[kp]).expect("add");
         let mut gb = join(&bob, c.welcome.as_deref().expect("welcome"));
         let ct = mls::encrypt(&creator.provider, &creator.id, &mut g, b"hi").expect("enc");
@@ -149,7 +149,7 @@ fn last_resort_key_package_joins_and_can_be_reused() {
 #[test]
 fn tampered_key_package_is_refused() {
     let bob = person("bob");
-    let mut bytes = mls::new_key_package(&bob.provider, &bob.id, true).expect("kp");
+    let mut bytes = mls::new_key_package(&bob.provider, &bob.id, true, None).expect("kp");
     let n = bytes.len();
     bytes[n - 10] ^= 1;
     assert!(mls::verify_key_package(&bob.provider, &bytes).is_err());

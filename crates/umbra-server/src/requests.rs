@@ -296,12 +296,14 @@ impl Conn {
             return self.answer(rid, Err(RequestError::InvalidArgument("empty key package")));
         }
         let packages = u.key_packages;
+        let replace = u.replace;
         self.pend(
             rid,
             |reply| Command::Upload {
                 device_id,
                 packages,
                 last_resort,
+                replace,
                 reply,
             },
             |left| {

@@ -128,6 +128,8 @@ pub enum Command {
         packages: Vec<Vec<u8>>,
         /// New last-resort package.
         last_resort: Option<Vec<u8>>,
+        /// Withdraw every package the device had first.
+        replace: bool,
         /// Answer: regular packages left.
         reply: Reply<u32>,
     },
@@ -352,10 +354,11 @@ fn execute(tx: &mut dyn StoreTx, cmd: Command, day: Day) -> Finish {
             device_id,
             packages,
             last_resort,
+            replace,
             reply,
         } => answer(
             reply,
-            tx.upload_key_packages(&device_id, &packages, last_resort.as_deref())
+            tx.upload_key_packages(&device_id, &packages, last_resort.as_deref(), replace)
                 .map_err(refused),
         ),
         Command::SetToken {

@@ -41,6 +41,7 @@ async fn register_login_upload_and_claim_key_packages() {
         .call(Req::UploadKeyPackages(proto::UploadKeyPackages {
             key_packages: vec![vec![1]],
             last_resort: vec![],
+            replace: false,
         }))
         .await;
     assert_eq!(error_code(&r), Some(ErrorCode::NotLoggedIn));
@@ -64,6 +65,7 @@ async fn register_login_upload_and_claim_key_packages() {
         .call(Req::UploadKeyPackages(proto::UploadKeyPackages {
             key_packages: vec![b"kp1".to_vec(), b"kp2".to_vec()],
             last_resort: b"last".to_vec(),
+            replace: false,
         }))
         .await;
     assert!(matches!(

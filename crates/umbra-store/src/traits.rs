@@ -45,13 +45,16 @@ pub trait StoreTx {
         hash: &[u8; 32],
     ) -> Result<(), StoreError>;
 
-    /// Adds key packages (and replaces the last-resort one when given).
-    /// Returns the regular packages left afterwards.
+    /// Adds key packages (and replaces the last-resort one when given);
+    /// with `replace`, first withdraws every package the device had, the
+    /// last-resort one too. All or nothing. Returns the regular packages
+    /// left afterwards.
     fn upload_key_packages(
         &mut self,
         device_id: &DeviceId,
         packages: &[Vec<u8>],
         last_resort: Option<&[u8]>,
+        replace: bool,
     ) -> Result<u32, StoreError>;
 
     /// Regular (non-last-resort) key packages left for a device.

@@ -90,16 +90,16 @@ fn key_packages_claim_falls_back_to_last_resort() {
             Err(StoreError::NoKeyPackages)
         ));
         let left = tx
-            .upload_key_packages(&dev, &[vec![1], vec![2]], Some(&[0xaa]))
+            .upload_key_packages(&dev, &[vec![1], vec![2]], Some(&[0xaa]), false)
             .expect("upload");
         assert_eq!(left, 2);
         assert!(matches!(
-            tx.upload_key_packages(&dev, &[vec![3], vec![4]], None),
+            tx.upload_key_packages(&dev, &[vec![3], vec![4]], None, false),
             Err(StoreError::TooManyKeyPackages { max: 3 })
         ));
         assert_eq!(tx.key_packages_left(&dev).expect("left"), 2);
         // Last resort replaced.
-        tx.upload_key_packages(&dev, &[], Some(&[0xbb]))
+        tx.upload_key_packages(&dev, &[], Some(&[0xbb]), false)
             .expect("replace");
         let claim = |tx: &mut dyn umbra_store::StoreTx| {
             let d = tx
@@ -114,9 +114,28 @@ fn key_packages_claim_falls_back_to_last_resort() {
         assert_eq!(claim(tx), (Some(vec![0xbb]), true));
         assert_eq!(tx.key_packages_left(&dev).expect("left"), 0);
         assert!(matches!(
-            tx.upload_key_packages(&[5; 16], &[vec![1]], None),
+            tx.upload_key_packages(&[5; 16], &[vec![1]], None, false),
             Err(StoreError::UnknownDevice)
         ));
+        // Replacing withdraws every package the device had, the last-resort
+        // one too; over the cap, nothing is withdrawn either.
+        tx.upload_key_packages(&dev, &[vec![6], vec![7]], Some(&[0xcc]), false)
+            .expect("refill");
+        assert!(matches!(
+            tx.upload_key_packages(
+                &dev,
+                &[vec![8], vec![8], vec![8], vec![8]],
+                Some(&[0xdd]),
+                true
+            ),
+            Err(StoreError::TooManyKeyPackages { max: 3 })
+        ));
+        assert_eq!(tx.key_packages_left(&dev).expect("left"), 2);
+        tx.upload_key_packages(&dev, &[vec![9]], Some(&[0xee]), true)
+            .expect("replace all");
+        assert_eq!(tx.key_packages_left(&dev).expect("left"), 1);
+        assert_eq!(claim(tx), (Some(vec![9]), false));
+        assert_eq!(claim(tx), (Some(vec![0xee]), true));
     });
 }
 

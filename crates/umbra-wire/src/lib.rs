@@ -5,6 +5,8 @@
 //! - [`frame`]: length-prefixed protobuf frames inside the decrypted stream.
 //! - [`noise`]: the Noise IK handshake and the encrypted, chunked byte stream
 //!   that carries the frames (client pins the server's static key).
+//! - [`business`] and [`hosting`]: what a business's card and its hosting
+//!   statement sign, and the rules they are checked by.
 //! - [`invite`]: the `umbra://join?...` links that carry host, port and server key,
 //!   and the `umbra://unit?...` addresses of forwarding units.
 //! - [`proxy`]: proxy links (`umbra://proxy?...`) and the admission preamble
@@ -24,6 +26,7 @@ pub mod business;
 pub mod error;
 pub mod frame;
 pub mod front;
+pub mod hosting;
 pub mod invite;
 mod link;
 pub mod mask;

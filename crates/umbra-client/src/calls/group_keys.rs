@@ -76,7 +76,7 @@ impl JoinRequest {
     /// A fresh key package under `id` (used once, for this call).
     pub fn new(id: &Identity) -> Result<Self, ClientError> {
         let provider = OpenMlsRustCrypto::default();
-        let key_package = mls::new_key_package(&provider, id, false)?;
+        let key_package = mls::new_key_package(&provider, id, false, None)?;
         Ok(Self {
             provider,
             key_package,
@@ -101,7 +101,7 @@ impl CallGroup {
     /// Starts a call's group with this device alone in it.
     pub fn start(id: &Identity) -> Result<Self, ClientError> {
         let provider = OpenMlsRustCrypto::default();
-        let group = mls::create_group(&provider, id)?;
+        let group = mls::create_group(&provider, id, None)?;
         Ok(Self {
             provider,
             group,
@@ -120,7 +120,7 @@ impl CallGroup {
         from: &Member,
     ) -> Result<Commit, ClientError> {
         let kp = mls::verify_key_package(&self.provider, key_package)?;
-        if kp.member != *from {
+        if !kp.member.is(from) {
             return Err(ClientError::Protocol(format!(
                 "a call join request from {} carries someone else's key",
                 from.username
@@ -273,6 +273,7 @@ mod tests {
         Member {
             username: id.username().to_owned(),
             identity_key: id.identity_key(),
+            hosting: None,
         }
     }
 

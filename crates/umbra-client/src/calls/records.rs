@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::profile::{get_setting, set_setting};
-use crate::{ClientError, inbox, now_ms};
+use crate::{ClientError, now_ms};
 
 /// Who may ring this device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -247,7 +247,7 @@ pub fn record(conn: &Connection, e: &Ended<'_>) -> Result<Option<String>, Client
         return Ok(None);
     }
     let line = describe(e);
-    inbox::record_event(conn, e.group_id, e.peer, &line)?;
+    crate::profile::record_event(conn, e.group_id, e.peer, &line)?;
     Ok(Some(line))
 }
 

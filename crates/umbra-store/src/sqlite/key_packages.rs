@@ -17,17 +17,23 @@ pub fn left(tx: &Connection, device: &DeviceId) -> Result<u32, StoreError> {
     Ok(u32::try_from(count(n)).unwrap_or(u32::MAX))
 }
 
-/// Adds `packages`, replaces the last-resort one if given; all or nothing.
+/// Adds `packages`, replaces the last-resort one if given; with `replace`,
+/// withdraws every package the device had first. All or nothing.
 pub fn upload(
     tx: &mut Transaction<'_>,
     device: &DeviceId,
     packages: &[Vec<u8>],
     last_resort: Option<&[u8]>,
+    replace: bool,
     cap: u32,
 ) -> Result<u32, StoreError> {
     let sp = tx.savepoint()?;
     if !device_exists(&sp, device)? {
         return Err(StoreError::UnknownDevice);
+    }
+    if replace {
+        sp.prepare_cached("DELETE FROM key_packages WHERE device_id = ?1")?
+            .execute([&device[..]])?;
     }
     let have = left(&sp, device)?;
     let total = u64::from(have) + packages.len() as u64;

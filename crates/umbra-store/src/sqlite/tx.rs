@@ -128,9 +128,10 @@ impl StoreTx for SqliteTx<'_> {
         device_id: &DeviceId,
         packages: &[Vec<u8>],
         last_resort: Option<&[u8]>,
+        replace: bool,
     ) -> Result<u32, StoreError> {
         let cap = self.limits.key_package_cap;
-        key_packages::upload(&mut self.tx, device_id, packages, last_resort, cap)
+        key_packages::upload(&mut self.tx, device_id, packages, last_resort, replace, cap)
     }
 
     fn key_packages_left(&mut self, device_id: &DeviceId) -> Result<u32, StoreError> {
