@@ -25,6 +25,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
+# schemathesis (PyPI) fuzzes the business host's API against its own
+# OpenAPI document; pip's script directory goes on PATH for the tests.
+export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$HOME/.local/bin:$PATH"
+if ! command -v schemathesis >/dev/null 2>&1; then
+    echo "==> installing test dependencies: schemathesis (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check schemathesis
+fi
 node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
 if [ "$node_major" -lt 20 ]; then
     echo "error: the browser test needs Node.js 20 or newer (found $(node --version 2>/dev/null || echo none))" >&2

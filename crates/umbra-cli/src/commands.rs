@@ -98,6 +98,18 @@ pub enum BusinessCommand {
         #[arg(long = "self")]
         self_hosted: bool,
     },
+    /// Run the business host: the businesses' devices behind an HTTP API
+    /// for their own systems, with signed webhooks (a daemon: Ctrl-C or
+    /// SIGTERM stops it).
+    Serve(umbra_business::config::ServeArgs),
+    /// API tokens of the business host.
+    #[command(subcommand)]
+    Token(crate::business_host::TokenCommand),
+    /// Receive a business host's webhooks, as a business's system would:
+    /// each signature is checked over the raw body (and its timestamp,
+    /// so an old webhook replayed is refused), each event is printed once
+    /// as a line of JSON. Until Ctrl-C.
+    ReceiveWebhooks(crate::business_host::ReceiveArgs),
 }
 
 /// `umbra network ...`
@@ -328,6 +340,11 @@ pub async fn run(
                             &text,
                         );
                     }
+                }
+                BusinessCommand::Serve(_)
+                | BusinessCommand::Token(_)
+                | BusinessCommand::ReceiveWebhooks(_) => {
+                    anyhow::bail!("the business host's commands take no profile")
                 }
                 BusinessCommand::Show { user } => {
                     let user = user.unwrap_or_else(|| client.username().to_string());

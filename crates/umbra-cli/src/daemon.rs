@@ -11,17 +11,20 @@ use umbra_daemon::config::Layered;
 /// The WebRTC stack's crates (str0m, its ICE agent `is`, its DTLS
 /// `dimpl`, SCTP): they write ICE candidates, that is members' addresses,
 /// at debug level.
-const WEBRTC_TARGETS: [&str; 4] = ["str0m", "is", "dimpl", "sctp_proto"];
+/// Also kept at warnings: openmls's SQLite storage's migration tool, which
+/// says "no migrations to apply" each time a profile is opened.
+const QUIET_TARGETS: [&str; 5] = ["str0m", "is", "dimpl", "sctp_proto", "refinery_core"];
 
 /// Logs go to stderr; `RUST_LOG` overrides `default`. The WebRTC stack
-/// stays at warnings unless `RUST_LOG` names its crate.
+/// (and openmls's storage migrations) stay at warnings unless `RUST_LOG`
+/// names their crate.
 pub fn init_logging(default: &str) {
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
     let mut filter = match EnvFilter::try_new(&spec) {
         Ok(f) if !spec.is_empty() => f,
         _ => EnvFilter::new(default),
     };
-    for target in WEBRTC_TARGETS {
+    for target in QUIET_TARGETS {
         let named = spec
             .split(',')
             .any(|d| d.split('=').next().is_some_and(|t| t.trim() == target));

@@ -21,6 +21,11 @@ use crate::Cli;
 const DAEMONS: &[&str] = &["serve", "server", "relay", "proxy"];
 /// Commands that take `--json` only.
 const JSON_ONLY: &[&str] = &["bench", "demo"];
+/// Subcommands of `business` that are the host's (or the business's
+/// system's), not a user's: the daemons take none of the client flags,
+/// `token` `--json` only.
+const HOST_DAEMONS: &[&str] = &["serve", "receive-webhooks"];
+const HOST_JSON_ONLY: &str = "token";
 
 /// The client flags, as given.
 #[derive(Debug, Default)]
@@ -78,6 +83,10 @@ pub fn command() -> clap::Command {
         if DAEMONS.contains(&name.as_str()) {
             continue;
         }
+        if name == "business" {
+            cmd = cmd.mut_subcommand(&name, business_flags);
+            continue;
+        }
         let json_only = JSON_ONLY.contains(&name.as_str());
         cmd = cmd.mut_subcommand(&name, |sub| {
             let sub = sub.arg(json_arg());
@@ -89,6 +98,24 @@ pub fn command() -> clap::Command {
         });
     }
     cmd
+}
+
+/// `business`: the user's subcommands take the client flags, the host's
+/// do not (`serve`) or take `--json` only (`token`).
+fn business_flags(business: clap::Command) -> clap::Command {
+    let names: Vec<String> = business
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    let mut business = business;
+    for name in names {
+        business = business.mut_subcommand(&name, |sub| match name.as_str() {
+            n if HOST_DAEMONS.contains(&n) => sub,
+            HOST_JSON_ONLY => sub.arg(json_arg()),
+            _ => sub.arg(json_arg()).arg(profile_arg()).arg(proxy_arg()),
+        });
+    }
+    business
 }
 
 /// Parses the process's arguments, exiting with a usage error (code 2) on
@@ -112,16 +139,38 @@ pub fn parse_from(
         json: matches.get_flag("json"),
         proxy: matches.get_one::<String>("proxy").cloned(),
     };
-    if DAEMONS.contains(&name) || JSON_ONLY.contains(&name) {
+    let host = match (name, sub.subcommand_name()) {
+        ("business", Some(s)) if HOST_DAEMONS.contains(&s) || s == HOST_JSON_ONLY => Some(s),
+        _ => None,
+    };
+    if DAEMONS.contains(&name) || JSON_ONLY.contains(&name) || host.is_some() {
+        let daemon = DAEMONS.contains(&name) || host.is_some_and(|h| HOST_DAEMONS.contains(&h));
         let stray = [
             ("--profile", before.profile.is_some()),
             ("--proxy", before.proxy.is_some()),
-            ("--json", before.json && DAEMONS.contains(&name)),
+            ("--json", before.json && daemon),
         ];
+        let shown = match host {
+            Some(h) => format!("{name} {h}"),
+            None => name.to_string(),
+        };
         if let Some((flag, _)) = stray.iter().find(|(_, given)| *given) {
             return Err(cmd.error(
                 clap::error::ErrorKind::ArgumentConflict,
-                format!("{flag} is for client commands; `umbra {name}` does not take it"),
+                format!("{flag} is for client commands; `umbra {shown}` does not take it"),
+            ));
+        }
+        if host == Some(HOST_JSON_ONLY) {
+            let mut inner = sub;
+            while let Some((_, m)) = inner.subcommand() {
+                inner = m;
+            }
+            return Ok((
+                cli,
+                ClientFlags {
+                    json: before.json || inner.get_flag("json"),
+                    ..ClientFlags::default()
+                },
             ));
         }
         return Ok((cli, before));
@@ -190,6 +239,18 @@ mod tests {
         }
         let h = help(&["group", "create"]);
         assert!(h.contains("--profile"), "{h}");
+        // The business host's daemon is a daemon; its tokens take --json.
+        let h = help(&["business", "serve"]);
+        for flag in ["--profile", "--proxy", "--json"] {
+            assert!(
+                !h.contains(flag),
+                "`umbra business serve --help` lists {flag}:\n{h}"
+            );
+        }
+        let h = help(&["business", "token", "create"]);
+        assert!(h.contains("--json") && !h.contains("--profile"), "{h}");
+        let h = help(&["business", "register"]);
+        assert!(h.contains("--profile"), "{h}");
     }
 
     #[test]
@@ -217,6 +278,9 @@ mod tests {
             &["--json", "relay"],
             &["--proxy", "L", "server"],
             &["--profile", "/p", "bench"],
+            &["--profile", "/p", "business", "serve", "--business", "/b"],
+            &["business", "serve", "--json"],
+            &["--proxy", "L", "business", "token", "list"],
         ] {
             let e = flags_of(args)
                 .map(|_| ())
@@ -225,5 +289,13 @@ mod tests {
         }
         assert!(flags_of(&["--json", "bench", "proxy"]).expect("parse").json);
         assert!(flags_of(&["bench", "proxy", "--json"]).expect("parse").json);
+        assert!(
+            flags_of(&["business", "token", "list", "--json"])
+                .expect("parse")
+                .json
+        );
+        let f =
+            flags_of(&["business", "register", "--name", "A", "--profile", "/p"]).expect("parse");
+        assert_eq!(f.profile, Some(PathBuf::from("/p")));
     }
 }

@@ -10,6 +10,7 @@
 //! - `flags`: the client flags (`--profile`, `--json`, `--proxy`), on the
 //!   commands they mean something to.
 
+mod business_host;
 mod calling;
 mod commands;
 mod daemon;
@@ -144,7 +145,7 @@ enum Command {
     /// List the accounts you blocked.
     Blocked,
     /// Business accounts: make this one a business (its name and card), or
-    /// look at another's.
+    /// look at another's; run the business host (`serve`) and its tokens.
     #[command(subcommand)]
     Business(commands::BusinessCommand),
     /// List conversations and their members.
@@ -222,6 +223,9 @@ fn main() -> std::process::ExitCode {
             | Command::Proxy(_)
             | Command::Bench(_)
             | Command::Demo
+            | Command::Business(
+                commands::BusinessCommand::Serve(_) | commands::BusinessCommand::ReceiveWebhooks(_)
+            )
     );
     if !daemon {
         let _ = rustix::thread::disable_transparent_huge_pages(true);
@@ -288,6 +292,15 @@ async fn run(cli: Cli, flags: flags::ClientFlags) -> anyhow::Result<()> {
             None => daemon::serve(s.args).await,
         },
         Command::Relay(args) => daemon::relay(args).await,
+        Command::Business(commands::BusinessCommand::Serve(args)) => {
+            daemon::init_logging("info");
+            business_host::serve(args).await
+        }
+        Command::Business(commands::BusinessCommand::Token(cmd)) => business_host::token(cmd, out),
+        Command::Business(commands::BusinessCommand::ReceiveWebhooks(args)) => {
+            daemon::init_logging("info");
+            business_host::receive(args).await
+        }
         Command::Proxy(p) => daemon::proxy(p).await,
         Command::Demo => {
             daemon::init_logging("warn");

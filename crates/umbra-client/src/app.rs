@@ -147,6 +147,11 @@ impl Client {
         )
     }
 
+    /// Envelopes waiting in the outbox.
+    pub fn outbox_pending(&self) -> Result<usize, ClientError> {
+        crate::outbox::pending(self.profile.conn())
+    }
+
     /// The 1:1 conversation with `user`, if there is one.
     pub fn conversation_with(&self, user: &str) -> Result<Option<Vec<u8>>, ClientError> {
         direct_conversation(self.profile.conn(), user)

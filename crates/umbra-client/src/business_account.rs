@@ -144,11 +144,25 @@ impl Client {
         Ok(Some(label))
     }
 
+    /// This business's own card as it last fetched it, checked (`None` for
+    /// a personal account).
+    pub fn own_card(&self) -> Option<BusinessLabel> {
+        let card = self.business_card.as_ref()?;
+        check_card(
+            card,
+            self.username(),
+            &self.identity.identity_key(),
+            self.invite.sign_key.as_ref(),
+            now_unix(),
+        )
+        .ok()
+    }
+
     /// Fetches this business's card afresh when the verification it carries
     /// is about to run out, so its messages keep their badge. A server that
     /// cannot be reached leaves the card as it is (the message is queued
     /// anyway).
-    pub(crate) async fn keep_card_fresh(&mut self) -> Result<(), ClientError> {
+    pub async fn keep_card_fresh(&mut self) -> Result<(), ClientError> {
         let Some(card) = &self.business_card else {
             return Ok(());
         };
@@ -241,6 +255,11 @@ impl Client {
             return Err(e.into());
         }
         Ok(made)
+    }
+
+    /// This business's hosting statement, encoded, if it has one.
+    pub fn own_hosting(&self) -> Option<Vec<u8>> {
+        crate::hosting::own(self.profile.conn()).ok().flatten()
     }
 
     /// This business's hosting statement as it stands: `None` if it has

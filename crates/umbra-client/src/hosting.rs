@@ -4,8 +4,10 @@
 //! (`umbra_wire::hosting`): self-hosted, or hosted by a named host who
 //! countersigned. This module keeps, per conversation and business member,
 //! what that leaf said when we last looked (`hosting` table), and compares
-//! it whenever the group's leaves may have changed (a Welcome, a commit, a
-//! conversation we started, a card that says an account is a business).
+//! it whenever the group's leaves may have changed (a commit, a
+//! conversation we started, a member's first message (which carries a
+//! business's card, so the line can name it), a card that says an account
+//! is a business).
 //! Each change becomes a line in the chat at that point; a change after the
 //! first also holds back our next message in that chat until the line has
 //! been shown (`conversations.hosting_unseen`), so nobody sends to a new host
@@ -250,6 +252,17 @@ pub(crate) fn reconcile_group(
         &umbra_crypto::mls::members(group),
         me,
     )
+}
+
+/// Whether what `username`'s leaf says in `group_id` has been looked at
+/// and recorded (a member whose leaf says nothing, and is no business, is
+/// never recorded).
+pub(crate) fn known(
+    conn: &Connection,
+    group_id: &[u8],
+    username: &str,
+) -> Result<bool, ClientError> {
+    Ok(stored(conn, group_id, username)?.is_some())
 }
 
 /// The label of `username` in the conversation `group_id`, if its leaf

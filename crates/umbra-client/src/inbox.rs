@@ -164,8 +164,8 @@ fn join(
         params![group_id, kind, name, peer, now_ms() as i64],
     )?;
     if kind == "group" {
-        // The group's name and a notice follow in the GroupMeta message.
-        hosting::reconcile(conn, &group_id, &name, &members, ctx.identity.username())?;
+        // The group's name and a notice follow in the GroupMeta message
+        // (and what a business's leaf says, with its first message).
         return Ok(Vec::new());
     }
     if is_blocked(conn, &sender.username)? {
@@ -175,18 +175,12 @@ fn join(
     }
     let text = format!("{} started a conversation with you", sender.username);
     crate::profile::record_event(conn, &group_id, &sender.username, &text)?;
-    let mut events = vec![Event::Info {
-        conversation: name.clone(),
+    // What the business's leaf says of who reads the chat comes with its
+    // first message, which carries its card: the line can then name it.
+    Ok(vec![Event::Info {
+        conversation: name,
         text,
-    }];
-    events.extend(hosting::reconcile(
-        conn,
-        &group_id,
-        &name,
-        &members,
-        ctx.identity.username(),
-    )?);
-    Ok(events)
+    }])
 }
 
 fn conversation_name(
@@ -260,7 +254,8 @@ fn group_message(
                 )?;
             }
             let blocked = is_blocked(conn, &sender.username)?;
-            if !content.business_card.is_empty() && !blocked {
+            let card_seen = !content.business_card.is_empty() && !blocked;
+            if card_seen {
                 events.extend(business_card(
                     conn,
                     ctx,
@@ -269,8 +264,11 @@ fn group_message(
                     &sender,
                     &content.business_card,
                 )?);
-                // Now known as a business: a chat whose leaf says nothing of
-                // who reads it is flagged.
+            }
+            // The first message from a member (its card now known), or a
+            // card: what its leaf says of who reads the chat is shown, and a
+            // business chat whose leaf says nothing is flagged.
+            if card_seen || !hosting::known(conn, group_id, &sender.username)? {
                 events.extend(hosting::reconcile_group(conn, group_id, &name, &group, me)?);
             }
             match content.body {

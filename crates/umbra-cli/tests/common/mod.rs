@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod business_host;
 pub mod capture;
 pub mod netns;
 pub mod proxy_proc;
