@@ -24,9 +24,14 @@
 //! rooms grow, beside Janus's VideoRoom with `--janus` ([`janus`] runs
 //! Janus and speaks its HTTP API, `janus_peer` is a member's peer
 //! connection toward it, `sfu_janus` its members and network namespace);
+//! [`business_bench`] is `umbra bench business`, the business host's API
+//! (messages a second to distinct customers, delay to their devices and to
+//! the webhooks; [`business_load`] its customers, calls and receiver);
 //! [`cpu`] reads processes' CPU time for both.
 
 pub mod args;
+pub mod business_bench;
+pub mod business_load;
 pub mod call_bench;
 pub mod cpu;
 mod janus;

@@ -10,7 +10,8 @@
 //! hour), and holds back the entries behind it in its conversation, so a
 //! receiver sees one message's statuses in the order they happened. An
 //! entry that fails every attempt is dropped, with a warning and a count.
-//! Entries of different conversations go out side by side.
+//! A conversation's entries go out one after another; different
+//! conversations' side by side.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +27,8 @@ use umbra_client::journal::{Journal, Record};
 use crate::metrics::Metrics;
 use crate::signing::{EVENT_ID_HEADER, SIGNATURE_HEADER, sign};
 
-/// Entries looked at a time (each from another conversation).
-const BATCH: usize = 64;
+/// Entries looked at a time.
+const BATCH: usize = 512;
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
@@ -165,39 +166,62 @@ pub async fn run(
             }
             continue;
         }
-        let mut set = tokio::task::JoinSet::new();
+        // One task per conversation, taking its entries in order and
+        // stopping at the first that fails (the rest wait behind it).
+        let mut groups: Vec<Vec<Record>> = Vec::new();
         for r in due {
+            match groups
+                .iter_mut()
+                .find(|g| g[0].conversation == r.conversation)
+            {
+                Some(g) => g.push(r),
+                None => groups.push(vec![r]),
+            }
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for group in groups {
             let http = http.clone();
             let hook = hook.clone();
             set.spawn(async move {
-                let outcome = post(&http, &hook, &r, now_ms / 1000).await;
-                (r, outcome)
+                let mut outcomes = Vec::with_capacity(group.len());
+                for r in group {
+                    let outcome = post(&http, &hook, &r, umbra_client::now_ms() / 1000).await;
+                    let failed = outcome.is_err();
+                    outcomes.push((r, outcome));
+                    if failed {
+                        break;
+                    }
+                }
+                outcomes
             });
         }
         let mut done = Vec::new();
         while let Some(joined) = set.join_next().await {
-            let Ok((r, outcome)) = joined else { continue };
-            match outcome {
-                Ok(()) => {
-                    metrics.webhooks_delivered.inc();
-                    done.push(r.seq);
-                }
-                Err(why) if r.attempts + 1 >= hook.attempts => {
-                    metrics.webhooks_dropped.inc();
-                    tracing::warn!(
-                        event = %format!("evt_{}", r.id),
-                        attempts = r.attempts + 1,
-                        %why,
-                        "a webhook failed every attempt and is given up"
-                    );
-                    done.push(r.seq);
-                }
-                Err(why) => {
-                    metrics.webhooks_failed.inc();
-                    let wait = backoff(hook.retry, r.attempts);
-                    tracing::debug!(%why, wait_ms = wait.as_millis() as u64, "a webhook failed; retrying");
-                    if let Err(e) = journal.retry(r.seq, now_ms + wait.as_millis() as u64) {
-                        tracing::error!(error = %e, "recording a webhook retry failed");
+            let Ok(outcomes) = joined else { continue };
+            for (r, outcome) in outcomes {
+                match outcome {
+                    Ok(()) => {
+                        metrics.webhooks_delivered.inc();
+                        done.push(r.seq);
+                    }
+                    Err(why) if r.attempts + 1 >= hook.attempts => {
+                        metrics.webhooks_dropped.inc();
+                        tracing::warn!(
+                            event = %format!("evt_{}", r.id),
+                            attempts = r.attempts + 1,
+                            %why,
+                            "a webhook failed every attempt and is given up"
+                        );
+                        done.push(r.seq);
+                    }
+                    Err(why) => {
+                        metrics.webhooks_failed.inc();
+                        let wait = backoff(hook.retry, r.attempts);
+                        tracing::debug!(%why, wait_ms = wait.as_millis() as u64, "a webhook failed; retrying");
+                        let at = umbra_client::now_ms() + wait.as_millis() as u64;
+                        if let Err(e) = journal.retry(r.seq, at) {
+                            tracing::error!(error = %e, "recording a webhook retry failed");
+                        }
                     }
                 }
             }

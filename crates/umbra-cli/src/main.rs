@@ -197,6 +197,10 @@ enum BenchWhich {
     /// The group call forwarding unit: forwarded streams per core and delay
     /// as rooms grow, the largest room and the most rooms of 4 it holds.
     Sfu(umbra_bench::sfu_bench::SfuBenchArgs),
+    /// The business host: messages a second one business sends through the
+    /// API to distinct customers, and the delay to their devices and to the
+    /// `sent` webhook, beside WhatsApp Cloud API's tiers.
+    Business(umbra_bench::business_bench::BusinessBenchArgs),
 }
 
 fn default_profile() -> PathBuf {
@@ -268,6 +272,10 @@ async fn bench(b: BenchCommand, out: output::Output) -> anyhow::Result<()> {
         }
         Some(BenchWhich::Sfu(args)) => {
             let report = umbra_bench::sfu_bench::run(&args).await?;
+            out.value(&report, &report.to_string());
+        }
+        Some(BenchWhich::Business(args)) => {
+            let report = umbra_bench::business_bench::run(&args).await?;
             out.value(&report, &report.to_string());
         }
         None => {

@@ -119,11 +119,8 @@ fn fingerprint(to: &To, text: &str) -> Vec<u8> {
 /// another request.
 fn replay(conn: &Connection, key: &str, request: &[u8]) -> Result<Option<Posted>, ClientError> {
     let row: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = conn
-        .query_row(
-            "SELECT request, message_id, group_id FROM idempotency WHERE key = ?1",
-            [key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .prepare_cached("SELECT request, message_id, group_id FROM idempotency WHERE key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     match row {
         None => Ok(None),
@@ -200,11 +197,11 @@ impl Client {
         }
         // Keys older than a day are forgotten, a bounded number at a time.
         let before = now_ms().saturating_sub(IDEMPOTENCY_KEEP_MS) as i64;
-        tx.execute(
+        tx.prepare_cached(
             "DELETE FROM idempotency WHERE key IN
                (SELECT key FROM idempotency WHERE created_ms < ?1 LIMIT 1000)",
-            [before],
-        )?;
+        )?
+        .execute([before])?;
         tx.commit()?;
         Ok(out)
     }
@@ -224,11 +221,8 @@ impl Client {
             }
             To::Conversation(g) => {
                 let active: Option<bool> = conn
-                    .query_row(
-                        "SELECT active FROM conversations WHERE group_id = ?1",
-                        [g],
-                        |r| r.get(0),
-                    )
+                    .prepare_cached("SELECT active FROM conversations WHERE group_id = ?1")?
+                    .query_row([g], |r| r.get(0))
                     .optional()?;
                 if active != Some(true) {
                     return Err(ClientError::UnknownConversation(hex::encode(g)));
@@ -238,11 +232,11 @@ impl Client {
         };
         let message_id = self.post_in(conn, &group_id, &item.text)?;
         if let Some(key) = &item.idempotency_key {
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO idempotency (key, request, message_id, group_id, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key, request, message_id, group_id, now_ms() as i64],
-            )?;
+            )?
+            .execute(params![key, request, message_id, group_id, now_ms() as i64])?;
         }
         Ok(Posted {
             id: hex::encode(message_id),

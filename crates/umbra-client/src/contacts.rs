@@ -56,11 +56,10 @@ pub(crate) fn contact_address(
 ) -> Result<Option<Recipient>, ClientError> {
     type Row = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
     let row: Option<Row> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT mailbox_id, sealing_key, delivery_token FROM contacts WHERE username = ?1",
-            [username],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        )?
+        .query_row([username], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     Ok(match row {
         Some((Some(mailbox_id), Some(sealing), token)) => {

@@ -197,15 +197,20 @@ impl Client {
         // host) brings it in line first.
         let mut group = required_group(&provider, group_id)?;
         crate::hosting::align_own_leaf(conn, &provider, &self.identity, &mut group)?;
-        let (group, ct) = self.encrypt_content(&provider, group_id, &content)?;
+        let ct = mls::encrypt(
+            &provider,
+            &self.identity,
+            &mut group,
+            &content.encode_to_vec(),
+        )?;
         let recipients = group_recipients(conn, &group, self.username())?;
         outbox::enqueue_message(conn, &ct, &recipients, Some(&content.message_id))?;
         crate::receipts::expect(conn, &content.message_id, &recipients)?;
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO history (group_id, message_id, sender, body, kind, sent_ms, received_ms, outgoing)
              VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?5, 1)",
-            params![group_id, content.message_id, self.username(), text, content.sent_at_ms as i64],
-        )?;
+        )?
+        .execute(params![group_id, content.message_id, self.username(), text, content.sent_at_ms as i64])?;
         Ok(content.message_id)
     }
 

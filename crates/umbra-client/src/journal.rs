@@ -60,6 +60,10 @@ pub enum Entry {
 pub struct Record {
     /// Its place in the journal.
     pub seq: i64,
+    /// The conversation it is about (entries of one are passed on in
+    /// order).
+    #[serde(skip)]
+    pub conversation: Vec<u8>,
     /// A random id that stays the same however often it is passed on.
     pub id: String,
     /// When it was written.
@@ -79,15 +83,15 @@ pub(crate) fn enabled(conn: &Connection) -> Result<bool, ClientError> {
 fn write(conn: &Connection, group_id: &[u8], entry: &Entry) -> Result<(), ClientError> {
     let body = serde_json::to_string(entry)
         .map_err(|e| ClientError::Protocol(format!("journal entry: {e}")))?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO journal (event_id, conversation, body, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![
-            crate::client::random_bytes::<16>().to_vec(),
-            group_id,
-            body,
-            crate::now_ms() as i64
-        ],
-    )?;
+    )?
+    .execute(params![
+        crate::client::random_bytes::<16>().to_vec(),
+        group_id,
+        body,
+        crate::now_ms() as i64
+    ])?;
     Ok(())
 }
 
@@ -131,11 +135,8 @@ pub(crate) fn status(
         return Ok(());
     }
     let group_id: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT group_id FROM history WHERE message_id = ?1 AND outgoing = 1",
-            [message_id],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT group_id FROM history WHERE message_id = ?1 AND outgoing = 1")?
+        .query_row([message_id], |r| r.get(0))
         .optional()?;
     let Some(group_id) = group_id else {
         return Ok(());
@@ -166,21 +167,22 @@ impl Journal {
             return Err(ClientError::NotRegistered(dir.to_path_buf()));
         }
         let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.busy_handler(Some(crate::profile::wait_for_lock))?;
         Ok(Self { conn })
     }
 
-    /// Up to `limit` entries due at `now_ms`, in order, at most one per
-    /// conversation, and none behind an earlier one of its conversation
-    /// that is waiting for a retry: so a conversation's entries are passed
-    /// on one after another, in the order they happened.
+    /// Up to `limit` entries due at `now_ms`, in order, none behind an
+    /// earlier one of its conversation that is waiting for a retry: whoever
+    /// passes them on takes a conversation's entries one after another, in
+    /// this order, and stops at the first that fails.
     pub fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Record>, ClientError> {
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         self.select(
-            "SELECT j.seq, j.event_id, j.created_ms, j.attempts, j.body FROM journal j
-             JOIN (SELECT conversation, min(seq) AS seq FROM journal GROUP BY conversation) h
-               ON h.seq = j.seq
+            "SELECT j.seq, j.event_id, j.created_ms, j.attempts, j.body, j.conversation
+             FROM journal j
              WHERE j.next_ms <= ?1
+               AND NOT EXISTS (SELECT 1 FROM journal k WHERE k.conversation = j.conversation
+                               AND k.seq < j.seq AND k.next_ms > ?1)
              ORDER BY j.seq LIMIT ?2",
             now,
             limit,
@@ -190,7 +192,7 @@ impl Journal {
     /// Up to `limit` entries from `from_seq` on, in order, due or not.
     pub fn peek(&self, from_seq: i64, limit: usize) -> Result<Vec<Record>, ClientError> {
         self.select(
-            "SELECT seq, event_id, created_ms, attempts, body FROM journal
+            "SELECT seq, event_id, created_ms, attempts, body, conversation FROM journal
              WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
             from_seq,
             limit,
@@ -206,15 +208,17 @@ impl Journal {
                 r.get::<_, i64>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, String>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, id, created, attempts, body) = row?;
+            let (seq, id, created, attempts, body, conversation) = row?;
             let entry: Entry = serde_json::from_str(&body)
                 .map_err(|e| ClientError::Protocol(format!("journal entry {seq}: {e}")))?;
             out.push(Record {
                 seq,
+                conversation,
                 id: hex::encode(id),
                 created_ms: created as u64,
                 attempts: attempts as u32,

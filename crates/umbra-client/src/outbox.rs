@@ -92,10 +92,10 @@ pub fn enqueue_message(
                 max,
             });
         }
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO outbox (mailbox_id, delivery_token, sealed, message_id, recipient) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![r.mailbox_id, r.delivery_token, sealed, message_id, r.username],
-        )?;
+        )?
+        .execute(params![r.mailbox_id, r.delivery_token, sealed, message_id, r.username])?;
     }
     Ok(())
 }
@@ -173,11 +173,8 @@ pub async fn flush(db: &Connection, server: &mut ServerConn) -> Result<Vec<Event
 /// that was already delivered back to `sent`).
 fn settle(conn: &Connection, id: i64, outcome: &str) -> Result<(), ClientError> {
     let row: Option<(Option<Vec<u8>>, Option<String>)> = conn
-        .query_row(
-            "DELETE FROM outbox WHERE id = ?1 RETURNING message_id, recipient",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING message_id, recipient")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((Some(message_id), Some(recipient))) = row else {
         return Ok(());
@@ -189,11 +186,10 @@ fn settle(conn: &Connection, id: i64, outcome: &str) -> Result<(), ClientError> 
             params![message_id, recipient, crate::now_ms() as i64],
         )? > 0
     } else {
-        conn.query_row(
+        conn.prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM message_status WHERE message_id = ?1 AND username = ?2 AND level = 0)",
-            params![message_id, recipient],
-            |r| r.get::<_, bool>(0),
         )?
+        .query_row(params![message_id, recipient], |r| r.get::<_, bool>(0))?
     };
     if moved {
         crate::journal::status(conn, &message_id, &recipient, outcome)?;

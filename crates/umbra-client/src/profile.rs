@@ -149,7 +149,7 @@ impl Profile {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let mut conn = Connection::open(dir.join("profile.db"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.busy_handler(Some(wait_for_lock))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
@@ -186,6 +186,15 @@ impl Profile {
     }
 }
 
+/// Waits for another connection's write to the profile: a millisecond at a
+/// time, up to 30 s. (SQLite's own timeout sleeps up to 100 ms between
+/// tries, which shows as latency when several connections of one process,
+/// as the business host's, write often.)
+pub fn wait_for_lock(tries: i32) -> bool {
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    tries < 30_000
+}
+
 /// Adds `column` to `table` in a profile made before it existed.
 fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<(), ClientError> {
     let exists: bool = conn.query_row(
@@ -202,9 +211,8 @@ fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Resul
 /// Reads a setting.
 pub fn get_setting(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
     Ok(conn
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?)
 }
 

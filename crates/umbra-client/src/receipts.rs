@@ -82,10 +82,10 @@ pub(crate) fn expect(
     recipients: &[outbox::Recipient],
 ) -> Result<(), ClientError> {
     for r in recipients {
-        conn.execute(
+        conn.prepare_cached(
             "INSERT OR IGNORE INTO message_status (message_id, username, level) VALUES (?1, ?2, 0)",
-            params![message_id, r.username],
-        )?;
+        )?
+        .execute(params![message_id, r.username])?;
     }
     Ok(())
 }

@@ -134,10 +134,11 @@ async fn batches_idempotency_and_the_journal() {
     acme.sync().await.expect("nothing new");
     assert_eq!(statuses(&journal, &first.id), ["sent", "delivered", "read"]);
 
-    // One conversation's entries come one at a time, in order; one waiting
-    // for a retry holds back those behind it.
+    // A conversation's entries come in order; one waiting for a retry holds
+    // back those behind it.
     let due = journal.due(u64::MAX, 100).expect("due");
-    assert_eq!(due.len(), 1, "one per conversation: {due:?}");
+    assert!(due.len() > 1, "{due:?}");
+    assert!(due.windows(2).all(|w| w[0].seq < w[1].seq));
     journal.retry(due[0].seq, 5_000).expect("retry");
     assert!(journal.due(4_999, 100).expect("due").is_empty());
     let later = journal.due(5_000, 100).expect("due");
