@@ -315,6 +315,17 @@ fn the_api_through_curl_and_signed_webhooks_retried_in_order() {
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&not_json.stdout), "415");
+    let long = format!(r#"{{"to":"bob","text":"{}"}}"#, "x".repeat(4097));
+    assert_eq!(send(&host, &token, &long, None).status, 400);
+    let huge = format!(r#"{{"to":"bob","text":"{}"}}"#, "x".repeat(70_000));
+    let too_large = send(&host, &token, &huge, None);
+    assert_eq!(too_large.status, 413, "{too_large:?}");
+    assert_eq!(too_large.json()["error"]["code"], "too_large");
+    // A token this host made for an account it does not run.
+    let stray = w.token(&bob, &host_dir);
+    let forbidden = curl("GET", &host.url("/v1/business"), Some(&stray), None, &[]);
+    assert_eq!(forbidden.status, 403, "{forbidden:?}");
+    assert_eq!(forbidden.json()["error"]["code"], "forbidden");
     let missing = curl(
         "GET",
         &host.url("/v1/messages/0123456789abcdef0123456789abcdef"),
