@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 # iproute2 to give Chromium an interface to gather on and to build the
 # network namespaces of the call tests, tcpdump to capture their traffic,
 # ALSA's development files for the optional sound-device build of calls,
-# Pebble (the ACME test server, with its mock DNS) for the proxy's --acme.
-packages=(coturn curl openssl chromium iproute2 tcpdump libasound2-dev pkg-config pebble)
+# Pebble (the ACME test server, with its mock DNS) for the proxy's --acme,
+# PostgreSQL for the server's shared-database backend (a throwaway cluster,
+# below).
+packages=(coturn curl openssl chromium iproute2 tcpdump libasound2-dev pkg-config pebble postgresql)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 missing=()
@@ -36,6 +38,28 @@ node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 
 if [ "$node_major" -lt 20 ]; then
     echo "error: the browser test needs Node.js 20 or newer (found $(node --version 2>/dev/null || echo none))" >&2
     exit 1
+fi
+
+# One PostgreSQL server for every test that needs one (each makes its own
+# database in it): a cluster made with initdb in a temporary directory, on a
+# free loopback port, stopped when this script ends. PostgreSQL refuses to
+# run as root, so as root it runs as the postgres user.
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+if [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ]; then
+    pg_dir="$(mktemp -d /tmp/umbra-test-pg.XXXXXX)"
+    as_pg=()
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres:postgres "$pg_dir"
+        as_pg=(runuser -u postgres --)
+    fi
+    pg_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    "${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U umbra --auth=trust --no-sync -E UTF8 >/dev/null
+    "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c max_connections=300" start >/dev/null
+    stop_pg() { "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null 2>&1; rm -rf "$pg_dir"; }
+    trap stop_pg EXIT
+    export UMBRA_TEST_POSTGRES="postgres://umbra@127.0.0.1:$pg_port"
+    echo "==> PostgreSQL for the tests on 127.0.0.1:$pg_port"
 fi
 
 # Build outside the clone so repeated runs reuse the artifacts.

@@ -296,7 +296,11 @@ async fn run(cli: Cli, flags: flags::ClientFlags) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => daemon::serve_all(args).await,
         Command::Server(s) => match s.admin {
-            Some(server_admin::ServerAdmin::Business(cmd)) => server_admin::run(cmd),
+            // Blocking database work (PostgreSQL's client runs its own
+            // runtime), off the async one.
+            Some(server_admin::ServerAdmin::Business(cmd)) => {
+                tokio::task::spawn_blocking(move || server_admin::run(cmd)).await?
+            }
             None => daemon::serve(s.args).await,
         },
         Command::Relay(args) => daemon::relay(args).await,

@@ -56,7 +56,10 @@ fn open(
     args: &umbra_server::ServerArgs,
 ) -> anyhow::Result<(business::Database, std::path::PathBuf)> {
     let config = umbra_server::ServerConfig::load(args)?;
-    Ok((business::open_store(&config.data_dir)?, config.data_dir))
+    Ok((
+        business::open_store(&config.data_dir, config.database.as_ref())?,
+        config.data_dir,
+    ))
 }
 
 /// Runs one operator command.
@@ -64,7 +67,7 @@ pub fn run(cmd: BusinessAdmin) -> anyhow::Result<()> {
     match cmd {
         BusinessAdmin::List(args) => {
             let (mut store, _) = open(&args)?;
-            let all = business::list(&mut store)?;
+            let all = business::list(&mut *store)?;
             if all.is_empty() {
                 println!("no business accounts");
             }
@@ -85,12 +88,12 @@ pub fn run(cmd: BusinessAdmin) -> anyhow::Result<()> {
             let (mut store, dir) = open(&args)?;
             let key = business::signing_key(&dir)?;
             let now = umbra_client::now_ms() / 1000;
-            let name = business::verify_account(&mut store, &key, &user, now)?;
+            let name = business::verify_account(&mut *store, &key, &user, now)?;
             println!("verified `{user}` as \"{name}\"");
         }
         BusinessAdmin::Unverify { user, args } => {
             let (mut store, _) = open(&args)?;
-            if business::unverify_account(&mut store, &user)? {
+            if business::unverify_account(&mut *store, &user)? {
                 println!(
                     "`{user}` is no longer verified (a badge its customers already hold runs out within a week)"
                 );

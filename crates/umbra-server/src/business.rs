@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::Context;
 use ed25519_dalek::{Signer, SigningKey};
 use prost::Message;
-use umbra_store::{Limits, SqliteStore, Store, StoredCard};
+use umbra_store::{Limits, Store, StoredCard};
 use umbra_wire::business::{
     PROFILE_CONTEXT, VERIFICATION_CONTEXT, VERIFICATION_VALIDITY_SECS, check_profile, signed_bytes,
 };
@@ -124,20 +124,16 @@ fn profile_of(c: &StoredCard) -> anyhow::Result<BusinessProfile> {
 }
 
 /// The server's database, as operator commands open it.
-pub type Database = SqliteStore;
+pub type Database = Box<dyn Store>;
 
-/// The server's database in `data_dir`, for an operator command run beside
-/// the server (SQLite in WAL mode lets both write).
-pub fn open_store(data_dir: &Path) -> anyhow::Result<Database> {
-    let path = data_dir.join(crate::server::DB_FILE);
-    if !path.exists() {
-        anyhow::bail!(
-            "no server database at {}: point --data-dir at the server's data directory",
-            path.display()
-        );
-    }
-    SqliteStore::open(&path, Limits::default())
-        .with_context(|| format!("opening {}", path.display()))
+/// The server's database (the SQLite file in `data_dir`, or the PostgreSQL
+/// database at `url`), for an operator command run beside the server (both
+/// let it write while the server does).
+pub fn open_store(
+    data_dir: &Path,
+    url: Option<&crate::database::DatabaseUrl>,
+) -> anyhow::Result<Database> {
+    crate::database::open(data_dir, url, Limits::default(), false)
 }
 
 /// Every business account on the server.

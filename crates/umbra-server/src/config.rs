@@ -24,6 +24,9 @@ pub struct ServerConfig {
     pub public_host: Option<String>,
     /// Directory holding the database and the server key.
     pub data_dir: PathBuf,
+    /// A PostgreSQL database (`postgres://user@host/db`) to keep the state in
+    /// instead of the SQLite file in `data_dir` (for several nodes).
+    pub database: Option<crate::database::DatabaseUrl>,
     /// Address of the Prometheus metrics endpoint.
     pub metrics_listen: SocketAddr,
     /// Most simultaneous client connections.
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             public_host: None,
             data_dir: PathBuf::from("./umbra-data"),
+            database: None,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9700)),
             max_connections: 20_000,
             max_envelope_bytes: 128 * 1024,
@@ -95,6 +99,11 @@ pub struct ServerArgs {
     /// Directory for the database and the server key [default: ./umbra-data].
     #[arg(long, env = "UMBRA_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep the state in this PostgreSQL database (postgres://user@host/db)
+    /// instead of the SQLite file in the data directory; the server key and
+    /// signing key stay in the data directory [default: SQLite].
+    #[arg(long, env = "UMBRA_DATABASE", value_name = "URL")]
+    pub database: Option<crate::database::DatabaseUrl>,
     /// Prometheus metrics address; keep it on loopback unless you mean it [default: 127.0.0.1:9700].
     #[arg(long, env = "UMBRA_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
@@ -173,6 +182,7 @@ impl Layered for ServerConfig {
         set(&mut self.listen, &args.listen);
         set_opt(&mut self.public_host, &args.public_host);
         set(&mut self.data_dir, &args.data_dir);
+        set_opt(&mut self.database, &args.database);
         set(&mut self.metrics_listen, &args.metrics_listen);
         set(&mut self.max_connections, &args.max_connections);
         set(&mut self.max_envelope_bytes, &args.max_envelope_bytes);
@@ -242,6 +252,13 @@ impl ServerConfig {
                     "a forwarding unit (unit) needs the relay secret (relay_secret_file) it shares",
                 ));
             }
+        }
+        if let Some(u) = &self.database
+            && u.check().is_err()
+        {
+            return Err(ConfigError::Invalid(
+                "database is a postgres://user@host[:port]/dbname URL",
+            ));
         }
         if self.mailbox_cap == 0 || self.envelope_expiry_days == 0 {
             return Err(ConfigError::Invalid(

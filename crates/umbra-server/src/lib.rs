@@ -10,6 +10,7 @@
 //! - `connection`: one client session's event loop (frames, replies, pushes).
 //! - `requests`: what each request does.
 //! - [`storage`]: the storage thread (group commit through `umbra-store`).
+//! - [`database`]: which store: the SQLite file, or a PostgreSQL database.
 //! - [`routing`]: mailbox cache and the registry of online devices.
 //! - [`budget`]: per-mailbox introduction budget.
 //! - [`business`]: business cards, and the operator's verification of them.
@@ -27,6 +28,7 @@ pub mod budget;
 pub mod business;
 pub mod config;
 mod connection;
+pub mod database;
 pub mod error;
 pub mod keyfile;
 pub mod metrics;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use umbra_store::{Limits as StoreLimits, SqliteStore, Store};
+use umbra_store::{Limits as StoreLimits, Store};
 use umbra_wire::invite::Invite;
 use umbra_wire::noise::Keypair;
 
@@ -23,8 +23,7 @@ use crate::routing::{MailboxCache, Registry};
 use crate::shared::{Limits, Shared};
 use crate::storage::{self, Command};
 
-/// Name of the database file in the data directory.
-pub const DB_FILE: &str = "umbra.db";
+pub use crate::database::DB_FILE;
 /// How often old envelopes are expired.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
 /// Connections above the cap that are told BUSY at once (beyond: just closed).
@@ -38,7 +37,7 @@ pub struct Server {
     listener: TcpListener,
     metrics_listener: TcpListener,
     key: Keypair,
-    store: SqliteStore,
+    store: Box<dyn Store>,
     shared: Arc<Shared>,
     invite: Invite,
 }
@@ -84,14 +83,13 @@ impl Server {
         prepare_data_dir(&config.data_dir)?;
         let key = crate::keyfile::load_or_create(&config.data_dir)?;
         let sign = crate::business::signing_key(&config.data_dir)?;
-        let db_path = config.data_dir.join(DB_FILE);
         let limits = StoreLimits {
             mailbox_cap: config.mailbox_cap,
             key_package_cap: config.key_package_cap,
         };
+        let (data_dir, url) = (config.data_dir.clone(), config.database.clone());
         let (store, mailboxes, stored) = tokio::task::spawn_blocking(move || {
-            let mut store = SqliteStore::open(&db_path, limits)
-                .with_context(|| format!("opening database {}", db_path.display()))?;
+            let mut store = crate::database::open(&data_dir, url.as_ref(), limits, true)?;
             let mut tx = store.begin()?;
             let mailboxes = tx.all_mailboxes()?;
             let stored = tx.envelope_count()?;
@@ -189,7 +187,7 @@ impl Server {
             invite,
         } = self;
         let (storage, storage_thread) =
-            storage::spawn(Box::new(store), shared.clone()).context("starting storage thread")?;
+            storage::spawn(store, shared.clone()).context("starting storage thread")?;
         let metrics_task = tokio::spawn(umbra_daemon::metrics::serve(
             metrics_listener,
             shared.metrics.clone(),

@@ -271,6 +271,22 @@ fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -
     let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
     let committed = match store.begin() {
         Ok(mut tx) => {
+            // The mailboxes this batch changes, locked first and in one order,
+            // so that nodes sharing a database never deadlock on them.
+            let mut touched: Vec<MailboxId> = batch
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Send { mailbox_id, .. } | Command::Ack { mailbox_id, .. } => {
+                        Some(*mailbox_id)
+                    }
+                    _ => None,
+                })
+                .collect();
+            touched.sort_unstable();
+            touched.dedup();
+            if let Err(e) = tx.lock_mailboxes(&touched) {
+                tracing::error!(error = %e, "storage could not lock a batch's mailboxes");
+            }
             for cmd in batch.drain(..) {
                 match cmd {
                     Command::Stop => stop = true,

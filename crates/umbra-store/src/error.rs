@@ -47,4 +47,7 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL database failed (or could not be reached).
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] postgres::Error),
 }

@@ -10,6 +10,10 @@
 //!   server turns into a protocol error (username taken, mailbox full, ...).
 //! - [`day`]: coarse time: storage never keeps anything finer than a day.
 //! - [`sqlite`]: the embedded default backend (WAL, `synchronous=NORMAL`).
+//! - [`postgres`]: the backend several server nodes share
+//!   (`synchronous_commit` on).
+//! - `pgtest` (feature `test-cluster`): a throwaway PostgreSQL cluster for
+//!   tests.
 //!
 //! What is stored is fixed by the privacy contract: accounts (username and
 //! creation day), devices (public keys, random mailbox id, SHA-256 of the
@@ -22,6 +26,9 @@
 pub mod day;
 pub mod error;
 pub mod model;
+#[cfg(feature = "test-cluster")]
+pub mod pgtest;
+pub mod postgres;
 pub mod sqlite;
 pub mod traits;
 
@@ -31,5 +38,6 @@ pub use model::{
     DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredCard, StoredEnvelope,
     UserDevice,
 };
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use traits::{Store, StoreTx};

@@ -64,7 +64,8 @@ pub struct MailboxEntry {
 /// A stored envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEnvelope {
-    /// Global, increasing, never reused.
+    /// Increasing within its mailbox, in the order envelopes were
+    /// committed; never reused.
     pub id: u64,
     /// Opaque sealed bytes.
     pub sealed: Vec<u8>,
@@ -100,4 +101,24 @@ pub struct StoredCard {
     pub card: Vec<u8>,
     /// The encoded verification and its signature, if verified.
     pub verification: Option<Vec<u8>>,
+}
+
+/// Collects envelopes in order until `max_bytes` of sealed data are
+/// gathered (the one that crosses the bound included, so at least one comes
+/// back when any is pending).
+pub(crate) fn up_to_bytes<E>(
+    rows: impl IntoIterator<Item = Result<StoredEnvelope, E>>,
+    max_bytes: usize,
+) -> Result<Vec<StoredEnvelope>, E> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for env in rows {
+        let env = env?;
+        bytes += env.sealed.len();
+        out.push(env);
+        if bytes >= max_bytes {
+            break;
+        }
+    }
+    Ok(out)
 }

@@ -16,6 +16,14 @@ pub trait Store: Send {
 /// One transaction. Every operation is atomic on its own: if it fails, none of
 /// its changes remain and the transaction can go on with the next one.
 pub trait StoreTx {
+    /// Takes, in one fixed order, what this transaction will change of
+    /// these mailboxes (their envelopes and counts), so that transactions on
+    /// several nodes that touch the same mailboxes never wait on each other
+    /// in a circle. A backend that one process alone writes needs nothing.
+    fn lock_mailboxes(&mut self, _mailboxes: &[MailboxId]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Creates an account with its first device. [`StoreError::UsernameTaken`]
     /// if the name exists, [`StoreError::IdCollision`] if an id does.
     fn register(&mut self, device: &NewDevice, today: Day) -> Result<(), StoreError>;
@@ -71,7 +79,8 @@ pub trait StoreTx {
     ) -> Result<u64, StoreError>;
 
     /// Up to `limit` envelopes of a mailbox with id greater than `after`, in
-    /// id order, stopping early once `max_bytes` of sealed data are gathered
+    /// id order (ids increase within a mailbox in the order the envelopes
+    /// were committed), stopping early once `max_bytes` of sealed data are gathered
     /// (at least one envelope is returned if any is pending).
     fn fetch_envelopes(
         &mut self,

@@ -42,22 +42,14 @@ pub fn fetch(
         "SELECT id, sealed, introduction FROM envelopes WHERE mailbox_id = ?1 AND id > ?2 \
          ORDER BY id LIMIT ?3",
     )?;
-    let mut rows = stmt.query(params![&mailbox[..], after, limit])?;
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    while let Some(row) = rows.next()? {
-        let env = StoredEnvelope {
+    let rows = stmt.query_map(params![&mailbox[..], after, limit], |row| {
+        Ok(StoredEnvelope {
             id: count(row.get(0)?),
             sealed: row.get(1)?,
             introduction: row.get(2)?,
-        };
-        bytes += env.sealed.len();
-        out.push(env);
-        if bytes >= max_bytes {
-            break;
-        }
-    }
-    Ok(out)
+        })
+    })?;
+    Ok(crate::model::up_to_bytes(rows, max_bytes)?)
 }
 
 /// Deletes the listed ids that belong to `mailbox`.

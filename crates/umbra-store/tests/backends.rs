@@ -1,46 +1,46 @@
-//! The SQLite store against real database files in a temporary directory.
+//! Both stores, held to one behaviour: SQLite against real database files in
+//! a temporary directory, PostgreSQL against a real server (a throwaway
+//! cluster, or the one `scripts/test.sh` started), each test in a database
+//! of its own. "Reopening" opens the file, or connects, afresh.
 
-use std::path::Path;
+mod common;
 
-use umbra_store::{Day, Limits, NewDevice, SqliteStore, Store, StoreError};
+use common::device;
+use umbra_store::pgtest::Cluster;
+use umbra_store::{Day, Limits, PgStore, SqliteStore, Store, StoreError};
 
 const TODAY: Day = Day(20_000);
 
-fn open(path: &Path) -> SqliteStore {
-    SqliteStore::open(
-        path,
-        Limits {
-            mailbox_cap: 5,
-            key_package_cap: 3,
-        },
-    )
-    .expect("open")
+const LIMITS: Limits = Limits {
+    mailbox_cap: 5,
+    key_package_cap: 3,
+};
+
+/// Opens the store under test (again: the same file or database).
+type Open<'a> = &'a dyn Fn() -> Box<dyn Store>;
+
+fn on_sqlite(test: impl FnOnce(Open<'_>)) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db.sqlite");
+    test(&|| Box::new(SqliteStore::open(&path, LIMITS).expect("open")))
 }
 
-fn device(name: &str, n: u8) -> NewDevice {
-    NewDevice {
-        username: name.to_string(),
-        device_id: [n; 16],
-        mailbox_id: [n.wrapping_add(100); 16],
-        identity_key: [n; 32],
-        sealing_key: [n.wrapping_add(1); 32],
-        delivery_token_hash: [n.wrapping_add(2); 32],
-    }
+fn on_postgres(name: &str, test: impl FnOnce(Open<'_>)) {
+    let cluster = Cluster::start().expect("a PostgreSQL server (apt-get install postgresql)");
+    let url = cluster.database(name).expect("database");
+    test(&|| Box::new(PgStore::connect(&url, LIMITS).expect("connect")))
 }
 
-fn with_tx<T>(store: &mut SqliteStore, f: impl FnOnce(&mut dyn umbra_store::StoreTx) -> T) -> T {
+fn with_tx<T>(store: &mut Box<dyn Store>, f: impl FnOnce(&mut dyn umbra_store::StoreTx) -> T) -> T {
     let mut tx = store.begin().expect("begin");
     let out = f(&mut *tx);
     tx.commit().expect("commit");
     out
 }
 
-#[test]
-fn register_and_look_up_survives_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("db.sqlite");
+fn register_and_look_up_survives_reopen(open: Open<'_>) {
     {
-        let mut s = open(&path);
+        let mut s = open();
         with_tx(&mut s, |tx| {
             tx.register(&device("alice", 1), TODAY).expect("register");
             assert!(matches!(
@@ -55,7 +55,7 @@ fn register_and_look_up_survives_reopen() {
             assert!(tx.devices_for_user("bob", false).expect("lookup").is_none());
         });
     }
-    let mut s = open(&path);
+    let mut s = open();
     with_tx(&mut s, |tx| {
         let d = tx.device(&[1; 16]).expect("device").expect("exists");
         assert_eq!(d.username, "alice");
@@ -78,10 +78,8 @@ fn register_and_look_up_survives_reopen() {
     });
 }
 
-#[test]
-fn key_packages_claim_falls_back_to_last_resort() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut s = open(&dir.path().join("db.sqlite"));
+fn key_packages_claim_falls_back_to_last_resort(open: Open<'_>) {
+    let mut s = open();
     with_tx(&mut s, |tx| {
         tx.register(&device("alice", 1), TODAY).expect("register");
         let dev = [1u8; 16];
@@ -139,14 +137,11 @@ fn key_packages_claim_falls_back_to_last_resort() {
     });
 }
 
-#[test]
-fn envelopes_store_fetch_ack_cap_and_expire() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("db.sqlite");
+fn envelopes_store_fetch_ack_cap_and_expire(open: Open<'_>) {
     let a = [101u8; 16];
     let b = [102u8; 16];
-    let ids = {
-        let mut s = open(&path);
+    let (ids, b_id) = {
+        let mut s = open();
         with_tx(&mut s, |tx| {
             tx.register(&device("alice", 1), TODAY).expect("register");
             tx.register(&device("bobby", 2), TODAY).expect("register");
@@ -165,13 +160,14 @@ fn envelopes_store_fetch_ack_cap_and_expire() {
                 tx.store_envelope(&[9; 16], b"x", false, TODAY),
                 Err(StoreError::UnknownMailbox)
             ));
-            tx.store_envelope(&b, b"old", false, Day(TODAY.0 - 31))
+            let b_id = tx
+                .store_envelope(&b, b"old", false, Day(TODAY.0 - 31))
                 .expect("store");
-            ids
+            (ids, b_id)
         })
     };
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    let mut s = open(&path);
+    let mut s = open();
     with_tx(&mut s, |tx| {
         let got = tx.fetch_envelopes(&a, 0, 100, usize::MAX).expect("fetch");
         assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
@@ -184,8 +180,16 @@ fn envelopes_store_fetch_ack_cap_and_expire() {
         assert_eq!(page[0].id, ids[2]);
         // Byte bound: stops after the envelope that crosses it.
         assert_eq!(tx.fetch_envelopes(&a, 0, 100, 15).expect("fetch").len(), 2);
-        // Acks only touch the given mailbox.
-        assert_eq!(tx.delete_envelopes(&b, &ids).expect("delete"), 0);
+        // Acks only touch the given mailbox: a's ids acked in b take nothing
+        // of a's (nor of b's own).
+        let not_b: Vec<u64> = ids.iter().copied().filter(|i| *i != b_id).collect();
+        assert_eq!(tx.delete_envelopes(&b, &not_b).expect("delete"), 0);
+        assert_eq!(
+            tx.fetch_envelopes(&a, 0, 100, usize::MAX)
+                .expect("fetch")
+                .len(),
+            5
+        );
         assert_eq!(tx.delete_envelopes(&a, &ids[..2]).expect("delete"), 2);
         // Room again after the acks.
         tx.store_envelope(&a, b"y", false, TODAY)
@@ -207,10 +211,8 @@ fn envelopes_store_fetch_ack_cap_and_expire() {
     assert!(next > last);
 }
 
-#[test]
-fn rolled_back_transaction_leaves_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut s = open(&dir.path().join("db.sqlite"));
+fn rolled_back_transaction_leaves_nothing(open: Open<'_>) {
+    let mut s = open();
     {
         let mut tx = s.begin().expect("begin");
         tx.register(&device("alice", 1), TODAY).expect("register");
@@ -222,4 +224,44 @@ fn rolled_back_transaction_leaves_nothing() {
                 .is_none()
         );
     });
+}
+
+#[test]
+fn sqlite_register_and_look_up_survives_reopen() {
+    on_sqlite(register_and_look_up_survives_reopen);
+}
+
+#[test]
+fn postgres_register_and_look_up_survives_reopen() {
+    on_postgres("register", register_and_look_up_survives_reopen);
+}
+
+#[test]
+fn sqlite_key_packages_claim_falls_back_to_last_resort() {
+    on_sqlite(key_packages_claim_falls_back_to_last_resort);
+}
+
+#[test]
+fn postgres_key_packages_claim_falls_back_to_last_resort() {
+    on_postgres("keypackages", key_packages_claim_falls_back_to_last_resort);
+}
+
+#[test]
+fn sqlite_envelopes_store_fetch_ack_cap_and_expire() {
+    on_sqlite(envelopes_store_fetch_ack_cap_and_expire);
+}
+
+#[test]
+fn postgres_envelopes_store_fetch_ack_cap_and_expire() {
+    on_postgres("envelopes", envelopes_store_fetch_ack_cap_and_expire);
+}
+
+#[test]
+fn sqlite_rolled_back_transaction_leaves_nothing() {
+    on_sqlite(rolled_back_transaction_leaves_nothing);
+}
+
+#[test]
+fn postgres_rolled_back_transaction_leaves_nothing() {
+    on_postgres("rollback", rolled_back_transaction_leaves_nothing);
 }

@@ -1,0 +1,257 @@
+//! The PostgreSQL backend, for several server nodes sharing one database.
+//!
+//! - [`schema`]: tables, versions and migrations (the same versions as the
+//!   SQLite file's).
+//! - [`tx`]: [`PgTx`], the [`StoreTx`](crate::StoreTx) implementation.
+//!
+//! One connection per store, used by the server's one storage thread: each
+//! batch of commands is one transaction, committed with `synchronous_commit`
+//! on, so an `Accepted` means the envelope is on the database's disk, as with
+//! SQLite. Every statement is prepared once per connection. A connection that
+//! broke (the database restarted) is opened again at the next batch, so a
+//! node recovers by itself; the batch that found it broken is answered
+//! "unavailable" and its clients send again.
+//!
+//! What differs from SQLite, because several nodes write at once: an
+//! envelope's id is its number within its mailbox, taken from the device row
+//! under that row's lock, so a mailbox's envelopes are numbered in the order
+//! they commit (a reader that fetched up to number n never misses one that
+//! commits later with a smaller number, as it could with one global
+//! sequence); the row also counts what the mailbox holds, so the cap holds
+//! across nodes; a batch locks its mailboxes' rows in one order
+//! ([`StoreTx::lock_mailboxes`](crate::StoreTx::lock_mailboxes)) so batches
+//! on two nodes never wait on each other in a circle; a key package is
+//! claimed with `FOR UPDATE SKIP LOCKED`, so claims from every node at once
+//! never hand one out twice.
+
+pub mod schema;
+pub mod tx;
+
+use postgres::{Client, NoTls, Statement};
+
+use crate::StoreError;
+use crate::model::Limits;
+use crate::traits::{Store, StoreTx};
+pub use tx::PgTx;
+
+/// Every statement the backend runs, prepared once per connection.
+pub(crate) struct Statements {
+    pub(crate) insert_account: Statement,
+    pub(crate) insert_device: Statement,
+    pub(crate) account_exists: Statement,
+    pub(crate) device: Statement,
+    pub(crate) devices_of: Statement,
+    pub(crate) device_exists: Statement,
+    pub(crate) mailbox: Statement,
+    pub(crate) mailbox_exists: Statement,
+    pub(crate) all_mailboxes: Statement,
+    pub(crate) set_token: Statement,
+    pub(crate) lock_mailboxes: Statement,
+    pub(crate) kp_left: Statement,
+    pub(crate) kp_delete_all: Statement,
+    pub(crate) kp_insert_many: Statement,
+    pub(crate) kp_delete_last_resort: Statement,
+    pub(crate) kp_insert_last_resort: Statement,
+    pub(crate) kp_claim: Statement,
+    pub(crate) kp_last_resort: Statement,
+    pub(crate) store_envelope: Statement,
+    pub(crate) fetch: Statement,
+    pub(crate) delete: Statement,
+    pub(crate) expire: Statement,
+    pub(crate) total: Statement,
+    pub(crate) card_set: Statement,
+    pub(crate) card_get: Statement,
+    pub(crate) card_verify: Statement,
+    pub(crate) cards_all: Statement,
+}
+
+const DEVICE_COLUMNS: &str =
+    "device_id, username, identity_key, sealing_key, mailbox_id, delivery_token_hash";
+
+impl Statements {
+    fn prepare(c: &mut Client) -> Result<Self, StoreError> {
+        let mut p = |sql: &str| c.prepare(sql);
+        Ok(Self {
+            insert_account: p(
+                "INSERT INTO accounts (username, created_day) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )?,
+            insert_device: p(
+                "INSERT INTO devices (device_id, username, identity_key, sealing_key, \
+                 mailbox_id, delivery_token_hash) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )?,
+            account_exists: p("SELECT 1 FROM accounts WHERE username = $1")?,
+            device: p(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = $1"
+            ))?,
+            devices_of: p(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE username = $1 ORDER BY device_id"
+            ))?,
+            device_exists: p("SELECT 1 FROM devices WHERE device_id = $1")?,
+            mailbox: p(
+                "SELECT mailbox_id, device_id, delivery_token_hash FROM devices WHERE mailbox_id = $1",
+            )?,
+            mailbox_exists: p("SELECT 1 FROM devices WHERE mailbox_id = $1")?,
+            all_mailboxes: p("SELECT mailbox_id, device_id, delivery_token_hash FROM devices")?,
+            set_token: p("UPDATE devices SET delivery_token_hash = $2 WHERE device_id = $1")?,
+            lock_mailboxes: p(
+                "SELECT 1 FROM devices WHERE mailbox_id = ANY($1) ORDER BY mailbox_id FOR UPDATE",
+            )?,
+            kp_left: p(
+                "SELECT count(*) FROM key_packages WHERE device_id = $1 AND NOT last_resort",
+            )?,
+            kp_delete_all: p("DELETE FROM key_packages WHERE device_id = $1")?,
+            kp_insert_many: p("INSERT INTO key_packages (device_id, data, last_resort) \
+                 SELECT $1, d, false FROM unnest($2::bytea[]) AS d")?,
+            kp_delete_last_resort: p(
+                "DELETE FROM key_packages WHERE device_id = $1 AND last_resort",
+            )?,
+            kp_insert_last_resort: p(
+                "INSERT INTO key_packages (device_id, data, last_resort) VALUES ($1, $2, true)",
+            )?,
+            kp_claim: p(
+                "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages \
+                 WHERE device_id = $1 AND NOT last_resort ORDER BY id LIMIT 1 \
+                 FOR UPDATE SKIP LOCKED) RETURNING data",
+            )?,
+            kp_last_resort: p(
+                "SELECT data FROM key_packages WHERE device_id = $1 AND last_resort LIMIT 1",
+            )?,
+            store_envelope: p(
+                "WITH s AS (UPDATE devices SET next_seq = next_seq + 1, stored = stored + 1 \
+                            WHERE mailbox_id = $1 AND stored < $2 RETURNING next_seq) \
+                 INSERT INTO envelopes (mailbox_id, seq, sealed, introduction, stored_day) \
+                 SELECT $1, next_seq, $3, $4, $5 FROM s RETURNING seq",
+            )?,
+            fetch: p(
+                "SELECT seq, sealed, introduction FROM envelopes WHERE mailbox_id = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT $3",
+            )?,
+            delete: p(
+                "WITH gone AS (DELETE FROM envelopes WHERE mailbox_id = $1 AND seq = ANY($2) RETURNING 1), \
+                      n AS (SELECT count(*) AS n FROM gone), \
+                      u AS (UPDATE devices SET stored = stored - (SELECT n FROM n) \
+                            WHERE mailbox_id = $1 AND (SELECT n FROM n) > 0) \
+                 SELECT n FROM n",
+            )?,
+            expire: p(
+                "WITH gone AS (DELETE FROM envelopes WHERE stored_day < $1 RETURNING mailbox_id), \
+                      per AS (SELECT mailbox_id, count(*) AS n FROM gone GROUP BY mailbox_id), \
+                      u AS (UPDATE devices d SET stored = d.stored - per.n FROM per \
+                            WHERE d.mailbox_id = per.mailbox_id) \
+                 SELECT coalesce(sum(n), 0)::BIGINT FROM per",
+            )?,
+            total: p("SELECT count(*) FROM envelopes")?,
+            card_set: p(
+                "INSERT INTO business_cards (username, card, verification) VALUES ($1, $2, NULL) \
+                 ON CONFLICT (username) DO UPDATE SET card = EXCLUDED.card, \
+                   verification = CASE WHEN $3 THEN business_cards.verification ELSE NULL END",
+            )?,
+            card_get: p(
+                "SELECT username, card, verification FROM business_cards WHERE username = $1",
+            )?,
+            card_verify: p("UPDATE business_cards SET verification = $2 WHERE username = $1")?,
+            cards_all: p(
+                "SELECT username, card, verification FROM business_cards ORDER BY username",
+            )?,
+        })
+    }
+}
+
+/// A connection to the shared database, with its statements.
+struct Connected {
+    client: Client,
+    statements: Statements,
+}
+
+/// The server's state in a PostgreSQL database.
+pub struct PgStore {
+    url: String,
+    limits: Limits,
+    conn: Option<Connected>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never printed.
+        f.debug_struct("PgStore")
+            .field("limits", &self.limits)
+            .field("connected", &self.conn.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn connect(url: &str) -> Result<Client, StoreError> {
+    let config: postgres::Config = url.parse()?;
+    let mut client = config.connect(NoTls)?;
+    // An answer only once the commit is on disk (the default, said so).
+    client.batch_execute("SET synchronous_commit = on")?;
+    Ok(client)
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host/db`) and
+    /// brings its schema up to date.
+    pub fn connect(url: &str, limits: Limits) -> Result<Self, StoreError> {
+        Self::migrate(url, schema::SCHEMA_VERSION)?;
+        let mut s = Self {
+            url: url.to_string(),
+            limits,
+            conn: None,
+        };
+        s.ensure()?;
+        Ok(s)
+    }
+
+    /// Brings the schema of the database at `url` to `version` (tests make
+    /// older databases with it).
+    pub fn migrate(url: &str, version: i64) -> Result<(), StoreError> {
+        let mut client = connect(url)?;
+        let mut tx = client.transaction()?;
+        schema::migrate_to(&mut tx, version)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The schema version of the database at `url`.
+    pub fn schema_version(url: &str) -> Result<i64, StoreError> {
+        let mut client = connect(url)?;
+        let mut tx = client.transaction()?;
+        let v = schema::version(&mut tx)?;
+        tx.commit()?;
+        Ok(v)
+    }
+
+    /// The caps in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The connection, opened again if it broke.
+    fn ensure(&mut self) -> Result<&mut Connected, StoreError> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let mut client = connect(&self.url)?;
+            let statements = Statements::prepare(&mut client)?;
+            self.conn = Some(Connected { client, statements });
+        }
+        self.conn
+            .as_mut()
+            .ok_or(StoreError::Corrupt("no database connection"))
+    }
+}
+
+impl Store for PgStore {
+    fn begin(&mut self) -> Result<Box<dyn StoreTx + '_>, StoreError> {
+        let limits = self.limits;
+        self.ensure()?;
+        let Some(c) = self.conn.as_mut() else {
+            return Err(StoreError::Corrupt("no database connection"));
+        };
+        // A connection that broke fails here; the next batch finds it
+        // closed and connects afresh.
+        let tx = c.client.transaction()?;
+        Ok(Box::new(PgTx::new(tx, &c.statements, limits)))
+    }
+}

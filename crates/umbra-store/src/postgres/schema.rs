@@ -1,0 +1,94 @@
+//! The PostgreSQL schema, its versions and the migrations between them.
+//!
+//! The same versions as the SQLite file's (1: accounts, devices, key
+//! packages, envelopes; 2: business cards), so both backends say the same
+//! thing with `schema_version`; an older database upgrades in place, in one
+//! transaction, and a newer one is refused. Differences from SQLite, for
+//! several nodes writing at once: each device row keeps its mailbox's next
+//! envelope number and how many it holds (`next_seq`, `stored`), so storing
+//! an envelope takes that row's lock and numbers envelopes in the order they
+//! commit, and the mailbox cap holds whatever node stores.
+
+use postgres::Transaction;
+
+use crate::StoreError;
+
+/// The schema version this program writes (as the SQLite backend's).
+pub const SCHEMA_VERSION: i64 = 2;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE accounts (
+    username    TEXT PRIMARY KEY,
+    created_day INTEGER NOT NULL
+);
+CREATE TABLE devices (
+    device_id           BYTEA PRIMARY KEY CHECK (length(device_id) = 16),
+    username            TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,
+    identity_key        BYTEA NOT NULL CHECK (length(identity_key) = 32),
+    sealing_key         BYTEA NOT NULL CHECK (length(sealing_key) = 32),
+    mailbox_id          BYTEA NOT NULL UNIQUE CHECK (length(mailbox_id) = 16),
+    delivery_token_hash BYTEA NOT NULL CHECK (length(delivery_token_hash) = 32),
+    next_seq            BIGINT NOT NULL DEFAULT 0,
+    stored              BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX devices_by_username ON devices (username);
+CREATE TABLE key_packages (
+    id          BIGSERIAL PRIMARY KEY,
+    device_id   BYTEA NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE,
+    data        BYTEA NOT NULL,
+    last_resort BOOLEAN NOT NULL
+);
+CREATE INDEX key_packages_by_device ON key_packages (device_id, last_resort, id);
+CREATE TABLE envelopes (
+    mailbox_id   BYTEA NOT NULL REFERENCES devices(mailbox_id) ON DELETE CASCADE,
+    seq          BIGINT NOT NULL,
+    sealed       BYTEA NOT NULL,
+    introduction BOOLEAN NOT NULL,
+    stored_day   INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, seq)
+);
+CREATE INDEX envelopes_by_day ON envelopes (stored_day);
+";
+
+const SCHEMA_V2: &str = "
+CREATE TABLE business_cards (
+    username     TEXT PRIMARY KEY REFERENCES accounts(username) ON DELETE CASCADE,
+    card         BYTEA NOT NULL,
+    verification BYTEA
+);
+";
+
+/// The migrations, in order: version `i + 1` is `STEPS[i]`.
+const STEPS: [&str; 2] = [SCHEMA_V1, SCHEMA_V2];
+
+/// The version the database is at (0: empty).
+pub fn version(tx: &mut Transaction<'_>) -> Result<i64, StoreError> {
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")?;
+    let v: Option<i64> = tx
+        .query_one("SELECT max(version) FROM schema_version", &[])?
+        .get(0);
+    Ok(v.unwrap_or(0))
+}
+
+/// Brings the schema to `target` (at most [`SCHEMA_VERSION`]) in `tx`;
+/// refuses a database from a newer version. Several nodes starting at once
+/// take turns (an advisory lock held until `tx` ends).
+pub fn migrate_to(tx: &mut Transaction<'_>, target: i64) -> Result<(), StoreError> {
+    // One key for "umbra schema", so two nodes never migrate at once.
+    tx.execute("SELECT pg_advisory_xact_lock(7746582131)", &[])?;
+    let found = version(tx)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for v in (found + 1)..=target.min(SCHEMA_VERSION) {
+        let step = STEPS
+            .get(usize::try_from(v - 1).unwrap_or(usize::MAX))
+            .ok_or(StoreError::Corrupt("unknown schema version"))?;
+        tx.batch_execute(step)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&v])?;
+    }
+    Ok(())
+}

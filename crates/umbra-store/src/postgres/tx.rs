@@ -1,0 +1,371 @@
+//! [`PgTx`]: one PostgreSQL transaction implementing [`StoreTx`].
+//!
+//! A statement that fails in PostgreSQL aborts its whole transaction, so
+//! every operation is written not to fail for the outcomes the server
+//! expects (a taken name, a full mailbox: `ON CONFLICT DO NOTHING`,
+//! conditional updates, then a look at what happened); the few that must
+//! undo part of their work (a registration whose device id collides, a claim
+//! that finds a device without key packages, an upload over the cap) run in
+//! a savepoint. An unexpected database error fails the batch, which the
+//! server answers as unavailable.
+
+use postgres::Transaction;
+use postgres::types::ToSql;
+
+use super::Statements;
+use crate::model::{
+    DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredCard, StoredEnvelope,
+    UserDevice,
+};
+use crate::traits::StoreTx;
+use crate::{Day, StoreError};
+
+/// A write transaction on the PostgreSQL store.
+pub struct PgTx<'a> {
+    tx: Transaction<'a>,
+    st: &'a Statements,
+    limits: Limits,
+}
+
+impl<'a> PgTx<'a> {
+    pub(crate) fn new(tx: Transaction<'a>, st: &'a Statements, limits: Limits) -> Self {
+        Self { tx, st, limits }
+    }
+}
+
+fn fixed<const N: usize>(v: Vec<u8>) -> Result<[u8; N], StoreError> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt("a stored id or key has the wrong length"))
+}
+
+fn device_row(r: &postgres::Row) -> Result<DeviceRecord, StoreError> {
+    Ok(DeviceRecord {
+        device_id: fixed(r.get(0))?,
+        username: r.get(1),
+        identity_key: fixed(r.get(2))?,
+        sealing_key: fixed(r.get(3))?,
+        mailbox_id: fixed(r.get(4))?,
+        delivery_token_hash: fixed(r.get(5))?,
+    })
+}
+
+fn mailbox_row(r: &postgres::Row) -> Result<MailboxEntry, StoreError> {
+    Ok(MailboxEntry {
+        mailbox_id: fixed(r.get(0))?,
+        device_id: fixed(r.get(1))?,
+        delivery_token_hash: fixed(r.get(2))?,
+    })
+}
+
+fn card_row(r: &postgres::Row) -> StoredCard {
+    StoredCard {
+        username: r.get(0),
+        card: r.get(1),
+        verification: r.get(2),
+    }
+}
+
+fn day(d: Day) -> i32 {
+    i32::try_from(d.0).unwrap_or(i32::MAX)
+}
+
+fn seq(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl PgTx<'_> {
+    fn exists(
+        &mut self,
+        stmt: &postgres::Statement,
+        key: &(dyn ToSql + Sync),
+    ) -> Result<bool, StoreError> {
+        Ok(self.tx.query_opt(stmt, &[key])?.is_some())
+    }
+
+    fn claim(
+        tx: &mut Transaction<'_>,
+        st: &Statements,
+        device: &DeviceId,
+    ) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
+        let id = &device[..];
+        if let Some(r) = tx.query_opt(&st.kp_claim, &[&id])? {
+            return Ok(Some((r.get(0), false)));
+        }
+        Ok(tx
+            .query_opt(&st.kp_last_resort, &[&id])?
+            .map(|r| (r.get(0), true)))
+    }
+}
+
+impl StoreTx for PgTx<'_> {
+    fn lock_mailboxes(&mut self, mailboxes: &[MailboxId]) -> Result<(), StoreError> {
+        if mailboxes.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&[u8]> = mailboxes.iter().map(|m| &m[..]).collect();
+        self.tx.query(&self.st.lock_mailboxes, &[&ids])?;
+        Ok(())
+    }
+
+    fn register(&mut self, d: &NewDevice, today: Day) -> Result<(), StoreError> {
+        let st = self.st;
+        let mut sp = self.tx.savepoint("register")?;
+        if sp.execute(&st.insert_account, &[&d.username, &day(today)])? == 0 {
+            return Err(StoreError::UsernameTaken);
+        }
+        let inserted = sp.execute(
+            &st.insert_device,
+            &[
+                &&d.device_id[..],
+                &d.username,
+                &&d.identity_key[..],
+                &&d.sealing_key[..],
+                &&d.mailbox_id[..],
+                &&d.delivery_token_hash[..],
+            ],
+        )?;
+        if inserted == 0 {
+            // Dropping the savepoint takes the account back too.
+            return Err(StoreError::IdCollision);
+        }
+        sp.commit()?;
+        Ok(())
+    }
+
+    fn device(&mut self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        self.tx
+            .query_opt(&self.st.device, &[&&device_id[..]])?
+            .map(|r| device_row(&r))
+            .transpose()
+    }
+
+    fn devices_for_user(
+        &mut self,
+        username: &str,
+        claim: bool,
+    ) -> Result<Option<Vec<UserDevice>>, StoreError> {
+        let st = self.st;
+        if self
+            .tx
+            .query_opt(&st.account_exists, &[&username])?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let devices = self
+            .tx
+            .query(&st.devices_of, &[&username])?
+            .iter()
+            .map(device_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        if !claim {
+            return Ok(Some(
+                devices
+                    .into_iter()
+                    .map(|device| UserDevice {
+                        device,
+                        key_package: None,
+                        key_package_is_last_resort: false,
+                    })
+                    .collect(),
+            ));
+        }
+        let mut sp = self.tx.savepoint("claim")?;
+        let mut out = Vec::with_capacity(devices.len());
+        for device in devices {
+            // Dropping the savepoint gives back the packages taken so far.
+            let Some((p, last_resort)) = Self::claim(&mut sp, st, &device.device_id)? else {
+                return Err(StoreError::NoKeyPackages);
+            };
+            out.push(UserDevice {
+                device,
+                key_package: Some(p),
+                key_package_is_last_resort: last_resort,
+            });
+        }
+        sp.commit()?;
+        Ok(Some(out))
+    }
+
+    fn mailbox(&mut self, mailbox_id: &MailboxId) -> Result<Option<MailboxEntry>, StoreError> {
+        self.tx
+            .query_opt(&self.st.mailbox, &[&&mailbox_id[..]])?
+            .map(|r| mailbox_row(&r))
+            .transpose()
+    }
+
+    fn all_mailboxes(&mut self) -> Result<Vec<MailboxEntry>, StoreError> {
+        self.tx
+            .query(&self.st.all_mailboxes, &[])?
+            .iter()
+            .map(mailbox_row)
+            .collect()
+    }
+
+    fn set_delivery_token_hash(
+        &mut self,
+        device_id: &DeviceId,
+        hash: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        let n = self
+            .tx
+            .execute(&self.st.set_token, &[&&device_id[..], &&hash[..]])?;
+        if n == 0 {
+            return Err(StoreError::UnknownDevice);
+        }
+        Ok(())
+    }
+
+    fn upload_key_packages(
+        &mut self,
+        device_id: &DeviceId,
+        packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        replace: bool,
+    ) -> Result<u32, StoreError> {
+        let st = self.st;
+        let cap = self.limits.key_package_cap;
+        let id = &device_id[..];
+        if !self.exists(&st.device_exists, &id)? {
+            return Err(StoreError::UnknownDevice);
+        }
+        let mut sp = self.tx.savepoint("upload")?;
+        if replace {
+            sp.execute(&st.kp_delete_all, &[&id])?;
+        }
+        let have: i64 = sp.query_one(&st.kp_left, &[&id])?.get(0);
+        let total = u64::try_from(have).unwrap_or(0) + packages.len() as u64;
+        if total > u64::from(cap) {
+            // Dropping the savepoint undoes the withdrawal too.
+            return Err(StoreError::TooManyKeyPackages { max: cap });
+        }
+        if !packages.is_empty() {
+            sp.execute(&st.kp_insert_many, &[&id, &packages])?;
+        }
+        if let Some(lr) = last_resort {
+            sp.execute(&st.kp_delete_last_resort, &[&id])?;
+            sp.execute(&st.kp_insert_last_resort, &[&id, &lr])?;
+        }
+        sp.commit()?;
+        Ok(u32::try_from(total).unwrap_or(u32::MAX))
+    }
+
+    fn key_packages_left(&mut self, device_id: &DeviceId) -> Result<u32, StoreError> {
+        let n: i64 = self
+            .tx
+            .query_one(&self.st.kp_left, &[&&device_id[..]])?
+            .get(0);
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    fn store_envelope(
+        &mut self,
+        mailbox_id: &MailboxId,
+        sealed: &[u8],
+        introduction: bool,
+        today: Day,
+    ) -> Result<u64, StoreError> {
+        let st = self.st;
+        let cap = i64::try_from(self.limits.mailbox_cap).unwrap_or(i64::MAX);
+        let id = &mailbox_id[..];
+        match self.tx.query_opt(
+            &st.store_envelope,
+            &[&id, &cap, &sealed, &introduction, &day(today)],
+        )? {
+            Some(r) => Ok(seq(r.get(0))),
+            None if self.exists(&st.mailbox_exists, &id)? => Err(StoreError::MailboxFull),
+            None => Err(StoreError::UnknownMailbox),
+        }
+    }
+
+    fn fetch_envelopes(
+        &mut self,
+        mailbox_id: &MailboxId,
+        after: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEnvelope>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = self.tx.query(
+            &self.st.fetch,
+            &[&&mailbox_id[..], &after, &i64::from(limit)],
+        )?;
+        crate::model::up_to_bytes(
+            rows.iter().map(|r| {
+                Ok::<_, StoreError>(StoredEnvelope {
+                    id: seq(r.get(0)),
+                    sealed: r.get(1),
+                    introduction: r.get(2),
+                })
+            }),
+            max_bytes,
+        )
+    }
+
+    fn delete_envelopes(&mut self, mailbox_id: &MailboxId, ids: &[u64]) -> Result<u32, StoreError> {
+        let seqs: Vec<i64> = ids.iter().filter_map(|&i| i64::try_from(i).ok()).collect();
+        let n: i64 = self
+            .tx
+            .query_one(&self.st.delete, &[&&mailbox_id[..], &seqs])?
+            .get(0);
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    fn expire_envelopes(&mut self, today: Day, max_age_days: u32) -> Result<u64, StoreError> {
+        let cutoff = day(Day(today.0.saturating_sub(max_age_days)));
+        let n: i64 = self.tx.query_one(&self.st.expire, &[&cutoff])?.get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn envelope_count(&mut self) -> Result<u64, StoreError> {
+        let n: i64 = self.tx.query_one(&self.st.total, &[])?.get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn set_business_card(
+        &mut self,
+        username: &str,
+        card: &[u8],
+        keep_verified: bool,
+    ) -> Result<(), StoreError> {
+        let st = self.st;
+        if !self.exists(&st.account_exists, &username)? {
+            return Err(StoreError::UnknownUser);
+        }
+        self.tx
+            .execute(&st.card_set, &[&username, &card, &keep_verified])?;
+        Ok(())
+    }
+
+    fn business_card(&mut self, username: &str) -> Result<Option<StoredCard>, StoreError> {
+        Ok(self
+            .tx
+            .query_opt(&self.st.card_get, &[&username])?
+            .map(|r| card_row(&r)))
+    }
+
+    fn set_business_verification(
+        &mut self,
+        username: &str,
+        verification: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .tx
+            .execute(&self.st.card_verify, &[&username, &verification])?
+            == 1)
+    }
+
+    fn business_cards(&mut self) -> Result<Vec<StoredCard>, StoreError> {
+        Ok(self
+            .tx
+            .query(&self.st.cards_all, &[])?
+            .iter()
+            .map(card_row)
+            .collect())
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}

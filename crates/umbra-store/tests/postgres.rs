@@ -1,0 +1,216 @@
+//! What the PostgreSQL store must do that one process on SQLite never had
+//! to: several connections (as several server nodes) writing at once, an
+//! older schema upgraded in place, a newer one refused, and the database
+//! restarting under it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+
+mod common;
+
+use common::device;
+use umbra_store::pgtest::Cluster;
+use umbra_store::{Day, Limits, PgStore, Store, StoreError};
+
+const TODAY: Day = Day(20_000);
+
+fn limits(mailbox_cap: u64) -> Limits {
+    Limits {
+        mailbox_cap,
+        key_package_cap: 400,
+    }
+}
+
+fn once(store: &mut PgStore, f: impl FnOnce(&mut dyn umbra_store::StoreTx)) {
+    let mut tx = store.begin().expect("begin");
+    f(&mut *tx);
+    tx.commit().expect("commit");
+}
+
+#[test]
+fn an_older_schema_upgrades_in_place_and_a_newer_one_is_refused() {
+    let cluster = Cluster::start().expect("postgres");
+    let url = cluster.database("schema").expect("db");
+    PgStore::migrate(&url, 1).expect("version 1");
+    assert_eq!(PgStore::schema_version(&url).expect("version"), 1);
+    {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        c.batch_execute("INSERT INTO accounts (username, created_day) VALUES ('alice', 1)")
+            .expect("a version 1 row");
+    }
+    let mut store = PgStore::connect(&url, limits(10)).expect("upgrade");
+    assert_eq!(PgStore::schema_version(&url).expect("version"), 2);
+    once(&mut store, |tx| {
+        // The old row is there, and the new table works.
+        assert!(
+            tx.devices_for_user("alice", false)
+                .expect("lookup")
+                .is_some()
+        );
+        tx.set_business_card("alice", b"card", false).expect("card");
+    });
+    // Connecting again changes nothing.
+    drop(PgStore::connect(&url, limits(10)).expect("again"));
+    {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        c.batch_execute("INSERT INTO schema_version (version) VALUES (99)")
+            .expect("from the future");
+    }
+    assert!(matches!(
+        PgStore::connect(&url, limits(10)),
+        Err(StoreError::SchemaTooNew {
+            found: 99,
+            supported: 2
+        })
+    ));
+}
+
+#[test]
+fn key_packages_claimed_from_every_node_at_once_are_never_handed_out_twice() {
+    let cluster = Cluster::start().expect("postgres");
+    let url = cluster.database("claims").expect("db");
+    let mut store = PgStore::connect(&url, limits(10)).expect("connect");
+    const PACKAGES: usize = 400;
+    once(&mut store, |tx| {
+        tx.register(&device("alice", 1), TODAY).expect("register");
+        let kps: Vec<Vec<u8>> = (0..PACKAGES)
+            .map(|i| format!("kp-{i}").into_bytes())
+            .collect();
+        tx.upload_key_packages(&[1; 16], &kps, Some(b"last"), false)
+            .expect("upload");
+    });
+    // Eight connections, as eight nodes, claim as fast as they can, each
+    // claim its own transaction.
+    let nodes = 8;
+    let start = Arc::new(Barrier::new(nodes));
+    let handles: Vec<_> = (0..nodes)
+        .map(|_| {
+            let (url, start) = (url.clone(), start.clone());
+            std::thread::spawn(move || {
+                let mut s = PgStore::connect(&url, limits(10)).expect("connect");
+                start.wait();
+                let mut got = Vec::new();
+                for _ in 0..PACKAGES / nodes + 10 {
+                    let mut tx = s.begin().expect("begin");
+                    let d = tx
+                        .devices_for_user("alice", true)
+                        .expect("claim")
+                        .expect("user");
+                    tx.commit().expect("commit");
+                    got.push((
+                        d[0].key_package.clone().expect("a package"),
+                        d[0].key_package_is_last_resort,
+                    ));
+                }
+                got
+            })
+        })
+        .collect();
+    let all: Vec<(Vec<u8>, bool)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("node"))
+        .collect();
+    let regular: Vec<&Vec<u8>> = all.iter().filter(|(_, lr)| !lr).map(|(p, _)| p).collect();
+    let unique: HashSet<&Vec<u8>> = regular.iter().copied().collect();
+    assert_eq!(regular.len(), PACKAGES, "every regular package handed out");
+    assert_eq!(unique.len(), PACKAGES, "none twice");
+    assert!(all.iter().filter(|(_, lr)| *lr).all(|(p, _)| p == b"last"));
+}
+
+#[test]
+fn a_mailbox_written_from_every_node_at_once_numbers_in_commit_order_and_keeps_its_cap() {
+    let cluster = Cluster::start().expect("postgres");
+    let url = cluster.database("mailbox").expect("db");
+    const CAP: u64 = 300;
+    let mut store = PgStore::connect(&url, limits(CAP)).expect("connect");
+    once(&mut store, |tx| {
+        tx.register(&device("alice", 1), TODAY).expect("register");
+        tx.register(&device("bobby", 2), TODAY).expect("register");
+    });
+    let (a, b) = ([101u8; 16], [102u8; 16]);
+    // Eight nodes store into both mailboxes in batches, half of them in the
+    // other order (the locks taken first keep them from a deadlock), until
+    // more than the cap was offered.
+    let nodes = 8;
+    let start = Arc::new(Barrier::new(nodes));
+    let handles: Vec<_> = (0..nodes)
+        .map(|n| {
+            let (url, start) = (url.clone(), start.clone());
+            std::thread::spawn(move || {
+                let mut s = PgStore::connect(&url, limits(CAP)).expect("connect");
+                start.wait();
+                let order = if n % 2 == 0 { [a, b] } else { [b, a] };
+                let (mut taken, mut full) = (0u64, 0u64);
+                for batch in 0..10 {
+                    let mut tx = s.begin().expect("begin");
+                    tx.lock_mailboxes(&[a, b]).expect("lock");
+                    for i in 0..5u8 {
+                        for m in &order {
+                            match tx.store_envelope(m, &[n as u8, batch, i], false, TODAY) {
+                                Ok(_) => taken += 1,
+                                Err(StoreError::MailboxFull) => full += 1,
+                                Err(e) => panic!("store: {e}"),
+                            }
+                        }
+                    }
+                    tx.commit().expect("commit");
+                }
+                (taken, full)
+            })
+        })
+        .collect();
+    let (taken, full) = handles
+        .into_iter()
+        .map(|h| h.join().expect("node"))
+        .fold((0, 0), |acc, (t, f)| (acc.0 + t, acc.1 + f));
+    assert_eq!(taken + full, nodes as u64 * 10 * 5 * 2);
+    assert_eq!(taken, 2 * CAP, "each mailbox holds exactly its cap");
+    once(&mut store, |tx| {
+        for m in [a, b] {
+            let got = tx.fetch_envelopes(&m, 0, 1000, usize::MAX).expect("fetch");
+            assert_eq!(got.len() as u64, CAP);
+            let ids: Vec<u64> = got.iter().map(|e| e.id).collect();
+            assert_eq!(
+                ids,
+                (1..=CAP).collect::<Vec<_>>(),
+                "numbered 1.. without a gap"
+            );
+        }
+        // Acks free room, counted across nodes.
+        assert_eq!(tx.delete_envelopes(&a, &[1, 2, 3]).expect("ack"), 3);
+        assert_eq!(
+            tx.store_envelope(&a, b"after", false, TODAY).expect("room"),
+            CAP + 1
+        );
+    });
+}
+
+#[test]
+fn the_store_finds_its_way_back_after_the_database_restarts() {
+    // A cluster of our own, whatever the environment offers: it is
+    // restarted the way a crash would.
+    let cluster = Cluster::start_own().expect("postgres");
+    let url = cluster.database("restart").expect("db");
+    let mut store = PgStore::connect(&url, limits(10)).expect("connect");
+    once(&mut store, |tx| {
+        tx.register(&device("alice", 1), TODAY).expect("register");
+        tx.store_envelope(&[101; 16], b"kept", false, TODAY)
+            .expect("store");
+    });
+    cluster.restart_immediate().expect("restart");
+    // The first batch may find the old connection dead; a later one works.
+    let mut found = None;
+    for _ in 0..50 {
+        if let Ok(mut tx) = store.begin()
+            && let Ok(got) = tx.fetch_envelopes(&[101; 16], 0, 10, usize::MAX)
+            && tx.commit().is_ok()
+        {
+            found = Some(got);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let got = found.expect("the store never came back");
+    assert_eq!(got.len(), 1, "what was committed before the crash is there");
+    assert_eq!(got[0].sealed, b"kept");
+}
