@@ -38,6 +38,11 @@ impl IntroductionBudget {
         b.at = now;
     }
 
+    /// Introductions allowed per mailbox per hour.
+    pub fn per_hour(&self) -> u32 {
+        self.per_hour as u32
+    }
+
     /// Takes one introduction for `mailbox` if the budget allows.
     pub fn try_take(&self, mailbox: &MailboxId, now: Instant) -> bool {
         let Ok(mut map) = self.buckets.lock() else {

@@ -41,6 +41,8 @@ pub(crate) enum ConnError {
     Net(#[from] NetError),
     #[error("storage unavailable")]
     Storage,
+    #[error("superseded by a later login of the device")]
+    Superseded,
 }
 
 /// The device a connection is logged in as.
@@ -54,6 +56,8 @@ pub(crate) struct LoginState {
     pub(crate) inbox: Arc<Inbox>,
     /// Main or signalling session.
     pub(crate) session: Session,
+    /// The main session's number (0 for a signalling session).
+    pub(crate) epoch: u64,
     /// Highest envelope id delivered on this connection.
     pub(crate) cursor: u64,
 }

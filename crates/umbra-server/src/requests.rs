@@ -44,6 +44,9 @@ fn internal(r: Refused) -> RequestError {
         Refused::NoKeyPackages => RequestError::NoKeyPackages,
         Refused::UsernameTaken => RequestError::UsernameTaken,
         Refused::TooManyKeyPackages => RequestError::InvalidArgument("too many key packages"),
+        Refused::IntroductionLimit => RequestError::RateLimited,
+        // A later login of the device (here or on another node) took over.
+        Refused::Superseded => RequestError::NotLoggedIn,
         _ => RequestError::Internal,
     }
 }
@@ -232,11 +235,22 @@ impl Conn {
         } else {
             Session::Main
         };
-        let inbox = self
-            .ctx
-            .shared
-            .registry
-            .register(&info.mailbox_id, session, Instant::now());
+        // Only a login whose signature verified starts a main session (and
+        // so supersedes the device's earlier one).
+        let epoch = match session {
+            Session::Main => self
+                .ctx
+                .storage
+                .call(|reply| Command::StartSession { device_id, reply })
+                .await
+                .map_err(internal)?,
+            Session::Signalling => 0,
+        };
+        let inbox =
+            self.ctx
+                .shared
+                .registry
+                .register(&info.mailbox_id, session, epoch, Instant::now());
         self.login = Some(Box::new(LoginState {
             device_id,
             username: info.username,
@@ -244,6 +258,7 @@ impl Conn {
             mailbox_id: info.mailbox_id,
             inbox,
             session,
+            epoch,
             cursor: 0,
         }));
         self.idle = None;
@@ -261,19 +276,23 @@ impl Conn {
             let Some(login) = self.login.as_ref().filter(|l| l.session == Session::Main) else {
                 return Ok(());
             };
-            let (mailbox_id, after) = (login.mailbox_id, login.cursor);
+            let (mailbox_id, after, session) = (login.mailbox_id, login.cursor, login.epoch);
             let page = self
                 .ctx
                 .storage
                 .call(|reply| Command::Fetch {
                     mailbox_id,
+                    session,
                     after,
                     limit: PAGE,
                     max_bytes: PAGE_BYTES,
                     reply,
                 })
                 .await
-                .map_err(|_| ConnError::Storage)?;
+                .map_err(|r| match r {
+                    Refused::Superseded => ConnError::Superseded,
+                    _ => ConnError::Storage,
+                })?;
             let bytes: usize = page.iter().map(|e| e.sealed.len()).sum();
             let exhausted = page.len() < PAGE as usize && bytes < PAGE_BYTES;
             for env in page {
@@ -431,11 +450,12 @@ impl Conn {
         };
         let token_ok = !s.delivery_token.is_empty()
             && bool::from(Sha256::digest(&s.delivery_token).ct_eq(&route.token_hash));
-        if !token_ok && !shared.budget.try_take(&mailbox_id, Instant::now()) {
-            return self.answer(rid, Err(RequestError::RateLimited));
-        }
         let sealed = s.sealed;
         if s.online_only {
+            // Never stored: the node's own budget counts its introductions.
+            if !token_ok && !shared.budget.try_take(&mailbox_id, Instant::now()) {
+                return self.answer(rid, Err(RequestError::RateLimited));
+            }
             // Never stored; answered at once whatever became of it, so the
             // sender learns nothing about the recipient's presence.
             let m = &shared.metrics;
@@ -449,12 +469,14 @@ impl Conn {
             }
             return self.answer(rid, Ok(Resp::Accepted(proto::Accepted {})));
         }
+        let per_hour = shared.budget.per_hour();
         self.pend(
             rid,
             |reply| Command::Send {
                 mailbox_id,
                 sealed,
                 introduction: !token_ok,
+                per_hour,
                 reply,
             },
             |()| Ok(Resp::Accepted(proto::Accepted {})),
@@ -464,9 +486,17 @@ impl Conn {
     }
 
     async fn ack(&mut self, rid: u64, a: proto::Ack) -> Result<(), ConnError> {
-        let mailbox_id = match self.logged_in() {
-            Ok((_, m)) => m,
-            Err(e) => return self.answer(rid, Err(e)),
+        let (mailbox_id, session) = match self.login.as_ref() {
+            Some(l) if l.session == Session::Main => (l.mailbox_id, l.epoch),
+            Some(_) => {
+                return self.answer(
+                    rid,
+                    Err(RequestError::InvalidArgument(
+                        "a signalling session has nothing stored to acknowledge",
+                    )),
+                );
+            }
+            None => return self.answer(rid, Err(RequestError::NotLoggedIn)),
         };
         if a.envelope_ids.len() > MAX_ACK_IDS {
             return self.answer(
@@ -479,6 +509,7 @@ impl Conn {
             rid,
             |reply| Command::Ack {
                 mailbox_id,
+                session,
                 ids,
                 reply,
             },

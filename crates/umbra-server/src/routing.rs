@@ -115,9 +115,22 @@ pub struct Taken {
 pub struct Inbox {
     state: Mutex<InboxState>,
     notify: Notify,
+    /// The number of the device's main session this connection is (0 for a
+    /// signalling session): stored envelopes are pushed to the current one
+    /// alone.
+    epoch: u64,
 }
 
 impl Inbox {
+    /// Asks the connection to read its mailbox from storage (something may
+    /// have been stored that was not pushed to it).
+    pub fn wake(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.overflowed = true;
+        }
+        self.notify.notify_one();
+    }
+
     /// Waits until there is something to take.
     pub async fn wait(&self) {
         loop {
@@ -270,8 +283,17 @@ impl Registry {
     /// Makes a fresh inbox the online `session` of `mailbox` (an older
     /// connection of the same session is told to close). Online-only
     /// envelopes held for the device are handed to the new inbox.
-    pub fn register(&self, mailbox: &MailboxId, session: Session, now: Instant) -> Arc<Inbox> {
-        let inbox = Arc::new(Inbox::default());
+    pub fn register(
+        &self,
+        mailbox: &MailboxId,
+        session: Session,
+        epoch: u64,
+        now: Instant,
+    ) -> Arc<Inbox> {
+        let inbox = Arc::new(Inbox {
+            epoch,
+            ..Inbox::default()
+        });
         let (old, held) = match self.online.lock() {
             Ok(mut o) => {
                 let old = o.sessions(session).insert(*mailbox, inbox.clone());
@@ -335,14 +357,18 @@ impl Registry {
         }
     }
 
-    /// Hands a committed envelope to the device's main session, if online.
-    pub fn push(&self, mailbox: &MailboxId, push: Push) {
+    /// Hands a committed envelope to the device's main session, if online
+    /// here and (when `current` says which) still the current one: a session
+    /// superseded by a login on another node gets nothing more.
+    pub fn push(&self, mailbox: &MailboxId, push: Push, current: Option<u64>) {
         let inbox = self
             .online
             .lock()
             .ok()
             .and_then(|o| o.main.get(mailbox).cloned());
-        if let Some(inbox) = inbox {
+        if let Some(inbox) = inbox
+            && current.is_none_or(|c| c == inbox.epoch)
+        {
             inbox.put(push);
         }
     }
@@ -365,18 +391,18 @@ mod tests {
     fn overflow_drops_and_flags() {
         let reg = Registry::default();
         let now = Instant::now();
-        let inbox = reg.register(&[1; 16], Session::Main, now);
+        let inbox = reg.register(&[1; 16], Session::Main, 1, now);
         for id in 0..(INBOX_MAX_ITEMS as u64 + 5) {
-            reg.push(&[1; 16], stored(id));
+            reg.push(&[1; 16], stored(id), None);
         }
         let t = inbox.take();
         assert_eq!(t.pushes.len(), INBOX_MAX_ITEMS);
         assert!(t.overflowed);
         assert!(!inbox.take().overflowed);
-        let newer = reg.register(&[1; 16], Session::Main, now);
+        let newer = reg.register(&[1; 16], Session::Main, 2, now);
         assert!(inbox.take().replaced);
         reg.unregister(&[1; 16], Session::Main, &inbox);
-        reg.push(&[1; 16], stored(1));
+        reg.push(&[1; 16], stored(1), None);
         assert_eq!(newer.take().pushes.len(), 1);
     }
 
@@ -384,13 +410,13 @@ mod tests {
     fn live_goes_to_signalling_session_then_main() {
         let reg = Registry::default();
         let now = Instant::now();
-        let main = reg.register(&[2; 16], Session::Main, now);
-        let calls = reg.register(&[2; 16], Session::Signalling, now);
+        let main = reg.register(&[2; 16], Session::Main, 1, now);
+        let calls = reg.register(&[2; 16], Session::Signalling, 0, now);
         // A signalling session does not replace the main one.
         assert!(!main.take().replaced);
         let out = reg.push_live(&[2; 16], b"offer".to_vec(), false, now);
         assert_eq!(out, LiveOutcome::Delivered);
-        reg.push(&[2; 16], stored(7));
+        reg.push(&[2; 16], stored(7), None);
         let t = calls.take();
         assert_eq!(t.pushes.len(), 1);
         assert!(t.pushes[0].live && t.pushes[0].id == 0);
@@ -415,14 +441,14 @@ mod tests {
             LiveOutcome::Held
         );
         // Connecting within the hold time still receives it.
-        let inbox = reg.register(&[3; 16], Session::Main, t0 + HOLD_FOR / 2);
+        let inbox = reg.register(&[3; 16], Session::Main, 1, t0 + HOLD_FOR / 2);
         let t = inbox.take();
         assert_eq!(t.pushes.len(), 1);
         assert!(t.pushes[0].live && t.pushes[0].introduction);
         reg.unregister(&[3; 16], Session::Main, &inbox);
         // Too late: gone, and the memory is released.
         reg.push_live(&[3; 16], b"ring again".to_vec(), false, t0);
-        let inbox = reg.register(&[3; 16], Session::Main, t0 + HOLD_FOR);
+        let inbox = reg.register(&[3; 16], Session::Main, 1, t0 + HOLD_FOR);
         assert!(inbox.take().pushes.is_empty());
         assert_eq!(reg.online.lock().map(|o| o.held.bytes).unwrap_or(1), 0);
     }
@@ -441,9 +467,9 @@ mod tests {
             reg.push_live(&[4; 16], vec![1; 8], false, now),
             LiveOutcome::Dropped
         );
-        let inbox = reg.register(&[5; 16], Session::Main, now);
+        let inbox = reg.register(&[5; 16], Session::Main, 1, now);
         for id in 0..INBOX_MAX_ITEMS as u64 {
-            reg.push(&[5; 16], stored(id + 1));
+            reg.push(&[5; 16], stored(id + 1), None);
         }
         assert_eq!(
             reg.push_live(&[5; 16], vec![1; 8], false, now),

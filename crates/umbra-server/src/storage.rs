@@ -6,6 +6,7 @@
 //! command's oneshot, updates the mailbox cache, and pushes stored envelopes
 //! to online devices (in id order, since one thread assigns and pushes them).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -46,6 +47,11 @@ pub enum Refused {
     TooManyKeyPackages,
     /// A device has no key package at all.
     NoKeyPackages,
+    /// The mailbox's introduction budget is spent for now.
+    IntroductionLimit,
+    /// The session was superseded by a later login of the device (on this
+    /// node or another): it may neither fetch nor acknowledge.
+    Superseded,
     /// Storage failed or is shutting down.
     Unavailable,
 }
@@ -100,6 +106,14 @@ pub enum Command {
         /// Answer (`None`: unknown device).
         reply: Reply<Option<LoginInfo>>,
     },
+    /// Start a main session of a device whose login verified (a later one,
+    /// on any node, supersedes it).
+    StartSession {
+        /// The device.
+        device_id: DeviceId,
+        /// Answer: the session's number.
+        reply: Reply<u64>,
+    },
     /// A user's devices, optionally claiming key packages.
     Devices {
         /// The user.
@@ -152,6 +166,8 @@ pub enum Command {
         sealed: Vec<u8>,
         /// Sent without a valid token.
         introduction: bool,
+        /// For an introduction: the mailbox's budget, an hour.
+        per_hour: u32,
         /// Answer once committed.
         reply: Reply<()>,
     },
@@ -159,6 +175,8 @@ pub enum Command {
     Fetch {
         /// The logged-in device's mailbox.
         mailbox_id: MailboxId,
+        /// The connection's main session (refused once superseded).
+        session: u64,
         /// Only ids above this.
         after: u64,
         /// Most envelopes.
@@ -172,6 +190,8 @@ pub enum Command {
     Ack {
         /// The logged-in device's mailbox.
         mailbox_id: MailboxId,
+        /// The connection's main session (refused once superseded).
+        session: u64,
         /// Envelope ids.
         ids: Vec<u64>,
         /// Answer: how many were deleted.
@@ -284,13 +304,19 @@ fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -
                 .collect();
             touched.sort_unstable();
             touched.dedup();
-            if let Err(e) = tx.lock_mailboxes(&touched) {
-                tracing::error!(error = %e, "storage could not lock a batch's mailboxes");
-            }
+            // Each mailbox's current main session: pushes go to it alone.
+            let sessions: HashMap<MailboxId, u64> = match tx.lock_mailboxes(&touched) {
+                Ok(s) => s.into_iter().collect(),
+                Err(e) => {
+                    tracing::error!(error = %e, "storage could not lock a batch's mailboxes");
+                    HashMap::new()
+                }
+            };
+            let now = unix_now();
             for cmd in batch.drain(..) {
                 match cmd {
                     Command::Stop => stop = true,
-                    cmd => finishes.push(execute(&mut *tx, cmd, day)),
+                    cmd => finishes.push(execute(&mut *tx, cmd, day, now, &sessions)),
                 }
             }
             match tx.commit() {
@@ -317,7 +343,29 @@ fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -
     stop
 }
 
-fn execute(tx: &mut dyn StoreTx, cmd: Command, day: Day) -> Finish {
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Whether `session` may still read and acknowledge `mailbox`.
+fn fenced(tx: &mut dyn StoreTx, mailbox: &MailboxId, session: u64) -> Result<(), Refused> {
+    match tx.session_is_current(mailbox, session) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refused::Superseded),
+        Err(e) => Err(refused(e)),
+    }
+}
+
+fn execute(
+    tx: &mut dyn StoreTx,
+    cmd: Command,
+    day: Day,
+    now: u64,
+    sessions: &HashMap<MailboxId, u64>,
+) -> Finish {
     match cmd {
         Command::Register { device, reply } => {
             let r = tx.register(&device, day).map_err(refused);
@@ -337,6 +385,9 @@ fn execute(tx: &mut dyn StoreTx, cmd: Command, day: Day) -> Finish {
         Command::Login { device_id, reply } => {
             let r = login_info(tx, &device_id).map_err(refused);
             answer(reply, r)
+        }
+        Command::StartSession { device_id, reply } => {
+            answer(reply, tx.start_session(&device_id).map_err(refused))
         }
         Command::Devices {
             username,
@@ -397,11 +448,23 @@ fn execute(tx: &mut dyn StoreTx, cmd: Command, day: Day) -> Finish {
             mailbox_id,
             sealed,
             introduction,
+            per_hour,
             reply,
         } => {
-            let r = tx
-                .store_envelope(&mailbox_id, &sealed, introduction, day)
-                .map_err(refused);
+            let current = sessions.get(&mailbox_id).copied();
+            let budget = if introduction {
+                match tx.take_introduction(&mailbox_id, per_hour, now) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(Refused::IntroductionLimit),
+                    Err(e) => Err(refused(e)),
+                }
+            } else {
+                Ok(())
+            };
+            let r = budget.and_then(|()| {
+                tx.store_envelope(&mailbox_id, &sealed, introduction, day)
+                    .map_err(refused)
+            });
             Box::new(move |ok, shared: &Shared| {
                 let r = if ok { r } else { Err(Refused::Unavailable) };
                 if let Ok(id) = r {
@@ -420,6 +483,7 @@ fn execute(tx: &mut dyn StoreTx, cmd: Command, day: Day) -> Finish {
                             introduction,
                             live: false,
                         },
+                        current,
                     );
                 }
                 let _ = reply.send(r.map(|_| ()));
@@ -427,21 +491,26 @@ fn execute(tx: &mut dyn StoreTx, cmd: Command, day: Day) -> Finish {
         }
         Command::Fetch {
             mailbox_id,
+            session,
             after,
             limit,
             max_bytes,
             reply,
         } => answer(
             reply,
-            tx.fetch_envelopes(&mailbox_id, after, limit, max_bytes)
-                .map_err(refused),
+            fenced(tx, &mailbox_id, session).and_then(|()| {
+                tx.fetch_envelopes(&mailbox_id, after, limit, max_bytes)
+                    .map_err(refused)
+            }),
         ),
         Command::Ack {
             mailbox_id,
+            session,
             ids,
             reply,
         } => {
-            let r = tx.delete_envelopes(&mailbox_id, &ids).map_err(refused);
+            let r = fenced(tx, &mailbox_id, session)
+                .and_then(|()| tx.delete_envelopes(&mailbox_id, &ids).map_err(refused));
             Box::new(move |ok, shared: &Shared| {
                 let r = if ok { r } else { Err(Refused::Unavailable) };
                 if let Ok(n) = r {

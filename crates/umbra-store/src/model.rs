@@ -122,3 +122,35 @@ pub(crate) fn up_to_bytes<E>(
     }
     Ok(out)
 }
+
+/// An introduction budget as stored: tokens left (`None`: full) as of
+/// `at` (unix seconds). Returns whether one could be taken, and what to
+/// store afterwards.
+pub(crate) fn take_token(tokens: Option<f64>, at: u64, per_hour: u32, now: u64) -> (bool, f64) {
+    let full = f64::from(per_hour);
+    let left = match tokens {
+        None => full,
+        Some(t) => (t + now.saturating_sub(at) as f64 * full / 3600.0).min(full),
+    };
+    if left >= 1.0 {
+        (true, left - 1.0)
+    } else {
+        (false, left)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_spends_and_refills_by_the_hour() {
+        assert_eq!(take_token(None, 0, 2, 100), (true, 1.0));
+        assert_eq!(take_token(Some(1.0), 100, 2, 100), (true, 0.0));
+        assert_eq!(take_token(Some(0.0), 100, 2, 100), (false, 0.0));
+        // Half an hour later: one back.
+        assert_eq!(take_token(Some(0.0), 100, 2, 1900), (true, 0.0));
+        // Never more than the hour's worth.
+        assert_eq!(take_token(Some(0.0), 0, 2, 1_000_000), (true, 1.0));
+    }
+}

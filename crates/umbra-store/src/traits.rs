@@ -17,12 +17,43 @@ pub trait Store: Send {
 /// its changes remain and the transaction can go on with the next one.
 pub trait StoreTx {
     /// Takes, in one fixed order, what this transaction will change of
-    /// these mailboxes (their envelopes and counts), so that transactions on
-    /// several nodes that touch the same mailboxes never wait on each other
-    /// in a circle. A backend that one process alone writes needs nothing.
-    fn lock_mailboxes(&mut self, _mailboxes: &[MailboxId]) -> Result<(), StoreError> {
-        Ok(())
-    }
+    /// these mailboxes (their envelopes, counts and budgets), so that
+    /// transactions on several nodes that touch the same mailboxes never
+    /// wait on each other in a circle; returns each existing one's current
+    /// main session (pushes go to that session alone).
+    fn lock_mailboxes(
+        &mut self,
+        mailboxes: &[MailboxId],
+    ) -> Result<Vec<(MailboxId, u64)>, StoreError>;
+
+    /// Starts a main session of the device: its number, above every one
+    /// before it, wherever that one was (on another node, it is superseded).
+    fn start_session(&mut self, device_id: &DeviceId) -> Result<u64, StoreError>;
+
+    /// Whether `session` is still the current main session of the mailbox's
+    /// device. A superseded session may neither fetch nor acknowledge (a
+    /// login in progress elsewhere waits for this transaction).
+    fn session_is_current(
+        &mut self,
+        mailbox_id: &MailboxId,
+        session: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Takes one introduction (an envelope without a valid delivery token)
+    /// from the mailbox's budget: `per_hour` an hour, saved up to `per_hour`,
+    /// at `now_secs`. `false` when none is left.
+    fn take_introduction(
+        &mut self,
+        mailbox_id: &MailboxId,
+        per_hour: u32,
+        now_secs: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// For each of these mailboxes that holds envelopes, its highest id.
+    fn newest_envelopes(
+        &mut self,
+        mailboxes: &[MailboxId],
+    ) -> Result<Vec<(MailboxId, u64)>, StoreError>;
 
     /// Creates an account with its first device. [`StoreError::UsernameTaken`]
     /// if the name exists, [`StoreError::IdCollision`] if an id does.

@@ -265,3 +265,91 @@ fn sqlite_rolled_back_transaction_leaves_nothing() {
 fn postgres_rolled_back_transaction_leaves_nothing() {
     on_postgres("rollback", rolled_back_transaction_leaves_nothing);
 }
+
+fn sessions_fence_and_budgets_hold(open: Open<'_>) {
+    let mut s = open();
+    let (a, b) = ([101u8; 16], [102u8; 16]);
+    with_tx(&mut s, |tx| {
+        tx.register(&device("alice", 1), TODAY).expect("register");
+        tx.register(&device("bobby", 2), TODAY).expect("register");
+        // A later login supersedes the one before, wherever it was.
+        let first = tx.start_session(&[1; 16]).expect("session");
+        let second = tx.start_session(&[1; 16]).expect("session");
+        assert!(second > first);
+        assert!(!tx.session_is_current(&a, first).expect("check"));
+        assert!(tx.session_is_current(&a, second).expect("check"));
+        assert!(matches!(
+            tx.start_session(&[9; 16]),
+            Err(StoreError::UnknownDevice)
+        ));
+        let locked = tx.lock_mailboxes(&[a, b, [9; 16]]).expect("lock");
+        assert_eq!(locked, [(a, second), (b, 0)]);
+        // Two introductions an hour, saved up to two.
+        let t = 1_000_000;
+        assert!(tx.take_introduction(&a, 2, t).expect("take"));
+        assert!(tx.take_introduction(&a, 2, t).expect("take"));
+        assert!(!tx.take_introduction(&a, 2, t).expect("take"));
+        assert!(
+            tx.take_introduction(&b, 2, t)
+                .expect("another mailbox's own")
+        );
+        assert!(
+            tx.take_introduction(&a, 2, t + 1800)
+                .expect("half an hour on")
+        );
+        assert!(matches!(
+            tx.take_introduction(&[9; 16], 2, t),
+            Err(StoreError::UnknownMailbox)
+        ));
+        // The newest envelope of each mailbox that holds any.
+        let mut top = 0;
+        for i in 0..3u8 {
+            top = tx.store_envelope(&a, &[i], false, TODAY).expect("store");
+        }
+        assert_eq!(tx.newest_envelopes(&[a, b]).expect("newest"), [(a, top)]);
+    });
+    // The budget spent is kept.
+    with_tx(&mut open(), |tx| {
+        assert!(!tx.take_introduction(&a, 2, 1_001_800).expect("take"));
+    });
+}
+
+#[test]
+fn sqlite_sessions_fence_and_budgets_hold() {
+    on_sqlite(sessions_fence_and_budgets_hold);
+}
+
+#[test]
+fn postgres_sessions_fence_and_budgets_hold() {
+    on_postgres("sessions", sessions_fence_and_budgets_hold);
+}
+
+#[test]
+fn an_older_sqlite_file_upgrades_in_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        umbra_store::sqlite::schema::migrate_to(&conn, 2).expect("version 2");
+        conn.execute(
+            "INSERT INTO accounts (username, created_day) VALUES ('alice', 1)",
+            [],
+        )
+        .expect("a version 2 row");
+    }
+    let mut s: Box<dyn Store> = Box::new(SqliteStore::open(&path, LIMITS).expect("upgrade"));
+    with_tx(&mut s, |tx| {
+        assert!(
+            tx.devices_for_user("alice", false)
+                .expect("lookup")
+                .is_some()
+        );
+        tx.register(&device("bobby", 2), TODAY).expect("register");
+        assert_eq!(tx.start_session(&[2; 16]).expect("the new column"), 1);
+    });
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let v: i64 = conn
+        .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(v, umbra_store::sqlite::schema::SCHEMA_VERSION);
+}

@@ -47,6 +47,11 @@ pub(crate) struct Statements {
     pub(crate) all_mailboxes: Statement,
     pub(crate) set_token: Statement,
     pub(crate) lock_mailboxes: Statement,
+    pub(crate) start_session: Statement,
+    pub(crate) session_of: Statement,
+    pub(crate) intro_get: Statement,
+    pub(crate) intro_set: Statement,
+    pub(crate) newest: Statement,
     pub(crate) kp_left: Statement,
     pub(crate) kp_delete_all: Statement,
     pub(crate) kp_insert_many: Statement,
@@ -94,7 +99,25 @@ impl Statements {
             all_mailboxes: p("SELECT mailbox_id, device_id, delivery_token_hash FROM devices")?,
             set_token: p("UPDATE devices SET delivery_token_hash = $2 WHERE device_id = $1")?,
             lock_mailboxes: p(
-                "SELECT 1 FROM devices WHERE mailbox_id = ANY($1) ORDER BY mailbox_id FOR UPDATE",
+                "SELECT mailbox_id, session FROM devices WHERE mailbox_id = ANY($1) \
+                 ORDER BY mailbox_id FOR UPDATE",
+            )?,
+            start_session: p(
+                "UPDATE devices SET session = session + 1 WHERE device_id = $1 RETURNING session",
+            )?,
+            // FOR SHARE: a login elsewhere (which updates the row) waits for
+            // this transaction, so what it fetches or acknowledges is still
+            // this session's.
+            session_of: p("SELECT session FROM devices WHERE mailbox_id = $1 FOR SHARE")?,
+            intro_get: p(
+                "SELECT intro_tokens, intro_at FROM devices WHERE mailbox_id = $1 FOR UPDATE",
+            )?,
+            intro_set: p(
+                "UPDATE devices SET intro_tokens = $2, intro_at = $3 WHERE mailbox_id = $1",
+            )?,
+            newest: p(
+                "SELECT mailbox_id, max(seq) FROM envelopes WHERE mailbox_id = ANY($1) \
+                 GROUP BY mailbox_id",
             )?,
             kp_left: p(
                 "SELECT count(*) FROM key_packages WHERE device_id = $1 AND NOT last_resort",

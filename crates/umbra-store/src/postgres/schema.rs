@@ -1,7 +1,8 @@
 //! The PostgreSQL schema, its versions and the migrations between them.
 //!
 //! The same versions as the SQLite file's (1: accounts, devices, key
-//! packages, envelopes; 2: business cards), so both backends say the same
+//! packages, envelopes; 2: business cards; 3: sessions and introduction
+//! budgets), so both backends say the same
 //! thing with `schema_version`; an older database upgrades in place, in one
 //! transaction, and a newer one is refused. Differences from SQLite, for
 //! several nodes writing at once: each device row keeps its mailbox's next
@@ -14,7 +15,7 @@ use postgres::Transaction;
 use crate::StoreError;
 
 /// The schema version this program writes (as the SQLite backend's).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -58,8 +59,16 @@ CREATE TABLE business_cards (
 );
 ";
 
+/// Version 3, as SQLite's: each device's current main session (a later
+/// login, on any node, supersedes the one before) and introduction budget.
+const SCHEMA_V3: &str = "
+ALTER TABLE devices ADD COLUMN session BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN intro_tokens DOUBLE PRECISION;
+ALTER TABLE devices ADD COLUMN intro_at BIGINT NOT NULL DEFAULT 0;
+";
+
 /// The migrations, in order: version `i + 1` is `STEPS[i]`.
-const STEPS: [&str; 2] = [SCHEMA_V1, SCHEMA_V2];
+const STEPS: [&str; 3] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// The version the database is at (0: empty).
 pub fn version(tx: &mut Transaction<'_>) -> Result<i64, StoreError> {

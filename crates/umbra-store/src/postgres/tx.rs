@@ -98,13 +98,71 @@ impl PgTx<'_> {
 }
 
 impl StoreTx for PgTx<'_> {
-    fn lock_mailboxes(&mut self, mailboxes: &[MailboxId]) -> Result<(), StoreError> {
+    fn lock_mailboxes(
+        &mut self,
+        mailboxes: &[MailboxId],
+    ) -> Result<Vec<(MailboxId, u64)>, StoreError> {
         if mailboxes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let ids: Vec<&[u8]> = mailboxes.iter().map(|m| &m[..]).collect();
-        self.tx.query(&self.st.lock_mailboxes, &[&ids])?;
-        Ok(())
+        self.tx
+            .query(&self.st.lock_mailboxes, &[&ids])?
+            .iter()
+            .map(|r| Ok((fixed(r.get(0))?, seq(r.get(1)))))
+            .collect()
+    }
+
+    fn start_session(&mut self, device_id: &DeviceId) -> Result<u64, StoreError> {
+        self.tx
+            .query_opt(&self.st.start_session, &[&&device_id[..]])?
+            .map(|r| seq(r.get(0)))
+            .ok_or(StoreError::UnknownDevice)
+    }
+
+    fn session_is_current(
+        &mut self,
+        mailbox_id: &MailboxId,
+        session: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .tx
+            .query_opt(&self.st.session_of, &[&&mailbox_id[..]])?
+            .is_some_and(|r| seq(r.get(0)) == session))
+    }
+
+    fn take_introduction(
+        &mut self,
+        mailbox_id: &MailboxId,
+        per_hour: u32,
+        now_secs: u64,
+    ) -> Result<bool, StoreError> {
+        let id = &mailbox_id[..];
+        let Some(r) = self.tx.query_opt(&self.st.intro_get, &[&id])? else {
+            return Err(StoreError::UnknownMailbox);
+        };
+        let (tokens, at): (Option<f64>, i64) = (r.get(0), r.get(1));
+        let (taken, left) = crate::model::take_token(tokens, seq(at), per_hour, now_secs);
+        if taken {
+            let now = i64::try_from(now_secs).unwrap_or(i64::MAX);
+            self.tx.execute(&self.st.intro_set, &[&id, &left, &now])?;
+        }
+        Ok(taken)
+    }
+
+    fn newest_envelopes(
+        &mut self,
+        mailboxes: &[MailboxId],
+    ) -> Result<Vec<(MailboxId, u64)>, StoreError> {
+        if mailboxes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&[u8]> = mailboxes.iter().map(|m| &m[..]).collect();
+        self.tx
+            .query(&self.st.newest, &[&ids])?
+            .iter()
+            .map(|r| Ok((fixed(r.get(0))?, seq(r.get(1)))))
+            .collect()
     }
 
     fn register(&mut self, d: &NewDevice, today: Day) -> Result<(), StoreError> {

@@ -126,3 +126,62 @@ pub fn device_exists(tx: &Connection, id: &DeviceId) -> Result<bool, StoreError>
         .optional()?
         .is_some())
 }
+
+/// The current main session of each of these mailboxes that exists.
+pub fn sessions(
+    tx: &Connection,
+    mailboxes: &[MailboxId],
+) -> Result<Vec<(MailboxId, u64)>, StoreError> {
+    let mut stmt = tx.prepare_cached("SELECT session FROM devices WHERE mailbox_id = ?1")?;
+    let mut out = Vec::with_capacity(mailboxes.len());
+    for m in mailboxes {
+        if let Some(s) = stmt
+            .query_row([&m[..]], |r| r.get::<_, i64>(0))
+            .optional()?
+        {
+            out.push((*m, u64::try_from(s).unwrap_or(0)));
+        }
+    }
+    Ok(out)
+}
+
+/// Starts a main session: its number.
+pub fn start_session(tx: &Connection, id: &DeviceId) -> Result<u64, StoreError> {
+    let s: Option<i64> = tx
+        .prepare_cached(
+            "UPDATE devices SET session = session + 1 WHERE device_id = ?1 RETURNING session",
+        )?
+        .query_row([&id[..]], |r| r.get(0))
+        .optional()?;
+    s.map(|s| u64::try_from(s).unwrap_or(0))
+        .ok_or(StoreError::UnknownDevice)
+}
+
+/// Takes one introduction from a mailbox's budget.
+pub fn take_introduction(
+    tx: &Connection,
+    mailbox: &MailboxId,
+    per_hour: u32,
+    now: u64,
+) -> Result<bool, StoreError> {
+    let row: Option<(Option<f64>, i64)> = tx
+        .prepare_cached("SELECT intro_tokens, intro_at FROM devices WHERE mailbox_id = ?1")?
+        .query_row([&mailbox[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((tokens, at)) = row else {
+        return Err(StoreError::UnknownMailbox);
+    };
+    let (taken, left) =
+        crate::model::take_token(tokens, u64::try_from(at).unwrap_or(0), per_hour, now);
+    if taken {
+        tx.prepare_cached(
+            "UPDATE devices SET intro_tokens = ?2, intro_at = ?3 WHERE mailbox_id = ?1",
+        )?
+        .execute(params![
+            &mailbox[..],
+            left,
+            i64::try_from(now).unwrap_or(i64::MAX)
+        ])?;
+    }
+    Ok(taken)
+}

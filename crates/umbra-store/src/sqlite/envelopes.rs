@@ -79,3 +79,19 @@ pub fn total(tx: &Connection) -> Result<u64, StoreError> {
         .query_row([], |r| r.get(0))?;
     Ok(count(n))
 }
+
+/// The highest envelope id of each of these mailboxes that holds any.
+pub fn newest(
+    tx: &Connection,
+    mailboxes: &[MailboxId],
+) -> Result<Vec<(MailboxId, u64)>, StoreError> {
+    let mut stmt = tx.prepare_cached("SELECT max(id) FROM envelopes WHERE mailbox_id = ?1")?;
+    let mut out = Vec::new();
+    for m in mailboxes {
+        let top: Option<i64> = stmt.query_row([&m[..]], |r| r.get(0))?;
+        if let Some(t) = top {
+            out.push((*m, count(t)));
+        }
+    }
+    Ok(out)
+}

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -51,6 +51,20 @@ CREATE TABLE business_cards (
 ) WITHOUT ROWID;
 ";
 
+/// Version 3: what several nodes need of a device (kept by SQLite too, so
+/// both backends behave alike): the number of its current main session
+/// (`session`: a session superseded by a later login can neither fetch nor
+/// acknowledge), and its introduction budget (a token bucket: `intro_tokens`
+/// left, NULL when full, as of `intro_at`, unix seconds).
+const SCHEMA_V3: &str = "
+ALTER TABLE devices ADD COLUMN session INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN intro_tokens REAL;
+ALTER TABLE devices ADD COLUMN intro_at INTEGER NOT NULL DEFAULT 0;
+";
+
+/// The migrations, in order: version `i + 1` is `STEPS[i]`.
+const STEPS: [&str; 3] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+
 /// Connection settings: WAL, `synchronous=NORMAL`, foreign keys, busy timeout.
 pub fn configure(conn: &Connection) -> Result<(), StoreError> {
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -67,32 +81,43 @@ pub fn configure(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates the tables on a fresh file; refuses a file from a newer version.
+/// Creates the tables on a fresh file, upgrades an older one in place (in
+/// one transaction), refuses a file from a newer version.
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Brings the schema to `target` (tests make older files with it).
+pub fn migrate_to(conn: &Connection, target: i64) -> Result<(), StoreError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);")?;
-    let found: Option<i64> =
-        conn.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?;
-    match found {
-        None => {
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V1} {SCHEMA_V2} INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION}); COMMIT;"
-            ))?;
-            Ok(())
-        }
-        Some(v) if v == SCHEMA_VERSION => Ok(()),
-        // An older database upgrades in place, in one transaction.
-        Some(1) => {
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V2} INSERT INTO schema_version (version) VALUES (2); COMMIT;"
-            ))?;
-            Ok(())
-        }
-        Some(v) if v > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
-            found: v,
+    let found: i64 = conn
+        .query_row("SELECT max(version) FROM schema_version", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })?
+        .unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
             supported: SCHEMA_VERSION,
-        }),
-        Some(_) => Err(StoreError::Corrupt("unknown older schema version")),
+        });
     }
+    let target = target.min(SCHEMA_VERSION);
+    if found >= target {
+        return Ok(());
+    }
+    let mut sql = String::from("BEGIN;");
+    for v in (found + 1)..=target {
+        let step = STEPS
+            .get(usize::try_from(v - 1).unwrap_or(usize::MAX))
+            .ok_or(StoreError::Corrupt("unknown older schema version"))?;
+        sql.push_str(step);
+        sql.push_str(&format!(
+            "INSERT INTO schema_version (version) VALUES ({v});"
+        ));
+    }
+    sql.push_str("COMMIT;");
+    conn.execute_batch(&sql)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -44,6 +44,44 @@ impl<'a> SqliteTx<'a> {
 }
 
 impl StoreTx for SqliteTx<'_> {
+    fn lock_mailboxes(
+        &mut self,
+        mailboxes: &[MailboxId],
+    ) -> Result<Vec<(MailboxId, u64)>, StoreError> {
+        // One writer: the transaction already excludes every other.
+        accounts::sessions(&self.tx, mailboxes)
+    }
+
+    fn start_session(&mut self, device_id: &DeviceId) -> Result<u64, StoreError> {
+        accounts::start_session(&self.tx, device_id)
+    }
+
+    fn session_is_current(
+        &mut self,
+        mailbox_id: &MailboxId,
+        session: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(accounts::sessions(&self.tx, &[*mailbox_id])?
+            .first()
+            .is_some_and(|(_, s)| *s == session))
+    }
+
+    fn take_introduction(
+        &mut self,
+        mailbox_id: &MailboxId,
+        per_hour: u32,
+        now_secs: u64,
+    ) -> Result<bool, StoreError> {
+        accounts::take_introduction(&self.tx, mailbox_id, per_hour, now_secs)
+    }
+
+    fn newest_envelopes(
+        &mut self,
+        mailboxes: &[MailboxId],
+    ) -> Result<Vec<(MailboxId, u64)>, StoreError> {
+        envelopes::newest(&self.tx, mailboxes)
+    }
+
     fn set_business_card(
         &mut self,
         username: &str,
