@@ -11,9 +11,9 @@ cd "$(dirname "$0")/.."
 # network namespaces of the call tests, tcpdump to capture their traffic,
 # ALSA's development files for the optional sound-device build of calls,
 # Pebble (the ACME test server, with its mock DNS) for the proxy's --acme,
-# PostgreSQL for the server's shared-database backend (a throwaway cluster,
-# below).
-packages=(coturn curl openssl chromium iproute2 tcpdump libasound2-dev pkg-config pebble postgresql)
+# PostgreSQL and NATS for several server nodes (a throwaway PostgreSQL
+# cluster below; the cluster tests start nats-server themselves).
+packages=(coturn curl openssl chromium iproute2 tcpdump libasound2-dev pkg-config pebble postgresql nats-server)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 missing=()

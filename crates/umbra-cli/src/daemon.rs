@@ -12,8 +12,17 @@ use umbra_daemon::config::Layered;
 /// `dimpl`, SCTP): they write ICE candidates, that is members' addresses,
 /// at debug level.
 /// Also kept at warnings: openmls's SQLite storage's migration tool, which
-/// says "no migrations to apply" each time a profile is opened.
-const QUIET_TARGETS: [&str; 5] = ["str0m", "is", "dimpl", "sctp_proto", "refinery_core"];
+/// says "no migrations to apply" each time a profile is opened, and the
+/// PostgreSQL client, which writes every statement's parameters (usernames,
+/// mailbox ids, envelopes) at debug level.
+const QUIET_TARGETS: [&str; 6] = [
+    "str0m",
+    "is",
+    "dimpl",
+    "sctp_proto",
+    "refinery_core",
+    "tokio_postgres",
+];
 
 /// Logs go to stderr; `RUST_LOG` overrides `default`. The WebRTC stack
 /// (and openmls's storage migrations) stay at warnings unless `RUST_LOG`

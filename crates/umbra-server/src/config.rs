@@ -27,6 +27,16 @@ pub struct ServerConfig {
     /// A PostgreSQL database (`postgres://user@host/db`) to keep the state in
     /// instead of the SQLite file in `data_dir` (for several nodes).
     pub database: Option<crate::database::DatabaseUrl>,
+    /// NATS (`nats://host:4222`) carrying wake-ups between the nodes that
+    /// share `database`; unset for a node alone.
+    pub nats: Option<String>,
+    /// File of the key every node of a cluster shares, from which the bus's
+    /// subjects are derived (so it never carries a mailbox id).
+    pub cluster_key_file: Option<PathBuf>,
+    /// Seconds between sweeps of a clustered node's connected mailboxes (the
+    /// database asked which hold mail not delivered: what carries the mail
+    /// when wake-ups are lost).
+    pub sweep_secs: u64,
     /// Address of the Prometheus metrics endpoint.
     pub metrics_listen: SocketAddr,
     /// Most simultaneous client connections.
@@ -66,6 +76,9 @@ impl Default for ServerConfig {
             public_host: None,
             data_dir: PathBuf::from("./umbra-data"),
             database: None,
+            nats: None,
+            cluster_key_file: None,
+            sweep_secs: 5,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9700)),
             max_connections: 20_000,
             max_envelope_bytes: 128 * 1024,
@@ -104,6 +117,17 @@ pub struct ServerArgs {
     /// signing key stay in the data directory [default: SQLite].
     #[arg(long, env = "UMBRA_DATABASE", value_name = "URL")]
     pub database: Option<crate::database::DatabaseUrl>,
+    /// NATS URL (nats://host:4222) for wake-ups between nodes sharing the
+    /// database; needs --database and --cluster-key-file.
+    #[arg(long, env = "UMBRA_NATS", value_name = "URL")]
+    pub nats: Option<String>,
+    /// File with the key every node of the cluster shares (32 random bytes,
+    /// hex): the bus's subjects are derived from mailbox ids with it.
+    #[arg(long, env = "UMBRA_CLUSTER_KEY_FILE", value_name = "FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// Seconds between sweeps of a clustered node's connected mailboxes [default: 5].
+    #[arg(long, env = "UMBRA_SWEEP_SECS", value_name = "SECS")]
+    pub sweep_secs: Option<u64>,
     /// Prometheus metrics address; keep it on loopback unless you mean it [default: 127.0.0.1:9700].
     #[arg(long, env = "UMBRA_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
@@ -183,6 +207,9 @@ impl Layered for ServerConfig {
         set_opt(&mut self.public_host, &args.public_host);
         set(&mut self.data_dir, &args.data_dir);
         set_opt(&mut self.database, &args.database);
+        set_opt(&mut self.nats, &args.nats);
+        set_opt(&mut self.cluster_key_file, &args.cluster_key_file);
+        set(&mut self.sweep_secs, &args.sweep_secs);
         set(&mut self.metrics_listen, &args.metrics_listen);
         set(&mut self.max_connections, &args.max_connections);
         set(&mut self.max_envelope_bytes, &args.max_envelope_bytes);
@@ -259,6 +286,14 @@ impl ServerConfig {
             return Err(ConfigError::Invalid(
                 "database is a postgres://user@host[:port]/dbname URL",
             ));
+        }
+        if self.nats.is_some() && (self.database.is_none() || self.cluster_key_file.is_none()) {
+            return Err(ConfigError::Invalid(
+                "nats is for nodes sharing a PostgreSQL database: give database and cluster_key_file too",
+            ));
+        }
+        if self.sweep_secs == 0 {
+            return Err(ConfigError::Invalid("sweep_secs must be at least 1"));
         }
         if self.mailbox_cap == 0 || self.envelope_expiry_days == 0 {
             return Err(ConfigError::Invalid(

@@ -58,6 +58,9 @@ pub(crate) struct LoginState {
     pub(crate) session: Session,
     /// The main session's number (0 for a signalling session).
     pub(crate) epoch: u64,
+    /// What the other nodes say of this mailbox, when this node is one of
+    /// several.
+    pub(crate) bus: Option<async_nats::Subscriber>,
     /// Highest envelope id delivered on this connection.
     pub(crate) cursor: u64,
 }
@@ -85,6 +88,7 @@ enum Event {
     Frame(Result<Option<ClientFrame>, NetError>),
     Reply(ServerFrame),
     Inbox,
+    Bus(Option<async_nats::Message>),
     Idle,
     Shutdown,
 }
@@ -202,6 +206,7 @@ impl Conn {
                     Flow::Continue
                 }
                 Event::Inbox => Box::pin(self.on_inbox()).await?,
+                Event::Bus(heard) => Box::pin(self.on_bus(heard)).await?,
                 Event::Idle => Flow::Close,
                 Event::Shutdown => {
                     self.finish_pending().await?;
@@ -220,12 +225,14 @@ impl Conn {
 
     async fn next_event(&mut self, shutdown: &mut watch::Receiver<bool>) -> Event {
         let can_read = self.pending.len() < MAX_IN_FLIGHT;
-        let inbox = self.login.as_ref().map(|l| &*l.inbox);
+        let inbox = self.login.as_ref().map(|l| l.inbox.clone());
+        let bus = self.login.as_mut().and_then(|l| l.bus.as_mut());
         tokio::select! {
             biased;
             _ = shutdown.changed() => Event::Shutdown,
             frame = next_reply(&mut self.pending), if !self.pending.is_empty() => Event::Reply(frame),
-            () = wait_inbox(inbox) => Event::Inbox,
+            () = wait_inbox(inbox.as_deref()) => Event::Inbox,
+            heard = next_heard(bus) => Event::Bus(heard),
             frame = self.reader.recv::<ClientFrame>(), if can_read => Event::Frame(frame),
             () = wait_idle(&mut self.idle) => Event::Idle,
         }
@@ -273,6 +280,35 @@ impl Conn {
         Ok(Flow::Continue)
     }
 
+    /// What the other nodes said of this mailbox: something was stored (read
+    /// the mailbox), or a later main session of the device started (close).
+    async fn on_bus(&mut self, heard: Option<async_nats::Message>) -> Result<Flow, ConnError> {
+        let Some(login) = self.login.as_mut() else {
+            return Ok(Flow::Continue);
+        };
+        let Some(msg) = heard else {
+            // The subscription ended with the bus: the sweep and the
+            // reconnection's wake carry on.
+            login.bus = None;
+            return Ok(Flow::Continue);
+        };
+        if login.session != crate::routing::Session::Main {
+            return Ok(Flow::Continue);
+        }
+        match crate::cluster::parse(&msg.payload) {
+            Some(crate::cluster::Heard::Stored) => {
+                inc(&self.ctx.shared.metrics.bus_wakes);
+                self.drain_backlog().await?;
+            }
+            Some(crate::cluster::Heard::Session(n)) if n > login.epoch => {
+                inc(&self.ctx.shared.metrics.sessions_superseded);
+                return Ok(Flow::Close);
+            }
+            _ => {}
+        }
+        Ok(Flow::Continue)
+    }
+
     async fn finish_pending(&mut self) -> Result<(), ConnError> {
         let wait = async {
             while let Some(f) = self.pending.pop_front() {
@@ -300,6 +336,7 @@ impl Conn {
             return Ok(());
         }
         login.cursor = id;
+        login.inbox.delivered_up_to(id);
         self.writer.queue(&ServerFrame {
             request_id: 0,
             body: Some(Body::Deliver(umbra_wire::proto::Deliver {
@@ -335,6 +372,14 @@ async fn next_reply(pending: &mut VecDeque<PendingReply>) -> ServerFrame {
             pending.pop_front();
             frame
         }
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_heard(bus: Option<&mut async_nats::Subscriber>) -> Option<async_nats::Message> {
+    use futures_util::StreamExt;
+    match bus {
+        Some(b) => b.next().await,
         None => std::future::pending().await,
     }
 }

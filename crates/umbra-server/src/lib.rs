@@ -11,6 +11,8 @@
 //! - `requests`: what each request does.
 //! - [`storage`]: the storage thread (group commit through `umbra-store`).
 //! - [`database`]: which store: the SQLite file, or a PostgreSQL database.
+//! - [`cluster`]: several nodes on one PostgreSQL database: wake-ups over
+//!   NATS.
 //! - [`routing`]: mailbox cache and the registry of online devices.
 //! - [`budget`]: per-mailbox introduction budget.
 //! - [`business`]: business cards, and the operator's verification of them.
@@ -26,6 +28,7 @@
 
 pub mod budget;
 pub mod business;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod database;

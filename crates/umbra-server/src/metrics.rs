@@ -40,6 +40,19 @@ pub struct Metrics {
     pub live_held: AtomicU64,
     /// Online-only envelopes dropped for lack of room.
     pub live_dropped: AtomicU64,
+    /// Wake-up hints published to the other nodes.
+    pub bus_hints: AtomicU64,
+    /// Hints heard that woke a connection here.
+    pub bus_wakes: AtomicU64,
+    /// Times the NATS connection was made (first time included).
+    pub bus_reconnects: AtomicU64,
+    /// Hints that could not be published (the sweep carries the mail).
+    pub bus_publish_failures: AtomicU64,
+    /// Connections the sweep found behind their mailbox.
+    pub sweep_wakes: AtomicU64,
+    /// Sessions closed because the device logged in again (here or on
+    /// another node).
+    pub sessions_superseded: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -154,6 +167,40 @@ impl Metrics {
             "Call relay credentials handed out.",
             c(&self.relay_credentials),
         );
+        for (name, help, v) in [
+            (
+                "umbra_bus_hints_total",
+                "Wake-up hints published to the other nodes.",
+                &self.bus_hints,
+            ),
+            (
+                "umbra_bus_wakes_total",
+                "Hints heard that woke a connection here.",
+                &self.bus_wakes,
+            ),
+            (
+                "umbra_bus_connects_total",
+                "NATS connections made (the first included).",
+                &self.bus_reconnects,
+            ),
+            (
+                "umbra_bus_publish_failures_total",
+                "Hints that could not be published.",
+                &self.bus_publish_failures,
+            ),
+            (
+                "umbra_sweep_wakes_total",
+                "Connections the sweep found behind their mailbox.",
+                &self.sweep_wakes,
+            ),
+            (
+                "umbra_sessions_superseded_total",
+                "Sessions closed by a later login of their device.",
+                &self.sessions_superseded,
+            ),
+        ] {
+            put(name, "counter", help, c(v));
+        }
         out
     }
 }

@@ -251,6 +251,23 @@ impl Conn {
                 .shared
                 .registry
                 .register(&info.mailbox_id, session, epoch, Instant::now());
+        // With other nodes: hear what they say of this mailbox, and tell them
+        // this session started (an older one elsewhere closes).
+        let bus = match self.ctx.shared.bus.get() {
+            Some(bus) => {
+                if session == Session::Main {
+                    bus.session(info.mailbox_id, epoch);
+                }
+                match bus.listen(&info.mailbox_id).await {
+                    Ok(sub) => Some(sub),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hear the other nodes; the sweep carries the mail");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         self.login = Some(Box::new(LoginState {
             device_id,
             username: info.username,
@@ -259,6 +276,7 @@ impl Conn {
             inbox,
             session,
             epoch,
+            bus,
             cursor: 0,
         }));
         self.idle = None;
@@ -442,14 +460,35 @@ impl Conn {
         if s.sealed.len() > shared.limits.max_envelope_bytes as usize {
             return self.answer(rid, Err(RequestError::EnvelopeTooLarge));
         }
-        let route = <[u8; 16]>::try_from(s.mailbox_id.as_slice())
-            .ok()
-            .and_then(|m| shared.cache.get(&m).map(|r| (m, r)));
-        let Some((mailbox_id, route)) = route else {
+        let Ok(mailbox_id) = <[u8; 16]>::try_from(s.mailbox_id.as_slice()) else {
             return self.answer(rid, Err(RequestError::UnknownMailbox));
         };
-        let token_ok = !s.delivery_token.is_empty()
-            && bool::from(Sha256::digest(&s.delivery_token).ct_eq(&route.token_hash));
+        let token_matches = |hash: &[u8; 32]| {
+            !s.delivery_token.is_empty()
+                && bool::from(Sha256::digest(&s.delivery_token).ct_eq(hash))
+        };
+        let cached = shared.cache.get(&mailbox_id);
+        // Not known here (registered on another node), or a token that does
+        // not match what is known (changed on another node): the database
+        // says.
+        let route = match cached {
+            Some(r) if token_matches(&r.token_hash) || s.delivery_token.is_empty() => Some(r),
+            _ => match self
+                .ctx
+                .storage
+                .call(|reply| Command::Mailbox { mailbox_id, reply })
+                .await
+            {
+                Ok(Some(_)) => self.ctx.shared.cache.get(&mailbox_id),
+                Ok(None) => None,
+                Err(_) => cached,
+            },
+        };
+        let shared = &self.ctx.shared;
+        let Some(route) = route else {
+            return self.answer(rid, Err(RequestError::UnknownMailbox));
+        };
+        let token_ok = token_matches(&route.token_hash);
         let sealed = s.sealed;
         if s.online_only {
             // Never stored: the node's own budget counts its introductions.

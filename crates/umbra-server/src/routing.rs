@@ -119,9 +119,27 @@ pub struct Inbox {
     /// signalling session): stored envelopes are pushed to the current one
     /// alone.
     epoch: u64,
+    /// The highest envelope id the connection delivered (for sweeps).
+    cursor: std::sync::atomic::AtomicU64,
 }
 
 impl Inbox {
+    /// Records the highest envelope id the connection delivered.
+    pub fn delivered_up_to(&self, id: u64) {
+        self.cursor
+            .fetch_max(id, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The highest envelope id the connection delivered.
+    pub fn cursor(&self) -> u64 {
+        self.cursor.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Tells the connection that a later login of its device took over.
+    pub fn supersede(&self) {
+        self.mark_replaced();
+    }
+
     /// Asks the connection to read its mailbox from storage (something may
     /// have been stored that was not pushed to it).
     pub fn wake(&self) {
@@ -308,6 +326,22 @@ impl Registry {
             inbox.put(push);
         }
         inbox
+    }
+
+    /// Every main session online here, with its mailbox.
+    pub fn main_sessions(&self) -> Vec<(MailboxId, Arc<Inbox>)> {
+        self.online
+            .lock()
+            .map(|o| o.main.iter().map(|(m, i)| (*m, i.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Asks every main session online here to read its mailbox (the bus
+    /// came back: hints may have been lost meanwhile).
+    pub fn wake_all(&self) {
+        for (_, inbox) in self.main_sessions() {
+            inbox.wake();
+        }
     }
 
     /// Removes `inbox` if it is still the online `session` for `mailbox`.

@@ -31,6 +31,35 @@ const MAX_REFUSALS: usize = 64;
 /// How long shutdown waits for connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Every `every`, asks the database which of the mailboxes connected here
+/// hold envelopes past what their connection delivered, and wakes those: the
+/// mail a lost wake-up would otherwise leave waiting.
+async fn sweep(shared: Arc<Shared>, storage: crate::storage::StorageHandle, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sessions = shared.registry.main_sessions();
+        if sessions.is_empty() {
+            continue;
+        }
+        let mailboxes = sessions.iter().map(|(m, _)| *m).collect();
+        let Ok(newest) = storage
+            .call(|reply| Command::Newest { mailboxes, reply })
+            .await
+        else {
+            continue;
+        };
+        let newest: std::collections::HashMap<_, _> = newest.into_iter().collect();
+        for (m, inbox) in sessions {
+            if newest.get(&m).is_some_and(|top| *top > inbox.cursor()) {
+                inc(&shared.metrics.sweep_wakes);
+                inbox.wake();
+            }
+        }
+    }
+}
+
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     config: ServerConfig,
@@ -116,6 +145,7 @@ impl Server {
                 idle_timeout: config.idle_timeout(),
             },
             sign: sign.clone(),
+            bus: std::sync::OnceLock::new(),
             relay: match &config.relay_secret_file {
                 Some(path) => Some(crate::shared::RelayCredentialIssuer {
                     secret: umbra_daemon::config::read_secret(path)
@@ -127,6 +157,28 @@ impl Server {
                 None => None,
             },
         });
+        if let Some(url) = &config.nats {
+            let key_file = config
+                .cluster_key_file
+                .as_ref()
+                .context("nats needs cluster_key_file")?;
+            let (key, created) = umbra_daemon::keyfile::load_or_create(key_file, rand::random)?;
+            if created {
+                tracing::warn!(
+                    "created a new cluster key: copy the same file to every node of the cluster"
+                );
+            }
+            let woken = Arc::downgrade(&shared);
+            let bus = crate::cluster::Bus::connect(url, key, shared.metrics.clone(), move || {
+                // The bus (re)connected: hints may have been lost meanwhile.
+                if let Some(s) = woken.upgrade() {
+                    s.registry.wake_all();
+                }
+            })
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?;
+            let _ = shared.bus.set(bus);
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
@@ -205,6 +257,13 @@ impl Server {
                     .await;
             }
         });
+        let sweep_task = shared.bus.get().is_some().then(|| {
+            tokio::spawn(sweep(
+                shared.clone(),
+                storage.clone(),
+                Duration::from_secs(config.sweep_secs),
+            ))
+        });
         let ctx = Arc::new(Ctx {
             shared: shared.clone(),
             storage: storage.clone(),
@@ -275,6 +334,9 @@ impl Server {
         }
         expiry_task.abort();
         metrics_task.abort();
+        if let Some(t) = sweep_task {
+            t.abort();
+        }
         storage.send(Command::Stop).await;
         drop(ctx);
         drop(storage);

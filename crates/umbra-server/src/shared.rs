@@ -34,6 +34,8 @@ pub struct Shared {
     pub relay: Option<RelayCredentialIssuer>,
     /// The key business verifications are signed with (the invite's `sign`).
     pub sign: ed25519_dalek::SigningKey,
+    /// The bus to the other nodes, when this node is one of several.
+    pub bus: std::sync::OnceLock<Arc<crate::cluster::Bus>>,
 }
 
 /// Hands out TURN REST credentials for the call relay.

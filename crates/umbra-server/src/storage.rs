@@ -197,6 +197,22 @@ pub enum Command {
         /// Answer: how many were deleted.
         reply: Reply<u32>,
     },
+    /// A mailbox's routing entry (a mailbox registered on another node, or
+    /// whose token changed there).
+    Mailbox {
+        /// The mailbox.
+        mailbox_id: MailboxId,
+        /// Answer.
+        reply: Reply<Option<MailboxEntry>>,
+    },
+    /// The highest envelope id of each of these mailboxes that holds any
+    /// (the sweep).
+    Newest {
+        /// The mailboxes.
+        mailboxes: Vec<MailboxId>,
+        /// Answer.
+        reply: Reply<Vec<(MailboxId, u64)>>,
+    },
     /// Delete old envelopes.
     Expire {
         /// Age limit in days.
@@ -288,6 +304,9 @@ fn answer<T: 'static>(reply: Reply<T>, r: Result<T, Refused>) -> Finish {
 fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -> bool {
     let day = today();
     let mut stop = false;
+    // Mailboxes this batch stored into: the other nodes hear of them once
+    // the batch is committed, never before.
+    let mut stored_to: Vec<MailboxId> = Vec::new();
     let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
     let committed = match store.begin() {
         Ok(mut tx) => {
@@ -299,6 +318,13 @@ fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -
                     Command::Send { mailbox_id, .. } | Command::Ack { mailbox_id, .. } => {
                         Some(*mailbox_id)
                     }
+                    _ => None,
+                })
+                .collect();
+            stored_to = batch
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Send { mailbox_id, .. } => Some(*mailbox_id),
                     _ => None,
                 })
                 .collect();
@@ -336,6 +362,9 @@ fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -
     };
     if committed {
         inc(&shared.metrics.storage_batches);
+        if let Some(bus) = shared.bus.get() {
+            bus.stored(stored_to);
+        }
     }
     for f in finishes {
         f(committed, shared);
@@ -522,6 +551,19 @@ fn execute(
                 }
                 let _ = reply.send(r);
             })
+        }
+        Command::Mailbox { mailbox_id, reply } => {
+            let r = tx.mailbox(&mailbox_id).map_err(refused);
+            Box::new(move |ok, shared: &Shared| {
+                let r = if ok { r } else { Err(Refused::Unavailable) };
+                if let Ok(Some(entry)) = &r {
+                    shared.cache.insert(entry);
+                }
+                let _ = reply.send(r);
+            })
+        }
+        Command::Newest { mailboxes, reply } => {
+            answer(reply, tx.newest_envelopes(&mailboxes).map_err(refused))
         }
         Command::Expire { max_age_days } => {
             let r = tx.expire_envelopes(day, max_age_days).map_err(refused);

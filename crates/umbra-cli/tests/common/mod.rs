@@ -5,6 +5,7 @@
 
 pub mod business_host;
 pub mod capture;
+pub mod cluster;
 pub mod netns;
 pub mod proxy_proc;
 

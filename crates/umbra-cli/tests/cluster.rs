@@ -1,0 +1,170 @@
+//! Three `umbra server` nodes on one PostgreSQL database with NATS between
+//! them, through the real binary: users on different nodes chat 1:1 and in
+//! a group, each message shown once on every device, woken by the bus (the
+//! sweep is set too slow to be what carries it); with the bus killed the
+//! sweep carries the mail, and with it back the bus does again; a node
+//! SIGKILLed under its users' feet loses nothing it acknowledged; and a tap
+//! on every subject of the bus hears no mailbox id, no username and no text.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{BusTap, Cluster, Listener, NatsProc};
+use common::{history, ok};
+use umbra_store::pgtest::Cluster as Postgres;
+
+fn mailbox_ids(url: &str) -> Vec<Vec<u8>> {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    c.query("SELECT mailbox_id FROM devices", &[])
+        .expect("devices")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn three_nodes_behave_as_one_service_and_the_bus_carries_nothing_to_read() {
+    let pg = Postgres::start().expect("postgres");
+    let url = pg.database("cluster").expect("db");
+    let nats = NatsProc::start();
+    let tap = BusTap::start(nats.port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Sweeps every 30 s: anything quicker than that came by the bus.
+    let c = Cluster::start(dir.path(), 3, &url, &nats.url(), 30);
+    let p = |n: &str| dir.path().join(n);
+    for (i, u) in ["alice", "bob", "carol"].iter().enumerate() {
+        ok(&p(u), &["register", "--invite", c.invite(i), u]);
+    }
+    let bob = Listener::start(&p("bob"));
+    let carol = Listener::start(&p("carol"));
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Alice on node 0 writes to Bob, logged in on node 1.
+    ok(&p("alice"), &["send", "bob", "hello from node zero"]);
+    let took = bob.wait_for("alice: hello from node zero", Duration::from_secs(20));
+    assert!(took < Duration::from_secs(10), "{took:?}: not by the bus");
+
+    // A group across the three nodes.
+    ok(&p("alice"), &["group", "create", "trip", "bob", "carol"]);
+    ok(&p("alice"), &["group", "send", "trip", "train at 9"]);
+    bob.wait_for("alice: train at 9", Duration::from_secs(20));
+    carol.wait_for("alice: train at 9", Duration::from_secs(20));
+    ok(&p("bob"), &["group", "send", "trip", "bob is in"]);
+    carol.wait_for("bob: bob is in", Duration::from_secs(20));
+    ok(&p("carol"), &["group", "send", "trip", "carol too"]);
+    bob.wait_for("carol: carol too", Duration::from_secs(20));
+    drop(bob);
+    drop(carol);
+    let want = [
+        ("alice".to_string(), "train at 9".to_string()),
+        ("bob".to_string(), "bob is in".to_string()),
+        ("carol".to_string(), "carol too".to_string()),
+    ];
+    for u in ["alice", "bob", "carol"] {
+        ok(&p(u), &["sync"]);
+        assert_eq!(history(&p(u), "trip"), want, "{u}: each message once");
+    }
+    assert_eq!(
+        history(&p("bob"), "alice"),
+        [("alice".to_string(), "hello from node zero".to_string())]
+    );
+
+    // The tap heard subjects and one-word payloads: no mailbox id (raw or
+    // hex), no username, no text.
+    let heard = tap.text();
+    assert!(
+        heard.contains("umbra.box."),
+        "the tap heard nothing: {heard}"
+    );
+    for m in mailbox_ids(&url) {
+        let hex: String = m.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!heard.contains(&hex), "a mailbox id on the bus");
+        assert!(
+            !tap.heard
+                .lock()
+                .expect("lock")
+                .windows(m.len())
+                .any(|w| w == m),
+            "a raw mailbox id on the bus"
+        );
+    }
+    for word in ["alice", "bob", "carol", "train", "hello"] {
+        assert!(!heard.contains(word), "`{word}` on the bus");
+    }
+    // And no node's log names anyone.
+    for log in &c.logs {
+        let text = std::fs::read_to_string(log).expect("log");
+        for u in ["alice", "bob", "carol"] {
+            let line = text.lines().find(|l| l.contains(u));
+            assert!(line.is_none(), "{u} in {}: {line:?}", log.display());
+        }
+    }
+}
+
+#[test]
+fn without_the_bus_the_sweep_carries_the_mail_and_a_killed_node_loses_nothing() {
+    let pg = Postgres::start().expect("postgres");
+    let url = pg.database("faults").expect("db");
+    let mut nats = NatsProc::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 3, &url, &nats.url(), 1);
+    let p = |n: &str| dir.path().join(n);
+    ok(&p("alice"), &["register", "--invite", c.invite(0), "alice"]);
+    ok(&p("bob"), &["register", "--invite", c.invite(1), "bob"]);
+    let bob = Listener::start(&p("bob"));
+    std::thread::sleep(Duration::from_secs(1));
+    ok(&p("alice"), &["send", "bob", "first"]);
+    bob.wait_for("alice: first", Duration::from_secs(20));
+
+    // NATS killed: the sweep (every second) carries the mail.
+    nats.kill();
+    ok(&p("alice"), &["send", "bob", "while the bus is down"]);
+    bob.wait_for("alice: while the bus is down", Duration::from_secs(20));
+    // Back: the bus carries it again.
+    nats.restart();
+    std::thread::sleep(Duration::from_secs(3));
+    ok(&p("alice"), &["send", "bob", "the bus is back"]);
+    bob.wait_for("alice: the bus is back", Duration::from_secs(20));
+
+    // Bob's node is SIGKILLed; what Alice sends meanwhile is accepted by
+    // hers and waits; Bob's listen comes back when his node does.
+    let node = c.nodes.remove(1);
+    let listen = node.listen.clone();
+    node.kill();
+    for i in 1..=3 {
+        ok(
+            &p("alice"),
+            &["send", "bob", &format!("while node one is down {i}")],
+        );
+    }
+    let extra: Vec<&str> = c.args.iter().map(String::as_str).collect();
+    c.nodes.insert(
+        1,
+        common::ServerProc::start_with(&c.dirs[1], &listen, &c.logs[1], &extra),
+    );
+    for i in 1..=3 {
+        bob.wait_for(
+            &format!("alice: while node one is down {i}"),
+            Duration::from_secs(60),
+        );
+    }
+    drop(bob);
+    ok(&p("bob"), &["sync"]);
+    let got: Vec<String> = history(&p("bob"), "alice")
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "first",
+            "while the bus is down",
+            "the bus is back",
+            "while node one is down 1",
+            "while node one is down 2",
+            "while node one is down 3"
+        ],
+        "each once, none lost"
+    );
+}
