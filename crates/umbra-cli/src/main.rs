@@ -301,6 +301,12 @@ async fn run(cli: Cli, flags: flags::ClientFlags) -> anyhow::Result<()> {
             Some(server_admin::ServerAdmin::Business(cmd)) => {
                 tokio::task::spawn_blocking(move || server_admin::run(cmd)).await?
             }
+            Some(server_admin::ServerAdmin::Doctor(args)) => {
+                server_admin::doctor(args, output::Output { json: false }).await
+            }
+            Some(server_admin::ServerAdmin::Backup { to, args }) => {
+                tokio::task::spawn_blocking(move || server_admin::backup(&to, &args)).await?
+            }
             None => daemon::serve(s.args).await,
         },
         Command::Relay(args) => daemon::relay(args).await,

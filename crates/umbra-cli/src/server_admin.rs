@@ -1,6 +1,9 @@
-//! `umbra server business ...`: the operator's verification of business
-//! accounts, on the server's own database and signing key (run beside the
-//! running server; SQLite lets both write).
+//! The operator's commands beside a server: `umbra server business ...`
+//! (the verification of business accounts, on the server's own database and
+//! signing key; run beside the running server, both backends let both
+//! write), `umbra server doctor` (checks a node's settings) and `umbra
+//! server backup` (a consistent copy of the embedded database while the
+//! server runs).
 
 use clap::Subcommand;
 use umbra_server::business;
@@ -25,6 +28,67 @@ pub enum ServerAdmin {
     /// verification back.
     #[command(subcommand)]
     Business(BusinessAdmin),
+    /// Check this node's settings: its keys, its database (reachable, its
+    /// schema version), NATS and the cluster key, its clock against the
+    /// database's. Exits 1 if anything is wrong; changes nothing.
+    Doctor(umbra_server::ServerArgs),
+    /// Copy the embedded SQLite database, consistently, while the server
+    /// runs (one read transaction: the copy is the database at one moment).
+    /// For PostgreSQL, use pg_dump.
+    Backup {
+        /// The new file to write.
+        #[arg(long, value_name = "FILE")]
+        to: std::path::PathBuf,
+        #[command(flatten)]
+        args: umbra_server::ServerArgs,
+    },
+}
+
+/// Runs `umbra server doctor`; fails if anything is wrong.
+pub async fn doctor(
+    args: umbra_server::ServerArgs,
+    out: crate::output::Output,
+) -> anyhow::Result<()> {
+    use umbra_daemon::config::Layered as _;
+    // Checked as it stands, so that a setting out of range is a finding and
+    // not the end of the check.
+    let config = umbra_server::ServerConfig::merge(&args)?;
+    let findings = umbra_server::doctor::check(&config).await;
+    let bad = findings.iter().filter(|f| !f.ok).count();
+    let text: String = findings
+        .iter()
+        .map(|f| format!("{} {}\n", if f.ok { "ok     " } else { "PROBLEM" }, f.what))
+        .collect();
+    out.value(&findings, text.trim_end());
+    if bad > 0 {
+        anyhow::bail!("{bad} problem(s) found");
+    }
+    Ok(())
+}
+
+/// Runs `umbra server backup`.
+pub fn backup(to: &std::path::Path, args: &umbra_server::ServerArgs) -> anyhow::Result<()> {
+    let config = umbra_server::ServerConfig::load(args)?;
+    if config.database.is_some() {
+        anyhow::bail!(
+            "this server keeps its state in PostgreSQL: back it up with pg_dump (or the database's own tools)"
+        );
+    }
+    let from = config.data_dir.join(umbra_server::database::DB_FILE);
+    if !from.exists() {
+        anyhow::bail!(
+            "no server database at {}: point --data-dir at the server's data directory",
+            from.display()
+        );
+    }
+    umbra_server::database::backup(&from, to)?;
+    println!(
+        "copied {} to {} (the database as it was at one moment; the server's keys are beside it in {})",
+        from.display(),
+        to.display(),
+        config.data_dir.display()
+    );
+    Ok(())
 }
 
 /// `umbra server business ...`

@@ -7,19 +7,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{ServerProc, ok};
 
 fn operator(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(common::bin())
-        .args(["server", "business"])
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run");
+    let out = common::operator(data, &[&["business"], args].concat());
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -54,6 +54,12 @@ impl DatabaseUrl {
     }
 }
 
+/// Writes a consistent copy of the SQLite database `from` to the new file
+/// `to`, while the server may be writing it.
+pub fn backup(from: &Path, to: &Path) -> anyhow::Result<()> {
+    SqliteStore::backup(from, to).with_context(|| format!("backing up {}", from.display()))
+}
+
 /// Opens the server's database: PostgreSQL at `url` if given, else the
 /// SQLite file in `data_dir` (made if `create`). Blocking.
 pub fn open(

@@ -23,4 +23,7 @@ pub mod room;
 pub mod sfu;
 
 pub use room::{Limits, PeerId, Refusal, RoomId};
-pub use sfu::{Datagram, JoinError, JoinRequest, Joined, Sfu, SfuConfig, SfuEvent, SfuStats};
+pub use sfu::{
+    Datagram, FRAME_BURST, FRAME_RATE, JoinError, JoinRequest, Joined, Sfu, SfuConfig, SfuEvent,
+    SfuStats,
+};

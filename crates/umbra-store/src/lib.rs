@@ -38,6 +38,6 @@ pub use model::{
     DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredCard, StoredEnvelope,
     UserDevice,
 };
-pub use postgres::PgStore;
+pub use postgres::{Health, PgStore};
 pub use sqlite::SqliteStore;
 pub use traits::{Store, StoreTx};

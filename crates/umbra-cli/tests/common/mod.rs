@@ -191,6 +191,19 @@ pub fn umbra(profile: &Path, args: &[&str]) -> Output {
     child.wait_with_output().expect("output")
 }
 
+/// Runs the operator's `umbra server ARGS... --data-dir DATA` (no profile)
+/// and returns its output.
+pub fn operator(data: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("server")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run umbra server")
+}
+
 /// Like [`umbra`], asserting success and returning stdout.
 pub fn ok(profile: &Path, args: &[&str]) -> String {
     let out = umbra(profile, args);

@@ -180,6 +180,20 @@ impl Statements {
     }
 }
 
+/// What the database says of itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// The schema version found (0: empty).
+    pub schema_version: i64,
+    /// Its `synchronous_commit` setting (this program sets `on` for its own
+    /// connections).
+    pub synchronous_commit: String,
+    /// Its clock, seconds since the Unix epoch.
+    pub now_unix: f64,
+    /// Its version.
+    pub server_version: String,
+}
+
 /// A connection to the shared database, with its statements.
 struct Connected {
     client: Client,
@@ -242,6 +256,25 @@ impl PgStore {
         let v = schema::version(&mut tx)?;
         tx.commit()?;
         Ok(v)
+    }
+
+    /// What `umbra server doctor` reports of the database at `url`.
+    pub fn health(url: &str) -> Result<Health, StoreError> {
+        let mut client = connect(url)?;
+        let synchronous_commit: String = client.query_one("SHOW synchronous_commit", &[])?.get(0);
+        let now_unix: f64 = client
+            .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])?
+            .get(0);
+        let server_version: String = client.query_one("SHOW server_version", &[])?.get(0);
+        let mut tx = client.transaction()?;
+        let schema_version = schema::version(&mut tx)?;
+        tx.commit()?;
+        Ok(Health {
+            schema_version,
+            synchronous_commit,
+            now_unix,
+            server_version,
+        })
     }
 
     /// The caps in force.

@@ -55,6 +55,39 @@ impl SqliteStore {
         Ok(Self { conn, limits })
     }
 
+    /// Writes a consistent copy of the database at `from` to the new file
+    /// `to`, while a server may be writing it: one read transaction sees one
+    /// moment of the database (`VACUUM INTO`), whatever commits meanwhile.
+    pub fn backup(from: &Path, to: &Path) -> Result<(), StoreError> {
+        if to.exists() {
+            return Err(StoreError::Corrupt(
+                "the backup file exists already: choose a new name",
+            ));
+        }
+        let conn = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])?;
+        Ok(())
+    }
+
+    /// The schema version of the file at `path` (0: a new file).
+    pub fn schema_version(path: &Path) -> Result<i64, StoreError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let has: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'schema_version')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has {
+            return Ok(0);
+        }
+        Ok(conn
+            .query_row("SELECT max(version) FROM schema_version", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?
+            .unwrap_or(0))
+    }
+
     /// The caps in force.
     pub fn limits(&self) -> Limits {
         self.limits
