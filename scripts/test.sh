@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 # ALSA's development files for the optional sound-device build of calls,
 # Pebble (the ACME test server, with its mock DNS) for the proxy's --acme,
 # PostgreSQL and NATS for several server nodes (a throwaway PostgreSQL
-# cluster below; the cluster tests start nats-server themselves).
-packages=(coturn curl openssl chromium iproute2 tcpdump libasound2-dev pkg-config pebble postgresql nats-server)
+# cluster below; the cluster tests start nats-server themselves), HAProxy as
+# the load balancer in front of them.
+packages=(coturn curl openssl chromium iproute2 tcpdump libasound2-dev pkg-config pebble postgresql nats-server haproxy)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 missing=()

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ServerProc, bin, ok, umbra};
+use common::{ServerProc, bin, call, ok, umbra};
 
 /// The notes of the tone `umbra call --audio-in tone` sends.
 const NOTES: [f32; 4] = [440.0, 660.0, 880.0, 1320.0];
@@ -104,22 +104,6 @@ impl Drop for Listener {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
-}
-
-/// `umbra --json call ...`: the events it printed.
-fn call(profile: &Path, args: &[&str]) -> (bool, Vec<serde_json::Value>, String) {
-    let mut full = vec!["--json", "call"];
-    full.extend_from_slice(args);
-    let out = umbra(profile, &full);
-    let events = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    (
-        out.status.success(),
-        events,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn has(events: &[serde_json::Value], kind: &str) -> bool {

@@ -10,8 +10,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{BusTap, Cluster, Listener, NatsProc};
-use common::{history, ok};
+use common::cluster::{BusTap, Cluster, Listener, NatsProc, RelayProc};
+use common::{call, history, ok};
 use umbra_store::pgtest::Cluster as Postgres;
 
 fn mailbox_ids(url: &str) -> Vec<Vec<u8>> {
@@ -167,4 +167,73 @@ fn without_the_bus_the_sweep_carries_the_mail_and_a_killed_node_loses_nothing() 
         ],
         "each once, none lost"
     );
+}
+
+fn answered(events: &[serde_json::Value]) -> bool {
+    events
+        .iter()
+        .any(|e| e["call"] == "ended" && e["outcome"] == "answered")
+        && events.iter().any(|e| e["call"] == "connected")
+}
+
+fn live_rows(url: &str) -> i64 {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    c.query_one("SELECT count(*) FROM live", &[])
+        .expect("live")
+        .get(0)
+}
+
+#[test]
+fn calls_ring_across_nodes_and_a_callee_who_connects_late_still_rings() {
+    let pg = Postgres::start().expect("postgres");
+    let url = pg.database("calls").expect("db");
+    let nats = NatsProc::start();
+    let tap = BusTap::start(nats.port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay = RelayProc::start(dir.path());
+    // Sweeps every 30 s: the signalling must come by the bus.
+    let c = Cluster::start_with(dir.path(), 2, &url, &nats.url(), 30, &relay.server_args);
+    let p = |n: &str| dir.path().join(n);
+    ok(&p("alice"), &["register", "--invite", c.invite(0), "alice"]);
+    ok(&p("bob"), &["register", "--invite", c.invite(1), "bob"]);
+    // Bob has written to Alice: she may ring him.
+    ok(&p("bob"), &["send", "alice", "call me"]);
+    ok(&p("alice"), &["sync"]);
+
+    // Bob listens on node 1; Alice calls from node 0: every signal (offer,
+    // ringing, answer, candidates, hang-up) crosses between the nodes.
+    let bob = Listener::start_with(&p("bob"), &["--auto-answer", "--audio-in", "silence"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let (success, events, stderr) = call(&p("alice"), &["bob", "--duration", "2"]);
+    assert!(success, "{stderr}\n{events:?}");
+    assert!(answered(&events), "{events:?}");
+    bob.wait_for("incoming call from alice", Duration::from_secs(20));
+    bob.wait_for("call ended", Duration::from_secs(20));
+    drop(bob);
+
+    // Bob is not connected anywhere when Alice rings; his listen starts on
+    // node 1 a moment later and still gets the offer the database held.
+    let alice = p("alice");
+    let caller = std::thread::spawn(move || call(&alice, &["bob", "--duration", "2"]));
+    std::thread::sleep(Duration::from_secs(3));
+    let bob = Listener::start_with(&p("bob"), &["--auto-answer", "--audio-in", "silence"]);
+    let (success, events, stderr) = caller.join().expect("caller");
+    assert!(success, "{stderr}\n{events:?}");
+    assert!(answered(&events), "a late callee: {events:?}");
+    bob.wait_for("call ended", Duration::from_secs(20));
+    drop(bob);
+
+    // Nothing waits in the database once taken; the bus said `l` (and no
+    // more) for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    while live_rows(&url) > 0 {
+        assert!(std::time::Instant::now() < deadline, "held rows stay");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let heard = tap.text();
+    assert!(heard.contains("\r\nl\r\n"), "no `l` on the bus: {heard}");
+    for word in ["alice", "bob"] {
+        assert!(!heard.contains(word), "`{word}` on the bus");
+    }
+    drop(c);
 }

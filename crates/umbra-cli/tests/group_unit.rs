@@ -356,17 +356,18 @@ async fn a_flooding_member_is_cut_to_its_rate_and_the_others_keep_their_audio() 
         .and_then(|v| v.parse::<u64>().ok())
         .expect("rate_limited counter");
     // What reached the unit: the two talkers' frames (50 a second each,
-    // for at most 5 s) and whatever of the flood the kernel did not drop.
-    // What the unit let through must fit the talkers plus one member's
-    // rate and burst over the flood's 4 s (and 1 s of slack), whatever
-    // share of the flood arrived; and the flood must have arrived.
+    // for at most 5 s) and whatever of the flood the kernel did not drop
+    // (on a loaded machine, much of it). What the unit let through must
+    // fit the talkers plus one member's rate and burst over the flood's
+    // 4 s (and 1 s of slack), whatever share of the flood arrived; and
+    // enough of it arrived above that rate to be cut.
     let frames_in = metric(&text, "umbra_unit_frames_in_total");
     let talkers = 2 * 50 * 5;
     let passed = frames_in.saturating_sub(limited);
     let allowed = talkers + (umbra_sfu::FRAME_RATE * 5.0 + umbra_sfu::FRAME_BURST) as u64;
     assert!(
-        frames_in > talkers + 1_000,
-        "only {frames_in} frames reached the unit ({sent} sent)"
+        limited >= 100,
+        "the flood was not cut: {limited} of {frames_in} frames ({sent} sent)"
     );
     assert!(
         passed <= allowed,

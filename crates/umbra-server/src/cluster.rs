@@ -6,15 +6,17 @@
 //! the mailbox id by HMAC-SHA256 under the cluster's key (`cluster_key_file`,
 //! the same on every node), so the bus never carries a mailbox id, an
 //! envelope or a username: only `umbra.box.<32 hex digits>` and a payload of
-//! one word. Two words exist: `w` (something was stored: read the mailbox)
-//! and `s <n>` (the device's main session `n` started on some node: an older
+//! one word. Three words exist: `w` (something was stored: read the
+//! mailbox), `l` (an online-only envelope is held for the device in the
+//! database: its signalling session, else its main one, takes it) and
+//! `s <n>` (the device's main session `n` started on some node: an older
 //! session anywhere closes).
 //!
 //! Hints can be lost (NATS down, a node restarting); mail cannot: a
 //! connection reads its mailbox when it logs in, every connection of a node
 //! reads again when the node's NATS connection comes back, and a sweep asks
 //! the database every few seconds which of the node's connected mailboxes
-//! hold envelopes past what was delivered.
+//! hold envelopes past what was delivered, or online-only ones.
 
 use std::sync::Arc;
 
@@ -31,6 +33,8 @@ use crate::metrics::{Metrics, inc};
 enum Out {
     /// Envelopes were committed for these mailboxes.
     Stored(Vec<MailboxId>),
+    /// Online-only envelopes are held for these mailboxes.
+    Live(Vec<MailboxId>),
     /// A main session started for this mailbox's device.
     Session(MailboxId, u64),
 }
@@ -40,6 +44,8 @@ enum Out {
 pub enum Heard {
     /// Something was stored: read the mailbox.
     Stored,
+    /// An online-only envelope is held: take it.
+    Live,
     /// Main session `n` of the device started somewhere.
     Session(u64),
 }
@@ -48,6 +54,7 @@ pub enum Heard {
 pub fn parse(payload: &[u8]) -> Option<Heard> {
     match payload {
         b"w" => Some(Heard::Stored),
+        b"l" => Some(Heard::Live),
         _ => std::str::from_utf8(payload)
             .ok()?
             .strip_prefix("s ")?
@@ -115,23 +122,28 @@ impl Bus {
         let publisher = client.clone();
         tokio::spawn(async move {
             while let Some(o) = rx.recv().await {
-                let sent = match o {
-                    Out::Stored(mailboxes) => {
-                        let mut ok = true;
-                        for m in mailboxes {
-                            ok &= publisher
-                                .publish(subject(&key, &m), "w".into())
-                                .await
-                                .is_ok();
-                            inc(&metrics.bus_hints);
+                let (word, mailboxes) = match o {
+                    Out::Stored(m) => ("w", m),
+                    Out::Live(m) => ("l", m),
+                    Out::Session(m, n) => {
+                        let sent = publisher
+                            .publish(subject(&key, &m), format!("s {n}").into())
+                            .await
+                            .is_ok();
+                        if !sent {
+                            inc(&metrics.bus_publish_failures);
                         }
-                        ok
+                        continue;
                     }
-                    Out::Session(m, n) => publisher
-                        .publish(subject(&key, &m), format!("s {n}").into())
-                        .await
-                        .is_ok(),
                 };
+                let mut sent = true;
+                for m in mailboxes {
+                    sent &= publisher
+                        .publish(subject(&key, &m), word.into())
+                        .await
+                        .is_ok();
+                    inc(&metrics.bus_hints);
+                }
                 if !sent {
                     inc(&metrics.bus_publish_failures);
                 }
@@ -147,6 +159,15 @@ impl Bus {
         mailboxes.dedup();
         if !mailboxes.is_empty() {
             let _ = self.out.send(Out::Stored(mailboxes));
+        }
+    }
+
+    /// Says that online-only envelopes are held for `mailboxes`.
+    pub fn live(&self, mut mailboxes: Vec<MailboxId>) {
+        mailboxes.sort_unstable();
+        mailboxes.dedup();
+        if !mailboxes.is_empty() {
+            let _ = self.out.send(Out::Live(mailboxes));
         }
     }
 
@@ -179,6 +200,7 @@ mod tests {
     #[test]
     fn payloads() {
         assert_eq!(parse(b"w"), Some(Heard::Stored));
+        assert_eq!(parse(b"l"), Some(Heard::Live));
         assert_eq!(parse(b"s 42"), Some(Heard::Session(42)));
         assert_eq!(parse(b"s x"), None);
         assert_eq!(parse(b"hello"), None);

@@ -30,6 +30,9 @@ use crate::storage::StorageHandle;
 pub const MAX_IN_FLIGHT: usize = 256;
 /// Flush early when this much is queued.
 pub(crate) const FLUSH_AT: usize = 256 * 1024;
+/// How long a main session lets a signalling session of its device (on
+/// another node) take an online-only envelope first.
+const LIVE_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A reply that will be ready after storage answers.
 pub(crate) type PendingReply = Pin<Box<dyn Future<Output = ServerFrame> + Send>>;
@@ -277,7 +280,31 @@ impl Conn {
         if taken.overflowed {
             self.drain_backlog().await?;
         }
+        if taken.live {
+            self.take_live().await?;
+        }
         Ok(Flow::Continue)
+    }
+
+    /// Delivers the online-only envelopes the shared database holds for
+    /// this connection's device (each is taken by one connection only).
+    pub(crate) async fn take_live(&mut self) -> Result<(), ConnError> {
+        let Some(login) = self.login.as_ref() else {
+            return Ok(());
+        };
+        let mailbox_id = login.mailbox_id;
+        let taken = self
+            .ctx
+            .storage
+            .call(|reply| crate::storage::Command::TakeLive { mailbox_id, reply })
+            .await
+            .map_err(|_| ConnError::Storage)?;
+        for l in taken {
+            inc(&self.ctx.shared.metrics.live_delivered);
+            self.deliver_live(l.sealed, l.introduction)?;
+        }
+        self.writer.flush().await?;
+        Ok(())
     }
 
     /// What the other nodes said of this mailbox: something was stored (read
@@ -292,10 +319,29 @@ impl Conn {
             login.bus = None;
             return Ok(Flow::Continue);
         };
-        if login.session != crate::routing::Session::Main {
+        let heard = crate::cluster::parse(&msg.payload);
+        if heard == Some(crate::cluster::Heard::Live) {
+            inc(&self.ctx.shared.metrics.bus_wakes);
+            let signalling_here = self.ctx.shared.registry.has_signalling(&login.mailbox_id);
+            match login.session {
+                Session::Signalling => self.take_live().await?,
+                // A signalling session here takes it; one elsewhere is given
+                // a moment to, before the main session does.
+                Session::Main if !signalling_here => {
+                    let inbox = login.inbox.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(LIVE_GRACE).await;
+                        inbox.wake_live();
+                    });
+                }
+                Session::Main => {}
+            }
             return Ok(Flow::Continue);
         }
-        match crate::cluster::parse(&msg.payload) {
+        if login.session != Session::Main {
+            return Ok(Flow::Continue);
+        }
+        match heard {
             Some(crate::cluster::Heard::Stored) => {
                 inc(&self.ctx.shared.metrics.bus_wakes);
                 self.drain_backlog().await?;

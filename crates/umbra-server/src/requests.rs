@@ -202,6 +202,11 @@ impl Conn {
         self.answer(rid, r)?;
         if logged_in {
             self.drain_backlog().await?;
+            // With other nodes, online-only envelopes held for the device
+            // while it was not connected (or connected elsewhere).
+            if self.ctx.shared.bus.get().is_some() {
+                self.take_live().await?;
+            }
             self.writer.queue(&proto::ServerFrame {
                 request_id: 0,
                 body: Some(Resp::QueueDrained(proto::QueueDrained {})),
@@ -490,6 +495,11 @@ impl Conn {
         };
         let token_ok = token_matches(&route.token_hash);
         let sealed = s.sealed;
+        if s.online_only && shared.bus.get().is_some() {
+            return self
+                .send_live_in_cluster(rid, mailbox_id, sealed, !token_ok)
+                .await;
+        }
         if s.online_only {
             // Never stored: the node's own budget counts its introductions.
             if !token_ok && !shared.budget.try_take(&mailbox_id, Instant::now()) {
@@ -519,6 +529,73 @@ impl Conn {
                 reply,
             },
             |()| Ok(Resp::Accepted(proto::Accepted {})),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// An online-only envelope on a node with others: handed over here when
+    /// the device is connected here and no introduction budget is involved;
+    /// otherwise held in the shared database (the introduction taken from the
+    /// mailbox's budget there, which every node shares) for the node the
+    /// device is connected to, told over the bus. Answered `Accepted`
+    /// whatever became of it, as on one node.
+    async fn send_live_in_cluster(
+        &mut self,
+        rid: u64,
+        mailbox_id: umbra_store::MailboxId,
+        sealed: Vec<u8>,
+        introduction: bool,
+    ) -> Result<(), ConnError> {
+        if introduction {
+            return self
+                .hold_live_in_cluster(rid, mailbox_id, sealed, true)
+                .await;
+        }
+        let m = &self.ctx.shared.metrics;
+        match self
+            .ctx
+            .shared
+            .registry
+            .push_live_here(&mailbox_id, sealed, false)
+        {
+            Ok(LiveOutcome::Delivered) => inc(&m.live_delivered),
+            Ok(_) => inc(&m.live_dropped),
+            Err(sealed) => {
+                return self
+                    .hold_live_in_cluster(rid, mailbox_id, sealed, false)
+                    .await;
+            }
+        }
+        self.answer(rid, Ok(Resp::Accepted(proto::Accepted {})))
+    }
+
+    async fn hold_live_in_cluster(
+        &mut self,
+        rid: u64,
+        mailbox_id: umbra_store::MailboxId,
+        sealed: Vec<u8>,
+        introduction: bool,
+    ) -> Result<(), ConnError> {
+        let per_hour = self.ctx.shared.budget.per_hour();
+        let metrics = self.ctx.shared.metrics.clone();
+        self.pend(
+            rid,
+            |reply| Command::HoldLive {
+                mailbox_id,
+                sealed,
+                introduction,
+                per_hour,
+                reply,
+            },
+            move |held| {
+                inc(if held {
+                    &metrics.live_held
+                } else {
+                    &metrics.live_dropped
+                });
+                Ok(Resp::Accepted(proto::Accepted {}))
+            },
         )
         .await;
         Ok(())

@@ -13,6 +13,10 @@
 //!   else to its main session, else holds them in memory for [`HOLD_FOR`]
 //!   (a device reconnecting right away still rings) and then forgets them.
 //!   A full inbox drops a live push (there is no stored copy to re-read).
+//!   With other nodes, an online-only envelope for a device not connected
+//!   here is held in the shared database instead (`umbra-store`'s
+//!   `hold_live`), and the connection that hears of it takes it
+//!   ([`Inbox::wake_live`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -82,7 +86,7 @@ pub struct Push {
 /// kept in memory before it is dropped.
 pub const HOLD_FOR: Duration = Duration::from_secs(20);
 /// Most online-only envelopes held for one mailbox.
-const HOLD_MAX_ITEMS: usize = 64;
+pub const HOLD_MAX_ITEMS: usize = 64;
 /// Most online-only bytes held over all mailboxes.
 const HOLD_MAX_BYTES: usize = 16 << 20;
 
@@ -97,6 +101,7 @@ struct InboxState {
     bytes: usize,
     overflowed: bool,
     replaced: bool,
+    live: bool,
 }
 
 /// What a connection takes out of its inbox.
@@ -108,6 +113,8 @@ pub struct Taken {
     pub overflowed: bool,
     /// Another connection logged in as this device: close.
     pub replaced: bool,
+    /// Online-only envelopes wait in the shared database: take them.
+    pub live: bool,
 }
 
 /// The push queue of one logged-in connection.
@@ -149,6 +156,15 @@ impl Inbox {
         self.notify.notify_one();
     }
 
+    /// Asks the connection to take the online-only envelopes the shared
+    /// database holds for its device.
+    pub fn wake_live(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.live = true;
+        }
+        self.notify.notify_one();
+    }
+
     /// Waits until there is something to take.
     pub async fn wait(&self) {
         loop {
@@ -165,7 +181,7 @@ impl Inbox {
     fn has_work(&self) -> bool {
         self.state
             .lock()
-            .map(|s| !s.queue.is_empty() || s.overflowed || s.replaced)
+            .map(|s| !s.queue.is_empty() || s.overflowed || s.replaced || s.live)
             .unwrap_or(true)
     }
 
@@ -182,6 +198,7 @@ impl Inbox {
             pushes: std::mem::take(&mut s.queue),
             overflowed: std::mem::take(&mut s.overflowed),
             replaced: s.replaced,
+            live: std::mem::take(&mut s.live),
         }
     }
 
@@ -271,7 +288,23 @@ struct Online {
     held: Held,
 }
 
+fn live_outcome(kept: bool) -> LiveOutcome {
+    if kept {
+        LiveOutcome::Delivered
+    } else {
+        LiveOutcome::Dropped
+    }
+}
+
 impl Online {
+    /// The session that takes the device's online-only envelopes here.
+    fn live_target(&self, mailbox: &MailboxId) -> Option<Arc<Inbox>> {
+        self.signalling
+            .get(mailbox)
+            .or_else(|| self.main.get(mailbox))
+            .cloned()
+    }
+
     fn sessions(&mut self, session: Session) -> &mut HashMap<MailboxId, Arc<Inbox>> {
         match session {
             Session::Main => &mut self.main,
@@ -372,23 +405,60 @@ impl Registry {
         let Ok(mut o) = self.online.lock() else {
             return LiveOutcome::Dropped;
         };
-        let target = o
-            .signalling
-            .get(mailbox)
-            .or_else(|| o.main.get(mailbox))
-            .cloned();
-        match target {
+        match o.live_target(mailbox) {
             Some(inbox) => {
                 drop(o);
-                if inbox.put(push) {
-                    LiveOutcome::Delivered
-                } else {
-                    LiveOutcome::Dropped
-                }
+                live_outcome(inbox.put(push))
             }
             None if o.held.hold(mailbox, push, now) => LiveOutcome::Held,
             None => LiveOutcome::Dropped,
         }
+    }
+
+    /// Hands an online-only envelope to the device's session here (as
+    /// [`push_live`](Self::push_live)); when the device is not connected
+    /// here, gives the envelope back.
+    pub fn push_live_here(
+        &self,
+        mailbox: &MailboxId,
+        sealed: Vec<u8>,
+        introduction: bool,
+    ) -> Result<LiveOutcome, Vec<u8>> {
+        let target = self.online.lock().ok().and_then(|o| o.live_target(mailbox));
+        let Some(inbox) = target else {
+            return Err(sealed);
+        };
+        Ok(live_outcome(inbox.put(Push {
+            id: 0,
+            sealed,
+            introduction,
+            live: true,
+        })))
+    }
+
+    /// Whether the device has a signalling session here (it, not the main
+    /// session, takes the device's online-only envelopes).
+    pub fn has_signalling(&self, mailbox: &MailboxId) -> bool {
+        self.online
+            .lock()
+            .is_ok_and(|o| o.signalling.contains_key(mailbox))
+    }
+
+    /// For every device connected here, the session that takes its
+    /// online-only envelopes (the signalling one, else the main one).
+    pub fn live_targets(&self) -> Vec<(MailboxId, Arc<Inbox>)> {
+        let Ok(o) = self.online.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(MailboxId, Arc<Inbox>)> =
+            o.signalling.iter().map(|(m, i)| (*m, i.clone())).collect();
+        out.extend(
+            o.main
+                .iter()
+                .filter(|(m, _)| !o.signalling.contains_key(*m))
+                .map(|(m, i)| (*m, i.clone())),
+        );
+        out
     }
 
     /// Hands a committed envelope to the device's main session, if online

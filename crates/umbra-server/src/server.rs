@@ -32,29 +32,42 @@ const MAX_REFUSALS: usize = 64;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Every `every`, asks the database which of the mailboxes connected here
-/// hold envelopes past what their connection delivered, and wakes those: the
-/// mail a lost wake-up would otherwise leave waiting.
+/// hold envelopes past what their connection delivered, or online-only ones
+/// held for them, and wakes those: the mail a lost wake-up would otherwise
+/// leave waiting.
 async fn sweep(shared: Arc<Shared>, storage: crate::storage::StorageHandle, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let sessions = shared.registry.main_sessions();
-        if sessions.is_empty() {
-            continue;
+        if !sessions.is_empty() {
+            let mailboxes = sessions.iter().map(|(m, _)| *m).collect();
+            if let Ok(newest) = storage
+                .call(|reply| Command::Newest { mailboxes, reply })
+                .await
+            {
+                let newest: std::collections::HashMap<_, _> = newest.into_iter().collect();
+                for (m, inbox) in sessions {
+                    if newest.get(&m).is_some_and(|top| *top > inbox.cursor()) {
+                        inc(&shared.metrics.sweep_wakes);
+                        inbox.wake();
+                    }
+                }
+            }
         }
-        let mailboxes = sessions.iter().map(|(m, _)| *m).collect();
-        let Ok(newest) = storage
-            .call(|reply| Command::Newest { mailboxes, reply })
+        // Also forgets, across the cluster, what is past its hold.
+        let targets = shared.registry.live_targets();
+        let mailboxes = targets.iter().map(|(m, _)| *m).collect();
+        if let Ok(waiting) = storage
+            .call(|reply| Command::LiveWaiting { mailboxes, reply })
             .await
-        else {
-            continue;
-        };
-        let newest: std::collections::HashMap<_, _> = newest.into_iter().collect();
-        for (m, inbox) in sessions {
-            if newest.get(&m).is_some_and(|top| *top > inbox.cursor()) {
-                inc(&shared.metrics.sweep_wakes);
-                inbox.wake();
+        {
+            for (m, inbox) in targets {
+                if waiting.contains(&m) {
+                    inc(&shared.metrics.sweep_wakes);
+                    inbox.wake_live();
+                }
             }
         }
     }
@@ -238,6 +251,7 @@ impl Server {
             shared,
             invite,
         } = self;
+        let metrics_addr = metrics_listener.local_addr()?;
         let (storage, storage_thread) =
             storage::spawn(store, shared.clone()).context("starting storage thread")?;
         let metrics_task = tokio::spawn(umbra_daemon::metrics::serve(
@@ -274,7 +288,7 @@ impl Server {
         let max = config.max_connections;
         let slots = Arc::new(Semaphore::new(max));
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
-        tracing::info!(listen = %config.listen, %invite, "umbra server ready");
+        tracing::info!(listen = %config.listen, metrics = %metrics_addr, %invite, "umbra server ready");
         let mut last_cap_log: Option<Instant> = None;
         let mut shutdown = std::pin::pin!(shutdown);
         loop {

@@ -13,13 +13,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use umbra_store::{
-    Day, DeviceId, MailboxEntry, MailboxId, NewDevice, Store, StoreError, StoreTx, StoredCard,
-    StoredEnvelope, UserDevice,
+    Day, DeviceId, LiveEnvelope, MailboxEntry, MailboxId, NewDevice, Store, StoreError, StoreTx,
+    StoredCard, StoredEnvelope, UserDevice,
 };
 use umbra_wire::proto::{BusinessCard, BusinessProfile, Verification};
 
 use crate::metrics::inc;
-use crate::routing::Push;
+use crate::routing::{HOLD_FOR, HOLD_MAX_ITEMS, Push};
 use crate::shared::Shared;
 
 /// Most commands in one transaction.
@@ -171,6 +171,36 @@ pub enum Command {
         /// Answer once committed.
         reply: Reply<()>,
     },
+    /// Hold an online-only envelope for a device not connected to this
+    /// node, for whichever node it is (or will be within the hold)
+    /// connected to; the other nodes are told after commit.
+    HoldLive {
+        /// Target mailbox.
+        mailbox_id: MailboxId,
+        /// Sealed bytes.
+        sealed: Vec<u8>,
+        /// Sent without a valid token.
+        introduction: bool,
+        /// For an introduction: the mailbox's budget, an hour.
+        per_hour: u32,
+        /// Answer: held (`false`: the mailbox holds its most already).
+        reply: Reply<bool>,
+    },
+    /// Take the online-only envelopes held for a mailbox.
+    TakeLive {
+        /// The logged-in device's mailbox.
+        mailbox_id: MailboxId,
+        /// Answer, in the order they were held.
+        reply: Reply<Vec<LiveEnvelope>>,
+    },
+    /// Which of these mailboxes have online-only envelopes held (the
+    /// sweep), forgetting those past their hold.
+    LiveWaiting {
+        /// The mailboxes.
+        mailboxes: Vec<MailboxId>,
+        /// Answer.
+        reply: Reply<Vec<MailboxId>>,
+    },
     /// Read pending envelopes.
     Fetch {
         /// The logged-in device's mailbox.
@@ -315,9 +345,9 @@ fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -
             let mut touched: Vec<MailboxId> = batch
                 .iter()
                 .filter_map(|c| match c {
-                    Command::Send { mailbox_id, .. } | Command::Ack { mailbox_id, .. } => {
-                        Some(*mailbox_id)
-                    }
+                    Command::Send { mailbox_id, .. }
+                    | Command::Ack { mailbox_id, .. }
+                    | Command::HoldLive { mailbox_id, .. } => Some(*mailbox_id),
                     _ => None,
                 })
                 .collect();
@@ -384,6 +414,25 @@ fn fenced(tx: &mut dyn StoreTx, mailbox: &MailboxId, session: u64) -> Result<(),
     match tx.session_is_current(mailbox, session) {
         Ok(true) => Ok(()),
         Ok(false) => Err(Refused::Superseded),
+        Err(e) => Err(refused(e)),
+    }
+}
+
+/// For an introduction, takes one from the mailbox's budget, kept in the
+/// database (nothing for an envelope with a valid token).
+fn spend_introduction(
+    tx: &mut dyn StoreTx,
+    introduction: bool,
+    mailbox: &MailboxId,
+    per_hour: u32,
+    now: u64,
+) -> Result<(), Refused> {
+    if !introduction {
+        return Ok(());
+    }
+    match tx.take_introduction(mailbox, per_hour, now) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refused::IntroductionLimit),
         Err(e) => Err(refused(e)),
     }
 }
@@ -481,15 +530,7 @@ fn execute(
             reply,
         } => {
             let current = sessions.get(&mailbox_id).copied();
-            let budget = if introduction {
-                match tx.take_introduction(&mailbox_id, per_hour, now) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(Refused::IntroductionLimit),
-                    Err(e) => Err(refused(e)),
-                }
-            } else {
-                Ok(())
-            };
+            let budget = spend_introduction(tx, introduction, &mailbox_id, per_hour, now);
             let r = budget.and_then(|()| {
                 tx.store_envelope(&mailbox_id, &sealed, introduction, day)
                     .map_err(refused)
@@ -517,6 +558,39 @@ fn execute(
                 }
                 let _ = reply.send(r.map(|_| ()));
             })
+        }
+        Command::HoldLive {
+            mailbox_id,
+            sealed,
+            introduction,
+            per_hour,
+            reply,
+        } => {
+            let budget = spend_introduction(tx, introduction, &mailbox_id, per_hour, now);
+            let until = now + HOLD_FOR.as_secs();
+            let cap = u32::try_from(HOLD_MAX_ITEMS).unwrap_or(u32::MAX);
+            let r = budget.and_then(|()| {
+                tx.hold_live(&mailbox_id, &sealed, introduction, now, until, cap)
+                    .map_err(refused)
+            });
+            Box::new(move |ok, shared: &Shared| {
+                let r = if ok { r } else { Err(Refused::Unavailable) };
+                if r == Ok(true)
+                    && let Some(bus) = shared.bus.get()
+                {
+                    bus.live(vec![mailbox_id]);
+                }
+                let _ = reply.send(r);
+            })
+        }
+        Command::TakeLive { mailbox_id, reply } => {
+            answer(reply, tx.take_live(&mailbox_id, now).map_err(refused))
+        }
+        Command::LiveWaiting { mailboxes, reply } => {
+            let r = tx
+                .expire_live(now)
+                .and_then(|_| tx.live_waiting(&mailboxes, now));
+            answer(reply, r.map_err(refused))
         }
         Command::Fetch {
             mailbox_id,

@@ -19,7 +19,9 @@
 //! creation day), devices (public keys, random mailbox id, SHA-256 of the
 //! delivery token), MLS key packages and sealed envelopes keyed by mailbox
 //! only. No table names a sender, no address is stored, no timestamp is finer
-//! than a day.
+//! than a day, except the end of an online-only envelope's hold: a row that
+//! lives for seconds and never reaches a disk's journal (an unlogged
+//! PostgreSQL table; a temporary in-memory SQLite one).
 //!
 //! Time is passed in (a [`Day`]); nothing here reads the clock.
 
@@ -35,8 +37,8 @@ pub mod traits;
 pub use day::Day;
 pub use error::StoreError;
 pub use model::{
-    DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredCard, StoredEnvelope,
-    UserDevice,
+    DeviceId, DeviceRecord, Limits, LiveEnvelope, MailboxEntry, MailboxId, NewDevice, StoredCard,
+    StoredEnvelope, UserDevice,
 };
 pub use postgres::{Health, PgStore};
 pub use sqlite::SqliteStore;

@@ -73,6 +73,16 @@ pub struct StoredEnvelope {
     pub introduction: bool,
 }
 
+/// An online-only envelope (call signalling) held for a device for a few
+/// seconds, never durably.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveEnvelope {
+    /// Opaque sealed bytes.
+    pub sealed: Vec<u8>,
+    /// Sent without a valid delivery token.
+    pub introduction: bool,
+}
+
 /// Caps the store enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -1,8 +1,8 @@
 //! The storage interface the server is written against.
 
 use crate::model::{
-    DeviceId, DeviceRecord, MailboxEntry, MailboxId, NewDevice, StoredCard, StoredEnvelope,
-    UserDevice,
+    DeviceId, DeviceRecord, LiveEnvelope, MailboxEntry, MailboxId, NewDevice, StoredCard,
+    StoredEnvelope, UserDevice,
 };
 use crate::{Day, StoreError};
 
@@ -54,6 +54,41 @@ pub trait StoreTx {
         &mut self,
         mailboxes: &[MailboxId],
     ) -> Result<Vec<(MailboxId, u64)>, StoreError>;
+
+    /// Holds an online-only envelope for a device connected to another node
+    /// (or not at all) until `until_secs`, for whichever node it connects to
+    /// to take; `false` (nothing held) when the mailbox already holds `cap`
+    /// still due at `now_secs`. Never durable: PostgreSQL keeps these in an unlogged
+    /// table, SQLite in a temporary in-memory one.
+    fn hold_live(
+        &mut self,
+        mailbox_id: &MailboxId,
+        sealed: &[u8],
+        introduction: bool,
+        now_secs: u64,
+        until_secs: u64,
+        cap: u32,
+    ) -> Result<bool, StoreError>;
+
+    /// Takes (deletes and returns, in the order they were held) the
+    /// online-only envelopes held for a mailbox that are still due at
+    /// `now_secs`; each is taken by one caller only, whatever node asks.
+    fn take_live(
+        &mut self,
+        mailbox_id: &MailboxId,
+        now_secs: u64,
+    ) -> Result<Vec<LiveEnvelope>, StoreError>;
+
+    /// Which of these mailboxes have online-only envelopes waiting.
+    fn live_waiting(
+        &mut self,
+        mailboxes: &[MailboxId],
+        now_secs: u64,
+    ) -> Result<Vec<MailboxId>, StoreError>;
+
+    /// Forgets online-only envelopes whose hold ended before `now_secs`;
+    /// returns how many.
+    fn expire_live(&mut self, now_secs: u64) -> Result<u64, StoreError>;
 
     /// Creates an account with its first device. [`StoreError::UsernameTaken`]
     /// if the name exists, [`StoreError::IdCollision`] if an id does.

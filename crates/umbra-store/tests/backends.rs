@@ -324,6 +324,93 @@ fn postgres_sessions_fence_and_budgets_hold() {
     on_postgres("sessions", sessions_fence_and_budgets_hold);
 }
 
+fn online_only_envelopes_are_held_briefly_and_taken_once(open: Open<'_>) {
+    let mut s = open();
+    let (a, b) = ([101u8; 16], [102u8; 16]);
+    let t = 2_000_000;
+    with_tx(&mut s, |tx| {
+        tx.register(&device("alice", 1), TODAY).expect("register");
+        tx.register(&device("bobby", 2), TODAY).expect("register");
+        // Three for alice under a cap of three (one already past its hold
+        // does not count), then no more.
+        assert!(
+            tx.hold_live(&a, b"old", false, t - 30, t - 10, 3)
+                .expect("hold")
+        );
+        for i in 0..3u8 {
+            assert!(tx.hold_live(&a, &[i], i == 0, t, t + 20, 3).expect("hold"));
+        }
+        assert!(
+            !tx.hold_live(&a, b"over", false, t, t + 20, 3)
+                .expect("capped")
+        );
+        assert!(
+            tx.hold_live(&b, b"bob's", false, t, t + 20, 3)
+                .expect("hold")
+        );
+        let mut waiting = tx.live_waiting(&[a, b, [9; 16]], t).expect("waiting");
+        waiting.sort_unstable();
+        assert_eq!(waiting, [a, b]);
+    });
+    // Taken once, in the order held, without what was past its hold.
+    let got = with_tx(&mut s, |tx| tx.take_live(&a, t + 1).expect("take"));
+    let got: Vec<(Vec<u8>, bool)> = got
+        .into_iter()
+        .map(|l| (l.sealed, l.introduction))
+        .collect();
+    assert_eq!(got, [(vec![0], true), (vec![1], false), (vec![2], false)]);
+    with_tx(&mut s, |tx| {
+        assert!(tx.take_live(&a, t + 1).expect("again").is_empty());
+        assert_eq!(tx.live_waiting(&[a, b], t + 1).expect("waiting"), [b]);
+        // Past its hold: not waiting, then forgotten.
+        assert!(tx.live_waiting(&[b], t + 21).expect("waiting").is_empty());
+        assert_eq!(tx.expire_live(t + 21).expect("expire"), 1);
+        assert!(tx.take_live(&b, t).expect("gone").is_empty());
+    });
+    // Nothing of it was put among stored envelopes.
+    with_tx(&mut s, |tx| {
+        assert_eq!(tx.envelope_count().expect("count"), 0)
+    });
+}
+
+#[test]
+fn sqlite_online_only_envelopes_are_held_briefly_and_taken_once() {
+    on_sqlite(online_only_envelopes_are_held_briefly_and_taken_once);
+}
+
+#[test]
+fn postgres_online_only_envelopes_are_held_briefly_and_taken_once() {
+    on_postgres(
+        "live",
+        online_only_envelopes_are_held_briefly_and_taken_once,
+    );
+}
+
+#[test]
+fn sqlite_keeps_online_only_envelopes_out_of_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db.sqlite");
+    let mut s: Box<dyn Store> = Box::new(SqliteStore::open(&path, LIMITS).expect("open"));
+    let marker = b"online-only-marker-7f3a9c";
+    with_tx(&mut s, |tx| {
+        tx.register(&device("alice", 1), TODAY).expect("register");
+        assert!(
+            tx.hold_live(&[101; 16], marker, false, 10, 30, 8)
+                .expect("hold")
+        );
+    });
+    // Not in the file nor its journal while held, and gone with the process.
+    for f in ["db.sqlite", "db.sqlite-wal"] {
+        let bytes = std::fs::read(dir.path().join(f)).unwrap_or_default();
+        assert!(!bytes.windows(marker.len()).any(|w| w == marker), "{f}");
+    }
+    drop(s);
+    let mut s: Box<dyn Store> = Box::new(SqliteStore::open(&path, LIMITS).expect("reopen"));
+    with_tx(&mut s, |tx| {
+        assert!(tx.take_live(&[101; 16], 10).expect("take").is_empty());
+    });
+}
+
 #[test]
 fn an_older_sqlite_file_upgrades_in_place() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -39,7 +39,10 @@ fn an_older_schema_upgrades_in_place_and_a_newer_one_is_refused() {
             .expect("a version 1 row");
     }
     let mut store = PgStore::connect(&url, limits(10)).expect("upgrade");
-    assert_eq!(PgStore::schema_version(&url).expect("version"), 3);
+    assert_eq!(
+        PgStore::schema_version(&url).expect("version"),
+        umbra_store::postgres::schema::SCHEMA_VERSION
+    );
     once(&mut store, |tx| {
         // The old row is there, and the new table works.
         assert!(
@@ -60,7 +63,7 @@ fn an_older_schema_upgrades_in_place_and_a_newer_one_is_refused() {
         PgStore::connect(&url, limits(10)),
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 3
+            supported: umbra_store::postgres::schema::SCHEMA_VERSION
         })
     ));
 }
@@ -197,6 +200,24 @@ fn the_store_finds_its_way_back_after_the_database_restarts() {
         tx.store_envelope(&[101; 16], b"kept", false, TODAY)
             .expect("store");
     });
+    once(&mut store, |tx| {
+        assert!(
+            tx.hold_live(&[101; 16], b"ringing", false, 10, u64::MAX / 4, 8)
+                .expect("hold")
+        );
+    });
+    {
+        // Online-only envelopes are in an unlogged table: never in the WAL.
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        let persistence: String = c
+            .query_one(
+                "SELECT relpersistence::text FROM pg_class WHERE relname = 'live'",
+                &[],
+            )
+            .expect("persistence")
+            .get(0);
+        assert_eq!(persistence, "u");
+    }
     cluster.restart_immediate().expect("restart");
     // The first batch may find the old connection dead; a later one works.
     let mut found = None;
@@ -213,4 +234,9 @@ fn the_store_finds_its_way_back_after_the_database_restarts() {
     let got = found.expect("the store never came back");
     assert_eq!(got.len(), 1, "what was committed before the crash is there");
     assert_eq!(got[0].sealed, b"kept");
+    // What was held online-only went with the crash, as a node's memory
+    // would have.
+    once(&mut store, |tx| {
+        assert!(tx.take_live(&[101; 16], 10).expect("take").is_empty());
+    });
 }

@@ -128,8 +128,20 @@ impl Cluster {
     /// `nats`, sweeping every `sweep_secs`. They share the first node's
     /// keys, as an operator copies them, so one invite names them all.
     pub fn start(dir: &Path, n: usize, url: &str, nats: &str, sweep_secs: u64) -> Self {
+        Self::start_with(dir, n, url, nats, sweep_secs, &[])
+    }
+
+    /// As [`start`](Self::start), each node also given `extra`.
+    pub fn start_with(
+        dir: &Path,
+        n: usize,
+        url: &str,
+        nats: &str,
+        sweep_secs: u64,
+        extra: &[String],
+    ) -> Self {
         let key = dir.join("cluster.key");
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "--database".into(),
             url.into(),
             "--nats".into(),
@@ -139,6 +151,7 @@ impl Cluster {
             "--sweep-secs".into(),
             sweep_secs.to_string(),
         ];
+        args.extend_from_slice(extra);
         let mut c = Self {
             nodes: Vec::new(),
             args,
@@ -168,6 +181,17 @@ impl Cluster {
         &self.nodes[i].invite
     }
 
+    /// SIGKILLs node `i`, leaving it down until [`restart`](Self::restart).
+    pub fn kill(&mut self, i: usize) {
+        let _ = self.nodes[i].child.kill();
+        let _ = self.nodes[i].child.wait();
+    }
+
+    /// Every node's address.
+    pub fn addresses(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.listen.clone()).collect()
+    }
+
     /// Starts node `i` again on its address (after a kill or a stop).
     pub fn restart(&mut self, i: usize) {
         let listen = self.nodes[i].listen.clone();
@@ -175,6 +199,67 @@ impl Cluster {
         let node = ServerProc::start_with(&self.dirs[i], &listen, &self.logs[i], &extra);
         let old = std::mem::replace(&mut self.nodes[i], node);
         drop(old);
+    }
+}
+
+/// `umbra relay` alone on loopback (no forwarding unit), admitting loopback
+/// peers, with the secret the nodes share with it.
+pub struct RelayProc {
+    child: Child,
+    /// What the nodes are given: `--relay-secret-file`, `--relay-url`.
+    pub server_args: Vec<String>,
+}
+
+impl RelayProc {
+    /// Starts one in `dir`, logging to `dir/relay.log`.
+    pub fn start(dir: &Path) -> Self {
+        let secret = dir.join("turn.secret");
+        std::fs::write(&secret, "cluster-test-relay-secret-0123456789").expect("secret");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free UDP port")
+            .port();
+        let log = std::fs::File::create(dir.join("relay.log")).expect("log");
+        let secret = secret.to_string_lossy().into_owned();
+        let child = Command::new(super::bin())
+            .args([
+                "relay",
+                "--auth-secret-file",
+                &secret,
+                "--udp-listen",
+                &format!("127.0.0.1:{port}"),
+                "--tcp-listen",
+                "127.0.0.1:0",
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--allow-peer",
+                "127.0.0.1/32",
+                "--no-unit",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("umbra relay");
+        std::thread::sleep(Duration::from_millis(500));
+        Self {
+            child,
+            server_args: vec![
+                "--relay-secret-file".into(),
+                secret,
+                "--relay-url".into(),
+                format!("turn:127.0.0.1:{port}?transport=udp"),
+            ],
+        }
+    }
+}
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -187,10 +272,16 @@ pub struct Listener {
 impl Listener {
     /// Starts `umbra --profile DIR listen`.
     pub fn start(profile: &Path) -> Self {
+        Self::start_with(profile, &[])
+    }
+
+    /// Starts `umbra --profile DIR listen ARGS...`.
+    pub fn start_with(profile: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(super::bin())
             .arg("--profile")
             .arg(profile)
             .arg("listen")
+            .args(args)
             .env_remove("UMBRA_PROFILE")
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
@@ -229,6 +320,63 @@ impl Listener {
 }
 
 impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// HAProxy in TCP mode in front of nodes, as the README sets it up: round
+/// robin, a failed connection retried on another node, health checks every
+/// 300 ms.
+pub struct Haproxy {
+    child: Child,
+    pub port: u16,
+}
+
+impl Haproxy {
+    /// Starts one in `dir` in front of the nodes listening on `backends`.
+    pub fn start(dir: &Path, backends: &[String]) -> Self {
+        let port = free_port();
+        let mut cfg = format!(
+            "global\n    maxconn 4096\n\
+             defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    \
+             timeout server 1h\n    retries 3\n    option redispatch\n\
+             listen umbra\n    bind 127.0.0.1:{port}\n    balance roundrobin\n"
+        );
+        for (i, b) in backends.iter().enumerate() {
+            cfg.push_str(&format!(
+                "    server node{i} {b} check inter 300 fall 1 rise 1\n"
+            ));
+        }
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, cfg).expect("haproxy.cfg");
+        let log = std::fs::File::create(dir.join("haproxy.log")).expect("log");
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("haproxy (apt-get install haproxy)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "haproxy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+
+    /// `invite` with HAProxy's port in place of the node's.
+    pub fn invite(&self, invite: &str) -> String {
+        let (head, tail) = invite.split_once("port=").expect("port");
+        let rest = tail.split_once('&').map_or("", |(_, r)| r);
+        format!("{head}port={}&{rest}", self.port)
+    }
+}
+
+impl Drop for Haproxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -136,6 +136,31 @@ impl ServerProc {
         wait_timeout(&mut self.child, Duration::from_secs(20))
     }
 
+    /// The address of its metrics endpoint, from its "ready" log line.
+    pub fn metrics_addr(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .rev()
+            .filter(|l| l.contains("umbra server ready"))
+            .filter_map(|l| l.split("metrics=").nth(1))
+            .find_map(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no metrics address in {}", self.log.display()))
+            .to_string()
+    }
+
+    /// One counter or gauge of its `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.metrics_addr()).expect("metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// SIGKILL, no chance to clean up.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -204,6 +229,23 @@ pub fn operator(data: &Path, args: &[&str]) -> Output {
         .expect("run umbra server")
 }
 
+/// `umbra --json call ARGS...`: whether it succeeded, the events it
+/// printed, and its stderr.
+pub fn call(profile: &Path, args: &[&str]) -> (bool, Vec<serde_json::Value>, String) {
+    let mut full = vec!["--json", "call"];
+    full.extend_from_slice(args);
+    let out = umbra(profile, &full);
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (
+        out.status.success(),
+        events,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Like [`umbra`], asserting success and returning stdout.
 pub fn ok(profile: &Path, args: &[&str]) -> String {
     let out = umbra(profile, args);
@@ -258,10 +300,18 @@ pub fn said_once(err: &str) {
 
 /// History of one conversation as (sender, body) pairs, text messages only.
 pub fn history(profile: &Path, conversation: &str) -> Vec<(String, String)> {
-    let out = ok(
-        profile,
-        &["--json", "history", conversation, "--limit", "10000"],
-    );
+    history_with(profile, conversation, &[])
+}
+
+/// Like [`history`], without asking the server anything.
+pub fn history_offline(profile: &Path, conversation: &str) -> Vec<(String, String)> {
+    history_with(profile, conversation, &["--offline"])
+}
+
+fn history_with(profile: &Path, conversation: &str, extra: &[&str]) -> Vec<(String, String)> {
+    let mut args = vec!["--json", "history", conversation, "--limit", "10000"];
+    args.extend_from_slice(extra);
+    let out = ok(profile, &args);
     let v: serde_json::Value = serde_json::from_str(out.trim())
         .unwrap_or_else(|e| panic!("history is not JSON ({e}):\n{out}"));
     v.as_array()
@@ -275,4 +325,12 @@ pub fn history(profile: &Path, conversation: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Sends signal `sig` (`STOP`, `CONT`, ...) to process `pid`.
+pub fn signal(sig: &str, pid: &str) -> bool {
+    Command::new("kill")
+        .args([&format!("-{sig}"), pid])
+        .status()
+        .is_ok_and(|s| s.success())
 }

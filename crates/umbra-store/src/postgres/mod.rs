@@ -68,6 +68,10 @@ pub(crate) struct Statements {
     pub(crate) card_get: Statement,
     pub(crate) card_verify: Statement,
     pub(crate) cards_all: Statement,
+    pub(crate) live_hold: Statement,
+    pub(crate) live_take: Statement,
+    pub(crate) live_waiting: Statement,
+    pub(crate) live_expire: Statement,
 }
 
 const DEVICE_COLUMNS: &str =
@@ -176,6 +180,20 @@ impl Statements {
             cards_all: p(
                 "SELECT username, card, verification FROM business_cards ORDER BY username",
             )?,
+            // The batch holds the mailbox's device row (lock_mailboxes), so
+            // two nodes never both see room under the cap.
+            live_hold: p(
+                "INSERT INTO live (mailbox_id, sealed, introduction, until_secs) \
+                 SELECT $1, $2, $3, $5 WHERE (SELECT count(*) FROM live \
+                 WHERE mailbox_id = $1 AND until_secs >= $4) < $6",
+            )?,
+            live_take: p(
+                "DELETE FROM live WHERE mailbox_id = $1 RETURNING id, sealed, introduction, until_secs",
+            )?,
+            live_waiting: p(
+                "SELECT DISTINCT mailbox_id FROM live WHERE mailbox_id = ANY($1) AND until_secs >= $2",
+            )?,
+            live_expire: p("DELETE FROM live WHERE until_secs < $1")?,
         })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The same versions as the SQLite file's (1: accounts, devices, key
 //! packages, envelopes; 2: business cards; 3: sessions and introduction
-//! budgets), so both backends say the same
+//! budgets; 4: online-only envelopes held for a device on another node), so
+//! both backends say the same
 //! thing with `schema_version`; an older database upgrades in place, in one
 //! transaction, and a newer one is refused. Differences from SQLite, for
 //! several nodes writing at once: each device row keeps its mailbox's next
@@ -15,7 +16,7 @@ use postgres::Transaction;
 use crate::StoreError;
 
 /// The schema version this program writes (as the SQLite backend's).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -67,8 +68,26 @@ ALTER TABLE devices ADD COLUMN intro_tokens DOUBLE PRECISION;
 ALTER TABLE devices ADD COLUMN intro_at BIGINT NOT NULL DEFAULT 0;
 ";
 
+/// Version 4: online-only envelopes (call signalling) held for seconds for
+/// a device connected to another node, or to none yet. UNLOGGED: never
+/// written to the WAL, so never in a replica, an archive or a base backup,
+/// and emptied by a crash, as a node's memory would be. No reference to
+/// `devices` (a permanent table may not be referenced from here on every
+/// version, and a row outlives nothing: it goes when taken or when its hold
+/// ends).
+const SCHEMA_V4: &str = "
+CREATE UNLOGGED TABLE live (
+    id           BIGSERIAL PRIMARY KEY,
+    mailbox_id   BYTEA NOT NULL CHECK (length(mailbox_id) = 16),
+    sealed       BYTEA NOT NULL,
+    introduction BOOLEAN NOT NULL,
+    until_secs   BIGINT NOT NULL
+);
+CREATE INDEX live_by_mailbox ON live (mailbox_id, until_secs);
+";
+
 /// The migrations, in order: version `i + 1` is `STEPS[i]`.
-const STEPS: [&str; 3] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const STEPS: [&str; 4] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /// The version the database is at (0: empty).
 pub fn version(tx: &mut Transaction<'_>) -> Result<i64, StoreError> {

@@ -14,8 +14,8 @@ use postgres::types::ToSql;
 
 use super::Statements;
 use crate::model::{
-    DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredCard, StoredEnvelope,
-    UserDevice,
+    DeviceId, DeviceRecord, Limits, LiveEnvelope, MailboxEntry, MailboxId, NewDevice, StoredCard,
+    StoredEnvelope, UserDevice,
 };
 use crate::traits::StoreTx;
 use crate::{Day, StoreError};
@@ -71,6 +71,10 @@ fn day(d: Day) -> i32 {
 
 fn seq(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+fn secs(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX)
 }
 
 impl PgTx<'_> {
@@ -163,6 +167,72 @@ impl StoreTx for PgTx<'_> {
             .iter()
             .map(|r| Ok((fixed(r.get(0))?, seq(r.get(1)))))
             .collect()
+    }
+
+    fn hold_live(
+        &mut self,
+        mailbox_id: &MailboxId,
+        sealed: &[u8],
+        introduction: bool,
+        now_secs: u64,
+        until_secs: u64,
+        cap: u32,
+    ) -> Result<bool, StoreError> {
+        let n = self.tx.execute(
+            &self.st.live_hold,
+            &[
+                &&mailbox_id[..],
+                &sealed,
+                &introduction,
+                &secs(now_secs),
+                &secs(until_secs),
+                &i64::from(cap),
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn take_live(
+        &mut self,
+        mailbox_id: &MailboxId,
+        now_secs: u64,
+    ) -> Result<Vec<LiveEnvelope>, StoreError> {
+        let mut rows: Vec<(i64, Vec<u8>, bool, i64)> = self
+            .tx
+            .query(&self.st.live_take, &[&&mailbox_id[..]])?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        rows.sort_unstable_by_key(|r| r.0);
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.3 >= secs(now_secs))
+            .map(|(_, sealed, introduction, _)| LiveEnvelope {
+                sealed,
+                introduction,
+            })
+            .collect())
+    }
+
+    fn live_waiting(
+        &mut self,
+        mailboxes: &[MailboxId],
+        now_secs: u64,
+    ) -> Result<Vec<MailboxId>, StoreError> {
+        if mailboxes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&[u8]> = mailboxes.iter().map(|m| &m[..]).collect();
+        self.tx
+            .query(&self.st.live_waiting, &[&ids, &secs(now_secs)])?
+            .iter()
+            .map(|r| fixed(r.get(0)))
+            .collect()
+    }
+
+    fn expire_live(&mut self, now_secs: u64) -> Result<u64, StoreError> {
+        let n = self.tx.execute(&self.st.live_expire, &[&secs(now_secs)])?;
+        Ok(n)
     }
 
     fn register(&mut self, d: &NewDevice, today: Day) -> Result<(), StoreError> {

@@ -7,6 +7,7 @@
 //! - [`key_packages`]: MLS key package upload and claim.
 //! - [`business`]: business accounts' cards and verifications.
 //! - [`envelopes`]: sealed envelopes (store, fetch, delete, expire).
+//! - [`live`]: online-only envelopes held for seconds, in memory.
 //! - [`convert`]: turning blobs back into fixed-size ids and keys.
 //!
 //! The database runs in WAL mode with `synchronous=NORMAL`: a commit survives
@@ -18,6 +19,7 @@ pub mod business;
 pub mod convert;
 pub mod envelopes;
 pub mod key_packages;
+pub mod live;
 pub mod schema;
 pub mod tx;
 
@@ -51,6 +53,7 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         schema::configure(&conn)?;
         schema::migrate(&conn)?;
+        live::create(&conn)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(Self { conn, limits })
     }

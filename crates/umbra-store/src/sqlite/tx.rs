@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use rusqlite::Transaction;
 
-use super::{accounts, business, envelopes, key_packages};
+use super::{accounts, business, envelopes, key_packages, live};
 use crate::model::{
-    DeviceId, DeviceRecord, Limits, MailboxEntry, MailboxId, NewDevice, StoredCard, StoredEnvelope,
-    UserDevice,
+    DeviceId, DeviceRecord, Limits, LiveEnvelope, MailboxEntry, MailboxId, NewDevice, StoredCard,
+    StoredEnvelope, UserDevice,
 };
 use crate::traits::StoreTx;
 use crate::{Day, StoreError};
@@ -80,6 +80,46 @@ impl StoreTx for SqliteTx<'_> {
         mailboxes: &[MailboxId],
     ) -> Result<Vec<(MailboxId, u64)>, StoreError> {
         envelopes::newest(&self.tx, mailboxes)
+    }
+
+    fn hold_live(
+        &mut self,
+        mailbox_id: &MailboxId,
+        sealed: &[u8],
+        introduction: bool,
+        now_secs: u64,
+        until_secs: u64,
+        cap: u32,
+    ) -> Result<bool, StoreError> {
+        live::hold(
+            &self.tx,
+            mailbox_id,
+            sealed,
+            introduction,
+            now_secs,
+            until_secs,
+            cap,
+        )
+    }
+
+    fn take_live(
+        &mut self,
+        mailbox_id: &MailboxId,
+        now_secs: u64,
+    ) -> Result<Vec<LiveEnvelope>, StoreError> {
+        live::take(&self.tx, mailbox_id, now_secs)
+    }
+
+    fn live_waiting(
+        &mut self,
+        mailboxes: &[MailboxId],
+        now_secs: u64,
+    ) -> Result<Vec<MailboxId>, StoreError> {
+        live::waiting(&self.tx, mailboxes, now_secs)
+    }
+
+    fn expire_live(&mut self, now_secs: u64) -> Result<u64, StoreError> {
+        live::expire(&self.tx, now_secs)
     }
 
     fn set_business_card(
