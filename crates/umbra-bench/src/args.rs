@@ -6,6 +6,12 @@ pub struct BenchArgs {
     /// Invite link of the server to load (the only address contacted).
     #[arg(long, env = "UMBRA_INVITE")]
     pub invite: Option<String>,
+    /// Another node of the same service (nodes sharing one database), to
+    /// spread the load over; repeat for each. Receivers take the nodes in
+    /// turn and each sender sits on the node after its receiver's, so most
+    /// messages cross between nodes (their delay is reported apart).
+    #[arg(long = "also-invite", value_name = "LINK")]
+    pub also_invite: Vec<String>,
     /// Receiving clients; as many anonymous senders run alongside.
     #[arg(long, default_value_t = 50)]
     pub clients: usize,
@@ -41,6 +47,7 @@ impl BenchArgs {
     pub fn new(invite: String) -> Self {
         Self {
             invite: Some(invite),
+            also_invite: Vec::new(),
             clients: 50,
             messages: 200_000,
             envelope_bytes: 256,

@@ -12,7 +12,7 @@
 //! again and divides the growth by the number of sessions.
 //!
 //! Everything is bounded: a fixed message count, a deadline, and a fixed
-//! number of sessions. Only the address in the invite link is contacted.
+//! number of sessions. Only the addresses in the invite links are contacted.
 //!
 //! Layout: [`args`] (flags), [`session`] (protocol client), [`throughput`]
 //! (phase 1), [`memory`] (phase 2), [`progress`] (status line), [`report`];
@@ -27,6 +27,8 @@
 //! [`business_bench`] is `umbra bench business`, the business host's API
 //! (messages a second to distinct customers, delay to their devices and to
 //! the webhooks; [`business_load`] its customers, calls and receiver);
+//! [`xmpp_bench`] is `umbra bench xmpp`, the same workload against an XMPP
+//! server ([`ejabberd`] runs a private one, [`xmpp`] is the load client);
 //! [`cpu`] reads processes' CPU time for both.
 
 pub mod args;
@@ -34,6 +36,7 @@ pub mod business_bench;
 pub mod business_load;
 pub mod call_bench;
 pub mod cpu;
+pub mod ejabberd;
 mod janus;
 mod janus_peer;
 pub mod memory;
@@ -46,6 +49,8 @@ pub mod sfu_bench;
 mod sfu_janus;
 pub mod throughput;
 mod util;
+pub mod xmpp;
+pub mod xmpp_bench;
 
 pub use args::BenchArgs;
 pub use report::{MemoryReport, Report};
@@ -60,8 +65,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         .as_deref()
         .context("name the server to load: umbra bench --invite LINK (or `umbra bench proxy`)")?;
     let invite = Invite::parse(link).context("parsing the invite link")?;
+    let mut nodes = vec![invite.clone()];
+    for other in &args.also_invite {
+        nodes.push(Invite::parse(other).context("parsing an --also-invite link")?);
+    }
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    let throughput = throughput::run(&invite, args).await?;
+    let throughput = throughput::run(&nodes, args).await?;
     let memory = match (args.server_pid, args.idle_connections) {
         (Some(pid), k) if k > 0 => {
             // Leave room for the bench's own descriptors.

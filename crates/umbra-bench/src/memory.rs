@@ -39,6 +39,7 @@ pub async fn run(
     let before = rss_kib(pid)?;
     let opened = Arc::new(AtomicU64::new(0));
     let bar = Progress::start("idle sessions", opened.clone(), k as u64, progress);
+    let start = std::time::Instant::now();
     let mut sessions = Vec::with_capacity(k);
     let mut set = JoinSet::new();
     let mut started = 0;
@@ -61,6 +62,7 @@ pub async fn run(
             None => break,
         }
     }
+    let took = start.elapsed();
     drop(bar);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pid)?;
@@ -72,5 +74,6 @@ pub async fn run(
         rss_before_kib: before,
         rss_after_kib: after,
         bytes_per_connection: growth / connections.max(1) as u64,
+        logins_per_second: connections as f64 / took.as_secs_f64().max(1e-3),
     })
 }

@@ -22,6 +22,22 @@ pub struct ThroughputReport {
     pub max_ms: f64,
     /// Whether the deadline cut the run short.
     pub timed_out: bool,
+    /// With several nodes: what crossed between them.
+    pub across_nodes: Option<AcrossNodes>,
+}
+
+/// Messages whose sender and receiver were on different nodes: the delay
+/// includes the wake-up over the bus.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AcrossNodes {
+    /// Nodes loaded.
+    pub nodes: usize,
+    /// Messages that crossed.
+    pub delivered: u64,
+    /// Their median delay, milliseconds.
+    pub p50_ms: f64,
+    /// Their 99th percentile delay, milliseconds.
+    pub p99_ms: f64,
 }
 
 /// Phase 2 results.
@@ -35,6 +51,8 @@ pub struct MemoryReport {
     pub rss_after_kib: u64,
     /// (after - before) / connections, bytes.
     pub bytes_per_connection: u64,
+    /// Sessions registered and logged in a second while opening them.
+    pub logins_per_second: f64,
 }
 
 /// Both phases.
@@ -66,15 +84,23 @@ impl fmt::Display for Report {
             "end-to-end latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; refused sends: {}",
             t.p50_ms, t.p99_ms, t.max_ms, t.send_errors
         )?;
+        if let Some(a) = &t.across_nodes {
+            writeln!(
+                f,
+                "across {} nodes: {} messages crossed, p50 {:.2} ms, p99 {:.2} ms",
+                a.nodes, a.delivered, a.p50_ms, a.p99_ms
+            )?;
+        }
         match &self.memory {
             Some(m) => writeln!(
                 f,
-                "server memory: {} idle logged-in connections, RSS {} KiB -> {} KiB, {} bytes ({:.1} KiB) per connection",
+                "server memory: {} idle logged-in connections, RSS {} KiB -> {} KiB, {} bytes ({:.1} KiB) per connection; {:.0} registrations and logins/s",
                 m.connections,
                 m.rss_before_kib,
                 m.rss_after_kib,
                 m.bytes_per_connection,
-                m.bytes_per_connection as f64 / 1024.0
+                m.bytes_per_connection as f64 / 1024.0,
+                m.logins_per_second
             ),
             None => writeln!(f, "server memory: not measured (give --server-pid)"),
         }

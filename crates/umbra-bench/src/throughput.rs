@@ -27,18 +27,22 @@ struct Target {
     token: Vec<u8>,
 }
 
-/// Runs phase 1.
-pub async fn run(invite: &Invite, args: &BenchArgs) -> anyhow::Result<ThroughputReport> {
+/// The node client `i` of a kind uses: receivers take the nodes in turn,
+/// senders the node after their receiver's.
+fn node_of(i: usize, sender: bool, nodes: usize) -> usize {
+    (i + usize::from(sender)) % nodes
+}
+
+/// Runs phase 1 against `nodes` (one, or several of one service).
+pub async fn run(nodes: &[Invite], args: &BenchArgs) -> anyhow::Result<ThroughputReport> {
     let n = args.clients.max(1);
     let total = args.messages;
-    let size = args.envelope_bytes.max(16);
+    let size = args.envelope_bytes.max(17);
 
-    let receivers = setup(invite, n, true)
+    let receivers = setup(nodes, n, true)
         .await
         .context("setting up receivers")?;
-    let senders = setup(invite, n, false)
-        .await
-        .context("setting up senders")?;
+    let senders = setup(nodes, n, false).await.context("setting up senders")?;
     let targets: Arc<Vec<Target>> = Arc::new(
         receivers
             .iter()
@@ -59,9 +63,10 @@ pub async fn run(invite: &Invite, args: &BenchArgs) -> anyhow::Result<Throughput
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut recv_tasks = JoinSet::new();
-    for (s, _) in receivers {
+    for (i, (s, _)) in receivers.into_iter().enumerate() {
         recv_tasks.spawn(receive(
             s,
+            node_of(i, false, nodes.len()) as u8,
             epoch,
             delivered.clone(),
             last_delivery.clone(),
@@ -75,6 +80,8 @@ pub async fn run(invite: &Invite, args: &BenchArgs) -> anyhow::Result<Throughput
         let count = per_sender + u64::from((i as u64) < extra);
         let mut body = vec![0u8; size];
         rand::thread_rng().fill_bytes(&mut body);
+        // Byte 8: the sender's node, so a receiver tells crossings apart.
+        body[8] = node_of(i, true, nodes.len()) as u8;
         let job = SendJob {
             index: i,
             count,
@@ -88,54 +95,94 @@ pub async fn run(invite: &Invite, args: &BenchArgs) -> anyhow::Result<Throughput
         send_tasks.spawn(send(s, job, stop_rx.clone()));
     }
 
-    let progress = Progress::start("delivered", delivered.clone(), total, args.progress());
-    let deadline = epoch + Duration::from_secs(args.max_secs);
-    let mut timed_out = false;
-    loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let done = delivered.load(Ordering::Relaxed) + refused.load(Ordering::Relaxed);
-        if done >= total {
-            break;
-        }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            break;
-        }
-    }
-    drop(progress);
+    let timed_out = wait_delivered(
+        &delivered,
+        &refused,
+        total,
+        epoch + Duration::from_secs(args.max_secs),
+        args.progress(),
+    )
+    .await;
     let _ = stop_tx.send(true);
     let mut hist = new_histogram()?;
+    let mut crossed = new_histogram()?;
     while let Some(h) = recv_tasks.join_next().await {
-        if let Ok(Some(h)) = h {
-            hist.add(&h).context("merging histograms")?;
+        if let Ok(Some((all, across))) = h {
+            hist.add(&all).context("merging histograms")?;
+            crossed.add(&across).context("merging histograms")?;
         }
     }
     send_tasks.shutdown().await;
 
-    let delivered = delivered.load(Ordering::Relaxed);
-    let elapsed =
-        Duration::from_nanos(last_delivery.load(Ordering::Relaxed)).max(Duration::from_millis(1));
+    let mut report = summarize(
+        &hist,
+        delivered.load(Ordering::Relaxed),
+        last_delivery.load(Ordering::Relaxed),
+        timed_out,
+    );
+    report.send_errors = refused.load(Ordering::Relaxed);
+    report.across_nodes = (nodes.len() > 1).then(|| crate::report::AcrossNodes {
+        nodes: nodes.len(),
+        delivered: crossed.len(),
+        p50_ms: crossed.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: crossed.value_at_quantile(0.99) as f64 / 1000.0,
+    });
+    Ok(report)
+}
+
+/// Waits, showing progress, until `delivered` and `refused` make `total`
+/// or `deadline` passes; whether it passed.
+pub(crate) async fn wait_delivered(
+    delivered: &Arc<AtomicU64>,
+    refused: &AtomicU64,
+    total: u64,
+    deadline: Instant,
+    progress: bool,
+) -> bool {
+    let _bar = Progress::start("delivered", delivered.clone(), total, progress);
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if delivered.load(Ordering::Relaxed) + refused.load(Ordering::Relaxed) >= total {
+            return false;
+        }
+        if Instant::now() >= deadline {
+            return true;
+        }
+    }
+}
+
+/// A run's figures from its delay histogram (microseconds), how many
+/// arrived, and when the last did (nanoseconds after the first send).
+pub(crate) fn summarize(
+    hist: &Histogram<u64>,
+    delivered: u64,
+    last_ns: u64,
+    timed_out: bool,
+) -> ThroughputReport {
+    let elapsed = Duration::from_nanos(last_ns).max(Duration::from_millis(1));
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    Ok(ThroughputReport {
+    ThroughputReport {
         delivered,
-        send_errors: refused.load(Ordering::Relaxed),
+        send_errors: 0,
         elapsed,
         per_second: delivered as f64 / elapsed.as_secs_f64(),
         p50_ms: ms(0.5),
         p99_ms: ms(0.99),
         max_ms: hist.max() as f64 / 1000.0,
         timed_out,
-    })
+        across_nodes: None,
+    }
 }
 
-fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     // Microseconds, up to 10 minutes, 3 significant digits.
     Histogram::new_with_bounds(1, 600_000_000, 3).context("creating histogram")
 }
 
-/// Opens `n` sessions (registered and logged in when `login`).
+/// Opens `n` sessions (registered and logged in when `login`: receivers;
+/// else senders), each on its node, in order.
 async fn setup(
-    invite: &Invite,
+    nodes: &[Invite],
     n: usize,
     login: bool,
 ) -> anyhow::Result<Vec<(Session, Option<Account>)>> {
@@ -144,7 +191,8 @@ async fn setup(
     let mut started = 0;
     while out.len() < n {
         while started < n && set.len() < SETUP_CONCURRENCY {
-            let invite = invite.clone();
+            let invite = nodes[node_of(started, !login, nodes.len())].clone();
+            let index = started;
             set.spawn(async move {
                 let mut s = Session::connect(&invite).await?;
                 let acct = if login {
@@ -154,7 +202,7 @@ async fn setup(
                 } else {
                     None
                 };
-                Ok::<_, anyhow::Error>((s, acct))
+                Ok::<_, anyhow::Error>((index, s, acct))
             });
             started += 1;
         }
@@ -163,17 +211,23 @@ async fn setup(
             None => break,
         }
     }
-    Ok(out)
+    // In client order, so client i is on node_of(i).
+    out.sort_by_key(|(i, _, _)| *i);
+    Ok(out.into_iter().map(|(_, s, a)| (s, a)).collect())
 }
 
+/// Receives until stopped: the delay of everything, and of what came from
+/// a sender on another node than `node`.
 async fn receive(
     mut s: Session,
+    node: u8,
     epoch: Instant,
     delivered: Arc<AtomicU64>,
     last_delivery: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
-) -> Option<Histogram<u64>> {
+) -> Option<(Histogram<u64>, Histogram<u64>)> {
     let mut hist = new_histogram().ok()?;
+    let mut crossed = new_histogram().ok()?;
     let mut acks: Vec<u64> = Vec::with_capacity(ACK_BATCH);
     loop {
         let frame = tokio::select! {
@@ -191,7 +245,11 @@ async fn receive(
                 let mut b = [0u8; 8];
                 b.copy_from_slice(ts);
                 let sent = u64::from_be_bytes(b);
-                hist.saturating_record(now.saturating_sub(sent) / 1000);
+                let delay = now.saturating_sub(sent) / 1000;
+                hist.saturating_record(delay);
+                if d.sealed.get(8).is_some_and(|from| *from != node) {
+                    crossed.saturating_record(delay);
+                }
             }
             delivered.fetch_add(1, Ordering::Relaxed);
             last_delivery.fetch_max(now, Ordering::Relaxed);
@@ -201,7 +259,7 @@ async fn receive(
             }
         }
     }
-    Some(hist)
+    Some((hist, crossed))
 }
 
 async fn flush_acks(s: &mut Session, acks: &mut Vec<u64>) -> anyhow::Result<()> {

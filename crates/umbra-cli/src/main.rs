@@ -201,6 +201,9 @@ enum BenchWhich {
     /// API to distinct customers, and the delay to their devices and to the
     /// `sent` webhook, beside WhatsApp Cloud API's tiers.
     Business(umbra_bench::business_bench::BusinessBenchArgs),
+    /// `umbra bench`'s workload against an XMPP server (a private ejabberd
+    /// by default): delivered messages/s, latency, memory per idle session.
+    Xmpp(umbra_bench::xmpp_bench::XmppBenchArgs),
 }
 
 fn default_profile() -> PathBuf {
@@ -276,6 +279,10 @@ async fn bench(b: BenchCommand, out: output::Output) -> anyhow::Result<()> {
         }
         Some(BenchWhich::Business(args)) => {
             let report = umbra_bench::business_bench::run(&args).await?;
+            out.value(&report, &report.to_string());
+        }
+        Some(BenchWhich::Xmpp(args)) => {
+            let report = umbra_bench::xmpp_bench::run(&args).await?;
             out.value(&report, &report.to_string());
         }
         None => {

@@ -52,8 +52,11 @@ impl ServerProc {
             .append(true)
             .open(log)
             .expect("log file");
+        // Metrics on the listen address's host (a test that tells the
+        // server's address from the client's finds only the server's).
+        let metrics = format!("{}:0", listen.rsplit_once(':').map_or("127.0.0.1", |h| h.0));
         let mut child = Command::new(bin())
-            .args([sub, "--listen", listen, "--metrics-listen", "127.0.0.1:0"])
+            .args([sub, "--listen", listen, "--metrics-listen", &metrics])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
