@@ -62,6 +62,11 @@ fn doctor_says_what_is_right_and_what_is_wrong() {
         "--cluster-key-file",
         key.to_str().expect("path"),
     ];
+    // Before any node started: this one is the first, which makes the keys.
+    let (fine, out) = server(&[&["doctor"], &cluster[..]].concat(), &data);
+    assert!(fine, "{out}");
+    assert!(out.contains("this is the first node"), "{out}");
+    assert!(out.contains("cluster key"), "{out}");
     let node = ServerProc::start_with(&data, "127.0.0.1:0", &dir.path().join("node.log"), &cluster);
     let (fine, out) = server(&[&["doctor"], &cluster[..]].concat(), &data);
     assert!(fine, "{out}");
@@ -88,7 +93,7 @@ fn doctor_says_what_is_right_and_what_is_wrong() {
     );
     assert!(!fine);
     assert!(out.contains("PROBLEM NATS at nats://127.0.0.1:1"), "{out}");
-    assert!(out.contains("copy it from the first node"), "{out}");
+    assert!(out.contains("copy it from there"), "{out}");
     drop(node);
 }
 

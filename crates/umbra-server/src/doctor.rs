@@ -45,25 +45,10 @@ fn now_unix() -> f64 {
 pub async fn check(config: &ServerConfig) -> Vec<Finding> {
     let mut out = Vec::new();
     let dir = &config.data_dir;
-    for (file, role) in [
-        ("server.key", "the server's key, which invites pin"),
-        ("sign.key", "the signing key, the invite's `sign`"),
-    ] {
-        out.push(if dir.join(file).exists() {
-            ok(format!("{}: {role}", dir.join(file).display()))
-        } else if config.nats.is_some() {
-            problem(format!(
-                "{} is missing: every node of a cluster needs the same {role}: copy it from the first node",
-                dir.join(file).display()
-            ))
-        } else {
-            ok(format!(
-                "{} will be made on first start ({role})",
-                dir.join(file).display()
-            ))
-        });
-    }
     let supported = umbra_store::sqlite::schema::SCHEMA_VERSION;
+    // No node has used the database yet: this is the first node, which
+    // makes the keys the others copy.
+    let mut first_node = false;
     match &config.database {
         None => {
             let path = dir.join(DB_FILE);
@@ -98,9 +83,14 @@ pub async fn check(config: &ServerConfig) -> Vec<Finding> {
                 tokio::task::spawn_blocking(move || umbra_store::PgStore::health(&u)).await;
             match health {
                 Ok(Ok(h)) => {
+                    first_node = h.schema_version == 0;
                     out.push(match h.schema_version {
                         v if v > supported => problem(format!(
                             "database {shown}: schema version {v}, newer than this program's {supported}: run the newer umbra on every node"
+                        )),
+                        0 => ok(format!(
+                            "database {shown} (PostgreSQL {}) is empty: the first node to start makes its tables (schema version {supported})",
+                            h.server_version
                         )),
                         v => ok(format!(
                             "database {shown} (PostgreSQL {}), schema version {v}{}",
@@ -132,12 +122,40 @@ pub async fn check(config: &ServerConfig) -> Vec<Finding> {
             }
         }
     }
+    for (file, role) in [
+        ("server.key", "the server's key, which invites pin"),
+        ("sign.key", "the signing key, the invite's `sign`"),
+    ] {
+        let path = dir.join(file);
+        out.push(if path.exists() {
+            ok(format!("{}: {role}", path.display()))
+        } else if config.nats.is_some() && !first_node {
+            problem(format!(
+                "{} is missing ({role}): every node of a cluster has the first node's: copy it from there",
+                path.display()
+            ))
+        } else if config.nats.is_some() {
+            ok(format!(
+                "{} will be made on first start ({role}): this is the first node; copy it to every other node",
+                path.display()
+            ))
+        } else {
+            ok(format!(
+                "{} will be made on first start ({role})",
+                path.display()
+            ))
+        });
+    }
     if let Some(url) = &config.nats {
         out.push(check_nats(url).await);
         out.push(match &config.cluster_key_file {
             Some(f) if f.exists() => ok(format!("cluster key {}", f.display())),
+            Some(f) if first_node => ok(format!(
+                "cluster key {} will be made on first start: copy it to every other node",
+                f.display()
+            )),
             Some(f) => problem(format!(
-                "cluster key {} is missing: make it once (head -c 32 /dev/urandom | xxd -p -c 64) and copy it to every node",
+                "cluster key {} is missing: copy it from the first node",
                 f.display()
             )),
             None => problem("nats is set without cluster_key_file"),

@@ -48,6 +48,15 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The PostgreSQL database failed (or could not be reached).
-    #[error("PostgreSQL error: {0}")]
+    #[error("PostgreSQL error: {}", postgres_detail(.0))]
     Postgres(#[from] postgres::Error),
+}
+
+/// What the server said (the client's own text for a server error is just
+/// "db error"), else the client's text.
+fn postgres_detail(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
