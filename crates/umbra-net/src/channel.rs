@@ -1,31 +1,59 @@
 //! The two halves of an established channel.
 //!
-//! Buffers stay small while a connection is idle (an idle server holds many
-//! thousands of them): reads go through a 2 KiB buffer and the writer's
-//! scratch space is released after large frames.
+//! An idle connection holds no buffer (an idle server holds many thousands
+//! of them): reads land in one scratch buffer per thread, lent only for the
+//! moment of a read, and what is left of a partial frame is all a
+//! connection keeps; the writer's buffer is released once written.
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use prost::Message;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use umbra_wire::noise::{Opener, Sealer};
 
 use crate::NetError;
 
-const READ_CHUNK: usize = 2048;
+/// The scratch buffer a read borrows.
+const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
 
 /// Receives frames.
 pub struct FrameReader {
     rd: Box<dyn AsyncRead + Send + Unpin>,
     opener: Opener,
-    buf: Box<[u8]>,
 }
 
 impl FrameReader {
     pub(crate) fn new(rd: Box<dyn AsyncRead + Send + Unpin>, opener: Opener) -> Self {
-        Self {
-            rd,
-            opener,
-            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
-        }
+        Self { rd, opener }
+    }
+
+    /// Reads once into this thread's scratch buffer and hands the bytes to
+    /// the opener before the buffer is given back; how many were read (0:
+    /// the peer closed).
+    fn poll_feed(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, NetError>> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut buf = ReadBuf::new(&mut scratch[..]);
+            match Pin::new(&mut *self.rd).poll_read(cx, &mut buf) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+                Poll::Ready(Ok(())) => {
+                    let n = buf.filled().len();
+                    if n > 0
+                        && let Err(e) = self.opener.feed(&scratch[..n])
+                    {
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    Poll::Ready(Ok(n))
+                }
+            }
+        })
     }
 
     /// The next frame; `Ok(None)` when the peer closed cleanly between frames.
@@ -34,11 +62,10 @@ impl FrameReader {
             if let Some(frame) = self.opener.next_frame()? {
                 return Ok(Some(frame));
             }
-            let n = self.rd.read(&mut self.buf).await?;
+            let n = std::future::poll_fn(|cx| self.poll_feed(cx)).await?;
             if n == 0 {
                 return Ok(None);
             }
-            self.opener.feed(&self.buf[..n])?;
         }
     }
 
@@ -74,10 +101,9 @@ impl FrameWriter {
     pub async fn flush(&mut self) -> Result<(), NetError> {
         if !self.out.is_empty() {
             self.wr.write_all(&self.out).await?;
-            self.out.clear();
-            if self.out.capacity() > 16 * 1024 {
-                self.out = Vec::new();
-            }
+            // Released, not kept for the next flush: an idle connection
+            // holds no buffer.
+            self.out = Vec::new();
         }
         self.wr.flush().await?;
         Ok(())

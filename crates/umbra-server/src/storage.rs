@@ -338,33 +338,37 @@ fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -
     // the batch is committed, never before.
     let mut stored_to: Vec<MailboxId> = Vec::new();
     let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
+    // The device rows this batch reads under a lock or changes, locked
+    // first and in one order, so that nodes sharing a database never
+    // deadlock on them.
+    let mut touched: Vec<MailboxId> = Vec::new();
+    let mut devices: Vec<DeviceId> = Vec::new();
+    for c in batch.iter() {
+        match c {
+            Command::Send { mailbox_id, .. } => {
+                touched.push(*mailbox_id);
+                stored_to.push(*mailbox_id);
+            }
+            Command::Ack { mailbox_id, .. }
+            | Command::Fetch { mailbox_id, .. }
+            | Command::HoldLive { mailbox_id, .. } => touched.push(*mailbox_id),
+            Command::StartSession { device_id, .. } | Command::SetToken { device_id, .. } => {
+                devices.push(*device_id);
+            }
+            _ => {}
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    devices.sort_unstable();
+    devices.dedup();
     let committed = match store.begin() {
         Ok(mut tx) => {
-            // The mailboxes this batch changes, locked first and in one order,
-            // so that nodes sharing a database never deadlock on them.
-            let mut touched: Vec<MailboxId> = batch
-                .iter()
-                .filter_map(|c| match c {
-                    Command::Send { mailbox_id, .. }
-                    | Command::Ack { mailbox_id, .. }
-                    | Command::HoldLive { mailbox_id, .. } => Some(*mailbox_id),
-                    _ => None,
-                })
-                .collect();
-            stored_to = batch
-                .iter()
-                .filter_map(|c| match c {
-                    Command::Send { mailbox_id, .. } => Some(*mailbox_id),
-                    _ => None,
-                })
-                .collect();
-            touched.sort_unstable();
-            touched.dedup();
             // Each mailbox's current main session: pushes go to it alone.
-            let sessions: HashMap<MailboxId, u64> = match tx.lock_mailboxes(&touched) {
+            let sessions: HashMap<MailboxId, u64> = match tx.lock_mailboxes(&touched, &devices) {
                 Ok(s) => s.into_iter().collect(),
                 Err(e) => {
-                    tracing::error!(error = %e, "storage could not lock a batch's mailboxes");
+                    tracing::error!(error = %e, "storage could not lock a batch's rows");
                     HashMap::new()
                 }
             };

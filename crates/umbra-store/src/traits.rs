@@ -16,14 +16,17 @@ pub trait Store: Send {
 /// One transaction. Every operation is atomic on its own: if it fails, none of
 /// its changes remain and the transaction can go on with the next one.
 pub trait StoreTx {
-    /// Takes, in one fixed order, what this transaction will change of
-    /// these mailboxes (their envelopes, counts and budgets), so that
-    /// transactions on several nodes that touch the same mailboxes never
-    /// wait on each other in a circle; returns each existing one's current
-    /// main session (pushes go to that session alone).
+    /// Takes, in one fixed order, every device row this transaction will
+    /// read under a lock or change: those of these mailboxes (their
+    /// envelopes, counts, budgets and sessions) and of these devices (a
+    /// login's session, a token), so that transactions on several nodes
+    /// that touch the same devices never wait on each other in a circle;
+    /// returns each locked row's mailbox and current main session (pushes
+    /// go to that session alone).
     fn lock_mailboxes(
         &mut self,
         mailboxes: &[MailboxId],
+        devices: &[DeviceId],
     ) -> Result<Vec<(MailboxId, u64)>, StoreError>;
 
     /// Starts a main session of the device: its number, above every one

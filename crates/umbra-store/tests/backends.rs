@@ -282,7 +282,7 @@ fn sessions_fence_and_budgets_hold(open: Open<'_>) {
             tx.start_session(&[9; 16]),
             Err(StoreError::UnknownDevice)
         ));
-        let locked = tx.lock_mailboxes(&[a, b, [9; 16]]).expect("lock");
+        let locked = tx.lock_mailboxes(&[a, b, [9; 16]], &[]).expect("lock");
         assert_eq!(locked, [(a, second), (b, 0)]);
         // Two introductions an hour, saved up to two.
         let t = 1_000_000;

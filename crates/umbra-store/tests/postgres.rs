@@ -146,7 +146,7 @@ fn a_mailbox_written_from_every_node_at_once_numbers_in_commit_order_and_keeps_i
                 let (mut taken, mut full) = (0u64, 0u64);
                 for batch in 0..10 {
                     let mut tx = s.begin().expect("begin");
-                    tx.lock_mailboxes(&[a, b]).expect("lock");
+                    tx.lock_mailboxes(&[a, b], &[]).expect("lock");
                     for i in 0..5u8 {
                         for m in &order {
                             match tx.store_envelope(m, &[n as u8, batch, i], false, TODAY) {

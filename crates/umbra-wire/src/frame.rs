@@ -71,12 +71,9 @@ impl FrameBuffer {
         let msg = M::decode(body)?;
         self.start += 4 + len;
         if self.start == self.buf.len() {
-            self.buf.clear();
+            // Nothing partial: idle connections keep no buffer.
+            self.buf = Vec::new();
             self.start = 0;
-            // Idle connections should not keep a large buffer alive.
-            if self.buf.capacity() > 4096 {
-                self.buf = Vec::new();
-            }
         }
         Ok(Some(msg))
     }

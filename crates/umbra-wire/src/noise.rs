@@ -341,7 +341,8 @@ impl Opener {
             at += 2 + len;
         }
         self.cipher.drain(..at);
-        if self.cipher.is_empty() && self.cipher.capacity() > 4096 {
+        if self.cipher.is_empty() {
+            // Nothing partial: keep no buffer while the connection idles.
             self.cipher = Vec::new();
         }
         Ok(())

@@ -102,10 +102,13 @@ impl Statements {
             mailbox_exists: p("SELECT 1 FROM devices WHERE mailbox_id = $1")?,
             all_mailboxes: p("SELECT mailbox_id, device_id, delivery_token_hash FROM devices")?,
             set_token: p("UPDATE devices SET delivery_token_hash = $2 WHERE device_id = $1")?,
-            lock_mailboxes: p(
-                "SELECT mailbox_id, session FROM devices WHERE mailbox_id = ANY($1) \
-                 ORDER BY mailbox_id FOR UPDATE",
-            )?,
+            // Rows are locked as the sort hands them over: in mailbox order,
+            // whichever list named them. NO KEY UPDATE: the foreign keys of
+            // envelopes and key packages written by other transactions
+            // (KEY SHARE) never wait on it, so they cannot close a circle.
+            lock_mailboxes: p("SELECT mailbox_id, session FROM devices \
+                 WHERE mailbox_id = ANY($1) OR device_id = ANY($2) \
+                 ORDER BY mailbox_id FOR NO KEY UPDATE")?,
             start_session: p(
                 "UPDATE devices SET session = session + 1 WHERE device_id = $1 RETURNING session",
             )?,
@@ -114,7 +117,7 @@ impl Statements {
             // this session's.
             session_of: p("SELECT session FROM devices WHERE mailbox_id = $1 FOR SHARE")?,
             intro_get: p(
-                "SELECT intro_tokens, intro_at FROM devices WHERE mailbox_id = $1 FOR UPDATE",
+                "SELECT intro_tokens, intro_at FROM devices WHERE mailbox_id = $1 FOR NO KEY UPDATE",
             )?,
             intro_set: p(
                 "UPDATE devices SET intro_tokens = $2, intro_at = $3 WHERE mailbox_id = $1",

@@ -73,6 +73,18 @@ fn seq(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// Times a batch tries to lock its rows.
+const LOCK_ATTEMPTS: usize = 3;
+
+/// A deadlock or serialization failure: the same statement may succeed
+/// when tried again.
+fn retryable(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            || *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
 fn secs(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX)
 }
@@ -105,14 +117,33 @@ impl StoreTx for PgTx<'_> {
     fn lock_mailboxes(
         &mut self,
         mailboxes: &[MailboxId],
+        devices: &[DeviceId],
     ) -> Result<Vec<(MailboxId, u64)>, StoreError> {
-        if mailboxes.is_empty() {
+        if mailboxes.is_empty() && devices.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<&[u8]> = mailboxes.iter().map(|m| &m[..]).collect();
-        self.tx
-            .query(&self.st.lock_mailboxes, &[&ids])?
-            .iter()
+        let devs: Vec<&[u8]> = devices.iter().map(|d| &d[..]).collect();
+        // A deadlock the database broke (against a transaction that locks
+        // in another order: a login, an operator's command) is tried again
+        // in a savepoint, which undoes only the failed attempt.
+        let st = self.st;
+        let mut attempt = 1;
+        let rows = loop {
+            let mut sp = self.tx.savepoint("lock")?;
+            match sp.query(&st.lock_mailboxes, &[&ids, &devs]) {
+                Ok(rows) => {
+                    sp.commit()?;
+                    break rows;
+                }
+                Err(e) if attempt < LOCK_ATTEMPTS && retryable(&e) => {
+                    drop(sp);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        rows.iter()
             .map(|r| Ok((fixed(r.get(0))?, seq(r.get(1)))))
             .collect()
     }

@@ -47,6 +47,7 @@ impl StoreTx for SqliteTx<'_> {
     fn lock_mailboxes(
         &mut self,
         mailboxes: &[MailboxId],
+        _devices: &[DeviceId],
     ) -> Result<Vec<(MailboxId, u64)>, StoreError> {
         // One writer: the transaction already excludes every other.
         accounts::sessions(&self.tx, mailboxes)
