@@ -48,17 +48,8 @@ impl Relay {
         config.validate()?;
         let secret = config.secret()?;
         let workers = config.worker_count();
-        let first = reuseport_udp(config.udp_listen)
-            .with_context(|| format!("cannot bind UDP {}", config.udp_listen))?;
-        let udp_addr = first.local_addr()?;
-        let mut udp = vec![first];
-        for _ in 1..workers {
-            udp.push(reuseport_udp(udp_addr).context("cannot bind a worker's UDP socket")?);
-        }
-        let tcp_want = config.tcp_listen.unwrap_or(udp_addr);
-        let tcp = TcpListener::bind(tcp_want)
-            .await
-            .with_context(|| format!("cannot bind TCP {tcp_want}"))?;
+        let (udp, tcp) = bind_udp_and_tcp(&config, workers).await?;
+        let udp_addr = udp[0].local_addr()?;
         let tls_want = config.tls_addr();
         let tls = TcpListener::bind(tls_want)
             .await
@@ -308,6 +299,36 @@ async fn expire_reservations(shared: Arc<Shared>) {
 }
 
 /// A UDP socket with `SO_REUSEPORT`, so each worker can bind the same address.
+/// Binds the workers' UDP sockets and the TCP listener. TURN's TCP port is
+/// the UDP port unless told otherwise; when the UDP port is left to the
+/// system (port 0), the same number may already be taken for TCP, so another
+/// is tried (a few times) rather than failing on a busy machine.
+async fn bind_udp_and_tcp(
+    config: &RelayConfig,
+    workers: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, TcpListener)> {
+    let pick_again = config.udp_listen.port() == 0 && config.tcp_listen.is_none();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let first = reuseport_udp(config.udp_listen)
+            .with_context(|| format!("cannot bind UDP {}", config.udp_listen))?;
+        let udp_addr = first.local_addr()?;
+        let mut udp = vec![first];
+        for _ in 1..workers {
+            udp.push(reuseport_udp(udp_addr).context("cannot bind a worker's UDP socket")?);
+        }
+        let tcp_want = config.tcp_listen.unwrap_or(udp_addr);
+        match TcpListener::bind(tcp_want).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if pick_again && attempt < 16 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot bind TCP {tcp_want}")),
+        }
+    }
+}
+
 fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_port(true)?;

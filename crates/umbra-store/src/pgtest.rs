@@ -125,28 +125,39 @@ impl Cluster {
                 "UTF8",
             ],
         )?;
-        let port = free_port()?;
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c max_connections=200",
-            dir.path().display()
-        );
-        run(
-            &bin,
-            as_postgres,
-            "pg_ctl",
-            &[
-                "-D",
-                &data_s,
-                "-o",
-                &options,
-                "-l",
-                &dir.path().join("log").to_string_lossy(),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        )?;
+        // A free port can be taken by another test before the server binds
+        // it; then the start fails and another port is tried.
+        let mut attempt = 0;
+        let port = loop {
+            attempt += 1;
+            let port = free_port()?;
+            let options = format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c max_connections=200",
+                dir.path().display()
+            );
+            let started = run(
+                &bin,
+                as_postgres,
+                "pg_ctl",
+                &[
+                    "-D",
+                    &data_s,
+                    "-o",
+                    &options,
+                    "-l",
+                    &dir.path().join("log").to_string_lossy(),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            );
+            match started {
+                Ok(()) => break port,
+                Err(_) if attempt < 4 => continue,
+                Err(e) => return Err(e),
+            }
+        };
         Ok(Self {
             base: format!("postgres://umbra@127.0.0.1:{port}"),
             own: Some(Own {

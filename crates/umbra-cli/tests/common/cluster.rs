@@ -24,22 +24,75 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Whether process `pid` is the one listening on loopback TCP `port` (a
+/// free port picked by [`free_port`] can be taken by another test before
+/// the process we start binds it; then it fails and something else answers).
+pub fn listens(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let want = format!(":{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A")
+                .then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok).any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|t| inodes.iter().any(|i| t.to_string_lossy() == *i))
+    })
+}
+
+/// Spawns `command(port)` on a free port until the process it starts is the
+/// one listening there; the child and its port.
+fn spawn_listening(what: &str, mut command: impl FnMut(u16) -> Command) -> (Child, u16) {
+    for _ in 0..8 {
+        let port = free_port();
+        let mut child = command(port)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e} (apt-get install {what})"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if listens(child.id(), port) {
+                return (child, port);
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                break; // It could not bind: the port was taken. Try another.
+            }
+            assert!(Instant::now() < deadline, "{what} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("{what} could not bind a free port in 8 attempts")
+}
+
 impl NatsProc {
     /// Starts one on a free port.
     pub fn start() -> Self {
-        let mut n = Self {
-            child: None,
-            port: free_port(),
-        };
-        n.up();
-        n
+        let (child, port) = spawn_listening("nats-server", Self::command);
+        Self {
+            child: Some(child),
+            port,
+        }
+    }
+
+    fn command(port: u16) -> Command {
+        let mut c = Command::new("nats-server");
+        c.args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
     }
 
     fn up(&mut self) {
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let child = Self::command(self.port)
             .spawn()
             .expect("nats-server (apt-get install nats-server)");
         self.child = Some(child);
@@ -337,7 +390,11 @@ pub struct Haproxy {
 impl Haproxy {
     /// Starts one in `dir` in front of the nodes listening on `backends`.
     pub fn start(dir: &Path, backends: &[String]) -> Self {
-        let port = free_port();
+        let (child, port) = spawn_listening("haproxy", |port| Self::command(dir, backends, port));
+        Self { child, port }
+    }
+
+    fn command(dir: &Path, backends: &[String], port: u16) -> Command {
         let mut cfg = format!(
             "global\n    maxconn 4096\n\
              defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    \
@@ -352,20 +409,13 @@ impl Haproxy {
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, cfg).expect("haproxy.cfg");
         let log = std::fs::File::create(dir.join("haproxy.log")).expect("log");
-        let child = Command::new("haproxy")
-            .arg("-db")
+        let mut c = Command::new("haproxy");
+        c.arg("-db")
             .arg("-f")
             .arg(&path)
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("haproxy (apt-get install haproxy)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "haproxy did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
+            .stderr(log);
+        c
     }
 
     /// `invite` with HAProxy's port in place of the node's.
