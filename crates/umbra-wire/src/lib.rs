@@ -22,6 +22,7 @@
 //! Sockets live in `umbra-net`; this crate only turns bytes into messages and
 //! back, so every parser can be fuzzed and tested in memory.
 
+mod aead;
 pub mod business;
 pub mod error;
 pub mod frame;

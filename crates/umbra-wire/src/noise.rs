@@ -62,6 +62,11 @@ fn params() -> snow::params::NoiseParams {
     NOISE_PARAMS.parse().unwrap()
 }
 
+/// A builder with Umbra's cipher implementation (see [`crate::aead`]).
+fn builder() -> snow::Builder<'static> {
+    snow::Builder::with_resolver(params(), crate::aead::resolver())
+}
+
 fn noise_err(e: snow::Error) -> WireError {
     WireError::Noise(e.to_string())
 }
@@ -86,9 +91,7 @@ impl std::fmt::Debug for Keypair {
 impl Keypair {
     /// A fresh random key pair.
     pub fn generate() -> Result<Self, WireError> {
-        let kp = snow::Builder::new(params())
-            .generate_keypair()
-            .map_err(noise_err)?;
+        let kp = builder().generate_keypair().map_err(noise_err)?;
         Self::from_private(&kp.private)
     }
 
@@ -124,7 +127,7 @@ impl ClientHandshake {
     /// Starts a handshake to the server whose static key is `server_public`.
     /// Returns the state and the bytes to send (length prefix included).
     pub fn start(local: &Keypair, server_public: &[u8; 32]) -> Result<(Self, Vec<u8>), WireError> {
-        let mut hs = snow::Builder::new(params())
+        let mut hs = builder()
             .local_private_key(&local.private)
             .and_then(|b| b.remote_public_key(server_public))
             .and_then(|b| b.prologue(PROLOGUE))
@@ -171,7 +174,7 @@ impl IncomingHandshake {
     /// Reads message 1 (without its length prefix). On error, send
     /// [`HANDSHAKE_REJECTED`] and close.
     pub fn read(local: &Keypair, msg1: &[u8]) -> Result<Self, WireError> {
-        let mut hs = snow::Builder::new(params())
+        let mut hs = builder()
             .local_private_key(&local.private)
             .and_then(|b| b.prologue(PROLOGUE))
             .and_then(|b| b.build_responder())
