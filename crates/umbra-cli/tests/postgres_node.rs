@@ -124,3 +124,35 @@ fn a_server_on_postgresql_keeps_everything_there_and_nothing_it_should_not() {
         assert!(named <= 1, "a row of {t} names two users: {row}");
     }
 }
+
+/// A node on PostgreSQL that cannot start after opening the database (its
+/// port is taken, as by another node on the same machine) says why and
+/// exits; it does not panic while closing the database connection.
+#[test]
+fn a_node_whose_port_is_taken_says_so() {
+    let cluster = Cluster::start().expect("a PostgreSQL server (apt-get install postgresql)");
+    let url = cluster.database("taken").expect("database");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").to_string();
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "server",
+            "--listen",
+            &port,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--database", &url])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it cannot listen: {err}");
+    assert!(
+        err.contains(&format!("listening on {port}")) && err.contains("in use"),
+        "says what failed: {err}"
+    );
+    assert!(!err.contains("panicked"), "no panic: {err}");
+}

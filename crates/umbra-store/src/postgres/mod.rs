@@ -319,6 +319,35 @@ impl PgStore {
     }
 }
 
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // The blocking client drives a runtime of its own to close, which
+        // tokio forbids on a thread that runs async code: a server whose
+        // start fails after opening the store would panic instead of saying
+        // why. There, the connection closes on a thread of its own.
+        if let Some(conn) = self.conn.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(conn)));
+            let theirs = slot.clone();
+            let closing = std::thread::Builder::new()
+                .name("umbra-pg-close".into())
+                .spawn(move || {
+                    if let Ok(mut c) = theirs.lock() {
+                        drop(c.take());
+                    }
+                });
+            if closing.is_err()
+                && let Ok(mut c) = slot.lock()
+            {
+                // No thread to close it on: the socket is left to the
+                // process's end rather than a panic.
+                std::mem::forget(c.take());
+            }
+        }
+    }
+}
+
 impl Store for PgStore {
     fn begin(&mut self) -> Result<Box<dyn StoreTx + '_>, StoreError> {
         let limits = self.limits;
