@@ -75,11 +75,15 @@ impl FrameReader {
     }
 }
 
-/// Sends frames. Frames can be queued and flushed together.
+/// Sends frames. Frames can be queued and flushed together: what is queued
+/// is sealed at the flush, as few Noise messages as its size allows (one
+/// authentication per message, not per frame: a busy server's replies and
+/// pushes, many small frames per flush, cost a fraction of the sealing).
 pub struct FrameWriter {
     wr: Box<dyn AsyncWrite + Send + Unpin>,
     sealer: Sealer,
-    out: Vec<u8>,
+    /// Frames queued, not yet sealed.
+    plain: Vec<u8>,
 }
 
 impl FrameWriter {
@@ -87,23 +91,25 @@ impl FrameWriter {
         Self {
             wr,
             sealer,
-            out: Vec::new(),
+            plain: Vec::new(),
         }
     }
 
-    /// Encrypts `msg` into the outgoing buffer without writing it yet.
+    /// Adds `msg` to what the next flush sends, without sending it yet.
     pub fn queue<M: Message>(&mut self, msg: &M) -> Result<(), NetError> {
-        self.sealer.seal_frame(msg, &mut self.out)?;
+        umbra_wire::frame::encode_frame(msg, &mut self.plain);
         Ok(())
     }
 
-    /// Writes everything queued.
+    /// Seals and writes everything queued.
     pub async fn flush(&mut self) -> Result<(), NetError> {
-        if !self.out.is_empty() {
-            self.wr.write_all(&self.out).await?;
+        if !self.plain.is_empty() {
+            let mut out = Vec::with_capacity(Sealer::sealed_len(self.plain.len()));
+            self.sealer.seal_bytes(&self.plain, &mut out)?;
             // Released, not kept for the next flush: an idle connection
             // holds no buffer.
-            self.out = Vec::new();
+            self.plain = Vec::new();
+            self.wr.write_all(&out).await?;
         }
         self.wr.flush().await?;
         Ok(())
@@ -115,9 +121,9 @@ impl FrameWriter {
         self.flush().await
     }
 
-    /// Bytes queued and not yet written.
+    /// Bytes queued and not yet written (before sealing).
     pub fn queued(&self) -> usize {
-        self.out.len()
+        self.plain.len()
     }
 
     /// Closes the write direction.

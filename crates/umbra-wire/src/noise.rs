@@ -275,6 +275,13 @@ impl Sealer {
         self.seal_bytes(&plain, out)
     }
 
+    /// How many bytes `plain_len` bytes of frames take once sealed: a
+    /// length prefix and a tag per Noise message.
+    pub fn sealed_len(plain_len: usize) -> usize {
+        let messages = plain_len.div_ceil(MAX_CHUNK_PLAINTEXT).max(1);
+        plain_len + messages * (2 + TAG_LEN)
+    }
+
     /// Appends `plain` (already framed) encrypted to `out`, split into Noise messages.
     pub fn seal_bytes(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
         for chunk in plain.chunks(MAX_CHUNK_PLAINTEXT) {
@@ -463,6 +470,43 @@ mod tests {
             }
         }
         assert_eq!(got, vec![big, small]);
+    }
+
+    #[test]
+    fn frames_sealed_together_arrive_in_order_in_fewer_bytes() {
+        let (mut client, mut server) = pair();
+        let frames: Vec<ClientFrame> = (0..12_000)
+            .map(|i| ClientFrame {
+                request_id: i,
+                body: Some(Body::Ping(Ping { nonce: i * 7 })),
+            })
+            .collect();
+        let mut plain = Vec::new();
+        for f in &frames {
+            encode_frame(f, &mut plain);
+        }
+        // More than one Noise message's worth, so frames straddle messages.
+        assert!(plain.len() > MAX_CHUNK_PLAINTEXT);
+        let mut together = Vec::new();
+        client
+            .sealer
+            .seal_bytes(&plain, &mut together)
+            .expect("seal");
+        assert_eq!(together.len(), Sealer::sealed_len(plain.len()));
+        let mut apart = Vec::new();
+        let (mut other, _) = pair();
+        for f in &frames {
+            other.sealer.seal_frame(f, &mut apart).expect("seal");
+        }
+        assert!(together.len() < apart.len() / 2);
+        let mut got = Vec::new();
+        for piece in together.chunks(777) {
+            server.opener.feed(piece).expect("feed");
+            while let Some(f) = server.opener.next_frame::<ClientFrame>().expect("frame") {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, frames);
     }
 
     #[test]
