@@ -18,7 +18,7 @@ use crate::connection::{Conn, ConnError, Flow, LoginState};
 use crate::error::{RequestError, error_frame, reply};
 use crate::metrics::inc;
 use crate::routing::{LiveOutcome, Session};
-use crate::storage::{Command, Refused, Reply};
+use crate::storage::{AckCommand, Command, Refused, Reply, SendCommand};
 use crate::validate::{LOGIN_CONTEXT, REGISTER_CONTEXT, valid_username, verify};
 
 /// Envelopes per backlog page.
@@ -521,12 +521,14 @@ impl Conn {
         let per_hour = shared.budget.per_hour();
         self.pend(
             rid,
-            |reply| Command::Send {
-                mailbox_id,
-                sealed,
-                introduction: !token_ok,
-                per_hour,
-                reply,
+            |reply| {
+                Command::Send(SendCommand {
+                    mailbox_id,
+                    sealed,
+                    introduction: !token_ok,
+                    per_hour,
+                    reply,
+                })
             },
             |()| Ok(Resp::Accepted(proto::Accepted {})),
         )
@@ -623,11 +625,13 @@ impl Conn {
         let ids = a.envelope_ids;
         self.pend(
             rid,
-            |reply| Command::Ack {
-                mailbox_id,
-                session,
-                ids,
-                reply,
+            |reply| {
+                Command::Ack(AckCommand {
+                    mailbox_id,
+                    session,
+                    ids,
+                    reply,
+                })
             },
             |deleted| Ok(Resp::Acked(proto::Acked { deleted })),
         )

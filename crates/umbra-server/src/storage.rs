@@ -18,8 +18,13 @@ use umbra_store::{
 };
 use umbra_wire::proto::{BusinessCard, BusinessProfile, Verification};
 
+mod runs;
+
+pub use runs::{AckCommand, SendCommand};
+use runs::{Run, acknowledge, store_sends};
+
 use crate::metrics::inc;
-use crate::routing::{HOLD_FOR, HOLD_MAX_ITEMS, Push};
+use crate::routing::{HOLD_FOR, HOLD_MAX_ITEMS};
 use crate::shared::Shared;
 
 /// Most commands in one transaction.
@@ -159,18 +164,7 @@ pub enum Command {
         reply: Reply<()>,
     },
     /// Store an envelope.
-    Send {
-        /// Target mailbox.
-        mailbox_id: MailboxId,
-        /// Sealed bytes.
-        sealed: Vec<u8>,
-        /// Sent without a valid token.
-        introduction: bool,
-        /// For an introduction: the mailbox's budget, an hour.
-        per_hour: u32,
-        /// Answer once committed.
-        reply: Reply<()>,
-    },
+    Send(SendCommand),
     /// Hold an online-only envelope for a device not connected to this
     /// node, for whichever node it is (or will be within the hold)
     /// connected to; the other nodes are told after commit.
@@ -217,16 +211,7 @@ pub enum Command {
         reply: Reply<Vec<StoredEnvelope>>,
     },
     /// Delete acknowledged envelopes.
-    Ack {
-        /// The logged-in device's mailbox.
-        mailbox_id: MailboxId,
-        /// The connection's main session (refused once superseded).
-        session: u64,
-        /// Envelope ids.
-        ids: Vec<u64>,
-        /// Answer: how many were deleted.
-        reply: Reply<u32>,
-    },
+    Ack(AckCommand),
     /// A mailbox's routing entry (a mailbox registered on another node, or
     /// whose token changed there).
     Mailbox {
@@ -324,6 +309,15 @@ fn thread_main(mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Command>, share
 
 type Finish = Box<dyn FnOnce(bool, &Shared)>;
 
+/// One finish that runs several, in order.
+fn together(finishes: Vec<Finish>) -> Finish {
+    Box::new(move |ok, shared: &Shared| {
+        for f in finishes {
+            f(ok, shared);
+        }
+    })
+}
+
 fn answer<T: 'static>(reply: Reply<T>, r: Result<T, Refused>) -> Finish {
     Box::new(move |ok, _| {
         let _ = reply.send(if ok { r } else { Err(Refused::Unavailable) });
@@ -345,13 +339,14 @@ fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -
     let mut devices: Vec<DeviceId> = Vec::new();
     for c in batch.iter() {
         match c {
-            Command::Send { mailbox_id, .. } => {
-                touched.push(*mailbox_id);
-                stored_to.push(*mailbox_id);
+            Command::Send(send) => {
+                touched.push(send.mailbox_id);
+                stored_to.push(send.mailbox_id);
             }
-            Command::Ack { mailbox_id, .. }
-            | Command::Fetch { mailbox_id, .. }
-            | Command::HoldLive { mailbox_id, .. } => touched.push(*mailbox_id),
+            Command::Ack(ack) => touched.push(ack.mailbox_id),
+            Command::Fetch { mailbox_id, .. } | Command::HoldLive { mailbox_id, .. } => {
+                touched.push(*mailbox_id)
+            }
             Command::StartSession { device_id, .. } | Command::SetToken { device_id, .. } => {
                 devices.push(*device_id);
             }
@@ -373,12 +368,23 @@ fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -
                 }
             };
             let now = unix_now();
+            // Sends and acknowledgements between two other commands are
+            // applied together (see `runs`); everything else in order.
+            let mut run = Run::default();
             for cmd in batch.drain(..) {
-                match cmd {
-                    Command::Stop => stop = true,
-                    cmd => finishes.push(execute(&mut *tx, cmd, day, now, &sessions)),
+                match run.take(cmd) {
+                    None => {}
+                    Some(Command::Stop) => {
+                        finishes.extend(run.apply(&mut *tx, day, now, &sessions));
+                        stop = true;
+                    }
+                    Some(cmd) => {
+                        finishes.extend(run.apply(&mut *tx, day, now, &sessions));
+                        finishes.push(execute(&mut *tx, cmd, day, now, &sessions));
+                    }
                 }
             }
+            finishes.extend(run.apply(&mut *tx, day, now, &sessions));
             match tx.commit() {
                 Ok(()) => true,
                 Err(e) => {
@@ -526,43 +532,7 @@ fn execute(
                 let _ = reply.send(if ok { r } else { Err(Refused::Unavailable) });
             })
         }
-        Command::Send {
-            mailbox_id,
-            sealed,
-            introduction,
-            per_hour,
-            reply,
-        } => {
-            let current = sessions.get(&mailbox_id).copied();
-            let budget = spend_introduction(tx, introduction, &mailbox_id, per_hour, now);
-            let r = budget.and_then(|()| {
-                tx.store_envelope(&mailbox_id, &sealed, introduction, day)
-                    .map_err(refused)
-            });
-            Box::new(move |ok, shared: &Shared| {
-                let r = if ok { r } else { Err(Refused::Unavailable) };
-                if let Ok(id) = r {
-                    let m = &shared.metrics;
-                    inc(&m.envelopes_accepted);
-                    if introduction {
-                        inc(&m.introductions);
-                    }
-                    m.envelopes_stored
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    shared.registry.push(
-                        &mailbox_id,
-                        Push {
-                            id,
-                            sealed,
-                            introduction,
-                            live: false,
-                        },
-                        current,
-                    );
-                }
-                let _ = reply.send(r.map(|_| ()));
-            })
-        }
+        Command::Send(send) => together(store_sends(tx, vec![send], day, now, sessions)),
         Command::HoldLive {
             mailbox_id,
             sealed,
@@ -610,26 +580,7 @@ fn execute(
                     .map_err(refused)
             }),
         ),
-        Command::Ack {
-            mailbox_id,
-            session,
-            ids,
-            reply,
-        } => {
-            let r = fenced(tx, &mailbox_id, session)
-                .and_then(|()| tx.delete_envelopes(&mailbox_id, &ids).map_err(refused));
-            Box::new(move |ok, shared: &Shared| {
-                let r = if ok { r } else { Err(Refused::Unavailable) };
-                if let Ok(n) = r {
-                    let m = &shared.metrics;
-                    m.envelopes_acked
-                        .fetch_add(u64::from(n), std::sync::atomic::Ordering::Relaxed);
-                    m.envelopes_stored
-                        .fetch_sub(i64::from(n), std::sync::atomic::Ordering::Relaxed);
-                }
-                let _ = reply.send(r);
-            })
-        }
+        Command::Ack(ack) => together(acknowledge(tx, vec![ack])),
         Command::Mailbox { mailbox_id, reply } => {
             let r = tx.mailbox(&mailbox_id).map_err(refused);
             Box::new(move |ok, shared: &Shared| {

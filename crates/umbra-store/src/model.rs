@@ -61,6 +61,31 @@ pub struct MailboxEntry {
     pub delivery_token_hash: [u8; 32],
 }
 
+/// An envelope to store, one of several stored at once
+/// ([`StoreTx::store_envelopes`](crate::StoreTx::store_envelopes)).
+#[derive(Debug, Clone, Copy)]
+pub struct NewEnvelope<'a> {
+    /// The mailbox it goes to.
+    pub mailbox_id: &'a MailboxId,
+    /// Opaque sealed bytes.
+    pub sealed: &'a [u8],
+    /// Stored without a valid delivery token.
+    pub introduction: bool,
+}
+
+/// An acknowledgement of envelopes, one of several applied at once
+/// ([`StoreTx::acknowledge`](crate::StoreTx::acknowledge)).
+#[derive(Debug, Clone, Copy)]
+pub struct EnvelopeAck<'a> {
+    /// The acknowledging device's mailbox.
+    pub mailbox_id: &'a MailboxId,
+    /// The session that acknowledges: nothing is deleted unless it is the
+    /// device's current main session.
+    pub session: u64,
+    /// The envelopes.
+    pub ids: &'a [u64],
+}
+
 /// A stored envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEnvelope {

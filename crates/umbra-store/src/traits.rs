@@ -1,8 +1,8 @@
 //! The storage interface the server is written against.
 
 use crate::model::{
-    DeviceId, DeviceRecord, LiveEnvelope, MailboxEntry, MailboxId, NewDevice, StoredCard,
-    StoredEnvelope, UserDevice,
+    DeviceId, DeviceRecord, EnvelopeAck, LiveEnvelope, MailboxEntry, MailboxId, NewDevice,
+    NewEnvelope, StoredCard, StoredEnvelope, UserDevice,
 };
 use crate::{Day, StoreError};
 
@@ -147,6 +147,22 @@ pub trait StoreTx {
         today: Day,
     ) -> Result<u64, StoreError>;
 
+    /// Stores these envelopes in order, each exactly as
+    /// [`StoreTx::store_envelope`] would (one refused, the rest are still
+    /// stored), and returns each one's outcome. A backend that pays a round
+    /// trip per statement stores them all in one; the outer error is a
+    /// failure of the whole call.
+    fn store_envelopes(
+        &mut self,
+        envelopes: &[NewEnvelope<'_>],
+        today: Day,
+    ) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+        Ok(envelopes
+            .iter()
+            .map(|e| self.store_envelope(e.mailbox_id, e.sealed, e.introduction, today))
+            .collect())
+    }
+
     /// Up to `limit` envelopes of a mailbox with id greater than `after`, in
     /// id order (ids increase within a mailbox in the order the envelopes
     /// were committed), stopping early once `max_bytes` of sealed data are gathered
@@ -162,6 +178,27 @@ pub trait StoreTx {
     /// Deletes the listed envelopes, but only those in this mailbox. Returns
     /// how many were deleted.
     fn delete_envelopes(&mut self, mailbox_id: &MailboxId, ids: &[u64]) -> Result<u32, StoreError>;
+
+    /// Applies these acknowledgements in order, each as
+    /// [`StoreTx::session_is_current`] then [`StoreTx::delete_envelopes`]
+    /// would: `None` for one whose session was superseded (nothing
+    /// deleted), else how many it deleted. A backend that pays a round trip
+    /// per statement applies them all in one; the outer error is a failure
+    /// of the whole call.
+    fn acknowledge(
+        &mut self,
+        acks: &[EnvelopeAck<'_>],
+    ) -> Result<Vec<Result<Option<u32>, StoreError>>, StoreError> {
+        Ok(acks
+            .iter()
+            .map(|a| {
+                if !self.session_is_current(a.mailbox_id, a.session)? {
+                    return Ok(None);
+                }
+                self.delete_envelopes(a.mailbox_id, a.ids).map(Some)
+            })
+            .collect())
+    }
 
     /// Deletes envelopes stored more than `max_age_days` before `today`.
     fn expire_envelopes(&mut self, today: Day, max_age_days: u32) -> Result<u64, StoreError>;

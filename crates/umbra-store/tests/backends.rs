@@ -7,7 +7,7 @@ mod common;
 
 use common::device;
 use umbra_store::pgtest::Cluster;
-use umbra_store::{Day, Limits, PgStore, SqliteStore, Store, StoreError};
+use umbra_store::{Day, EnvelopeAck, Limits, NewEnvelope, PgStore, SqliteStore, Store, StoreError};
 
 const TODAY: Day = Day(20_000);
 
@@ -244,6 +244,174 @@ fn sqlite_key_packages_claim_falls_back_to_last_resort() {
 #[test]
 fn postgres_key_packages_claim_falls_back_to_last_resort() {
     on_postgres("keypackages", key_packages_claim_falls_back_to_last_resort);
+}
+
+/// Envelopes stored together behave as if stored one by one, in order:
+/// each mailbox's cap counts those before it in the call, an unknown
+/// mailbox refuses only its own, ids go on from where single stores left
+/// them.
+fn envelopes_stored_together_as_one_by_one(open: Open<'_>) {
+    let a = [101u8; 16];
+    let b = [102u8; 16];
+    let nowhere = [9u8; 16];
+    let mut s = open();
+    let first = with_tx(&mut s, |tx| {
+        tx.register(&device("alice", 1), TODAY).expect("register");
+        tx.register(&device("bobby", 2), TODAY).expect("register");
+        tx.store_envelope(&a, b"a0", false, TODAY).expect("store")
+    });
+    let plan: [(&[u8; 16], &[u8], bool); 8] = [
+        (&a, b"a1", false),
+        (&b, b"b1", true),
+        (&nowhere, b"z", false),
+        (&a, b"a2", false),
+        (&a, b"a3", true),
+        (&a, b"a4", false),
+        (&a, b"a5", false), // the sixth in a's mailbox: over the cap of 5
+        (&b, b"b2", false),
+    ];
+    let batch: Vec<NewEnvelope<'_>> = plan
+        .iter()
+        .map(|&(mailbox_id, sealed, introduction)| NewEnvelope {
+            mailbox_id,
+            sealed,
+            introduction,
+        })
+        .collect();
+    let got = with_tx(&mut s, |tx| {
+        assert!(tx.store_envelopes(&[], TODAY).expect("nothing").is_empty());
+        tx.store_envelopes(&batch, TODAY).expect("store together")
+    });
+    assert_eq!(got.len(), 8);
+    assert!(matches!(got[2], Err(StoreError::UnknownMailbox)));
+    assert!(matches!(got[6], Err(StoreError::MailboxFull)));
+    let ok: Vec<u64> = got
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    assert_eq!(ok.len(), 6);
+    let a_ids: Vec<u64> = [0, 3, 4, 5]
+        .iter()
+        .map(|&i| *got[i].as_ref().expect("stored"))
+        .collect();
+    assert!(first < a_ids[0] && a_ids.windows(2).all(|w| w[0] < w[1]));
+    let b_ids = [*got[1].as_ref().expect("b1"), *got[7].as_ref().expect("b2")];
+    assert!(b_ids[0] < b_ids[1]);
+    with_tx(&mut s, |tx| {
+        let in_a = tx.fetch_envelopes(&a, 0, 100, usize::MAX).expect("fetch");
+        let sealed: Vec<&[u8]> = in_a.iter().map(|e| &e.sealed[..]).collect();
+        assert_eq!(sealed, [&b"a0"[..], b"a1", b"a2", b"a3", b"a4"]);
+        assert_eq!(
+            in_a.iter().map(|e| e.introduction).collect::<Vec<_>>(),
+            [false, false, false, true, false]
+        );
+        let in_b = tx.fetch_envelopes(&b, 0, 100, usize::MAX).expect("fetch");
+        assert_eq!(in_b.iter().map(|e| e.id).collect::<Vec<_>>(), b_ids);
+        assert!(in_b[0].introduction);
+        // The counts moved with the batch: one ack makes room for exactly one.
+        assert_eq!(tx.delete_envelopes(&a, &[first]).expect("ack"), 1);
+        let again = tx
+            .store_envelopes(
+                &[
+                    NewEnvelope {
+                        mailbox_id: &a,
+                        sealed: b"a6",
+                        introduction: false,
+                    },
+                    NewEnvelope {
+                        mailbox_id: &a,
+                        sealed: b"a7",
+                        introduction: false,
+                    },
+                ],
+                TODAY,
+            )
+            .expect("store together");
+        assert!(*again[0].as_ref().expect("room for one") > a_ids[3]);
+        assert!(matches!(again[1], Err(StoreError::MailboxFull)));
+        // A single store goes on from the batch's numbers.
+        assert!(tx.store_envelope(&b, b"b3", false, TODAY).expect("store") > b_ids[1]);
+        assert_eq!(tx.envelope_count().expect("count"), 8);
+    });
+}
+
+/// Acknowledgements applied together: each deletes only what its mailbox
+/// holds, and only while its session is current; the mailbox's count
+/// follows.
+fn acknowledgements_applied_together(open: Open<'_>) {
+    let a = [101u8; 16];
+    let mut s = open();
+    let (ids, old, new) = with_tx(&mut s, |tx| {
+        tx.register(&device("alice", 1), TODAY).expect("register");
+        let ids: Vec<u64> = (0..3u8)
+            .map(|i| tx.store_envelope(&a, &[i], false, TODAY).expect("store"))
+            .collect();
+        let old = tx.start_session(&[1; 16]).expect("session");
+        let new = tx.start_session(&[1; 16]).expect("session");
+        (ids, old, new)
+    });
+    let got = with_tx(&mut s, |tx| {
+        assert!(tx.acknowledge(&[]).expect("nothing").is_empty());
+        tx.acknowledge(&[
+            // A superseded session deletes nothing.
+            EnvelopeAck {
+                mailbox_id: &a,
+                session: old,
+                ids: &[ids[0]],
+            },
+            EnvelopeAck {
+                mailbox_id: &a,
+                session: new,
+                ids: &[ids[0], ids[1], 9_999],
+            },
+            EnvelopeAck {
+                mailbox_id: &[9; 16],
+                session: new,
+                ids: &[ids[2]],
+            },
+            // Already gone.
+            EnvelopeAck {
+                mailbox_id: &a,
+                session: new,
+                ids: &[ids[1]],
+            },
+        ])
+        .expect("acknowledge")
+    });
+    let got: Vec<Option<u32>> = got.into_iter().map(|r| r.expect("outcome")).collect();
+    assert_eq!(got, [None, Some(2), None, Some(0)]);
+    with_tx(&mut s, |tx| {
+        let left = tx.fetch_envelopes(&a, 0, 100, usize::MAX).expect("fetch");
+        assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[2]]);
+        // Room for exactly four more under the cap of 5.
+        for i in 0..4u8 {
+            tx.store_envelope(&a, &[i], false, TODAY).expect("room");
+        }
+        assert!(matches!(
+            tx.store_envelope(&a, b"x", false, TODAY),
+            Err(StoreError::MailboxFull)
+        ));
+    });
+}
+
+#[test]
+fn sqlite_acknowledgements_applied_together() {
+    on_sqlite(acknowledgements_applied_together);
+}
+
+#[test]
+fn postgres_acknowledgements_applied_together() {
+    on_postgres("acks", acknowledgements_applied_together);
+}
+
+#[test]
+fn sqlite_envelopes_stored_together_as_one_by_one() {
+    on_sqlite(envelopes_stored_together_as_one_by_one);
+}
+
+#[test]
+fn postgres_envelopes_stored_together_as_one_by_one() {
+    on_postgres("together", envelopes_stored_together_as_one_by_one);
 }
 
 #[test]

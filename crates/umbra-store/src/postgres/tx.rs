@@ -14,8 +14,8 @@ use postgres::types::ToSql;
 
 use super::Statements;
 use crate::model::{
-    DeviceId, DeviceRecord, Limits, LiveEnvelope, MailboxEntry, MailboxId, NewDevice, StoredCard,
-    StoredEnvelope, UserDevice,
+    DeviceId, DeviceRecord, EnvelopeAck, Limits, LiveEnvelope, MailboxEntry, MailboxId, NewDevice,
+    NewEnvelope, StoredCard, StoredEnvelope, UserDevice,
 };
 use crate::traits::StoreTx;
 use crate::{Day, StoreError};
@@ -437,6 +437,39 @@ impl StoreTx for PgTx<'_> {
         }
     }
 
+    fn store_envelopes(
+        &mut self,
+        envelopes: &[NewEnvelope<'_>],
+        today: Day,
+    ) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+        if envelopes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cap = i64::try_from(self.limits.mailbox_cap).unwrap_or(i64::MAX);
+        let ids: Vec<&[u8]> = envelopes.iter().map(|e| &e.mailbox_id[..]).collect();
+        let sealed: Vec<&[u8]> = envelopes.iter().map(|e| e.sealed).collect();
+        let intro: Vec<bool> = envelopes.iter().map(|e| e.introduction).collect();
+        let rows = self.tx.query(
+            &self.st.store_envelopes,
+            &[&ids, &sealed, &intro, &cap, &day(today)],
+        )?;
+        if rows.len() != envelopes.len() {
+            return Err(StoreError::Corrupt(
+                "a batch of envelopes came back a different size",
+            ));
+        }
+        Ok(rows
+            .iter()
+            .map(
+                |r| match (r.get::<_, Option<i64>>(0), r.get::<_, bool>(1)) {
+                    (Some(s), _) => Ok(seq(s)),
+                    (None, true) => Err(StoreError::MailboxFull),
+                    (None, false) => Err(StoreError::UnknownMailbox),
+                },
+            )
+            .collect())
+    }
+
     fn fetch_envelopes(
         &mut self,
         mailbox_id: &MailboxId,
@@ -468,6 +501,45 @@ impl StoreTx for PgTx<'_> {
             .query_one(&self.st.delete, &[&&mailbox_id[..], &seqs])?
             .get(0);
         Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    fn acknowledge(
+        &mut self,
+        acks: &[EnvelopeAck<'_>],
+    ) -> Result<Vec<Result<Option<u32>, StoreError>>, StoreError> {
+        if acks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let boxes: Vec<&[u8]> = acks.iter().map(|a| &a.mailbox_id[..]).collect();
+        let sessions: Vec<i64> = acks
+            .iter()
+            .map(|a| i64::try_from(a.session).unwrap_or(-1))
+            .collect();
+        let mut named = Vec::new();
+        let mut ids = Vec::new();
+        for (n, a) in (1i64..).zip(acks) {
+            for &id in a.ids {
+                if let Ok(id) = i64::try_from(id) {
+                    named.push(n);
+                    ids.push(id);
+                }
+            }
+        }
+        let rows = self
+            .tx
+            .query(&self.st.acknowledge, &[&boxes, &sessions, &named, &ids])?;
+        if rows.len() != acks.len() {
+            return Err(StoreError::Corrupt(
+                "a batch of acknowledgements came back a different size",
+            ));
+        }
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let current: bool = r.get(0);
+                Ok(current.then(|| u32::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+            })
+            .collect())
     }
 
     fn expire_envelopes(&mut self, today: Day, max_age_days: u32) -> Result<u64, StoreError> {
