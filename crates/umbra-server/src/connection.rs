@@ -283,9 +283,15 @@ impl Conn {
         for p in taken.pushes {
             if p.live {
                 self.deliver_live(p.sealed, p.introduction)?;
-            } else {
-                self.deliver(p.id, p.sealed, p.introduction)?;
+                continue;
             }
+            if self.ctx.shared.shared_database && self.skips_ahead(p.id) {
+                // Another node stored what lies between (its wake-up may
+                // still be on its way): read it first, in order; the push
+                // itself is then among what was read.
+                self.drain_backlog().await?;
+            }
+            self.deliver(p.id, p.sealed, p.introduction)?;
             if self.writer.queued() >= FLUSH_AT {
                 self.writer.flush().await?;
             }
@@ -379,6 +385,13 @@ impl Conn {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
         self.writer.flush().await?;
         Ok(())
+    }
+
+    /// Whether envelope `id` is beyond the one after the last delivered.
+    fn skips_ahead(&self, id: u64) -> bool {
+        self.login
+            .as_ref()
+            .is_some_and(|l| id > l.cursor.saturating_add(1))
     }
 
     /// Queues a Deliver push unless this envelope was already delivered.

@@ -159,6 +159,7 @@ impl Server {
             },
             sign: sign.clone(),
             bus: std::sync::OnceLock::new(),
+            shared_database: config.database.is_some(),
             relay: match &config.relay_secret_file {
                 Some(path) => Some(crate::shared::RelayCredentialIssuer {
                     secret: umbra_daemon::config::read_secret(path)

@@ -36,6 +36,12 @@ pub struct Shared {
     pub sign: ed25519_dalek::SigningKey,
     /// The bus to the other nodes, when this node is one of several.
     pub bus: std::sync::OnceLock<Arc<crate::cluster::Bus>>,
+    /// Other nodes may store into this node's mailboxes (a shared
+    /// PostgreSQL database). A mailbox's envelopes are then numbered one
+    /// after another, so a push that skips a number means another node
+    /// stored the ones between: they are read from the database before the
+    /// push is delivered, or the connection's cursor would pass them by.
+    pub shared_database: bool,
 }
 
 /// Hands out TURN REST credentials for the call relay.
