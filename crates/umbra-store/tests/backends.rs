@@ -404,6 +404,86 @@ fn postgres_acknowledgements_applied_together() {
     on_postgres("acks", acknowledgements_applied_together);
 }
 
+/// Many at once: a hundred envelopes over three mailboxes come back in
+/// order with rising ids, and an acknowledgement of more than a statement's
+/// worth of ids (with repeats and another mailbox's among them) deletes
+/// exactly what it names of its own.
+fn many_envelopes_in_and_out_in_order(open: Open<'_>) {
+    let boxes = [[101u8; 16], [102u8; 16], [103u8; 16]];
+    let mut s = open();
+    let sealed: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 3]).collect();
+    let got = with_tx(&mut s, |tx| {
+        for (i, name) in ["alice", "bobby", "carol"].into_iter().enumerate() {
+            tx.register(&device(name, i as u8 + 1), TODAY)
+                .expect("register");
+        }
+        let batch: Vec<NewEnvelope<'_>> = sealed
+            .iter()
+            .enumerate()
+            .map(|(i, b)| NewEnvelope {
+                mailbox_id: &boxes[i % 3],
+                sealed: b,
+                introduction: i % 7 == 0,
+            })
+            .collect();
+        tx.store_envelopes(&batch, TODAY).expect("store")
+    });
+    let ids: Vec<u64> = got.into_iter().map(|r| r.expect("stored")).collect();
+    with_tx(&mut s, |tx| {
+        for (k, m) in boxes.iter().enumerate() {
+            let mine: Vec<usize> = (0..100).filter(|i| i % 3 == k).collect();
+            let held = tx.fetch_envelopes(m, 0, 1000, usize::MAX).expect("fetch");
+            assert_eq!(
+                held.iter().map(|e| e.id).collect::<Vec<_>>(),
+                mine.iter().map(|&i| ids[i]).collect::<Vec<_>>()
+            );
+            assert!(
+                held.iter()
+                    .zip(&mine)
+                    .all(|(e, &i)| e.sealed == sealed[i] && e.introduction == (i % 7 == 0))
+            );
+        }
+        // 34 of alice's, each named twice, and all of bobby's: 101 ids.
+        let alice: Vec<u64> = (0..100).filter(|i| i % 3 == 0).map(|i| ids[i]).collect();
+        let mut named: Vec<u64> = alice.iter().chain(&alice).copied().collect();
+        named.extend((0..100).filter(|i| i % 3 == 1).map(|i| ids[i]));
+        assert!(named.len() > 64);
+        assert_eq!(tx.delete_envelopes(&boxes[0], &named).expect("delete"), 34);
+        assert!(
+            tx.fetch_envelopes(&boxes[0], 0, 1000, usize::MAX)
+                .expect("fetch")
+                .is_empty()
+        );
+        assert_eq!(tx.envelope_count().expect("count"), 66);
+    });
+}
+
+#[test]
+fn sqlite_many_envelopes_in_and_out_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db.sqlite");
+    let limits = Limits {
+        mailbox_cap: 1000,
+        ..LIMITS
+    };
+    many_envelopes_in_and_out_in_order(&|| {
+        Box::new(SqliteStore::open(&path, limits).expect("open"))
+    });
+}
+
+#[test]
+fn postgres_many_envelopes_in_and_out_in_order() {
+    let cluster = Cluster::start().expect("a PostgreSQL server (apt-get install postgresql)");
+    let url = cluster.database("many").expect("database");
+    let limits = Limits {
+        mailbox_cap: 1000,
+        ..LIMITS
+    };
+    many_envelopes_in_and_out_in_order(&|| {
+        Box::new(PgStore::connect(&url, limits).expect("connect"))
+    });
+}
+
 #[test]
 fn sqlite_envelopes_stored_together_as_one_by_one() {
     on_sqlite(envelopes_stored_together_as_one_by_one);
