@@ -20,15 +20,23 @@ const LIMITS: Limits = Limits {
 type Open<'a> = &'a dyn Fn() -> Box<dyn Store>;
 
 fn on_sqlite(test: impl FnOnce(Open<'_>)) {
+    on_sqlite_with(LIMITS, test)
+}
+
+fn on_sqlite_with(limits: Limits, test: impl FnOnce(Open<'_>)) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db.sqlite");
-    test(&|| Box::new(SqliteStore::open(&path, LIMITS).expect("open")))
+    test(&|| Box::new(SqliteStore::open(&path, limits).expect("open")))
 }
 
 fn on_postgres(name: &str, test: impl FnOnce(Open<'_>)) {
+    on_postgres_with(name, LIMITS, test)
+}
+
+fn on_postgres_with(name: &str, limits: Limits, test: impl FnOnce(Open<'_>)) {
     let cluster = Cluster::start().expect("a PostgreSQL server (apt-get install postgresql)");
     let url = cluster.database(name).expect("database");
-    test(&|| Box::new(PgStore::connect(&url, LIMITS).expect("connect")))
+    test(&|| Box::new(PgStore::connect(&url, limits).expect("connect")))
 }
 
 fn with_tx<T>(store: &mut Box<dyn Store>, f: impl FnOnce(&mut dyn umbra_store::StoreTx) -> T) -> T {
@@ -458,30 +466,20 @@ fn many_envelopes_in_and_out_in_order(open: Open<'_>) {
     });
 }
 
+/// Room for all of them: the cap is not what this test is about.
+const ROOMY: Limits = Limits {
+    mailbox_cap: 1000,
+    ..LIMITS
+};
+
 #[test]
 fn sqlite_many_envelopes_in_and_out_in_order() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("db.sqlite");
-    let limits = Limits {
-        mailbox_cap: 1000,
-        ..LIMITS
-    };
-    many_envelopes_in_and_out_in_order(&|| {
-        Box::new(SqliteStore::open(&path, limits).expect("open"))
-    });
+    on_sqlite_with(ROOMY, many_envelopes_in_and_out_in_order);
 }
 
 #[test]
 fn postgres_many_envelopes_in_and_out_in_order() {
-    let cluster = Cluster::start().expect("a PostgreSQL server (apt-get install postgresql)");
-    let url = cluster.database("many").expect("database");
-    let limits = Limits {
-        mailbox_cap: 1000,
-        ..LIMITS
-    };
-    many_envelopes_in_and_out_in_order(&|| {
-        Box::new(PgStore::connect(&url, limits).expect("connect"))
-    });
+    on_postgres_with("many", ROOMY, many_envelopes_in_and_out_in_order);
 }
 
 #[test]
