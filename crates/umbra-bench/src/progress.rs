@@ -27,9 +27,16 @@ pub fn is_quiet() -> bool {
 macro_rules! note {
     ($($t:tt)*) => {
         if !$crate::progress::is_quiet() {
-            eprintln!($($t)*);
+            $crate::progress::line(format_args!($($t)*));
         }
     };
+}
+
+/// Writes a line to stderr; a reader that went away loses the line, not the
+/// bench (`eprintln!` would panic).
+pub fn line(args: std::fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
 }
 
 /// How often the line is redrawn on a terminal.

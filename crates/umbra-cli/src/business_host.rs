@@ -106,13 +106,13 @@ pub fn token(cmd: TokenCommand, out: crate::output::Output) -> anyhow::Result<()
 pub async fn serve(args: umbra_business::config::ServeArgs) -> anyhow::Result<()> {
     let config = umbra_business::config::HostConfig::load(&args)?;
     let host = umbra_business::serve::Host::bind(config).await?;
-    println!(
+    say!(
         "Umbra business host: API on http://{} (OpenAPI document at /openapi.json), metrics on {}",
         host.api_addr()?,
         host.metrics_addr()?
     );
     for line in &host.summary {
-        println!("{line}");
+        say!("{line}");
     }
     host.run(crate::daemon::shutdown_signal()).await
 }
@@ -142,7 +142,7 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    eprintln!(
+    tell!(
         "receiving webhooks on http://{} (each checked with the secret; Ctrl-C stops)",
         listener.local_addr()?
     );

@@ -105,21 +105,21 @@ fn clock(secs: u64) -> String {
 /// Prints a call event (text) or passes it to the JSON printer.
 pub fn show(out: Output, e: &CallEvent) {
     if out.json {
-        println!("{}", serde_json::to_string(e).unwrap_or_default());
+        say!("{}", serde_json::to_string(e).unwrap_or_default());
         return;
     }
     match e {
         CallEvent::Dialing { peer } => {
-            println!("calling {peer}… (relay-only until answered; Ctrl-C hangs up)")
+            say!("calling {peer}… (relay-only until answered; Ctrl-C hangs up)")
         }
-        CallEvent::Ringing { peer } => println!("ringing {peer}…"),
-        CallEvent::Incoming { peer } => println!("incoming call from {peer}"),
-        CallEvent::Silenced { peer } => println!(
+        CallEvent::Ringing { peer } => say!("ringing {peer}…"),
+        CallEvent::Incoming { peer } => say!("incoming call from {peer}"),
+        CallEvent::Silenced { peer } => say!(
             "* silenced a call from {peer} (not allowed by who can call you; nothing was sent back)"
         ),
-        CallEvent::Answered { peer } => println!("{peer} answered"),
-        CallEvent::Connected { path, why, .. } => println!("connected, {path}: {why}"),
-        CallEvent::Hearing { peer } => println!("hearing {peer}"),
+        CallEvent::Answered { peer } => say!("{peer} answered"),
+        CallEvent::Connected { path, why, .. } => say!("connected, {path}: {why}"),
+        CallEvent::Hearing { peer } => say!("hearing {peer}"),
         CallEvent::Quality {
             seconds,
             rtt_ms,
@@ -134,7 +134,7 @@ pub fn show(out: Output, e: &CallEvent) {
                 let rtt = rtt_ms.map_or("-".into(), |r| format!("{r} ms"));
                 let out_loss = loss_out_permille
                     .map_or("-".into(), |l| format!("{:.1}%", f64::from(l) / 10.0));
-                println!(
+                say!(
                     "  {}  rtt {rtt}  loss in {:.1}% out {out_loss}  jitter {jitter_ms} ms  {path}",
                     clock(*seconds),
                     f64::from(*loss_in_permille) / 10.0
@@ -154,17 +154,17 @@ pub fn show(out: Output, e: &CallEvent) {
             if let Some(e) = error {
                 line.push_str(&format!(" ({e})"));
             }
-            println!("{line}");
+            say!("{line}");
         }
-        CallEvent::GroupStarted { conversation, by } => println!(
+        CallEvent::GroupStarted { conversation, by } => say!(
             "{by} started a group call in `{conversation}`: join with `umbra call {conversation}`"
         ),
-        CallEvent::GroupSilenced { conversation, by } => println!(
+        CallEvent::GroupSilenced { conversation, by } => say!(
             "* {by} started a group call in `{conversation}` (not ringing: who can call you \
              is nobody; join with `umbra call {conversation}`)"
         ),
         CallEvent::GroupEnded { conversation } => {
-            println!("the group call in `{conversation}` ended")
+            say!("the group call in `{conversation}` ended")
         }
         CallEvent::GroupJoined {
             conversation,
@@ -172,19 +172,19 @@ pub fn show(out: Output, e: &CallEvent) {
             participants,
         } => {
             if *started {
-                println!(
+                say!(
                     "started a group call in `{conversation}`; members can join with `umbra call \
                      {conversation}` (Ctrl-C leaves)"
                 );
             } else {
-                println!(
+                say!(
                     "joined the group call in `{conversation}` with {} (Ctrl-C leaves)",
                     participants.join(", ")
                 );
             }
         }
-        CallEvent::ParticipantJoined { who, .. } => println!("{who} joined the call"),
-        CallEvent::ParticipantLeft { who, .. } => println!("{who} left the call"),
+        CallEvent::ParticipantJoined { who, .. } => say!("{who} joined the call"),
+        CallEvent::ParticipantLeft { who, .. } => say!("{who} left the call"),
         CallEvent::Participants {
             seconds,
             participants,
@@ -213,7 +213,7 @@ pub fn show(out: Output, e: &CallEvent) {
                 } else {
                     each.join("; ")
                 };
-                println!("  {}  {list}", clock(*seconds));
+                say!("  {}  {list}", clock(*seconds));
             }
         }
         CallEvent::GroupLeft { seconds, error, .. } => {
@@ -221,7 +221,7 @@ pub fn show(out: Output, e: &CallEvent) {
             if let Some(e) = error {
                 line.push_str(&format!(" ({e})"));
             }
-            println!("{line}");
+            say!("{line}");
         }
     }
 }
@@ -276,7 +276,7 @@ pub fn incoming(media: &MediaArgs, auto_answer: bool, out: Output) -> IncomingCa
             let peer = peer.to_string();
             Box::pin(async move {
                 if !out.json {
-                    println!("answer the call from {peer}? [y/N]");
+                    say!("answer the call from {peer}? [y/N]");
                 }
                 let mut lines = lines.lock().await;
                 match lines.recv().await {

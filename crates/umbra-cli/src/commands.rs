@@ -205,7 +205,7 @@ pub async fn run(
             let mut client = open(profile, &proxy)?;
             client.shows_messages(true);
             if !out.json {
-                eprintln!("listening as `{}` (Ctrl-C to stop)", client.username());
+                tell!("listening as `{}` (Ctrl-C to stop)", client.username());
             }
             let calls = crate::calling::incoming(&media, auto_answer, out);
             client
@@ -235,7 +235,7 @@ pub async fn run(
             let events = client.sync().await?;
             out.events(&events);
             if !out.json && events.is_empty() {
-                println!("nothing new");
+                say!("nothing new");
             }
         }
         Command::History {
@@ -248,7 +248,7 @@ pub async fn run(
                 for e in client.sync().await? {
                     // History's output stays clean for scripts: warnings go to stderr.
                     if let umbra_client::Event::Warning { text } = e {
-                        eprintln!("warning: {text}");
+                        tell!("warning: {text}");
                     }
                 }
             }
@@ -268,7 +268,7 @@ pub async fn run(
             if !offline {
                 for e in client.send_receipts().await? {
                     if let umbra_client::Event::Warning { text } = e {
-                        eprintln!("warning: {text}");
+                        tell!("warning: {text}");
                     }
                 }
             }

@@ -116,10 +116,10 @@ fn relay_secret(data_dir: &Path) -> anyhow::Result<PathBuf> {
 
 fn print_invite(role: &str, server: &umbra_server::Server) -> anyhow::Result<()> {
     let invite = server.invite().to_string();
-    println!("{role} listening on {}", server.local_addr()?);
-    println!("Invite link (share it with your users; it names this server and pins its key):");
-    println!("  {invite}");
-    println!("Register with: umbra register --invite '{invite}' USERNAME");
+    say!("{role} listening on {}", server.local_addr()?);
+    say!("Invite link (share it with your users; it names this server and pins its key):");
+    say!("  {invite}");
+    say!("Register with: umbra register --invite '{invite}' USERNAME");
     Ok(())
 }
 
@@ -174,13 +174,13 @@ pub async fn serve_all(args: ServeArgs) -> anyhow::Result<()> {
     }
     let server = umbra_server::Server::bind(config).await?;
     print_invite("Umbra node", &server)?;
-    println!(
+    say!(
         "Call relay (TURN) on udp/tcp {} and tls {}",
         relay.udp_addr(),
         relay.tls_addr()
     );
     if let Some(addr) = relay.unit_addr() {
-        println!("Group call forwarding unit on udp/tcp {addr}");
+        say!("Group call forwarding unit on udp/tcp {addr}");
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -200,21 +200,21 @@ pub async fn relay(args: umbra_relay::RelayArgs) -> anyhow::Result<()> {
     init_logging("info");
     let config = umbra_relay::RelayConfig::load(&args)?;
     let relay = umbra_relay::Relay::bind(config).await?;
-    println!("Umbra call relay (TURN) listening:");
-    println!("  udp {}", relay.udp_addr());
-    println!("  tcp {}", relay.tcp_addr());
-    println!("  tls {}", relay.tls_addr());
+    say!("Umbra call relay (TURN) listening:");
+    say!("  udp {}", relay.udp_addr());
+    say!("  tcp {}", relay.tcp_addr());
+    say!("  tls {}", relay.tls_addr());
     if let (Some(addr), Some(public)) = (relay.unit_addr(), relay.unit_public()) {
         let host = match public.ip() {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
         };
-        println!("Group call forwarding unit listening on udp/tcp {addr}");
+        say!("Group call forwarding unit listening on udp/tcp {addr}");
         if let Some(link) = relay.unit_link(&host) {
-            println!("Give the messaging server: --unit '{link}'");
+            say!("Give the messaging server: --unit '{link}'");
         }
     }
-    println!("Metrics on http://{}/metrics", relay.metrics_addr());
+    say!("Metrics on http://{}/metrics", relay.metrics_addr());
     relay.run(shutdown_signal()).await
 }
 
@@ -241,16 +241,16 @@ pub async fn proxy(cmd: crate::commands::ProxyCommand) -> anyhow::Result<()> {
     let config = umbra_proxy::ProxyConfig::load(&cmd.args)?;
     let proxy = umbra_proxy::Proxy::bind(config).await?;
     for a in proxy.tls_addrs() {
-        println!("Umbra proxy listening on {a} (TLS)");
+        say!("Umbra proxy listening on {a} (TLS)");
     }
     for a in proxy.plain_addrs() {
-        println!("Umbra proxy listening on {a} (plain)");
+        say!("Umbra proxy listening on {a} (plain)");
     }
     if let Some(fp) = proxy.certificate_fingerprint() {
-        println!("TLS certificate SHA-256: {fp}");
+        say!("TLS certificate SHA-256: {fp}");
     }
-    println!("Proxy link (share it with the people you want to help):");
-    println!("{}", umbra_proxy::link::show(proxy.link()));
-    println!("Users run: umbra network proxy '{}'", proxy.link());
+    say!("Proxy link (share it with the people you want to help):");
+    say!("{}", umbra_proxy::link::show(proxy.link()));
+    say!("Users run: umbra network proxy '{}'", proxy.link());
     proxy.run(shutdown_signal()).await
 }

@@ -14,7 +14,7 @@ use umbra_server::{Server, ServerConfig};
 use crate::output::Output;
 
 fn step(text: &str) {
-    println!("\n== {text}");
+    say!("\n== {text}");
 }
 
 fn show(who: &str, events: &[Event]) {
@@ -27,18 +27,18 @@ fn show(who: &str, events: &[Event]) {
                 ..
             } => {
                 if conversation == sender {
-                    println!("   {who} sees  {sender}: {text}");
+                    say!("   {who} sees  {sender}: {text}");
                 } else {
-                    println!("   {who} sees  [{conversation}] {sender}: {text}");
+                    say!("   {who} sees  [{conversation}] {sender}: {text}");
                 }
             }
             Event::Info { conversation, text } => {
-                println!("   {who} sees  * [{conversation}] {text}")
+                say!("   {who} sees  * [{conversation}] {text}")
             }
-            Event::Warning { text } => println!("   {who}: warning: {text}"),
+            Event::Warning { text } => say!("   {who}: warning: {text}"),
             Event::Receipt { from, read, .. } => {
                 let what = if *read { "read by" } else { "delivered to" };
-                println!("   {who} sees  ({what} {from})")
+                say!("   {who} sees  ({what} {from})")
             }
             Event::Call(_) => {}
         }
@@ -56,10 +56,12 @@ fn show_server_storage(db: &Path, names: &[(&str, Vec<u8>)]) -> anyhow::Result<(
     let rows: Vec<(i64, Vec<u8>, i64, bool)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
-    println!("   table `envelopes` (the only place messages live on the server):");
-    println!(
+    say!("   table `envelopes` (the only place messages live on the server):");
+    say!(
         "   {:>4}  {:<34} {:>6}  introduction",
-        "id", "mailbox id", "bytes"
+        "id",
+        "mailbox id",
+        "bytes"
     );
     for (id, mailbox, len, intro) in &rows {
         let owner = names
@@ -67,19 +69,19 @@ fn show_server_storage(db: &Path, names: &[(&str, Vec<u8>)]) -> anyhow::Result<(
             .find(|(_, m)| m == mailbox)
             .map(|(n, _)| format!("  <- {n}'s device (the demo knows; the server only has the id)"))
             .unwrap_or_default();
-        println!(
+        say!(
             "   {id:>4}  {:<34} {len:>6}  {intro}{owner}",
             hex::encode(mailbox)
         );
     }
     if rows.is_empty() {
-        println!("   (empty: every envelope was acknowledged and deleted)");
+        say!("   (empty: every envelope was acknowledged and deleted)");
     }
     let columns: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('envelopes')")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    println!(
+    say!(
         "   its columns: {} — no sender, no time finer than a day, no address.",
         columns.join(", ")
     );
@@ -103,13 +105,13 @@ pub async fn run(_out: Output) -> anyhow::Result<()> {
     }));
 
     step("A temporary Umbra server is running");
-    println!("   invite link: {invite}");
+    say!("   invite link: {invite}");
 
     step("alice, bob and carol register (each in their own profile directory)");
     let mut alice = Client::register(&dir.path().join("alice"), &invite, "alice", None).await?;
     let mut bob = Client::register(&dir.path().join("bob"), &invite, "bob", None).await?;
     let mut carol = Client::register(&dir.path().join("carol"), &invite, "carol", None).await?;
-    println!("   3 accounts; each device uploaded MLS key packages and keeps its keys locally");
+    say!("   3 accounts; each device uploaded MLS key packages and keeps its keys locally");
     let mailbox = |c: &Client| c.mailbox_id().to_vec();
     let names = [
         ("alice", mailbox(&alice)),
@@ -122,13 +124,13 @@ pub async fn run(_out: Output) -> anyhow::Result<()> {
         "alice",
         &alice.send("bob", "Hi Bob! Lunch tomorrow?").await?,
     );
-    println!("   alice -> bob: Hi Bob! Lunch tomorrow?");
+    say!("   alice -> bob: Hi Bob! Lunch tomorrow?");
     show("bob", &bob.sync().await?);
     show(
         "bob",
         &bob.send("alice", "Sure, 12:30 at the usual place.").await?,
     );
-    println!("   bob -> alice: Sure, 12:30 at the usual place.");
+    say!("   bob -> alice: Sure, 12:30 at the usual place.");
     show("alice", &alice.sync().await?);
 
     step("carol goes offline; alice creates the group `weekend` with bob and carol");
@@ -140,14 +142,14 @@ pub async fn run(_out: Output) -> anyhow::Result<()> {
         "alice",
         &alice.group_send("weekend", "Hike on Saturday?").await?,
     );
-    println!("   alice -> weekend: Hike on Saturday?");
+    say!("   alice -> weekend: Hike on Saturday?");
     show("bob", &bob.sync().await?);
     show(
         "bob",
         &bob.group_send("weekend", "I'm in, I'll bring snacks.")
             .await?,
     );
-    println!("   bob -> weekend: I'm in, I'll bring snacks.");
+    say!("   bob -> weekend: I'm in, I'll bring snacks.");
     show("alice", &alice.sync().await?);
 
     step("What the server holds while carol is offline");
@@ -160,7 +162,7 @@ pub async fn run(_out: Output) -> anyhow::Result<()> {
     step("carol comes back online and catches up");
     show("carol", &carol.sync().await?);
     show("carol", &carol.group_send("weekend", "Count me in!").await?);
-    println!("   carol -> weekend: Count me in!");
+    say!("   carol -> weekend: Count me in!");
     show("alice", &alice.sync().await?);
     show("bob", &bob.sync().await?);
 
@@ -168,11 +170,11 @@ pub async fn run(_out: Output) -> anyhow::Result<()> {
     show_server_storage(&server_db, &names)?;
 
     step("Safety numbers: alice and bob compare these out of band");
-    println!("   alice sees: {}", alice.verify("bob", false).await?);
-    println!("   bob sees:   {}", bob.verify("alice", false).await?);
+    say!("   alice sees: {}", alice.verify("bob", false).await?);
+    say!("   bob sees:   {}", bob.verify("alice", false).await?);
 
     let _ = stop.send(());
     task.await.context("server task")??;
-    println!("\nDone. Try it for real: see the README's quick start.");
+    say!("\nDone. Try it for real: see the README's quick start.");
     Ok(())
 }

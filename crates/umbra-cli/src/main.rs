@@ -10,6 +10,18 @@
 //! - `flags`: the client flags (`--profile`, `--json`, `--proxy`), on the
 //!   commands they mean something to.
 
+/// `println!` for the command's output, ending the command quietly when the
+/// reader has gone (see `output::line`).
+macro_rules! say {
+    () => { $crate::output::line(format_args!("")) };
+    ($($t:tt)*) => { $crate::output::line(format_args!($($t)*)) };
+}
+
+/// `eprintln!` for what the user is told beside the output (see `output::tell`).
+macro_rules! tell {
+    ($($t:tt)*) => { $crate::output::tell(format_args!($($t)*)) };
+}
+
 mod business_host;
 mod calling;
 mod commands;
@@ -243,7 +255,7 @@ fn main() -> std::process::ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            tell!("error: cannot start the runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };

@@ -1,7 +1,37 @@
 //! Rendering results: plain text for people, JSON (`--json`) for scripts.
 
+use std::io::Write;
+
 use serde::Serialize;
 use umbra_client::{Event, HistoryEntry};
+
+/// Writes one line of the command's output. When the reader has gone
+/// (`umbra history | head -1`), the rest would go nowhere: the command ends
+/// quietly with success, as `cat` does, instead of panicking. Any other
+/// failure to write (a full disk) ends it with the cause.
+pub fn line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            tell(format_args!("error: cannot write the output: {e}"));
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Writes one line to standard error (warnings, errors, what a command is
+/// doing). Nothing can be reported when that fails, so a failure is ignored
+/// rather than ending the command.
+pub fn tell(args: std::fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+}
 
 /// Where results go.
 #[derive(Debug, Clone, Copy)]
@@ -14,16 +44,16 @@ impl Output {
     /// Prints a value as JSON, or `text`.
     pub fn value<T: Serialize>(&self, value: &T, text: &str) {
         if self.json {
-            println!("{}", serde_json::to_string(value).unwrap_or_default());
+            say!("{}", serde_json::to_string(value).unwrap_or_default());
         } else if !text.is_empty() {
-            println!("{text}");
+            say!("{text}");
         }
     }
 
     /// Prints one received event.
     pub fn event(&self, event: &Event) {
         if self.json {
-            println!("{}", serde_json::to_string(event).unwrap_or_default());
+            say!("{}", serde_json::to_string(event).unwrap_or_default());
             return;
         }
         match event {
@@ -40,12 +70,12 @@ impl Output {
                     None => sender.clone(),
                 } + &hosting_tag(hosting.as_ref());
                 if conversation == sender {
-                    println!("{} {who}: {text}", clock(*sent_ms));
+                    say!("{} {who}: {text}", clock(*sent_ms));
                 } else {
-                    println!("{} [{conversation}] {who}: {text}", clock(*sent_ms));
+                    say!("{} [{conversation}] {who}: {text}", clock(*sent_ms));
                 }
             }
-            Event::Info { conversation, text } => println!("* [{conversation}] {text}"),
+            Event::Info { conversation, text } => say!("* [{conversation}] {text}"),
             Event::Receipt {
                 conversation,
                 from,
@@ -59,12 +89,12 @@ impl Output {
                     format!("{n} of your messages")
                 };
                 if *read {
-                    println!("* [{conversation}] {from} read {what}");
+                    say!("* [{conversation}] {from} read {what}");
                 } else {
-                    println!("* [{conversation}] {what} reached {from}");
+                    say!("* [{conversation}] {what} reached {from}");
                 }
             }
-            Event::Warning { text } => eprintln!("warning: {text}"),
+            Event::Warning { text } => tell!("warning: {text}"),
             Event::Call(c) => crate::calling::show(*self, c),
         }
     }
@@ -88,10 +118,10 @@ impl Output {
             return;
         }
         for l in labels {
-            println!("-- {} --", l.text);
+            say!("-- {} --", l.text);
         }
         if entries.is_empty() {
-            println!("(no messages yet)");
+            say!("(no messages yet)");
         }
         for h in entries {
             let who = match (&h.business, h.outgoing) {
@@ -102,14 +132,14 @@ impl Output {
                 (None, false) => h.sender.clone() + &hosting_tag(h.hosting.as_ref()),
             };
             if h.kind == "event" {
-                println!("{} [{}] * {}", clock(h.sent_ms), h.conversation, h.body);
+                say!("{} [{}] * {}", clock(h.sent_ms), h.conversation, h.body);
             } else {
                 let status = h
                     .status
                     .as_ref()
                     .map(|s| format!("  ({})", status_text(s)))
                     .unwrap_or_default();
-                println!(
+                say!(
                     "{} [{}] {who}: {}{status}",
                     clock(h.sent_ms),
                     h.conversation,
@@ -181,9 +211,10 @@ pub fn error(json: bool, e: &anyhow::Error) {
     let text = said_once(e);
     if json {
         let v = serde_json::json!({ "error": text });
-        println!("{v}");
+        // Not `say!`: a reader that has gone must not turn a failure into success.
+        let _ = writeln!(std::io::stdout(), "{v}");
     } else {
-        eprintln!("error: {text}");
+        tell!("error: {text}");
     }
 }
 

@@ -82,7 +82,7 @@ pub fn backup(to: &std::path::Path, args: &umbra_server::ServerArgs) -> anyhow::
         );
     }
     umbra_server::database::backup(&from, to)?;
-    println!(
+    say!(
         "copied {} to {} (the database as it was at one moment; the server's keys are beside it in {})",
         from.display(),
         to.display(),
@@ -133,10 +133,10 @@ pub fn run(cmd: BusinessAdmin) -> anyhow::Result<()> {
             let (mut store, _) = open(&args)?;
             let all = business::list(&mut *store)?;
             if all.is_empty() {
-                println!("no business accounts");
+                say!("no business accounts");
             }
             for b in all {
-                println!(
+                say!(
                     "{:<24} {:<32} {}",
                     b.username,
                     b.display_name,
@@ -153,16 +153,16 @@ pub fn run(cmd: BusinessAdmin) -> anyhow::Result<()> {
             let key = business::signing_key(&dir)?;
             let now = umbra_client::now_ms() / 1000;
             let name = business::verify_account(&mut *store, &key, &user, now)?;
-            println!("verified `{user}` as \"{name}\"");
+            say!("verified `{user}` as \"{name}\"");
         }
         BusinessAdmin::Unverify { user, args } => {
             let (mut store, _) = open(&args)?;
             if business::unverify_account(&mut *store, &user)? {
-                println!(
+                say!(
                     "`{user}` is no longer verified (a badge its customers already hold runs out within a week)"
                 );
             } else {
-                println!("`{user}` was not verified");
+                say!("`{user}` was not verified");
             }
         }
     }
