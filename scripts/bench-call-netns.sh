@@ -40,8 +40,8 @@ on srv server --listen 192.0.2.1:7700 --data-dir "$dir/server" --relay-secret-fi
     --relay-url 'turn:192.0.2.11:3478?transport=udp' > "$dir/server.log" 2>&1 &
 for _ in $(seq 100); do grep -q "invite=umbra://" "$dir/server.log" 2>/dev/null && break; sleep 0.1; done
 invite="$(grep -o 'invite=umbra://[^ ]*' "$dir/server.log" | head -1 | cut -d= -f2-)"
-on alice --profile "$dir/alice" register --invite "$invite" alice > /dev/null
-on bob --profile "$dir/bob" register --invite "$invite" bob > /dev/null
+on alice --profile "$dir/alice" register --no-passphrase --invite "$invite" alice > /dev/null
+on bob --profile "$dir/bob" register --no-passphrase --invite "$invite" bob > /dev/null
 on bob --profile "$dir/bob" send alice "call me" > /dev/null
 on alice --profile "$dir/alice" sync > /dev/null
 on bob --profile "$dir/bob" settings protect-ip on > /dev/null

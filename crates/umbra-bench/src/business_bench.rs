@@ -213,7 +213,7 @@ fn customer_name(i: usize) -> String {
 /// Registers the business and the customers; each customer writes first.
 async fn people(dir: &Path, invite: &str, customers: usize) -> anyhow::Result<PathBuf> {
     let shop = dir.join("shop");
-    let mut business = Client::register(&shop, invite, "shop", None).await?;
+    let mut business = Client::register(&shop, invite, "shop", None, None).await?;
     business.register_business("Shop", &[]).await?;
     let own = business.make_hosting(None)?;
     business.set_hosting(own).await?;
@@ -231,7 +231,7 @@ async fn people(dir: &Path, invite: &str, customers: usize) -> anyhow::Result<Pa
                 tasks.push(tokio::task::spawn_local(async move {
                     let _slot = slots.acquire_owned().await?;
                     let mut c =
-                        Client::register(&profile, &invite, &customer_name(i), None).await?;
+                        Client::register(&profile, &invite, &customer_name(i), None, None).await?;
                     c.send("shop", "hello").await?;
                     done.fetch_add(1, Ordering::Relaxed);
                     anyhow::Ok(())
@@ -391,7 +391,7 @@ pub async fn run(args: &BusinessBenchArgs) -> anyhow::Result<BusinessBenchReport
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.customers.max(1));
     let mut receivers = Vec::new();
     for i in 0..args.customers {
-        let mut c = Client::open(&dir.join(customer_name(i)))?;
+        let mut c = Client::open(&dir.join(customer_name(i)), None)?;
         let mut conn = umbra_client::conn::ServerConn::open(c.invite(), &c.route()).await?;
         c.login(&mut conn).await?;
         receivers.push(tokio::spawn(load::receive(

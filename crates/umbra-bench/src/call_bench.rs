@@ -427,10 +427,16 @@ impl Users {
             alice: dir.join("alice"),
             bob: dir.join("bob"),
         };
-        u.run(&u.alice, &["register", "--invite", invite, "alice"])
-            .await?;
-        u.run(&u.bob, &["register", "--invite", invite, "bob"])
-            .await?;
+        u.run(
+            &u.alice,
+            &["register", "--no-passphrase", "--invite", invite, "alice"],
+        )
+        .await?;
+        u.run(
+            &u.bob,
+            &["register", "--no-passphrase", "--invite", invite, "bob"],
+        )
+        .await?;
         u.run(&u.bob, &["send", "alice", "call me"]).await?;
         u.run(&u.alice, &["sync"]).await?;
         Ok(u)

@@ -28,6 +28,10 @@ pub struct BusinessConfig {
     /// Messages a second it may send through the API [default: the host's].
     #[serde(default)]
     pub messages_per_second: Option<u32>,
+    /// The file holding the passphrase its profile is locked with [default:
+    /// UMBRA_PASSPHRASE; none for a profile without one].
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// The resolved configuration (also the TOML file's format).
@@ -111,6 +115,10 @@ pub struct ServeArgs {
     /// Where the webhooks of the `--business` given go.
     #[arg(long, env = "UMBRA_BUSINESS_WEBHOOK_URL", value_name = "URL")]
     pub webhook_url: Option<String>,
+    /// The file holding the passphrase of the `--business` profiles given
+    /// [default: UMBRA_PASSPHRASE; none for profiles without one].
+    #[arg(long, env = "UMBRA_BUSINESS_PASSPHRASE_FILE", value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
     /// Messages a second each business may send [default: 1000].
     #[arg(long, env = "UMBRA_BUSINESS_MESSAGES_PER_SECOND", value_name = "N")]
     pub messages_per_second: Option<u32>,
@@ -151,6 +159,7 @@ impl Layered for HostConfig {
                 webhook_url: args.webhook_url.clone(),
                 webhook_secret_file: None,
                 messages_per_second: None,
+                passphrase_file: args.passphrase_file.clone(),
             });
         }
         self

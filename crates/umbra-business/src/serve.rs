@@ -100,9 +100,26 @@ where
     }))
 }
 
+/// The passphrase of a business's profile: from its `passphrase_file`, else
+/// from UMBRA_PASSPHRASE, else none (a profile without one).
+fn passphrase(b: &BusinessConfig) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
+    if let Some(file) = &b.passphrase_file {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the passphrase file {}", file.display()))?,
+        );
+        return Ok(Some(zeroize::Zeroizing::new(
+            text.trim_end_matches(['\r', '\n']).to_string(),
+        )));
+    }
+    Ok(std::env::var("UMBRA_PASSPHRASE")
+        .ok()
+        .map(zeroize::Zeroizing::new))
+}
+
 /// Opens a business's profile, checked to be a business account.
-pub async fn open_business(profile: &Path) -> anyhow::Result<Client> {
-    let mut client = Client::open(profile)
+pub async fn open_business(profile: &Path, passphrase: Option<&str>) -> anyhow::Result<Client> {
+    let mut client = Client::open(profile, passphrase)
         .with_context(|| format!("cannot open the business profile {}", profile.display()))?;
     if client.own_card().is_none() {
         client.refresh_business_card().await.with_context(|| {
@@ -146,7 +163,9 @@ impl Host {
         let mut businesses = HashMap::new();
         let mut summary = Vec::new();
         for b in &config.business {
-            let mut client = open_business(&b.profile).await?;
+            let passphrase = passphrase(b)?;
+            let mut client = open_business(&b.profile, passphrase.as_deref().map(|p| &**p)).await?;
+            let key = client.key().cloned();
             let username = client.username().to_string();
             if businesses.contains_key(&username) {
                 bail!("two profiles here are the account `{username}`");
@@ -175,7 +194,7 @@ impl Host {
                 })?);
             }
             {
-                let receiving = Client::open(&b.profile)?;
+                let receiving = Client::open_with_key(&b.profile, key.as_ref())?;
                 let (kick, journal, metrics, stopped) = (
                     kick.clone(),
                     journal_changed.clone(),
@@ -187,7 +206,7 @@ impl Host {
                 })?);
             }
             tasks.push(tokio::spawn(device::reader(
-                Client::open(&b.profile)?,
+                Client::open_with_key(&b.profile, key.as_ref())?,
                 read_rx,
                 kick,
             )));
@@ -196,7 +215,7 @@ impl Host {
                     let secret_file = secret_path(&config.data_dir, b, &username);
                     let secret = webhook_secret(&secret_file)?;
                     tasks.push(tokio::spawn(webhooks::run(
-                        Journal::open(&b.profile)?,
+                        Journal::open(&b.profile, key.as_ref())?,
                         Hook {
                             business: username.clone(),
                             url: url.clone(),

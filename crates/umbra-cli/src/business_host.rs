@@ -63,7 +63,9 @@ pub fn token(cmd: TokenCommand, out: crate::output::Output) -> anyhow::Result<()
             label,
             dir,
         } => {
-            let client = umbra_client::Client::open(&business).with_context(|| {
+            let passphrase = crate::unlock::current(&business, None)?;
+            let passphrase = passphrase.as_deref().map(|p| p.as_str());
+            let client = umbra_client::Client::open(&business, passphrase).with_context(|| {
                 format!("cannot open the business profile {}", business.display())
             })?;
             let username = client.username().to_string();

@@ -128,8 +128,9 @@ pub enum NetworkCommand {
     Show,
 }
 
-fn open(profile: &Path, proxy: &Option<ProxyLink>) -> anyhow::Result<Client> {
-    let mut client = Client::open(profile)?;
+fn open(profile: &Path, proxy: &Option<ProxyLink>, fd: Option<i32>) -> anyhow::Result<Client> {
+    let passphrase = crate::unlock::current(profile, fd)?;
+    let mut client = Client::open(profile, passphrase.as_deref().map(|p| p.as_str()))?;
     if let Some(link) = proxy {
         client.use_proxy(link.clone());
     }
@@ -141,11 +142,18 @@ pub async fn run(
     command: Command,
     profile: &Path,
     proxy: Option<ProxyLink>,
+    fd: Option<i32>,
     out: Output,
 ) -> anyhow::Result<()> {
     match command {
-        Command::Register { invite, username } => {
-            let client = Client::register(profile, &invite, &username, proxy).await?;
+        Command::Register {
+            invite,
+            username,
+            no_passphrase,
+        } => {
+            let passphrase = crate::unlock::for_new_profile(profile, fd, no_passphrase)?;
+            let passphrase = passphrase.as_deref().map(|p| p.as_str());
+            let client = Client::register(profile, &invite, &username, proxy, passphrase).await?;
             out.value(
                 &serde_json::json!({
                     "username": client.username(),
@@ -161,7 +169,7 @@ pub async fn run(
             );
         }
         Command::Send { to, text } => {
-            let mut client = open(profile, &proxy)?;
+            let mut client = open(profile, &proxy, fd)?;
             let events = client.send(&to, &text).await?;
             out.events(&events);
             out.value(
@@ -170,7 +178,7 @@ pub async fn run(
             );
         }
         Command::Group(g) => {
-            let mut client = open(profile, &proxy)?;
+            let mut client = open(profile, &proxy, fd)?;
             let (events, done) = match &g {
                 GroupCommand::Create { name, members } => {
                     let m: Vec<&str> = members.iter().map(String::as_str).collect();
@@ -202,7 +210,7 @@ pub async fn run(
             out.value(&serde_json::json!({ "ok": true, "done": done }), &done);
         }
         Command::Listen { auto_answer, media } => {
-            let mut client = open(profile, &proxy)?;
+            let mut client = open(profile, &proxy, fd)?;
             client.shows_messages(true);
             if !out.json {
                 tell!("listening as `{}` (Ctrl-C to stop)", client.username());
@@ -218,19 +226,19 @@ pub async fn run(
                 .context("listening stopped")?;
         }
         Command::Call { user, media, ring } => {
-            let mut client = open(profile, &proxy)?;
+            let mut client = open(profile, &proxy, fd)?;
             crate::calling::call(&mut client, &user, &media, &ring, out).await?;
         }
         Command::Calls { limit } => {
-            let client = open(profile, &proxy)?;
+            let client = open(profile, &proxy, fd)?;
             crate::calling::list(&client, limit, out)?;
         }
         Command::Settings(cmd) => {
-            let client = open(profile, &proxy)?;
+            let client = open(profile, &proxy, fd)?;
             crate::calling::settings(&client, cmd, out)?;
         }
         Command::Sync => {
-            let mut client = open(profile, &proxy)?;
+            let mut client = open(profile, &proxy, fd)?;
             client.shows_messages(true);
             let events = client.sync().await?;
             out.events(&events);
@@ -243,7 +251,7 @@ pub async fn run(
             limit,
             offline,
         } => {
-            let mut client = open(profile, &proxy)?;
+            let mut client = open(profile, &proxy, fd)?;
             if !offline {
                 for e in client.sync().await? {
                     // History's output stays clean for scripts: warnings go to stderr.
@@ -274,7 +282,7 @@ pub async fn run(
             }
         }
         Command::Business(cmd) => {
-            let mut client = open(profile, &proxy)?;
+            let mut client = open(profile, &proxy, fd)?;
             match cmd {
                 BusinessCommand::Register { name, field } => {
                     let fields = field
@@ -367,7 +375,7 @@ pub async fn run(
             }
         }
         Command::Block { user } => {
-            let client = open(profile, &proxy)?;
+            let client = open(profile, &proxy, fd)?;
             let newly = client.block(&user)?;
             out.value(
                 &serde_json::json!({ "blocked": user, "already": !newly }),
@@ -381,7 +389,7 @@ pub async fn run(
             );
         }
         Command::Unblock { user } => {
-            let client = open(profile, &proxy)?;
+            let client = open(profile, &proxy, fd)?;
             let was = client.unblock(&user)?;
             out.value(
                 &serde_json::json!({ "unblocked": user, "was_blocked": was }),
@@ -393,7 +401,7 @@ pub async fn run(
             );
         }
         Command::Blocked => {
-            let client = open(profile, &proxy)?;
+            let client = open(profile, &proxy, fd)?;
             let list = client.blocked()?;
             let text = if list.is_empty() {
                 "nobody is blocked".to_string()
@@ -403,7 +411,7 @@ pub async fn run(
             out.value(&list, &text);
         }
         Command::Contacts => {
-            let client = open(profile, &proxy)?;
+            let client = open(profile, &proxy, fd)?;
             let contacts = client.contacts()?;
             let mut text = String::new();
             for c in &contacts {
@@ -424,7 +432,7 @@ pub async fn run(
             out.value(&contacts, text.trim_end());
         }
         Command::Conversations => {
-            let client = open(profile, &proxy)?;
+            let client = open(profile, &proxy, fd)?;
             let convs = client.conversations()?;
             let mut text = String::new();
             for c in &convs {
@@ -453,7 +461,7 @@ pub async fn run(
             user,
             mark_verified,
         } => {
-            let mut client = open(profile, &proxy)?;
+            let mut client = open(profile, &proxy, fd)?;
             let number = client.verify(&user, mark_verified).await?;
             out.value(
                 &serde_json::json!({ "user": user, "safety_number": number, "verified": mark_verified }),
@@ -465,7 +473,7 @@ pub async fn run(
             );
         }
         Command::IceServers => {
-            let mut client = open(profile, &proxy)?;
+            let mut client = open(profile, &proxy, fd)?;
             let creds = client.relay_credentials().await?;
             let mut value = serde_json::json!({
                 "iceServers": [{
@@ -484,7 +492,7 @@ pub async fn run(
             out.value(&value, &pretty);
         }
         Command::Network(n) => {
-            let mut client = open(profile, &None)?;
+            let mut client = open(profile, &None, fd)?;
             match n {
                 NetworkCommand::Proxy { link, off } => {
                     let link = match (link, off) {
@@ -519,7 +527,7 @@ pub async fn run(
             }
         }
         Command::Whoami => {
-            let client = open(profile, &proxy)?;
+            let client = open(profile, &proxy, fd)?;
             out.value(
                 &serde_json::json!({
                     "username": client.username(),
@@ -534,6 +542,7 @@ pub async fn run(
                 ),
             );
         }
+        Command::Passphrase(cmd) => crate::unlock::run(cmd, profile, fd, out)?,
         Command::Serve(_)
         | Command::Server(_)
         | Command::Relay(_)

@@ -108,9 +108,11 @@ pub async fn run(_out: Output) -> anyhow::Result<()> {
     say!("   invite link: {invite}");
 
     step("alice, bob and carol register (each in their own profile directory)");
-    let mut alice = Client::register(&dir.path().join("alice"), &invite, "alice", None).await?;
-    let mut bob = Client::register(&dir.path().join("bob"), &invite, "bob", None).await?;
-    let mut carol = Client::register(&dir.path().join("carol"), &invite, "carol", None).await?;
+    let mut alice =
+        Client::register(&dir.path().join("alice"), &invite, "alice", None, None).await?;
+    let mut bob = Client::register(&dir.path().join("bob"), &invite, "bob", None, None).await?;
+    let mut carol =
+        Client::register(&dir.path().join("carol"), &invite, "carol", None, None).await?;
     say!("   3 accounts; each device uploaded MLS key packages and keeps its keys locally");
     let mailbox = |c: &Client| c.mailbox_id().to_vec();
     let names = [

@@ -29,6 +29,9 @@ pub enum Failure {
     /// invite, an unknown user, a name taken, a message over the server's
     /// size limit, a changed proxy link.
     Refused = 5,
+    /// The profile is locked with a passphrase, and none or a wrong one was
+    /// given: nothing was changed.
+    Locked = 6,
 }
 
 impl From<Failure> for ExitCode {
@@ -50,7 +53,10 @@ pub fn failure(e: &anyhow::Error) -> Failure {
             if let Some(w) = cause.downcast_ref::<WireError>() {
                 return Some(wire(w));
             }
-            (cause.is::<ProxyLinkError>() || cause.is::<InviteError>()).then_some(Failure::Usage)
+            (cause.is::<ProxyLinkError>()
+                || cause.is::<InviteError>()
+                || cause.is::<crate::unlock::NoPassphraseGiven>())
+            .then_some(Failure::Usage)
         })
         .unwrap_or(Failure::Other)
 }
@@ -58,6 +64,7 @@ pub fn failure(e: &anyhow::Error) -> Failure {
 fn client(e: &ClientError) -> Failure {
     match e {
         ClientError::NotRegistered(_) => Failure::NotRegistered,
+        ClientError::PassphraseNeeded(_) | ClientError::WrongPassphrase(_) => Failure::Locked,
         ClientError::Unreachable { .. } | ClientError::Queued(..) => Failure::Unreachable,
         ClientError::Server { .. }
         | ClientError::UnknownUser(_)

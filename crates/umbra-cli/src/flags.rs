@@ -1,4 +1,5 @@
-//! The client flags — `--profile`, `--json`, `--proxy` — on the commands
+//! The client flags — `--profile`, `--json`, `--proxy`, `--passphrase-fd` —
+//! on the commands
 //! they mean something to, and nowhere else.
 //!
 //! A daemon (`serve`, `server`, `relay`, `proxy`) has its own settings and
@@ -36,6 +37,8 @@ pub struct ClientFlags {
     pub json: bool,
     /// Proxy link for this command.
     pub proxy: Option<String>,
+    /// File descriptor to read the profile's passphrase from.
+    pub passphrase_fd: Option<i32>,
 }
 
 fn profile_arg() -> Arg {
@@ -57,6 +60,19 @@ fn json_arg() -> Arg {
         .global(true)
         .action(ArgAction::SetTrue)
         .help("Print machine-readable JSON instead of text")
+}
+
+fn passphrase_fd_arg() -> Arg {
+    Arg::new("passphrase_fd")
+        .long("passphrase-fd")
+        .global(true)
+        .env("UMBRA_PASSPHRASE_FD")
+        .value_name("N")
+        .value_parser(clap::value_parser!(i32))
+        .help(
+            "Read the profile's passphrase from this file descriptor's first line (scripts; \
+             UMBRA_PASSPHRASE also works). Without either it is asked on the terminal",
+        )
 }
 
 fn proxy_arg() -> Arg {
@@ -93,7 +109,9 @@ pub fn command() -> clap::Command {
             if json_only {
                 sub
             } else {
-                sub.arg(profile_arg()).arg(proxy_arg())
+                sub.arg(profile_arg())
+                    .arg(proxy_arg())
+                    .arg(passphrase_fd_arg())
             }
         });
     }
@@ -112,7 +130,11 @@ fn business_flags(business: clap::Command) -> clap::Command {
         business = business.mut_subcommand(&name, |sub| match name.as_str() {
             n if HOST_DAEMONS.contains(&n) => sub,
             HOST_JSON_ONLY => sub.arg(json_arg()),
-            _ => sub.arg(json_arg()).arg(profile_arg()).arg(proxy_arg()),
+            _ => sub
+                .arg(json_arg())
+                .arg(profile_arg())
+                .arg(proxy_arg())
+                .arg(passphrase_fd_arg()),
         });
     }
     business
@@ -138,6 +160,7 @@ pub fn parse_from(
         profile: matches.get_one::<PathBuf>("profile").cloned(),
         json: matches.get_flag("json"),
         proxy: matches.get_one::<String>("proxy").cloned(),
+        passphrase_fd: None,
     };
     let host = match (name, sub.subcommand_name()) {
         ("business", Some(s)) if HOST_DAEMONS.contains(&s) || s == HOST_JSON_ONLY => Some(s),
@@ -199,6 +222,7 @@ pub fn parse_from(
             profile,
             json: before.json || inner.get_flag("json"),
             proxy: pick("proxy", before.proxy),
+            passphrase_fd: inner.get_one::<i32>("passphrase_fd").copied(),
         },
     ))
 }

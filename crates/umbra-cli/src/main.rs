@@ -7,6 +7,8 @@
 //! - `output`: human-readable and `--json` rendering.
 //! - `demo`: a guided tour on a temporary node.
 //! - `exit`: exit codes for scripts.
+//! - `unlock`: the profile's passphrase (where it comes from) and
+//!   `umbra passphrase`.
 //! - `flags`: the client flags (`--profile`, `--json`, `--proxy`), on the
 //!   commands they mean something to.
 
@@ -31,6 +33,7 @@ mod exit;
 mod flags;
 mod output;
 mod server_admin;
+mod unlock;
 
 use std::path::PathBuf;
 
@@ -85,6 +88,12 @@ enum Command {
         invite: String,
         /// The username to take: 3-32 characters a-z, 0-9, '_', '.', '-'.
         username: String,
+        /// Keep the profile without a passphrase: it is still encrypted, but
+        /// its key lies beside it, so anyone who copies the directory reads
+        /// it. Without this flag a passphrase is asked on the terminal (or
+        /// taken from UMBRA_PASSPHRASE / --passphrase-fd).
+        #[arg(long)]
+        no_passphrase: bool,
     },
     /// Send a 1:1 message (starts the conversation if needed).
     Send {
@@ -172,6 +181,9 @@ enum Command {
     },
     /// Show this profile's account and server.
     Whoami,
+    /// The passphrase that locks this profile: status, set or change, remove.
+    #[command(subcommand)]
+    Passphrase(unlock::PassphraseCommand),
     /// Print WebRTC `iceServers` for the server's call relay, with
     /// time-limited credentials (any WebRTC app can use them).
     IceServers,
@@ -357,7 +369,7 @@ async fn run(cli: Cli, flags: flags::ClientFlags) -> anyhow::Result<()> {
         }
         other => {
             daemon::init_logging("warn");
-            commands::run(other, &profile, proxy, out).await
+            commands::run(other, &profile, proxy, flags.passphrase_fd, out).await
         }
     }
 }

@@ -116,6 +116,7 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
         "--profile",
         profile.to_str().unwrap(),
         "register",
+        "--no-passphrase",
         "--invite",
         &node.invite,
         "alice",

@@ -48,7 +48,7 @@ fn a_verified_business_shows_its_badge_and_a_forged_one_does_not() {
     assert!(server.invite.contains("&sign="), "{}", server.invite);
     let p = |n: &str| dir.path().join(n);
     for u in ["acme", "alice", "shady"] {
-        ok(&p(u), &["register", "--invite", &server.invite, u]);
+        common::register(&p(u), &server.invite, u);
     }
 
     let out = ok(

@@ -51,10 +51,7 @@ impl World {
     }
 
     fn user(&self, name: &str) -> PathBuf {
-        ok(
-            &self.p(name),
-            &["register", "--invite", &self.server.invite, name],
-        );
+        common::register(&self.p(name), &self.server.invite, name);
         self.p(name)
     }
 
@@ -599,10 +596,10 @@ fn the_label_says_who_runs_the_business_and_a_change_is_seen_before_the_next_sen
             }
         }
     }
-    let acme_bytes = dir_bytes(&acme);
+    let acme_bytes = profile_texts(&acme);
     assert!(contains(&acme_bytes, b"my address is 1 Main St"));
     assert!(!contains(&acme_bytes, b"your statement is ready"));
-    let bank_bytes = dir_bytes(&bank);
+    let bank_bytes = profile_texts(&bank);
     assert!(!contains(&bank_bytes, b"my address is 1 Main St"));
 }
 
@@ -611,12 +608,19 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Every file of a profile (the database, its WAL), concatenated.
-fn dir_bytes(dir: &Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("dir") {
-        out.extend(std::fs::read(entry.expect("entry").path()).unwrap_or_default());
-    }
-    out
+/// Every text a profile holds: the directory's files are encrypted, so it
+/// is read through the profile's key (these profiles have no passphrase).
+fn profile_texts(dir: &Path) -> Vec<u8> {
+    let key = umbra_client::profile_key::unlock(dir, None).expect("key");
+    assert!(key.is_some(), "{} is not encrypted", dir.display());
+    let db = umbra_client::profile::connect(dir, key.as_ref()).expect("db");
+    let mut stmt = db.prepare("SELECT body FROM history").expect("history");
+    let bodies: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    bodies.join("\n").into_bytes()
 }
 
 #[test]

@@ -23,8 +23,8 @@ const NOTES: [f32; 4] = [440.0, 660.0, 880.0, 1320.0];
 fn acquainted(dir: &Path) -> (ServerProc, PathBuf, PathBuf) {
     let node = ServerProc::node(dir);
     let (alice, bob) = (dir.join("alice"), dir.join("bob"));
-    ok(&alice, &["register", "--invite", &node.invite, "alice"]);
-    ok(&bob, &["register", "--invite", &node.invite, "bob"]);
+    common::register(&alice, &node.invite, "alice");
+    common::register(&bob, &node.invite, "bob");
     ok(&bob, &["send", "alice", "call me"]);
     ok(&alice, &["sync"]);
     (node, alice, bob)
@@ -247,9 +247,9 @@ fn a_stranger_is_silenced_and_an_offline_callee_sees_a_missed_call() {
         dir.path().join("carol"),
         dir.path().join("dave"),
     );
-    ok(&bob, &["register", "--invite", &node.invite, "bob"]);
-    ok(&carol, &["register", "--invite", &node.invite, "carol"]);
-    ok(&dave, &["register", "--invite", &node.invite, "dave"]);
+    common::register(&bob, &node.invite, "bob");
+    common::register(&carol, &node.invite, "carol");
+    common::register(&dave, &node.invite, "dave");
     // Carol is a stranger to Bob: she may write, but not ring him.
     ok(&carol, &["send", "bob", "hello?"]);
     let listener = Listener::start(&bob, &["--auto-answer"]);
@@ -356,6 +356,7 @@ fn calls_through_a_proxy_reach_the_relay_only_through_it() {
                 "--proxy",
                 &proxy.link,
                 "register",
+                "--no-passphrase",
                 "--invite",
                 &node.invite,
                 u,
@@ -419,8 +420,8 @@ fn an_unreachable_relay_is_a_clear_error() {
         ],
     );
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
-    ok(&alice, &["register", "--invite", &node.invite, "alice"]);
-    ok(&bob, &["register", "--invite", &node.invite, "bob"]);
+    common::register(&alice, &node.invite, "alice");
+    common::register(&bob, &node.invite, "bob");
     let started = Instant::now();
     let out = umbra(&alice, &["call", "bob"]);
     assert!(!out.status.success());

@@ -17,13 +17,19 @@ fn two_users_chat_and_a_group_lives_its_life() {
     let p = |n: &str| dir.path().join(n);
 
     for user in ["alice", "bob", "carol", "dave"] {
-        let out = ok(&p(user), &["register", "--invite", &server.invite, user]);
+        let out = common::register(&p(user), &server.invite, user);
         assert!(out.contains(&format!("registered `{user}`")), "{out}");
     }
     // A second account in one profile is refused with a way out.
     let err = fails(
         &p("alice"),
-        &["register", "--invite", &server.invite, "alice2"],
+        &[
+            "register",
+            "--no-passphrase",
+            "--invite",
+            &server.invite,
+            "alice2",
+        ],
     );
     assert!(err.contains("already holds the account `alice`"), "{err}");
 
@@ -159,14 +165,26 @@ fn errors_name_the_problem() {
     assert!(err.contains("--profile is for client commands"), "{err}");
     let err = fails_with(
         &p("bad"),
-        &["register", "--invite", "https://example.org", "zed"],
+        &[
+            "register",
+            "--no-passphrase",
+            "--invite",
+            "https://example.org",
+            "zed",
+        ],
         2,
     );
     assert!(err.contains("not an Umbra invite link"), "{err}");
     said_once(&err);
     let err = fails_with(
         &p("bad"),
-        &["register", "--invite", &server.invite, "A!"],
+        &[
+            "register",
+            "--no-passphrase",
+            "--invite",
+            &server.invite,
+            "A!",
+        ],
         2,
     );
     assert!(err.contains("not a valid username"), "{err}");
@@ -176,17 +194,20 @@ fn errors_name_the_problem() {
     assert!(err.contains("umbra register"), "{err}");
     said_once(&err);
 
-    ok(
-        &p("alice"),
-        &["register", "--invite", &server.invite, "alice"],
-    );
-    ok(&p("bob"), &["register", "--invite", &server.invite, "bob"]);
+    common::register(&p("alice"), &server.invite, "alice");
+    common::register(&p("bob"), &server.invite, "bob");
     let err = fails_with(&p("alice"), &["send", "nosuchuser", "hi"], 5);
     assert!(err.contains("there is no user `nosuchuser`"), "{err}");
     said_once(&err);
     let err = fails_with(
         &p("other"),
-        &["register", "--invite", &server.invite, "alice"],
+        &[
+            "register",
+            "--no-passphrase",
+            "--invite",
+            &server.invite,
+            "alice",
+        ],
         5,
     );
     assert!(err.to_lowercase().contains("taken"), "{err}");
@@ -223,7 +244,13 @@ fn errors_name_the_problem() {
         .replace(&key, &String::from_utf8(wrong).expect("utf8"));
     let err = fails_with(
         &p("mallory"),
-        &["register", "--invite", &bad_invite, "mallory"],
+        &[
+            "register",
+            "--no-passphrase",
+            "--invite",
+            &bad_invite,
+            "mallory",
+        ],
         5,
     );
     assert!(err.contains("does not match"), "{err}");

@@ -34,7 +34,7 @@ fn three_nodes_behave_as_one_service_and_the_bus_carries_nothing_to_read() {
     let c = Cluster::start(dir.path(), 3, &url, &nats.url(), 30);
     let p = |n: &str| dir.path().join(n);
     for (i, u) in ["alice", "bob", "carol"].iter().enumerate() {
-        ok(&p(u), &["register", "--invite", c.invite(i), u]);
+        common::register(&p(u), c.invite(i), u);
     }
     let bob = Listener::start(&p("bob"));
     let carol = Listener::start(&p("carol"));
@@ -110,8 +110,8 @@ fn without_the_bus_the_sweep_carries_the_mail_and_a_killed_node_loses_nothing() 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = Cluster::start(dir.path(), 3, &url, &nats.url(), 1);
     let p = |n: &str| dir.path().join(n);
-    ok(&p("alice"), &["register", "--invite", c.invite(0), "alice"]);
-    ok(&p("bob"), &["register", "--invite", c.invite(1), "bob"]);
+    common::register(&p("alice"), c.invite(0), "alice");
+    common::register(&p("bob"), c.invite(1), "bob");
     let bob = Listener::start(&p("bob"));
     std::thread::sleep(Duration::from_secs(1));
     ok(&p("alice"), &["send", "bob", "first"]);
@@ -183,9 +183,9 @@ fn a_push_never_passes_by_what_another_node_stored_before_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = Cluster::start(dir.path(), 2, &url, &nats.url(), 3600);
     let p = |n: &str| dir.path().join(n);
-    ok(&p("alice"), &["register", "--invite", c.invite(0), "alice"]);
-    ok(&p("bob"), &["register", "--invite", c.invite(1), "bob"]);
-    ok(&p("carol"), &["register", "--invite", c.invite(1), "carol"]);
+    common::register(&p("alice"), c.invite(0), "alice");
+    common::register(&p("bob"), c.invite(1), "bob");
+    common::register(&p("carol"), c.invite(1), "carol");
     let bob = Listener::start(&p("bob"));
     std::thread::sleep(Duration::from_secs(1));
     ok(&p("alice"), &["send", "bob", "hello from alice"]);
@@ -231,8 +231,8 @@ fn calls_ring_across_nodes_and_a_callee_who_connects_late_still_rings() {
     // Sweeps every 30 s: the signalling must come by the bus.
     let c = Cluster::start_with(dir.path(), 2, &url, &nats.url(), 30, &relay.server_args);
     let p = |n: &str| dir.path().join(n);
-    ok(&p("alice"), &["register", "--invite", c.invite(0), "alice"]);
-    ok(&p("bob"), &["register", "--invite", c.invite(1), "bob"]);
+    common::register(&p("alice"), c.invite(0), "alice");
+    common::register(&p("bob"), c.invite(1), "bob");
     // Bob has written to Alice: she may ring him.
     ok(&p("bob"), &["send", "alice", "call me"]);
     ok(&p("alice"), &["sync"]);

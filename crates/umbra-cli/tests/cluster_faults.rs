@@ -73,7 +73,7 @@ fn behind_haproxy_every_node_killed_in_turn_loses_nothing_acknowledged() {
     let invite = lb.invite(c.invite(0));
     let p = |n: &str| dir.path().join(n);
     for u in ["alice", "bob"] {
-        ok(&p(u), &["register", "--invite", &invite, u]);
+        common::register(&p(u), &invite, u);
     }
     let bob = Listener::start(&p("bob"));
     std::thread::sleep(Duration::from_secs(1));
@@ -118,8 +118,8 @@ fn postgres_restarted_like_a_crash_and_the_nodes_recover_by_themselves() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = Cluster::start(dir.path(), 3, &url, &nats.url(), 1);
     let p = |n: &str| dir.path().join(n);
-    ok(&p("alice"), &["register", "--invite", c.invite(0), "alice"]);
-    ok(&p("bob"), &["register", "--invite", c.invite(1), "bob"]);
+    common::register(&p("alice"), c.invite(0), "alice");
+    common::register(&p("bob"), c.invite(1), "bob");
     let bob = Listener::start(&p("bob"));
     std::thread::sleep(Duration::from_secs(1));
     ok(&p("alice"), &["send", "bob", "before the crash"]);
@@ -163,14 +163,11 @@ fn a_frozen_node_resumed_delivers_nothing_more() {
     let c = Cluster::start(dir.path(), 3, &url, &nats.url(), 1);
     let lb = Haproxy::start(dir.path(), &c.addresses());
     let p = |n: &str| dir.path().join(n);
-    ok(
-        &p("bob"),
-        &["register", "--invite", &lb.invite(c.invite(0)), "bob"],
-    );
+    common::register(&p("bob"), &lb.invite(c.invite(0)), "bob");
     // Bob listens through the balancer; Alice writes through node 0
     // directly, so her sends never wait on the frozen node. (Bob's listen
     // is started again until it lands elsewhere than node 0.)
-    ok(&p("alice"), &["register", "--invite", c.invite(0), "alice"]);
+    common::register(&p("alice"), c.invite(0), "alice");
     let (bob, frozen) = loop {
         let before = logins(&c);
         let l = Listener::start(&p("bob"));
@@ -240,10 +237,10 @@ fn strangers_on_every_node_claim_one_users_key_packages_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = Cluster::start(dir.path(), 3, &url, &nats.url(), 1);
     let p = |n: &str| dir.path().join(n);
-    ok(&p("bob"), &["register", "--invite", c.invite(0), "bob"]);
+    common::register(&p("bob"), c.invite(0), "bob");
     let users: Vec<String> = (0..9).map(|i| format!("stranger{i}")).collect();
     for (i, u) in users.iter().enumerate() {
-        ok(&p(u), &["register", "--invite", c.invite(i % 3), u]);
+        common::register(&p(u), c.invite(i % 3), u);
     }
     // All at once, three on each node: each claims one of Bob's key
     // packages and welcomes him with it.

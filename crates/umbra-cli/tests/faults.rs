@@ -17,6 +17,13 @@ use umbra_wire::proto::{
     ClientFrame, ErrorCode, FetchDevices, SendEnvelope, ServerFrame, client_frame, server_frame,
 };
 
+/// `username` registered in `dir/username`, with no passphrase and no proxy.
+async fn register(dir: &Path, invite: &str, username: &str) -> Client {
+    Client::register(&dir.join(username), invite, username, None, None)
+        .await
+        .expect(username)
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -120,12 +127,8 @@ fn forged_replayed_and_oversize_envelopes() {
     let data = dir.path().join("server");
     let server = ServerProc::start(&data, "127.0.0.1:0", &dir.path().join("log"));
     rt().block_on(async {
-        let mut alice = Client::register(&dir.path().join("alice"), &server.invite, "alice", None)
-            .await
-            .expect("alice");
-        let mut bob = Client::register(&dir.path().join("bob"), &server.invite, "bob", None)
-            .await
-            .expect("bob");
+        let mut alice = register(dir.path(), &server.invite, "alice").await;
+        let mut bob = register(dir.path(), &server.invite, "bob").await;
         alice.send("bob", "the real one").await.expect("send");
 
         // Copy what the server holds for bob and send it again, twice.
@@ -192,9 +195,7 @@ fn last_resort_key_package_keeps_new_conversations_possible() {
         &dir.path().join("log"),
     );
     rt().block_on(async {
-        let mut bob = Client::register(&dir.path().join("bob"), &server.invite, "bob", None)
-            .await
-            .expect("bob");
+        let mut bob = register(dir.path(), &server.invite, "bob").await;
         let mut raw = Raw::open(&server.invite).await;
         let mut last_resort_seen = 0;
         for _ in 0..60 {
@@ -211,12 +212,8 @@ fn last_resort_key_package_keeps_new_conversations_possible() {
             last_resort_seen >= 10,
             "the last-resort package is reused once the others are gone"
         );
-        let mut alice = Client::register(&dir.path().join("alice"), &server.invite, "alice", None)
-            .await
-            .expect("alice");
-        let mut carol = Client::register(&dir.path().join("carol"), &server.invite, "carol", None)
-            .await
-            .expect("carol");
+        let mut alice = register(dir.path(), &server.invite, "alice").await;
+        let mut carol = register(dir.path(), &server.invite, "carol").await;
         alice.send("bob", "from alice").await.expect("alice send");
         carol.send("bob", "from carol").await.expect("carol send");
         let mut got = texts(&bob.sync().await.expect("sync"));
@@ -234,11 +231,8 @@ fn client_killed_mid_send_loses_nothing_and_duplicates_nothing() {
     let data = dir.path().join("server");
     let server = ServerProc::start(&data, "127.0.0.1:0", &dir.path().join("log"));
     let p = |n: &str| dir.path().join(n);
-    ok(
-        &p("alice"),
-        &["register", "--invite", &server.invite, "alice"],
-    );
-    ok(&p("bob"), &["register", "--invite", &server.invite, "bob"]);
+    common::register(&p("alice"), &server.invite, "alice");
+    common::register(&p("bob"), &server.invite, "bob");
     ok(&p("alice"), &["send", "bob", "hello"]);
 
     // Kill `umbra send` at different moments.
@@ -291,7 +285,9 @@ fn client_killed_mid_send_loses_nothing_and_duplicates_nothing() {
 
     // The same envelope sent twice (an `Accepted` lost before the outbox row
     // was deleted) is shown once.
-    let alice_db = rusqlite::Connection::open(p("alice").join("profile.db")).expect("alice db");
+    let alice_key = umbra_client::profile_key::unlock(&p("alice"), None).expect("alice's key");
+    let alice_db =
+        umbra_client::profile::connect(&p("alice"), alice_key.as_ref()).expect("alice db");
     server.kill();
     let out = common::umbra(&p("alice"), &["send", "bob", "while the server is down"]);
     assert!(!out.status.success());
@@ -342,14 +338,10 @@ fn server_killed_under_load_loses_no_acknowledged_message() {
     let invite = server.invite.clone();
     let listen = server.listen.clone();
     rt().block_on(async {
-        let mut bob = Client::register(&dir.path().join("bob"), &invite, "bob", None)
-            .await
-            .expect("bob");
+        let mut bob = register(dir.path(), &invite, "bob").await;
         let mut senders = Vec::new();
         for s in SENDERS {
-            let mut c = Client::register(&dir.path().join(s), &invite, s, None)
-                .await
-                .expect("register");
+            let mut c = register(dir.path(), &invite, s).await;
             c.send("bob", &format!("{s} hello"))
                 .await
                 .expect("first message");
@@ -377,7 +369,7 @@ fn server_killed_under_load_loses_no_acknowledged_message() {
             let s = s.to_string();
             std::thread::spawn(move || {
                 rt().block_on(async move {
-                    let mut c = Client::open(&profile).expect("open");
+                    let mut c = Client::open(&profile, None).expect("open");
                     let mut acknowledged = Vec::new();
                     for i in 0..PER_SENDER {
                         let text = format!("{s} {i}");
@@ -465,12 +457,8 @@ fn listen_reconnects_when_the_server_restarts() {
     let server = ServerProc::start(&data, "127.0.0.1:0", &log);
     let (invite, listen_addr) = (server.invite.clone(), server.listen.clone());
     rt().block_on(async {
-        let mut alice = Client::register(&dir.path().join("alice"), &invite, "alice", None)
-            .await
-            .expect("alice");
-        let mut bob = Client::register(&dir.path().join("bob"), &invite, "bob", None)
-            .await
-            .expect("bob");
+        let mut alice = register(dir.path(), &invite, "alice").await;
+        let mut bob = register(dir.path(), &invite, "bob").await;
         alice.send("bob", "before the restart").await.expect("send");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let events = std::cell::RefCell::new(Vec::new());

@@ -104,7 +104,7 @@ fn members_start_join_rejoin_and_leave_a_group_call_and_others_see_it() {
     let node = ServerProc::node(d);
     let users = ["ann", "bob", "cat", "eve", "fay"];
     for u in users {
-        ok(&d.join(u), &["register", "--invite", &node.invite, u]);
+        common::register(&d.join(u), &node.invite, u);
     }
     ok(
         &d.join("ann"),
@@ -193,7 +193,7 @@ fn when_the_forwarding_unit_shuts_down_every_member_is_told() {
     let d = dir.path();
     let node = ServerProc::node(d);
     for u in ["ann", "bob"] {
-        ok(&d.join(u), &["register", "--invite", &node.invite, u]);
+        common::register(&d.join(u), &node.invite, u);
     }
     ok(&d.join("ann"), &["group", "create", "team", "bob"]);
     ok(&d.join("bob"), &["sync"]);

@@ -131,7 +131,15 @@ fn calls_across_hosts_reveal_no_address_that_the_settings_protect() {
     for u in ["alice", "bob", "carol"] {
         net.ok(
             u,
-            &["--profile", &profile(u), "register", "--invite", &invite, u],
+            &[
+                "--profile",
+                &profile(u),
+                "register",
+                "--no-passphrase",
+                "--invite",
+                &invite,
+                u,
+            ],
         );
     }
     // Bob has written to Alice: she may ring him. Carol has not.

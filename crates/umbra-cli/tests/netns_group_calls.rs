@@ -158,7 +158,15 @@ fn four_members_on_four_hosts_hear_each_other_and_only_the_unit() {
     for (u, _) in MEMBERS {
         net.ok(
             u,
-            &["--profile", &profile(u), "register", "--invite", &invite, u],
+            &[
+                "--profile",
+                &profile(u),
+                "register",
+                "--no-passphrase",
+                "--invite",
+                &invite,
+                u,
+            ],
         );
     }
     net.ok(

@@ -104,7 +104,7 @@ fn a_backup_taken_while_the_server_writes_is_a_whole_database() {
     let node = ServerProc::start(&data, "127.0.0.1:0", &dir.path().join("server.log"));
     let p = |n: &str| dir.path().join(n);
     for u in ["alice", "bob"] {
-        ok(&p(u), &["register", "--invite", &node.invite, u]);
+        common::register(&p(u), &node.invite, u);
     }
     // Alice keeps writing while the backup is taken.
     let writer = {

@@ -65,7 +65,7 @@ fn a_server_on_postgresql_keeps_everything_there_and_nothing_it_should_not() {
     let server = ServerProc::start_with(&data, "127.0.0.1:0", &log, &["--database", &url]);
     let p = |n: &str| dir.path().join(n);
     for u in ["alice", "bob", "carol"] {
-        ok(&p(u), &["register", "--invite", &server.invite, u]);
+        common::register(&p(u), &server.invite, u);
     }
     ok(&p("alice"), &["send", "bob", "hello bob"]);
     ok(&p("bob"), &["sync"]);

@@ -161,7 +161,7 @@ fn server_storage_and_logs_hold_no_content_sender_or_client_ip() {
 
     let p = |n: &str| dir.path().join(n);
     for u in USERS {
-        ok(&p(u), &["register", "--invite", &server.invite, u]);
+        common::register(&p(u), &server.invite, u);
     }
     let [a, b, c] = USERS;
     let mut plaintexts: Vec<String> = Vec::new();

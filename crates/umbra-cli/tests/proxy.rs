@@ -68,6 +68,7 @@ fn with_a_proxy_the_client_never_contacts_the_server_address() {
             "--proxy",
             &proxy.link,
             "register",
+            "--no-passphrase",
             "--invite",
             &invite,
             "alice",
@@ -79,6 +80,7 @@ fn with_a_proxy_the_client_never_contacts_the_server_address() {
             "--proxy",
             &proxy.link,
             "register",
+            "--no-passphrase",
             "--invite",
             &invite,
             "bob",
@@ -151,7 +153,15 @@ fn the_proxy_sees_and_logs_only_ciphertext() {
     for u in users {
         ok(
             &p(u),
-            &["--proxy", &link, "register", "--invite", &server.invite, u],
+            &[
+                "--proxy",
+                &link,
+                "register",
+                "--no-passphrase",
+                "--invite",
+                &server.invite,
+                u,
+            ],
         );
     }
     ok(&p("alicia"), &["send", "bobbyt", secrets[0]]);
@@ -258,6 +268,7 @@ fn allocate_through_a_proxy(tls: bool) {
             "--proxy",
             &link,
             "register",
+            "--no-passphrase",
             "--invite",
             &node.invite,
             "alice",

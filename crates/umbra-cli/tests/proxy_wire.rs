@@ -113,7 +113,15 @@ fn chat_through(
     for u in [&a, &b] {
         ok(
             &p(u),
-            &["--proxy", &link, "register", "--invite", &server.invite, u],
+            &[
+                "--proxy",
+                &link,
+                "register",
+                "--no-passphrase",
+                "--invite",
+                &server.invite,
+                u,
+            ],
         );
     }
     ok(&p(&a), &["send", &b, "a message through the proxy"]);

@@ -55,7 +55,7 @@ fn senders_see_delivered_and_read_and_blocked_accounts_get_nothing() {
     );
     let p = |n: &str| dir.path().join(n);
     for u in ["alice", "bob", "carol"] {
-        ok(&p(u), &["register", "--invite", &server.invite, u]);
+        common::register(&p(u), &server.invite, u);
     }
 
     // Bob keeps read receipts to himself: alice learns only that her

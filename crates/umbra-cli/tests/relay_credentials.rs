@@ -34,7 +34,7 @@ fn logged_in_clients_get_rest_credentials_without_their_name() {
         ],
     );
     let alice = dir.path().join("alice");
-    ok(&alice, &["register", "--invite", &server.invite, "alice"]);
+    common::register(&alice, &server.invite, "alice");
     let out = ok(&alice, &["--json", "ice-servers"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     let ice = &v["iceServers"][0];
@@ -77,7 +77,7 @@ fn logged_in_clients_get_rest_credentials_without_their_name() {
         &dir.path().join("log2"),
     );
     let bob = dir.path().join("bob");
-    ok(&bob, &["register", "--invite", &plain.invite, "bob"]);
+    common::register(&bob, &plain.invite, "bob");
     let err = fails(&bob, &["ice-servers"]);
     assert!(err.contains("no call relay configured"), "{err}");
 }

@@ -44,16 +44,24 @@ pub fn validate_username(username: &str) -> Result<(), ClientError> {
 
 impl Client {
     /// Creates an account on the server named by `invite_link` and stores it
-    /// in the profile directory.
+    /// in the profile directory, encrypted under a new key kept under
+    /// `passphrase` (`None`: kept beside the data, readable by whoever copies
+    /// the directory).
     pub async fn register(
         dir: &Path,
         invite_link: &str,
         username: &str,
         proxy: Option<ProxyLink>,
+        passphrase: Option<&str>,
     ) -> Result<Self, ClientError> {
         validate_username(username)?;
         let invite = Invite::parse(invite_link)?;
-        let profile = Profile::open(dir)?;
+        crate::profile::make_dir(dir)?;
+        let key = match crate::profile_key::protection(dir)? {
+            None => Some(crate::profile_key::create(dir, passphrase)?),
+            Some(_) => crate::profile_key::unlock(dir, passphrase)?,
+        };
+        let profile = Profile::open(dir, key.as_ref())?;
         if let Some(existing) = get_setting(profile.conn(), "username")? {
             return Err(ClientError::AlreadyRegistered(
                 dir.to_path_buf(),
@@ -102,7 +110,7 @@ impl Client {
             }
             tx.commit()?;
         }
-        let mut client = Self::open(dir)?;
+        let mut client = Self::open_with_key(dir, profile.key())?;
         client.login(&mut server).await?;
         server.close().await;
         Ok(client)

@@ -68,12 +68,27 @@ pub(crate) fn setting(conn: &Connection, key: &str) -> Result<Vec<u8>, ClientErr
 }
 
 impl Client {
-    /// Opens an existing profile.
-    pub fn open(dir: &Path) -> Result<Self, ClientError> {
+    /// Opens an existing profile, unlocking it with `passphrase` if it has
+    /// one (see [`crate::profile_key`]).
+    pub fn open(dir: &Path, passphrase: Option<&str>) -> Result<Self, ClientError> {
         if !dir.join("profile.db").exists() {
             return Err(ClientError::NotRegistered(dir.to_path_buf()));
         }
-        let profile = Profile::open(dir)?;
+        let key = crate::profile_key::unlock(dir, passphrase)?;
+        Self::open_with_key(dir, key.as_ref())
+    }
+
+    /// Opens an existing profile with its key already unlocked (as
+    /// [`Client::key`] gives it: one passphrase derivation for several
+    /// clients of one profile).
+    pub fn open_with_key(
+        dir: &Path,
+        key: Option<&crate::profile_key::DataKey>,
+    ) -> Result<Self, ClientError> {
+        if !dir.join("profile.db").exists() {
+            return Err(ClientError::NotRegistered(dir.to_path_buf()));
+        }
+        let profile = Profile::open(dir, key)?;
         let conn = profile.conn();
         let Some(username) = get_setting(conn, "username")? else {
             return Err(ClientError::NotRegistered(dir.to_path_buf()));
@@ -171,6 +186,12 @@ impl Client {
         }
         self.proxy = link;
         Ok(())
+    }
+
+    /// The key the profile's database is encrypted under (for another
+    /// connection to it, such as [`crate::journal::Journal::open`]).
+    pub fn key(&self) -> Option<&crate::profile_key::DataKey> {
+        self.profile.key()
     }
 
     /// This device's mailbox id (what the server files our envelopes under).

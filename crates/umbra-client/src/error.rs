@@ -15,6 +15,26 @@ pub enum ClientError {
          or point --profile / UMBRA_PROFILE at an existing profile"
     )]
     NotRegistered(PathBuf),
+    /// The profile is locked with a passphrase and none was given.
+    #[error(
+        "profile {0} is locked with a passphrase: type it when asked on a terminal, or give it in \
+         UMBRA_PASSPHRASE or on --passphrase-fd N"
+    )]
+    PassphraseNeeded(PathBuf),
+    /// The passphrase given does not open the profile.
+    #[error("wrong passphrase for profile {0}: nothing was changed; try again")]
+    WrongPassphrase(PathBuf),
+    /// The profile's key file cannot be used.
+    #[error(
+        "the profile's key file {path} cannot be used ({why}): restore it from where you copied \
+         the profile, or the profile cannot be opened"
+    )]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The profile already has an account.
     #[error(
         "profile {0} already holds the account `{1}`: use another --profile for a second account"

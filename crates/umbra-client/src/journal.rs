@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ClientError;
 use crate::profile::get_setting;
+use crate::profile_key::DataKey;
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,15 +161,15 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens the journal of the profile in `dir` (which must exist).
-    pub fn open(dir: &Path) -> Result<Self, ClientError> {
-        let path = dir.join("profile.db");
-        if !path.exists() {
+    /// Opens the journal of the profile in `dir` (which must exist),
+    /// encrypted under `key` ([`crate::Client::key`]).
+    pub fn open(dir: &Path, key: Option<&DataKey>) -> Result<Self, ClientError> {
+        if !dir.join("profile.db").exists() {
             return Err(ClientError::NotRegistered(dir.to_path_buf()));
         }
-        let conn = Connection::open(path)?;
-        conn.busy_handler(Some(crate::profile::wait_for_lock))?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: crate::profile::connect(dir, key)?,
+        })
     }
 
     /// Up to `limit` entries due at `now_ms`, in order, none behind an

@@ -2,7 +2,8 @@
 //!
 //! Layout:
 //! - [`profile`]: the profile directory and its SQLite database (settings,
-//!   contacts, conversations, history, seen envelopes, outbox, MLS state).
+//!   contacts, conversations, history, seen envelopes, outbox, MLS state),
+//!   encrypted under the key [`profile_key`] keeps (under a passphrase).
 //! - [`mls_store`]: the openmls provider over one SQLite transaction, so each
 //!   MLS operation and its bookkeeping commit together or not at all.
 //! - [`conn`]: a connection to the server (anonymous for sending, logged in
@@ -32,7 +33,7 @@
 //! `app`, `receive`, `delivery`, `business_account`, `conversations`,
 //! `directory`, `account`, `client`, `inbox`, `hosting`, `business`,
 //! `receipts`, `blocking`, `contacts`, then `outbox`, `journal`, `conn`,
-//! `profile`, `mls_store`, `model`, `error`.
+//! `profile`, `profile_key`, `mls_store`, `model`, `error`.
 //! - [`calls`]: calls, gluing end-to-end signalling to the media engine
 //!   (`umbra-call`): settings, records, ringing, offer and answer.
 //! - [`model`]: what the operations return.
@@ -58,6 +59,7 @@ pub mod mls_store;
 pub mod model;
 pub mod outbox;
 pub mod profile;
+pub mod profile_key;
 pub mod receipts;
 pub mod receive;
 

@@ -8,7 +8,9 @@
 //! application passes on (`journal`) and the idempotency keys of its sends
 //! (`idempotency`), which
 //! group members we have given our delivery token to, and the MLS state
-//! (openmls's own tables). The directory is created private (0700).
+//! (openmls's own tables). The directory is created private (0700). The
+//! database is encrypted under the profile's data key ([`crate::profile_key`]):
+//! every connection to it starts by giving SQLCipher that key.
 //! Several processes may use one profile at once (`listen` in one terminal,
 //! `send` in another): every change runs in an IMMEDIATE transaction and MLS
 //! state is always reloaded inside it.
@@ -19,6 +21,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::ClientError;
 use crate::mls_store;
+use crate::profile_key::DataKey;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS settings (
@@ -137,19 +140,15 @@ CREATE TABLE IF NOT EXISTS deferred (
 pub struct Profile {
     dir: PathBuf,
     conn: Connection,
+    key: Option<DataKey>,
 }
 
 impl Profile {
-    /// Opens (creating if needed) the profile in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, ClientError> {
-        std::fs::create_dir_all(dir)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        let mut conn = Connection::open(dir.join("profile.db"))?;
-        conn.busy_handler(Some(wait_for_lock))?;
+    /// Opens (creating if needed) the profile in `dir`, encrypted under
+    /// `key` (`None`: a profile made before profiles were encrypted).
+    pub fn open(dir: &Path, key: Option<&DataKey>) -> Result<Self, ClientError> {
+        make_dir(dir)?;
+        let mut conn = connect(dir, key)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
@@ -163,7 +162,13 @@ impl Profile {
         Ok(Self {
             dir: dir.to_path_buf(),
             conn,
+            key: key.cloned(),
         })
+    }
+
+    /// The key the database is encrypted under.
+    pub fn key(&self) -> Option<&DataKey> {
+        self.key.as_ref()
     }
 
     /// The profile directory.
@@ -184,6 +189,28 @@ impl Profile {
             TransactionBehavior::Immediate,
         )?)
     }
+}
+
+/// Creates the profile directory if needed, private to its owner.
+pub fn make_dir(dir: &Path) -> Result<(), ClientError> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// A connection to the profile's database in `dir`, keyed (before anything
+/// is read) and waiting for other connections' writes.
+pub fn connect(dir: &Path, key: Option<&DataKey>) -> Result<Connection, ClientError> {
+    let conn = Connection::open(dir.join("profile.db"))?;
+    if let Some(key) = key {
+        conn.execute_batch(&key.pragma())?;
+    }
+    conn.busy_handler(Some(wait_for_lock))?;
+    Ok(conn)
 }
 
 /// Waits for another connection's write to the profile: a millisecond at a

@@ -30,14 +30,14 @@ async fn batches_idempotency_and_the_journal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = common::TestServer::start(dir.path(), |_| {}).await;
     let user = |n: &str| dir.path().join(n);
-    let mut acme = Client::register(&user("acme"), &server.invite, "acme", None)
+    let mut acme = Client::register(&user("acme"), &server.invite, "acme", None, None)
         .await
         .expect("acme");
-    let mut alice = Client::register(&user("alice"), &server.invite, "alice", None)
+    let mut alice = Client::register(&user("alice"), &server.invite, "alice", None, None)
         .await
         .expect("alice");
     acme.keep_journal(true).expect("journal on");
-    let journal = Journal::open(&user("acme")).expect("journal");
+    let journal = Journal::open(&user("acme"), acme.key()).expect("journal");
 
     alice
         .send("acme", "is my order ready?")

@@ -42,10 +42,10 @@ async fn the_label_follows_the_leaf_and_a_change_of_host_is_seen_before_the_next
     let server = common::TestServer::start(dir.path(), |_| {}).await;
     let invite = server.invite.clone();
     let user = |n: &str| dir.path().join(n);
-    let mut acme = Client::register(&user("acme"), &invite, "acme", None)
+    let mut acme = Client::register(&user("acme"), &invite, "acme", None, None)
         .await
         .expect("acme");
-    let mut alice = Client::register(&user("alice"), &invite, "alice", None)
+    let mut alice = Client::register(&user("alice"), &invite, "alice", None, None)
         .await
         .expect("alice");
     acme.register_business("Acme Shop", &[])
@@ -119,7 +119,7 @@ async fn the_label_follows_the_leaf_and_a_change_of_host_is_seen_before_the_next
 
     // A new customer gets the hosted statement from the start: the key
     // packages carrying the old one were withdrawn.
-    let mut bob = Client::register(&user("bob"), &invite, "bob", None)
+    let mut bob = Client::register(&user("bob"), &invite, "bob", None, None)
         .await
         .expect("bob");
     let events = bob.send("acme", "hi").await.expect("bob sends");
@@ -156,12 +156,12 @@ async fn a_forged_or_missing_statement_is_flagged_never_shown_as_end_to_end() {
     let server = common::TestServer::start(dir.path(), |_| {}).await;
     let invite = server.invite.clone();
     let user = |n: &str| dir.path().join(n);
-    let mut alice = Client::register(&user("alice"), &invite, "alice", None)
+    let mut alice = Client::register(&user("alice"), &invite, "alice", None, None)
         .await
         .expect("alice");
 
     // A business whose app sends no statement at all.
-    let mut plain = Client::register(&user("plain"), &invite, "plain", None)
+    let mut plain = Client::register(&user("plain"), &invite, "plain", None, None)
         .await
         .expect("plain");
     plain
@@ -180,7 +180,7 @@ async fn a_forged_or_missing_statement_is_flagged_never_shown_as_end_to_end() {
 
     // A business whose statement names a host that never signed it (its app
     // altered to claim what it likes).
-    let mut shady = Client::register(&user("shady"), &invite, "shady", None)
+    let mut shady = Client::register(&user("shady"), &invite, "shady", None, None)
         .await
         .expect("shady");
     shady
@@ -209,14 +209,15 @@ async fn a_forged_or_missing_statement_is_flagged_never_shown_as_end_to_end() {
     ));
     drop(shady);
     // ...so it is written into the profile behind its back.
-    let db = rusqlite::Connection::open(user("shady").join("profile.db")).expect("db");
+    let key = umbra_client::profile_key::unlock(&user("shady"), None).expect("key");
+    let db = umbra_client::profile::connect(&user("shady"), key.as_ref()).expect("db");
     db.execute(
         "UPDATE settings SET value = ?1 WHERE key = 'hosting'",
         [&forged],
     )
     .expect("forge");
     drop(db);
-    let mut shady = Client::open(&user("shady")).expect("reopen");
+    let mut shady = Client::open(&user("shady"), None).expect("reopen");
     shady.send("alice", "trust me").await.expect("send");
     let events = alice.sync().await.expect("alice reads");
     assert!(

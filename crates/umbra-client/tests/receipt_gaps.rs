@@ -18,13 +18,13 @@ async fn receipts_to_one_member_never_cut_the_others_off() {
         common::TestServer::start(dir.path(), |c| c.introductions_per_hour = 100_000).await;
     let invite = server.invite.clone();
     let user = |n: &str| dir.path().join(n);
-    let mut alice = Client::register(&user("alice"), &invite, "alice", None)
+    let mut alice = Client::register(&user("alice"), &invite, "alice", None, None)
         .await
         .expect("alice");
-    let mut bob = Client::register(&user("bob"), &invite, "bob", None)
+    let mut bob = Client::register(&user("bob"), &invite, "bob", None, None)
         .await
         .expect("bob");
-    let mut carol = Client::register(&user("carol"), &invite, "carol", None)
+    let mut carol = Client::register(&user("carol"), &invite, "carol", None, None)
         .await
         .expect("carol");
     alice

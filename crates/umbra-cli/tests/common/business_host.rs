@@ -4,7 +4,7 @@
 //! be told to fail.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -47,15 +47,9 @@ impl HostProc {
             .stderr(log_file)
             .spawn()
             .expect("spawn umbra business serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // Kept draining after start-up, so the host never blocks
-                // on (or loses) its standard output.
-                let _ = tx.send(line);
-            }
-        });
+        // Kept draining after start-up, so the host never blocks on (or
+        // loses) its standard output.
+        let rx = super::lines_of(child.stdout.take().expect("stdout"));
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut head = String::new();
         let mut addrs = None;

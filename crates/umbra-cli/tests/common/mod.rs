@@ -193,6 +193,19 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitSta
     }
 }
 
+/// The lines `from` gives, as they come, read on a thread of their own
+/// (which keeps draining it, so the writer never blocks).
+pub fn lines_of(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 /// Runs `umbra --profile DIR ARGS...` and returns its output.
 pub fn umbra(profile: &Path, args: &[&str]) -> Output {
     let mut child = Command::new(bin())
@@ -246,6 +259,16 @@ pub fn call(profile: &Path, args: &[&str]) -> (bool, Vec<serde_json::Value>, Str
         out.status.success(),
         events,
         String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `umbra register --no-passphrase` of `username` in `profile`, which must
+/// succeed; returns what it printed. (Tests of the passphrase itself run
+/// `register` with one.)
+pub fn register(profile: &Path, invite: &str, username: &str) -> String {
+    ok(
+        profile,
+        &["register", "--no-passphrase", "--invite", invite, username],
     )
 }
 
