@@ -207,7 +207,7 @@ pub fn make_dir(dir: &Path) -> Result<(), ClientError> {
 pub fn connect(dir: &Path, key: Option<&DataKey>) -> Result<Connection, ClientError> {
     let conn = Connection::open(dir.join("profile.db"))?;
     if let Some(key) = key {
-        conn.execute_batch(&key.pragma())?;
+        conn.execute_batch(&key.pragmas())?;
     }
     conn.busy_handler(Some(wait_for_lock))?;
     Ok(conn)
