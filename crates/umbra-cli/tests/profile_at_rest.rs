@@ -11,7 +11,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use common::{ServerProc, ok};
 
@@ -22,15 +22,8 @@ const REPLY_TEXT: &str = "noted, see you at the harbour";
 /// `umbra --profile DIR ARGS` with `env` set (and UMBRA_PASSPHRASE only if
 /// given there), stdin from `stdin`.
 fn run(profile: &Path, args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> Output {
-    let mut cmd = Command::new(common::bin());
-    cmd.arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env_remove("UMBRA_PROFILE")
-        .env_remove("UMBRA_PASSPHRASE")
-        .env_remove("UMBRA_NEW_PASSPHRASE")
-        .env_remove("UMBRA_PASSPHRASE_FD")
-        .env_remove("RUST_LOG")
+    let mut cmd = common::command(profile);
+    cmd.args(args)
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -222,10 +215,9 @@ fn the_passphrase_changes_without_disturbing_a_running_command() {
     ok(&bob, &["send", "alice", "before the change"]);
 
     // A listener runs on the profile, unlocked with the first passphrase.
-    let mut listener = Command::new(common::bin())
-        .args(["--profile", alice.to_str().unwrap(), "--json", "listen"])
+    let mut listener = common::command(&alice)
+        .args(["--json", "listen"])
         .env("UMBRA_PASSPHRASE", "first")
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

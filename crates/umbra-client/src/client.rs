@@ -245,14 +245,22 @@ impl Client {
 
     /// Sends what the outbox holds (from this or an earlier, interrupted run).
     pub async fn flush_outbox(&mut self) -> Result<Vec<Event>, ClientError> {
-        if outbox::pending(self.profile.conn())? == 0 {
+        let claims = crate::ledger::any_waiting(self.profile.conn())?;
+        if !claims && outbox::pending(self.profile.conn())? == 0 {
             return Ok(Vec::new());
         }
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         outbox::remember_limit(self.profile.conn(), server.hello())?;
-        let warnings = outbox::flush(self.profile.conn(), &mut server).await?;
+        // Group commits waiting for their epoch first: until settled, their
+        // groups can send nothing, and their envelopes are held.
+        let mut events = if claims {
+            self.settle_claims(&mut server).await?
+        } else {
+            Vec::new()
+        };
+        events.extend(outbox::flush(self.profile.conn(), &mut server).await?);
         server.close().await;
-        Ok(warnings)
+        Ok(events)
     }
 
     /// Flushes what earlier commands left; messages the server still holds

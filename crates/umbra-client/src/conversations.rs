@@ -9,6 +9,7 @@ use umbra_wire::e2e::{Content, DeviceAddress, GroupMeta, Leaving, content};
 
 use crate::client::{Client, required_group};
 use crate::contacts::{contact_address, group_recipients, save_address};
+use crate::ledger::Staged;
 use crate::mls_store::Provider;
 use crate::model::{Conversation, Event, HistoryEntry};
 use crate::outbox::{self, Recipient};
@@ -251,7 +252,9 @@ impl Client {
         Ok(events)
     }
 
-    /// Adds members to a group.
+    /// Adds members to a group (through the epoch ledger: see
+    /// [`crate::ledger`]). Members a concurrent change already added are
+    /// not added again.
     pub async fn group_add(
         &mut self,
         name: &str,
@@ -262,39 +265,62 @@ impl Client {
         let mut events = self.sync().await?;
         self.ensure_addresses(&group_id).await?;
         let claimed = self.claim_all(members).await?;
-        {
-            let tx = self.profile.write()?;
-            let provider = Provider::new(&self.crypto, &tx);
-            let mut group = required_group(&provider, &group_id)?;
-            let existing = group_recipients(&tx, &group, self.username())?;
-            let kps: Vec<VerifiedKeyPackage> = claimed.iter().map(|(k, _)| k.clone()).collect();
-            let commit = mls::add_members(&provider, &self.identity, &mut group, &kps)?;
-            outbox::enqueue(&tx, &commit.commit, &existing)?;
-            let added: Vec<Recipient> = claimed.into_iter().map(|(_, r)| r).collect();
-            for r in &added {
-                save_address(&tx, r)?;
-                inbox::mark_announced(&tx, &group_id, &r.username)?;
-            }
-            if let Some(w) = &commit.welcome {
-                outbox::enqueue(&tx, w, &added)?;
-            }
-            let meta = self.meta_content(&tx, &group, name)?;
-            let ct = mls::encrypt(&provider, &self.identity, &mut group, &meta.encode_to_vec())?;
-            let everyone = group_recipients(&tx, &group, self.username())?;
-            outbox::enqueue(&tx, &ct, &everyone)?;
-            crate::profile::record_event(
-                &tx,
+        let me = self.username().to_string();
+        let added_now: std::cell::RefCell<Vec<String>> = std::cell::RefCell::new(Vec::new());
+        let (_, applied) = self
+            .commit_through_ledger(
                 &group_id,
-                self.username(),
-                &format!("you added {}", members.join(", ")),
-            )?;
-            tx.commit()?;
-        }
+                |tx, provider, group| {
+                    let present: Vec<String> = mls::members(group)
+                        .into_iter()
+                        .map(|m| m.username)
+                        .collect();
+                    let todo: Vec<&(VerifiedKeyPackage, Recipient)> = claimed
+                        .iter()
+                        .filter(|(_, r)| !present.contains(&r.username))
+                        .collect();
+                    if todo.is_empty() {
+                        return Ok(None);
+                    }
+                    let existing = group_recipients(tx, group, &me)?;
+                    let kps: Vec<VerifiedKeyPackage> =
+                        todo.iter().map(|(k, _)| k.clone()).collect();
+                    let commit = mls::stage_add_members(provider, &self.identity, group, &kps)?;
+                    let added: Vec<Recipient> = todo.iter().map(|(_, r)| r.clone()).collect();
+                    for r in &added {
+                        save_address(tx, r)?;
+                    }
+                    *added_now.borrow_mut() = added.iter().map(|r| r.username.clone()).collect();
+                    Ok(Some(Staged {
+                        commit,
+                        members: existing,
+                        added,
+                    }))
+                },
+                |tx, provider, group| {
+                    let added_now = added_now.borrow();
+                    for u in added_now.iter() {
+                        inbox::mark_announced(tx, &group_id, u)?;
+                    }
+                    let meta = self.meta_content(tx, group, name)?;
+                    let ct = mls::encrypt(provider, &self.identity, group, &meta.encode_to_vec())?;
+                    let everyone = group_recipients(tx, group, &me)?;
+                    outbox::enqueue(tx, &ct, &everyone)?;
+                    crate::profile::record_event(
+                        tx,
+                        &group_id,
+                        &me,
+                        &format!("you added {}", added_now.join(", ")),
+                    )
+                },
+            )
+            .await?;
+        events.extend(applied);
         events.extend(self.flush_now().await?);
         Ok(events)
     }
 
-    /// Removes a member from a group.
+    /// Removes a member from a group (through the epoch ledger).
     pub async fn group_remove(
         &mut self,
         name: &str,
@@ -305,26 +331,44 @@ impl Client {
         let mut events = self.sync().await?;
         self.ensure_addresses(&group_id).await?;
         {
-            let tx = self.profile.write()?;
-            let provider = Provider::new(&self.crypto, &tx);
-            let mut group = required_group(&provider, &group_id)?;
+            let provider = Provider::new(&self.crypto, self.profile.conn());
+            let group = required_group(&provider, &group_id)?;
             if !mls::members(&group).iter().any(|m| m.username == member) {
                 return Err(ClientError::Invalid(format!(
                     "`{member}` is not in `{name}`"
                 )));
             }
-            // The removed member gets the commit too, so they learn of it.
-            let recipients = group_recipients(&tx, &group, self.username())?;
-            let commit = mls::remove_members(&provider, &self.identity, &mut group, &[member])?;
-            outbox::enqueue(&tx, &commit.commit, &recipients)?;
-            crate::profile::record_event(
-                &tx,
-                &group_id,
-                self.username(),
-                &format!("you removed {member}"),
-            )?;
-            tx.commit()?;
         }
+        let me = self.username().to_string();
+        let (_, applied) = self
+            .commit_through_ledger(
+                &group_id,
+                |tx, provider, group| {
+                    // A concurrent change may have removed them already.
+                    if !mls::members(group).iter().any(|m| m.username == member) {
+                        return Ok(None);
+                    }
+                    // The removed member gets the commit too, so they learn of it.
+                    let members = group_recipients(tx, group, &me)?;
+                    let commit =
+                        mls::stage_remove_members(provider, &self.identity, group, &[member])?;
+                    Ok(Some(Staged {
+                        commit,
+                        members,
+                        added: Vec::new(),
+                    }))
+                },
+                |tx, _, _| {
+                    crate::profile::record_event(
+                        tx,
+                        &group_id,
+                        &me,
+                        &format!("you removed {member}"),
+                    )
+                },
+            )
+            .await?;
+        events.extend(applied);
         events.extend(self.flush_now().await?);
         Ok(events)
     }

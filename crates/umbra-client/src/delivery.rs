@@ -115,6 +115,12 @@ impl Client {
                 continue;
             }
             let group = required_group(&provider, &gid)?;
+            if umbra_crypto::mls::has_own_commit(&group) {
+                // A commit of ours waits for its epoch (`ledger`): nothing
+                // can be encrypted to the group until it is settled; the
+                // receipts stay owed until then.
+                continue;
+            }
             let members = group_recipients(&tx, &group, self.username())?;
             let Some(to) = members.iter().find(|r| r.username == author).cloned() else {
                 // The author has left: nobody to tell.

@@ -117,14 +117,59 @@ fn open_and_apply(
     let Some(sealed_content::Body::MlsMessage(bytes)) = inner.body else {
         return Err(ClientError::Protocol("empty sealed content".into()));
     };
-    match mls::parse(&bytes)? {
+    apply_mls(conn, ctx, &bytes, signals)
+}
+
+/// Applies a group's winning commit handed back by the server's epoch
+/// ledger (see [`crate::ledger`]), exactly once whichever way it comes.
+pub fn apply_commit(
+    profile: &Profile,
+    device: &Device<'_>,
+    mls_message: &[u8],
+) -> Result<Vec<Event>, ClientError> {
+    let mut tx = profile.write()?;
+    let events = {
+        let sp = tx.savepoint()?;
+        let mut signals = Signals::default();
+        match apply_mls(&sp, device, mls_message, &mut signals) {
+            Ok(events) => {
+                sp.commit()?;
+                events
+            }
+            Err(e) => vec![Event::Warning {
+                text: format!("could not apply a change another member made to a group: {e}"),
+            }],
+        }
+    };
+    tx.commit()?;
+    Ok(events)
+}
+
+/// Applies one MLS message, unless it was applied before (the same message
+/// can come in an envelope and from the epoch ledger).
+fn apply_mls(
+    conn: &Connection,
+    ctx: &Device<'_>,
+    bytes: &[u8],
+    signals: &mut Signals,
+) -> Result<Vec<Event>, ClientError> {
+    let hash = crate::ledger::message_hash(bytes);
+    let applied: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM seen WHERE hash = ?1)")?
+        .query_row([&hash], |r| r.get(0))?;
+    if applied {
+        return Ok(Vec::new());
+    }
+    conn.prepare_cached("INSERT INTO seen (hash) VALUES (?1)")?
+        .execute([&hash])?;
+    match mls::parse(bytes)? {
         Incoming::Welcome(welcome) => join(conn, ctx, *welcome),
         Incoming::Group {
             group_id,
             epoch,
             message,
         } => {
-            let mut events = group_message(conn, ctx, &group_id, epoch, *message, &bytes, signals)?;
+            let mut events = group_message(conn, ctx, &group_id, epoch, *message, bytes, signals)?;
             events.extend(retry_deferred(conn, ctx, &group_id, signals)?);
             Ok(events)
         }
@@ -389,18 +434,29 @@ fn group_message(
                         .into_iter()
                         .filter(|(_, u)| *u != sender.username)
                         .min_by_key(|(i, _)| *i);
-                    if committer.map(|(_, u)| u == me).unwrap_or(false) {
-                        let recipients: Vec<_> = group_recipients(conn, &group, me)?
+                    if committer.map(|(_, u)| u == me).unwrap_or(false)
+                        && !mls::has_own_commit(&group)
+                    {
+                        // Through the epoch ledger: held until the server
+                        // says this commit has the epoch (settled by the
+                        // command's next contact with the server).
+                        let members: Vec<_> = group_recipients(conn, &group, me)?
                             .into_iter()
                             .filter(|r| r.username != sender.username)
                             .collect();
-                        let commit = mls::remove_members(
+                        let tag = crate::ledger::epoch_tag(&provider, &group)?;
+                        let commit = mls::stage_remove_members(
                             &provider,
                             ctx.identity,
                             &mut group,
                             &[sender.username.as_str()],
                         )?;
-                        outbox::enqueue(conn, &commit.commit, &recipients)?;
+                        let staged = crate::ledger::Staged {
+                            commit,
+                            members,
+                            added: Vec::new(),
+                        };
+                        crate::ledger::hold(conn, group_id, &tag, &staged)?;
                     }
                 }
                 None => {}

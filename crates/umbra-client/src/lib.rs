@@ -55,6 +55,7 @@ pub mod error;
 pub mod hosting;
 pub mod inbox;
 pub mod journal;
+pub mod ledger;
 pub mod mls_store;
 pub mod model;
 pub mod outbox;

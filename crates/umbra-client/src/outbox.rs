@@ -100,9 +100,30 @@ pub fn enqueue_message(
     Ok(())
 }
 
-/// Envelopes still waiting.
+/// [`enqueue`], held back (not sent) until the epoch named by `tag` is
+/// claimed for the commit they carry (see [`crate::ledger`]).
+pub fn enqueue_held(
+    conn: &Connection,
+    mls_message: &[u8],
+    recipients: &[Recipient],
+    tag: &[u8; 32],
+) -> Result<(), ClientError> {
+    let first: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM outbox", [], |r| r.get(0))?;
+    enqueue_message(conn, mls_message, recipients, None)?;
+    conn.execute(
+        "UPDATE outbox SET held = ?1 WHERE id > ?2",
+        params![&tag[..], first],
+    )?;
+    Ok(())
+}
+
+/// Envelopes waiting to be sent (not those held for an epoch claim).
 pub fn pending(conn: &Connection) -> Result<usize, ClientError> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))? as usize)
+    Ok(
+        conn.query_row("SELECT COUNT(*) FROM outbox WHERE held IS NULL", [], |r| {
+            r.get::<_, i64>(0)
+        })? as usize,
+    )
 }
 
 /// Sends everything queued, in order. Returns warnings for envelopes the
@@ -115,7 +136,8 @@ pub async fn flush(db: &Connection, server: &mut ServerConn) -> Result<Vec<Event
         type Row = (i64, Vec<u8>, Option<Vec<u8>>, Vec<u8>);
         let batch: Vec<Row> = {
             let mut stmt = db.prepare(
-                "SELECT id, mailbox_id, delivery_token, sealed FROM outbox ORDER BY id LIMIT 256",
+                "SELECT id, mailbox_id, delivery_token, sealed FROM outbox WHERE held IS NULL \
+                 ORDER BY id LIMIT 256",
             )?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             rows.collect::<Result<_, _>>()?

@@ -158,6 +158,16 @@ impl Profile {
         add_column(&conn, "conversations", "hosting_unseen", "TEXT")?;
         add_column(&conn, "outbox", "recipient", "TEXT")?;
         conn.execute_batch("CREATE INDEX IF NOT EXISTS outbox_by_message ON outbox (message_id)")?;
+        // Group commits waiting for their epoch at the server (`ledger`),
+        // and the envelopes they hold back.
+        add_column(&conn, "outbox", "held", "BLOB")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS claims (
+                 tag BLOB PRIMARY KEY,
+                 group_id BLOB NOT NULL,
+                 commit_msg BLOB NOT NULL
+             )",
+        )?;
         mls_store::migrate(&mut conn)?;
         Ok(Self {
             dir: dir.to_path_buf(),

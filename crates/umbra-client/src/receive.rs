@@ -52,8 +52,33 @@ impl Client {
         }
         server.ack_confirmed(applied).await?;
         server.close().await;
+        events.extend(self.catch_up_deferred().await?);
         self.owe_and_queue_receipts()?;
         events.extend(self.flush_earlier().await?);
+        Ok(events)
+    }
+
+    /// Messages wait (`deferred`) from an epoch this device has not
+    /// reached: the commit that made it may never come in an envelope (its
+    /// author died after claiming the epoch), so ask the ledger for it, on
+    /// an anonymous connection (the logged-in one would tell the server
+    /// which device is in which group).
+    async fn catch_up_deferred(&self) -> Result<Vec<Event>, ClientError> {
+        let groups: Vec<Vec<u8>> = {
+            let conn = self.profile.conn();
+            let mut stmt = conn.prepare("SELECT DISTINCT group_id FROM deferred")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
+        let mut events = Vec::new();
+        for group_id in groups {
+            events.extend(self.catch_up(&mut server, &group_id).await?);
+        }
+        server.close().await;
         Ok(events)
     }
 
@@ -162,7 +187,10 @@ impl Client {
                             return Ok(());
                         }
                     }
-                    if self.listen_flushes && outbox::pending(self.profile.conn())? > 0 {
+                    if self.listen_flushes
+                        && (outbox::pending(self.profile.conn())? > 0
+                            || crate::ledger::any_waiting(self.profile.conn())?)
+                    {
                         for e in self.flush_earlier().await? {
                             on_event(&e);
                         }

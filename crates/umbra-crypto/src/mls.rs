@@ -242,6 +242,19 @@ pub fn update_own_leaf<P: OpenMlsProvider>(
     group: &mut MlsGroup,
     hosting: Option<&[u8]>,
 ) -> Result<Commit, CryptoError> {
+    let commit = stage_update_own_leaf(provider, id, group, hosting)?;
+    merge_own_commit(provider, group)?;
+    Ok(commit)
+}
+
+/// [`update_own_leaf`], staged: the group stays in its epoch with the commit
+/// pending until [`merge_own_commit`] or [`discard_own_commit`].
+pub fn stage_update_own_leaf<P: OpenMlsProvider>(
+    provider: &P,
+    id: &Identity,
+    group: &mut MlsGroup,
+    hosting: Option<&[u8]>,
+) -> Result<Commit, CryptoError> {
     let params = LeafNodeParameters::builder()
         .with_capabilities(capabilities())
         .with_extensions(leaf_extensions(hosting)?)
@@ -249,11 +262,33 @@ pub fn update_own_leaf<P: OpenMlsProvider>(
     let bundle = group
         .self_update(provider, id.signer(), params)
         .map_err(err)?;
-    group.merge_pending_commit(provider).map_err(err)?;
     Ok(Commit {
         commit: serialize(bundle.commit())?,
         welcome: None,
     })
+}
+
+/// Moves to the epoch our pending commit makes (once the commit is known to
+/// be the one every member applies).
+pub fn merge_own_commit<P: OpenMlsProvider>(
+    provider: &P,
+    group: &mut MlsGroup,
+) -> Result<(), CryptoError> {
+    group.merge_pending_commit(provider).map_err(err)
+}
+
+/// Forgets our pending commit (another commit took its epoch); the group
+/// stays in its epoch.
+pub fn discard_own_commit<P: OpenMlsProvider>(
+    provider: &P,
+    group: &mut MlsGroup,
+) -> Result<(), CryptoError> {
+    group.clear_pending_commit(provider.storage()).map_err(err)
+}
+
+/// Whether we have a commit pending in this group.
+pub fn has_own_commit(group: &MlsGroup) -> bool {
+    group.pending_commit().is_some()
 }
 
 /// Our own leaf position, and the lowest other one (used to pick who commits
@@ -290,11 +325,22 @@ pub fn add_members<P: OpenMlsProvider>(
     group: &mut MlsGroup,
     key_packages: &[VerifiedKeyPackage],
 ) -> Result<Commit, CryptoError> {
+    let commit = stage_add_members(provider, id, group, key_packages)?;
+    merge_own_commit(provider, group)?;
+    Ok(commit)
+}
+
+/// [`add_members`], staged (see [`stage_update_own_leaf`]).
+pub fn stage_add_members<P: OpenMlsProvider>(
+    provider: &P,
+    id: &Identity,
+    group: &mut MlsGroup,
+    key_packages: &[VerifiedKeyPackage],
+) -> Result<Commit, CryptoError> {
     let kps: Vec<KeyPackage> = key_packages.iter().map(|k| k.key_package.clone()).collect();
     let (commit, welcome, _info) = group
         .add_members(provider, id.signer(), &kps)
         .map_err(err)?;
-    group.merge_pending_commit(provider).map_err(err)?;
     Ok(Commit {
         commit: serialize(&commit)?,
         welcome: Some(serialize(&welcome)?),
@@ -303,6 +349,18 @@ pub fn add_members<P: OpenMlsProvider>(
 
 /// Removes the members with these usernames and moves to the next epoch.
 pub fn remove_members<P: OpenMlsProvider>(
+    provider: &P,
+    id: &Identity,
+    group: &mut MlsGroup,
+    usernames: &[&str],
+) -> Result<Commit, CryptoError> {
+    let commit = stage_remove_members(provider, id, group, usernames)?;
+    merge_own_commit(provider, group)?;
+    Ok(commit)
+}
+
+/// [`remove_members`], staged (see [`stage_update_own_leaf`]).
+pub fn stage_remove_members<P: OpenMlsProvider>(
     provider: &P,
     id: &Identity,
     group: &mut MlsGroup,
@@ -325,7 +383,6 @@ pub fn remove_members<P: OpenMlsProvider>(
     let (commit, _welcome, _info) = group
         .remove_members(provider, id.signer(), &indices)
         .map_err(err)?;
-    group.merge_pending_commit(provider).map_err(err)?;
     Ok(Commit {
         commit: serialize(&commit)?,
         welcome: None,

@@ -53,6 +53,10 @@ pub struct Metrics {
     /// Sessions closed because the device logged in again (here or on
     /// another node).
     pub sessions_superseded: AtomicU64,
+    /// Group epochs claimed (a commit won).
+    pub epochs_won: AtomicU64,
+    /// Epoch claims that lost to another commit.
+    pub epochs_lost: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -197,6 +201,16 @@ impl Metrics {
                 "umbra_sessions_superseded_total",
                 "Sessions closed by a later login of their device.",
                 &self.sessions_superseded,
+            ),
+            (
+                "umbra_epochs_won_total",
+                "Group epoch claims won by a commit.",
+                &self.epochs_won,
+            ),
+            (
+                "umbra_epochs_lost_total",
+                "Group epoch claims that lost to another commit (a concurrent change).",
+                &self.epochs_lost,
             ),
         ] {
             put(name, "counter", help, c(v));

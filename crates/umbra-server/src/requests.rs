@@ -10,6 +10,7 @@ use std::time::Instant;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use umbra_store::EpochClaim;
 use umbra_wire::proto::{
     self, ClientFrame, ErrorCode, client_frame::Body as Req, server_frame::Body as Resp,
 };
@@ -78,6 +79,8 @@ impl Conn {
             Req::Send(s) => self.send_envelope(rid, s).await?,
             Req::Ack(a) => self.ack(rid, a).await?,
             Req::SetBusinessCard(c) => self.set_business_card(rid, c).await?,
+            Req::ClaimEpoch(c) => self.claim_epoch(rid, c).await?,
+            Req::FetchEpoch(f) => self.fetch_epoch(rid, f).await?,
             Req::GetRelayCredentials(_) => {
                 let r = self.relay_credentials();
                 self.answer(rid, r)?;
@@ -453,6 +456,64 @@ impl Conn {
             |verified| {
                 Ok(Resp::BusinessCardStored(proto::BusinessCardStored {
                     verified,
+                }))
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Claims a group epoch for a commit (no login: the server learns no
+    /// more of who changes a group than of who sends to it).
+    async fn claim_epoch(&mut self, rid: u64, c: proto::ClaimEpoch) -> Result<(), ConnError> {
+        let Ok(tag) = <[u8; 32]>::try_from(c.tag.as_slice()) else {
+            return self.answer(
+                rid,
+                Err(RequestError::InvalidArgument("tag must be 32 bytes")),
+            );
+        };
+        if c.commit.is_empty() {
+            return self.answer(rid, Err(RequestError::InvalidArgument("empty commit")));
+        }
+        if c.commit.len() > self.ctx.shared.limits.max_envelope_bytes as usize {
+            return self.answer(rid, Err(RequestError::EnvelopeTooLarge));
+        }
+        let commit = c.commit;
+        self.pend(
+            rid,
+            |reply| Command::ClaimEpoch { tag, commit, reply },
+            |claim| {
+                Ok(Resp::Epoch(match claim {
+                    EpochClaim::Won => proto::Epoch {
+                        won: true,
+                        commit: Vec::new(),
+                    },
+                    EpochClaim::Lost(winner) => proto::Epoch {
+                        won: false,
+                        commit: winner,
+                    },
+                }))
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// The commit that won a group epoch, if any.
+    async fn fetch_epoch(&mut self, rid: u64, f: proto::FetchEpoch) -> Result<(), ConnError> {
+        let Ok(tag) = <[u8; 32]>::try_from(f.tag.as_slice()) else {
+            return self.answer(
+                rid,
+                Err(RequestError::InvalidArgument("tag must be 32 bytes")),
+            );
+        };
+        self.pend(
+            rid,
+            |reply| Command::FetchEpoch { tag, reply },
+            |commit| {
+                Ok(Resp::Epoch(proto::Epoch {
+                    won: false,
+                    commit: commit.unwrap_or_default(),
                 }))
             },
         )

@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use umbra_store::{
-    Day, DeviceId, LiveEnvelope, MailboxEntry, MailboxId, NewDevice, Store, StoreError, StoreTx,
-    StoredCard, StoredEnvelope, UserDevice,
+    Day, DeviceId, EpochClaim, LiveEnvelope, MailboxEntry, MailboxId, NewDevice, Store, StoreError,
+    StoreTx, StoredCard, StoredEnvelope, UserDevice,
 };
 use umbra_wire::proto::{BusinessCard, BusinessProfile, Verification};
 
@@ -228,7 +228,23 @@ pub enum Command {
         /// Answer.
         reply: Reply<Vec<(MailboxId, u64)>>,
     },
-    /// Delete old envelopes.
+    /// Claim a group epoch for a commit.
+    ClaimEpoch {
+        /// The epoch's tag.
+        tag: [u8; 32],
+        /// The commit.
+        commit: Vec<u8>,
+        /// Answer.
+        reply: Reply<EpochClaim>,
+    },
+    /// The commit that won a group epoch.
+    FetchEpoch {
+        /// The epoch's tag.
+        tag: [u8; 32],
+        /// Answer.
+        reply: Reply<Option<Vec<u8>>>,
+    },
+    /// Delete old envelopes (and claimed epochs as old).
     Expire {
         /// Age limit in days.
         max_age_days: u32,
@@ -594,8 +610,24 @@ fn execute(
         Command::Newest { mailboxes, reply } => {
             answer(reply, tx.newest_envelopes(&mailboxes).map_err(refused))
         }
+        Command::ClaimEpoch { tag, commit, reply } => {
+            let r = tx.claim_epoch(&tag, &commit, day).map_err(refused);
+            Box::new(move |ok, shared: &Shared| {
+                if ok && let Ok(claim) = &r {
+                    inc(match claim {
+                        EpochClaim::Won => &shared.metrics.epochs_won,
+                        EpochClaim::Lost(_) => &shared.metrics.epochs_lost,
+                    });
+                }
+                let _ = reply.send(if ok { r } else { Err(Refused::Unavailable) });
+            })
+        }
+        Command::FetchEpoch { tag, reply } => answer(reply, tx.epoch_commit(&tag).map_err(refused)),
         Command::Expire { max_age_days } => {
-            let r = tx.expire_envelopes(day, max_age_days).map_err(refused);
+            let r = tx
+                .expire_envelopes(day, max_age_days)
+                .and_then(|n| tx.expire_epochs(day, max_age_days).map(|_| n))
+                .map_err(refused);
             Box::new(move |ok, shared: &Shared| {
                 if ok && let Ok(n) = r {
                     let m = &shared.metrics;

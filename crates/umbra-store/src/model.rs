@@ -126,6 +126,28 @@ impl Default for Limits {
     }
 }
 
+/// What claiming a group epoch came to ([`crate::StoreTx::claim_epoch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EpochClaim {
+    /// This commit holds the epoch (the first claim, or the same commit
+    /// claimed again).
+    Won,
+    /// Another commit holds it: here it is.
+    Lost(Vec<u8>),
+}
+
+impl EpochClaim {
+    /// What a claim of `commit` came to, given the commit the tag holds
+    /// after it.
+    pub fn of(commit: &[u8], holder: Vec<u8>) -> Self {
+        if holder == commit {
+            Self::Won
+        } else {
+            Self::Lost(holder)
+        }
+    }
+}
+
 /// A business account's card as stored: the business's signed profile and
 /// the operator's signed verification, each opaque to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]

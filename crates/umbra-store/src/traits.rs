@@ -1,8 +1,8 @@
 //! The storage interface the server is written against.
 
 use crate::model::{
-    DeviceId, DeviceRecord, EnvelopeAck, LiveEnvelope, MailboxEntry, MailboxId, NewDevice,
-    NewEnvelope, StoredCard, StoredEnvelope, UserDevice,
+    DeviceId, DeviceRecord, EnvelopeAck, EpochClaim, LiveEnvelope, MailboxEntry, MailboxId,
+    NewDevice, NewEnvelope, StoredCard, StoredEnvelope, UserDevice,
 };
 use crate::{Day, StoreError};
 
@@ -205,6 +205,25 @@ pub trait StoreTx {
 
     /// Number of stored envelopes.
     fn envelope_count(&mut self) -> Result<u64, StoreError>;
+
+    /// Claims the group epoch named by `tag` (opaque: the members derive it
+    /// from the epoch's secrets) for `commit`, which is kept from `today`:
+    /// the first claim of a tag wins, the same commit claimed again wins
+    /// again (a retry), any other loses and gets the winner. Claims of one
+    /// tag from several transactions at once, on any node, have one winner.
+    fn claim_epoch(
+        &mut self,
+        tag: &[u8; 32],
+        commit: &[u8],
+        today: Day,
+    ) -> Result<EpochClaim, StoreError>;
+
+    /// The commit that won the epoch named by `tag`, if one did.
+    fn epoch_commit(&mut self, tag: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Forgets epochs claimed more than `max_age_days` before `today` (as
+    /// envelopes expire); returns how many.
+    fn expire_epochs(&mut self, today: Day, max_age_days: u32) -> Result<u64, StoreError>;
 
     /// Makes `username` a business account with `card`, or replaces its
     /// card; its verification stays only if `keep_verified`.

@@ -7,7 +7,9 @@ mod common;
 
 use common::device;
 use umbra_store::pgtest::Cluster;
-use umbra_store::{Day, EnvelopeAck, Limits, NewEnvelope, PgStore, SqliteStore, Store, StoreError};
+use umbra_store::{
+    Day, EnvelopeAck, EpochClaim, Limits, NewEnvelope, PgStore, SqliteStore, Store, StoreError,
+};
 
 const TODAY: Day = Day(20_000);
 
@@ -217,6 +219,72 @@ fn envelopes_store_fetch_ack_cap_and_expire(open: Open<'_>) {
         tx.store_envelope(&a, b"z", false, TODAY).expect("store")
     });
     assert!(next > last);
+}
+
+/// One commit per epoch: the first claim wins and is kept across a reopen,
+/// the same commit claimed again (a retried request) wins again, another
+/// loses and is handed the winner; tags are independent; claims expire
+/// as envelopes do.
+fn one_commit_wins_each_epoch(open: Open<'_>) {
+    let (a, b) = ([1u8; 32], [2u8; 32]);
+    let mut s = open();
+    with_tx(&mut s, |tx| {
+        assert_eq!(tx.epoch_commit(&a).expect("get"), None);
+        assert_eq!(
+            tx.claim_epoch(&a, b"commit-x", TODAY).expect("claim"),
+            EpochClaim::Won
+        );
+        assert_eq!(
+            tx.claim_epoch(&a, b"commit-y", TODAY).expect("claim"),
+            EpochClaim::Lost(b"commit-x".to_vec())
+        );
+    });
+    drop(s);
+    let mut s = open();
+    with_tx(&mut s, |tx| {
+        assert_eq!(
+            tx.claim_epoch(&a, b"commit-x", TODAY).expect("retry"),
+            EpochClaim::Won
+        );
+        assert_eq!(
+            tx.claim_epoch(&a, b"commit-z", TODAY).expect("claim"),
+            EpochClaim::Lost(b"commit-x".to_vec())
+        );
+        assert_eq!(
+            tx.claim_epoch(&b, b"commit-y", Day(TODAY.0 + 3))
+                .expect("claim"),
+            EpochClaim::Won
+        );
+        assert_eq!(
+            tx.epoch_commit(&a).expect("get"),
+            Some(b"commit-x".to_vec())
+        );
+    });
+    // A claim rolled back holds nothing.
+    {
+        let mut tx = s.begin().expect("begin");
+        tx.claim_epoch(&[3; 32], b"commit-r", TODAY).expect("claim");
+    }
+    with_tx(&mut s, |tx| {
+        assert_eq!(tx.epoch_commit(&[3; 32]).expect("get"), None);
+        // Kept two days: `a` (claimed today) goes three days on, `b` stays.
+        assert_eq!(tx.expire_epochs(Day(TODAY.0 + 3), 2).expect("expire"), 1);
+        assert_eq!(tx.epoch_commit(&a).expect("get"), None);
+        assert_eq!(
+            tx.epoch_commit(&b).expect("get"),
+            Some(b"commit-y".to_vec())
+        );
+    });
+}
+
+#[test]
+fn sqlite_one_commit_wins_each_epoch() {
+    on_sqlite(one_commit_wins_each_epoch);
+}
+
+#[test]
+fn postgres_one_commit_wins_each_epoch() {
+    on_postgres("epochs", one_commit_wins_each_epoch);
 }
 
 fn rolled_back_transaction_leaves_nothing(open: Open<'_>) {

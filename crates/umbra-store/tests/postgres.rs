@@ -10,7 +10,7 @@ mod common;
 
 use common::device;
 use umbra_store::pgtest::Cluster;
-use umbra_store::{Day, Limits, PgStore, Store, StoreError};
+use umbra_store::{Day, EpochClaim, Limits, PgStore, Store, StoreError};
 
 const TODAY: Day = Day(20_000);
 
@@ -66,6 +66,45 @@ fn an_older_schema_upgrades_in_place_and_a_newer_one_is_refused() {
             supported: umbra_store::postgres::schema::SCHEMA_VERSION
         })
     ));
+}
+
+#[test]
+fn an_epoch_claimed_from_every_node_at_once_has_one_winner() {
+    let cluster = Cluster::start().expect("postgres");
+    let url = cluster.database("epochs_at_once").expect("db");
+    let nodes = 8;
+    for round in 0..20u8 {
+        let start = Arc::new(Barrier::new(nodes));
+        let handles: Vec<_> = (0..nodes)
+            .map(|n| {
+                let (url, start) = (url.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let mut s = PgStore::connect(&url, limits(10)).expect("connect");
+                    let commit = format!("round {round} commit of node {n}").into_bytes();
+                    start.wait();
+                    let mut tx = s.begin().expect("begin");
+                    let claim = tx.claim_epoch(&[round; 32], &commit, TODAY).expect("claim");
+                    tx.commit().expect("commit");
+                    (commit, claim)
+                })
+            })
+            .collect();
+        let results: Vec<(Vec<u8>, EpochClaim)> = handles
+            .into_iter()
+            .map(|h| h.join().expect("node"))
+            .collect();
+        let winners: Vec<&Vec<u8>> = results
+            .iter()
+            .filter(|(_, c)| *c == EpochClaim::Won)
+            .map(|(commit, _)| commit)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        for (_, c) in &results {
+            if let EpochClaim::Lost(w) = c {
+                assert_eq!(w, winners[0], "a loser was handed another commit");
+            }
+        }
+    }
 }
 
 #[test]

@@ -206,6 +206,20 @@ pub fn lines_of(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::R
     rx
 }
 
+/// `umbra --profile DIR` with the environment's profile, passphrase and log
+/// settings taken away (the caller adds the arguments and the streams).
+pub fn command(profile: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--profile")
+        .arg(profile)
+        .env_remove("UMBRA_PROFILE")
+        .env_remove("UMBRA_PASSPHRASE")
+        .env_remove("UMBRA_NEW_PASSPHRASE")
+        .env_remove("UMBRA_PASSPHRASE_FD")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
 /// Runs `umbra --profile DIR ARGS...` and returns its output.
 pub fn umbra(profile: &Path, args: &[&str]) -> Output {
     let mut child = Command::new(bin())

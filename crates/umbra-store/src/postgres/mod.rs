@@ -74,6 +74,9 @@ pub(crate) struct Statements {
     pub(crate) live_take: Statement,
     pub(crate) live_waiting: Statement,
     pub(crate) live_expire: Statement,
+    pub(crate) epoch_claim: Statement,
+    pub(crate) epoch_get: Statement,
+    pub(crate) epoch_expire: Statement,
 }
 
 const DEVICE_COLUMNS: &str =
@@ -243,6 +246,15 @@ impl Statements {
                 "SELECT DISTINCT mailbox_id FROM live WHERE mailbox_id = ANY($1) AND until_secs >= $2",
             )?,
             live_expire: p("DELETE FROM live WHERE until_secs < $1")?,
+            epoch_claim: p(
+                "INSERT INTO epochs (tag, commit_msg, stored_day) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tag) DO NOTHING",
+            )?,
+            epoch_get: p("SELECT commit_msg FROM epochs WHERE tag = $1")?,
+            epoch_expire: p(
+                "WITH gone AS (DELETE FROM epochs WHERE stored_day < $1 RETURNING 1) \
+                 SELECT count(*) FROM gone",
+            )?,
         })
     }
 }

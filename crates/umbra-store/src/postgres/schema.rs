@@ -16,7 +16,7 @@ use postgres::Transaction;
 use crate::StoreError;
 
 /// The schema version this program writes (as the SQLite backend's).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -86,8 +86,21 @@ CREATE UNLOGGED TABLE live (
 CREATE INDEX live_by_mailbox ON live (mailbox_id, until_secs);
 ";
 
+/// Version 5, as SQLite's: the commit that won each group epoch (opaque tag
+/// and message), kept as long as envelopes are. A claim is one insert that
+/// does nothing on a taken tag: of several nodes claiming at once, the
+/// first to commit wins and the others read its commit.
+const SCHEMA_V5: &str = "
+CREATE TABLE epochs (
+    tag        BYTEA PRIMARY KEY CHECK (length(tag) = 32),
+    commit_msg BYTEA NOT NULL,
+    stored_day INTEGER NOT NULL
+);
+CREATE INDEX epochs_by_day ON epochs (stored_day);
+";
+
 /// The migrations, in order: version `i + 1` is `STEPS[i]`.
-const STEPS: [&str; 4] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const STEPS: [&str; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /// The version the database is at (0: empty).
 pub fn version(tx: &mut Transaction<'_>) -> Result<i64, StoreError> {

@@ -14,8 +14,8 @@ use postgres::types::ToSql;
 
 use super::Statements;
 use crate::model::{
-    DeviceId, DeviceRecord, EnvelopeAck, Limits, LiveEnvelope, MailboxEntry, MailboxId, NewDevice,
-    NewEnvelope, StoredCard, StoredEnvelope, UserDevice,
+    DeviceId, DeviceRecord, EnvelopeAck, EpochClaim, Limits, LiveEnvelope, MailboxEntry, MailboxId,
+    NewDevice, NewEnvelope, StoredCard, StoredEnvelope, UserDevice,
 };
 use crate::traits::StoreTx;
 use crate::{Day, StoreError};
@@ -550,6 +550,35 @@ impl StoreTx for PgTx<'_> {
 
     fn envelope_count(&mut self) -> Result<u64, StoreError> {
         let n: i64 = self.tx.query_one(&self.st.total, &[])?.get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn claim_epoch(
+        &mut self,
+        tag: &[u8; 32],
+        commit: &[u8],
+        today: Day,
+    ) -> Result<EpochClaim, StoreError> {
+        // A claim of the same tag in progress elsewhere makes this insert
+        // wait for it; the read after it sees whichever committed first.
+        self.tx
+            .execute(&self.st.epoch_claim, &[&&tag[..], &commit, &day(today)])?;
+        let holder = self
+            .epoch_commit(tag)?
+            .ok_or(StoreError::Corrupt("a claimed epoch is missing"))?;
+        Ok(EpochClaim::of(commit, holder))
+    }
+
+    fn epoch_commit(&mut self, tag: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tx
+            .query_opt(&self.st.epoch_get, &[&&tag[..]])?
+            .map(|r| r.get(0)))
+    }
+
+    fn expire_epochs(&mut self, today: Day, max_age_days: u32) -> Result<u64, StoreError> {
+        let cutoff = day(Day(today.0.saturating_sub(max_age_days)));
+        let n: i64 = self.tx.query_one(&self.st.epoch_expire, &[&cutoff])?.get(0);
         Ok(u64::try_from(n).unwrap_or(0))
     }
 

@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod business;
 pub mod convert;
 pub mod envelopes;
+pub mod epochs;
 pub mod key_packages;
 pub mod live;
 pub mod schema;

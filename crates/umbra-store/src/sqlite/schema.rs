@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -68,8 +68,20 @@ ALTER TABLE devices ADD COLUMN intro_at INTEGER NOT NULL DEFAULT 0;
 /// nothing in the file; the number keeps both backends' versions alike.
 const SCHEMA_V4: &str = "";
 
+/// Version 5: the commit that won each group epoch (`tag`: opaque, derived
+/// by the members from the epoch's secrets; `commit_msg`: the MLS message,
+/// opaque), kept as long as envelopes are.
+const SCHEMA_V5: &str = "
+CREATE TABLE epochs (
+    tag        BLOB PRIMARY KEY CHECK (length(tag) = 32),
+    commit_msg BLOB NOT NULL,
+    stored_day INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX epochs_by_day ON epochs (stored_day);
+";
+
 /// The migrations, in order: version `i + 1` is `STEPS[i]`.
-const STEPS: [&str; 4] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const STEPS: [&str; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /// Connection settings: WAL, `synchronous=NORMAL`, foreign keys, busy timeout.
 pub fn configure(conn: &Connection) -> Result<(), StoreError> {

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use rusqlite::Transaction;
 
-use super::{accounts, business, envelopes, key_packages, live};
+use super::{accounts, business, envelopes, epochs, key_packages, live};
 use crate::model::{
-    DeviceId, DeviceRecord, Limits, LiveEnvelope, MailboxEntry, MailboxId, NewDevice, StoredCard,
-    StoredEnvelope, UserDevice,
+    DeviceId, DeviceRecord, EpochClaim, Limits, LiveEnvelope, MailboxEntry, MailboxId, NewDevice,
+    StoredCard, StoredEnvelope, UserDevice,
 };
 use crate::traits::StoreTx;
 use crate::{Day, StoreError};
@@ -257,6 +257,23 @@ impl StoreTx for SqliteTx<'_> {
 
     fn envelope_count(&mut self) -> Result<u64, StoreError> {
         envelopes::total(&self.tx)
+    }
+
+    fn claim_epoch(
+        &mut self,
+        tag: &[u8; 32],
+        commit: &[u8],
+        today: Day,
+    ) -> Result<EpochClaim, StoreError> {
+        epochs::claim(&self.tx, tag, commit, today)
+    }
+
+    fn epoch_commit(&mut self, tag: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        epochs::get(&self.tx, tag)
+    }
+
+    fn expire_epochs(&mut self, today: Day, max_age_days: u32) -> Result<u64, StoreError> {
+        epochs::expire(&self.tx, today, max_age_days)
     }
 
     fn commit(self: Box<Self>) -> Result<(), StoreError> {
