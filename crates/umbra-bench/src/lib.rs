@@ -29,7 +29,9 @@
 //! the webhooks; [`business_load`] its customers, calls and receiver);
 //! [`xmpp_bench`] is `umbra bench xmpp`, the same workload against an XMPP
 //! server ([`ejabberd`] runs a private one, [`xmpp`] is the load client);
-//! [`cpu`] reads processes' CPU time for both.
+//! [`cpu`] reads processes' CPU time for both; [`mls_bench`] is `umbra bench
+//! mls`, a conversation's MLS costs as it grows, classical beside
+//! post-quantum (in memory, no server).
 
 pub mod args;
 pub mod business_bench;
@@ -40,6 +42,7 @@ pub mod ejabberd;
 mod janus;
 mod janus_peer;
 pub mod memory;
+pub mod mls_bench;
 pub mod progress;
 pub mod proxy_bench;
 pub mod relay_bench;

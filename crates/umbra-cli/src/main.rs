@@ -228,6 +228,10 @@ enum BenchWhich {
     /// `umbra bench`'s workload against an XMPP server (a private ejabberd
     /// by default): delivered messages/s, latency, memory per idle session.
     Xmpp(umbra_bench::xmpp_bench::XmppBenchArgs),
+    /// A conversation's MLS costs as it grows (key package, add and Welcome,
+    /// self-update: bytes and time), the classical ciphersuite beside a
+    /// post-quantum one (X-Wing), in memory.
+    Mls(umbra_bench::mls_bench::MlsBenchArgs),
 }
 
 fn default_profile() -> PathBuf {
@@ -303,6 +307,11 @@ async fn bench(b: BenchCommand, out: output::Output) -> anyhow::Result<()> {
         }
         Some(BenchWhich::Business(args)) => {
             let report = umbra_bench::business_bench::run(&args).await?;
+            out.value(&report, &report.to_string());
+        }
+        Some(BenchWhich::Mls(args)) => {
+            let report =
+                tokio::task::spawn_blocking(move || umbra_bench::mls_bench::run(&args)).await??;
             out.value(&report, &report.to_string());
         }
         Some(BenchWhich::Xmpp(args)) => {
