@@ -31,7 +31,8 @@
 //! server ([`ejabberd`] runs a private one, [`xmpp`] is the load client);
 //! [`cpu`] reads processes' CPU time for both; [`mls_bench`] is `umbra bench
 //! mls`, a conversation's MLS costs as it grows, classical beside
-//! post-quantum (in memory, no server).
+//! post-quantum (in memory, no server); [`ledger_bench`] is `umbra bench
+//! groups`, how long a group change takes when members make them at once.
 
 pub mod args;
 pub mod business_bench;
@@ -41,6 +42,7 @@ pub mod cpu;
 pub mod ejabberd;
 mod janus;
 mod janus_peer;
+pub mod ledger_bench;
 pub mod memory;
 pub mod mls_bench;
 pub mod progress;

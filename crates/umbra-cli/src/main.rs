@@ -232,6 +232,9 @@ enum BenchWhich {
     /// self-update: bytes and time), the classical ciphersuite beside a
     /// post-quantum one (X-Wing), in memory.
     Mls(umbra_bench::mls_bench::MlsBenchArgs),
+    /// How long a group change takes when several members make one at the
+    /// same moment (the epoch ledger): delay and lost claims per change.
+    Groups(umbra_bench::ledger_bench::LedgerBenchArgs),
 }
 
 fn default_profile() -> PathBuf {
@@ -312,6 +315,10 @@ async fn bench(b: BenchCommand, out: output::Output) -> anyhow::Result<()> {
         Some(BenchWhich::Mls(args)) => {
             let report =
                 tokio::task::spawn_blocking(move || umbra_bench::mls_bench::run(&args)).await??;
+            out.value(&report, &report.to_string());
+        }
+        Some(BenchWhich::Groups(args)) => {
+            let report = umbra_bench::ledger_bench::run(&args).await?;
             out.value(&report, &report.to_string());
         }
         Some(BenchWhich::Xmpp(args)) => {
