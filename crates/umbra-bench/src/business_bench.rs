@@ -27,14 +27,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::Semaphore;
 use umbra_client::Client;
 
 use crate::business_load::{self as load, Deliveries, Hooks, percentile_ms};
 use crate::cpu::process_runtime_ns;
 use crate::progress::Progress;
-use crate::util::RemoveOnDrop;
+use crate::util::{RemoveOnDrop, spawn_logged, wait_for_line};
 
 /// WhatsApp Cloud API's default throughput per business number.
 pub const ANCHOR_DEFAULT: u32 = 80;
@@ -179,33 +179,6 @@ impl fmt::Display for BusinessBenchReport {
     }
 }
 
-async fn spawn_logged(bin: &str, args: &[String], log: &Path) -> anyhow::Result<Child> {
-    let f = std::fs::File::create(log)?;
-    Ok(Command::new(bin)
-        .args(args)
-        .env_remove("UMBRA_PROFILE")
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(f.try_clone()?)
-        .stderr(f)
-        .kill_on_drop(true)
-        .spawn()?)
-}
-
-async fn wait_for_line(log: &Path, needle: &str, within: Duration) -> anyhow::Result<String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-            return Ok(line.to_string());
-        }
-        if Instant::now() > deadline {
-            bail!("`{needle}` never appeared in {}:\n{text}", log.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn customer_name(i: usize) -> String {
     format!("c{i:05}")
 }
@@ -316,8 +289,8 @@ pub async fn run(args: &BusinessBenchArgs) -> anyhow::Result<BusinessBenchReport
             "1000000".into(),
         ],
         &server_log,
-    )
-    .await?;
+        Some("warn"),
+    )?;
     let invite = wait_for_line(&server_log, "umbra://join", Duration::from_secs(30))
         .await?
         .trim()
@@ -367,8 +340,8 @@ pub async fn run(args: &BusinessBenchArgs) -> anyhow::Result<BusinessBenchReport
             "1000000".into(),
         ],
         &host_log,
-    )
-    .await?;
+        Some("warn"),
+    )?;
     let line = wait_for_line(&host_log, "API on http://", Duration::from_secs(60)).await?;
     let api = line
         .split("API on ")

@@ -41,6 +41,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 use crate::cpu::process_runtime_ns;
+use crate::util::{spawn_logged, wait_for_line};
 
 /// Flags of `umbra bench call`.
 #[derive(Debug, Clone, clap::Args)]
@@ -202,32 +203,6 @@ fn free_port(ip: &str) -> anyhow::Result<u16> {
     bail!("no free port on {ip}")
 }
 
-async fn spawn_logged(bin: &str, args: &[String], log: &Path) -> anyhow::Result<Child> {
-    let f = std::fs::File::create(log)?;
-    Ok(Command::new(bin)
-        .args(args)
-        .env_remove("UMBRA_PROFILE")
-        .stdin(Stdio::null())
-        .stdout(f.try_clone()?)
-        .stderr(f)
-        .kill_on_drop(true)
-        .spawn()?)
-}
-
-async fn wait_for_line(log: &Path, needle: &str, within: Duration) -> anyhow::Result<String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-            return Ok(line.to_string());
-        }
-        if Instant::now() > deadline {
-            bail!("`{needle}` never appeared in {}:\n{text}", log.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 impl Deployment {
     /// `umbra server` and `relays` relays on 127.0.0.1, 127.0.0.2, ...; with
     /// `impair`, the server hands out the impairer's address for relay 1.
@@ -265,7 +240,7 @@ impl Deployment {
                 args.push(format!("{other}/32"));
             }
             let log = dir.join(format!("relay{i}.log"));
-            procs.push(Proc(spawn_logged(bin, &args, &log).await?));
+            procs.push(Proc(spawn_logged(bin, &args, &log, None)?));
             wait_for_line(&log, "udp ", Duration::from_secs(20)).await?;
             let relay: SocketAddr = format!("{ip}:{port}").parse()?;
             let advertised = match (i, impair) {
@@ -293,7 +268,7 @@ impl Deployment {
             args.push(u);
         }
         let log = dir.join("server.log");
-        procs.push(Proc(spawn_logged(bin, &args, &log).await?));
+        procs.push(Proc(spawn_logged(bin, &args, &log, None)?));
         let line = wait_for_line(&log, "invite=umbra://", Duration::from_secs(20)).await?;
         let invite = line
             .split_whitespace()

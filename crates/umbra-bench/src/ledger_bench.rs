@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use serde::Serialize;
 use umbra_client::Client;
 
 use crate::business_load::percentile_ms;
-use crate::util::RemoveOnDrop;
+use crate::util::{RemoveOnDrop, spawn_logged, wait_for_line};
 
 /// Flags of `umbra bench groups`.
 #[derive(Debug, Clone, Args)]
@@ -90,25 +90,23 @@ pub async fn run(args: &LedgerBenchArgs) -> anyhow::Result<LedgerReport> {
     let _cleanup = RemoveOnDrop(dir.clone());
     crate::note!("starting umbra server");
     let log = dir.join("server.log");
-    let f = std::fs::File::create(&log)?;
-    let mut server = tokio::process::Command::new(&bin)
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.join("server"))
-        .args(["--introductions-per-hour", "1000000"])
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(f.try_clone()?)
-        .stderr(f)
-        .kill_on_drop(true)
-        .spawn()?;
-    let ready = wait_for(&log, "umbra server ready").await?;
+    let server_args: Vec<String> = [
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--introductions-per-hour",
+        "1000000",
+        "--data-dir",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([dir.join("server").to_string_lossy().into_owned()])
+    .collect();
+    // At info, the server's ready line names its metrics address.
+    let mut server = spawn_logged(&bin, &server_args, &log, Some("info"))?;
+    let ready = wait_for_line(&log, "umbra server ready", Duration::from_secs(30)).await?;
     let field = |key: &str| -> anyhow::Result<String> {
         ready
             .split_whitespace()
@@ -189,20 +187,6 @@ fn member(profile: &Path, i: usize, rounds: usize, start: &Barrier) -> anyhow::R
         inside = !inside;
     }
     Ok(delays)
-}
-
-async fn wait_for(log: &PathBuf, needle: &str) -> anyhow::Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-            return Ok(line.to_string());
-        }
-        if Instant::now() > deadline {
-            bail!("`{needle}` never appeared in {}:\n{text}", log.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A counter from the server's Prometheus endpoint.

@@ -1,7 +1,12 @@
 //! Small pieces every bench shares: the wall clock in seconds, random
-//! tokens for credentials, and a scratch directory removed when dropped.
+//! tokens for credentials, a scratch directory removed when dropped, and a
+//! child process whose output goes to a log the bench waits on.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::bail;
+use tokio::process::{Child, Command};
 
 use rand::RngCore;
 
@@ -26,5 +31,46 @@ pub(crate) struct RemoveOnDrop(pub(crate) std::path::PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts `bin ARGS` with stdout and stderr into `log` (created), killed
+/// when dropped; `rust_log` sets its RUST_LOG (else it inherits ours).
+pub(crate) fn spawn_logged(
+    bin: &str,
+    args: &[String],
+    log: &Path,
+    rust_log: Option<&str>,
+) -> anyhow::Result<Child> {
+    let f = std::fs::File::create(log)?;
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .env_remove("UMBRA_PROFILE")
+        .stdin(std::process::Stdio::null())
+        .stdout(f.try_clone()?)
+        .stderr(f)
+        .kill_on_drop(true);
+    if let Some(level) = rust_log {
+        cmd.env("RUST_LOG", level);
+    }
+    Ok(cmd.spawn()?)
+}
+
+/// The first line of `log` holding `needle`, waiting up to `within`.
+pub(crate) async fn wait_for_line(
+    log: &Path,
+    needle: &str,
+    within: Duration,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return Ok(line.to_string());
+        }
+        if Instant::now() > deadline {
+            bail!("`{needle}` never appeared in {}:\n{text}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

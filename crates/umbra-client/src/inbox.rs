@@ -145,30 +145,33 @@ pub fn apply_commit(
     Ok(events)
 }
 
-/// Applies one MLS message, unless it was applied before (the same message
-/// can come in an envelope and from the epoch ledger).
+/// Applies one MLS message. A commit is applied once whichever way it
+/// comes (in an envelope, or handed back by the epoch ledger), so it is
+/// remembered by its hash; other messages only ever come in envelopes,
+/// which `seen` already counts.
 fn apply_mls(
     conn: &Connection,
     ctx: &Device<'_>,
     bytes: &[u8],
     signals: &mut Signals,
 ) -> Result<Vec<Event>, ClientError> {
-    let hash = crate::ledger::message_hash(bytes);
-    let applied: bool = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM seen WHERE hash = ?1)")?
-        .query_row([&hash], |r| r.get(0))?;
-    if applied {
-        return Ok(Vec::new());
-    }
-    conn.prepare_cached("INSERT INTO seen (hash) VALUES (?1)")?
-        .execute([&hash])?;
     match mls::parse(bytes)? {
         Incoming::Welcome(welcome) => join(conn, ctx, *welcome),
         Incoming::Group {
             group_id,
             epoch,
+            commit,
             message,
         } => {
+            if commit {
+                let hash = crate::ledger::message_hash(bytes);
+                let new = conn
+                    .prepare_cached("INSERT OR IGNORE INTO seen (hash) VALUES (?1)")?
+                    .execute([&hash])?;
+                if new == 0 {
+                    return Ok(Vec::new());
+                }
+            }
             let mut events = group_message(conn, ctx, &group_id, epoch, *message, bytes, signals)?;
             events.extend(retry_deferred(conn, ctx, &group_id, signals)?);
             Ok(events)

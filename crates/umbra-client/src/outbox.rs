@@ -83,6 +83,17 @@ pub fn enqueue_message(
     recipients: &[Recipient],
     message_id: Option<&[u8]>,
 ) -> Result<(), ClientError> {
+    insert(conn, mls_message, recipients, message_id, None)
+}
+
+/// Seals and queues, each envelope `held` by an epoch tag or not.
+fn insert(
+    conn: &Connection,
+    mls_message: &[u8],
+    recipients: &[Recipient],
+    message_id: Option<&[u8]>,
+    held: Option<&[u8; 32]>,
+) -> Result<(), ClientError> {
     let max = max_envelope(conn)?;
     for r in recipients {
         let sealed = seal(mls_message, &r.sealing_key)?;
@@ -93,9 +104,17 @@ pub fn enqueue_message(
             });
         }
         conn.prepare_cached(
-            "INSERT INTO outbox (mailbox_id, delivery_token, sealed, message_id, recipient) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO outbox (mailbox_id, delivery_token, sealed, message_id, recipient, held)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![r.mailbox_id, r.delivery_token, sealed, message_id, r.username])?;
+        .execute(params![
+            r.mailbox_id,
+            r.delivery_token,
+            sealed,
+            message_id,
+            r.username,
+            held.map(|t| &t[..])
+        ])?;
     }
     Ok(())
 }
@@ -108,13 +127,7 @@ pub fn enqueue_held(
     recipients: &[Recipient],
     tag: &[u8; 32],
 ) -> Result<(), ClientError> {
-    let first: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM outbox", [], |r| r.get(0))?;
-    enqueue_message(conn, mls_message, recipients, None)?;
-    conn.execute(
-        "UPDATE outbox SET held = ?1 WHERE id > ?2",
-        params![&tag[..], first],
-    )?;
-    Ok(())
+    insert(conn, mls_message, recipients, None, Some(tag))
 }
 
 /// Envelopes waiting to be sent (not those held for an epoch claim).

@@ -421,6 +421,8 @@ pub enum Incoming {
         group_id: Vec<u8>,
         /// The epoch it was sent in.
         epoch: u64,
+        /// Whether it is a commit (said in clear by a PrivateMessage too).
+        commit: bool,
         /// The message.
         message: Box<ProtocolMessage>,
     },
@@ -437,6 +439,7 @@ pub fn parse(bytes: &[u8]) -> Result<Incoming, CryptoError> {
             Ok(Incoming::Group {
                 group_id: message.group_id().as_slice().to_vec(),
                 epoch: message.epoch().as_u64(),
+                commit: message.content_type() == ContentType::Commit,
                 message: Box::new(message),
             })
         }
