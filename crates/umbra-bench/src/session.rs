@@ -118,15 +118,29 @@ impl Session {
         msg.extend_from_slice(username.as_bytes());
         msg.extend_from_slice(&identity);
         msg.extend_from_slice(&sealing);
+        let device = proto::DeviceKeys {
+            identity_key: identity.to_vec(),
+            sealing_key: sealing.to_vec(),
+        };
+        // A load tool's account: its one device key also stands as the
+        // account key that signs the device list.
+        let list = proto::DeviceList {
+            username: username.clone(),
+            account_key: identity.to_vec(),
+            version: 1,
+            devices: vec![device.clone()],
+        };
+        let device_list = umbra_wire::devices::sign_list(&list, |m| {
+            Ok::<_, std::convert::Infallible>(key.sign(m).to_bytes().to_vec())
+        })
+        .unwrap_or_else(|never| match never {});
         let resp = self
             .call(Req::Register(proto::Register {
                 username,
-                device: Some(proto::DeviceKeys {
-                    identity_key: identity.to_vec(),
-                    sealing_key: sealing.to_vec(),
-                }),
+                device: Some(device),
                 signature: key.sign(&msg).to_bytes().to_vec(),
                 delivery_token_hash: Sha256::digest(&token).to_vec(),
+                device_list: Some(device_list),
             }))
             .await?;
         match resp {

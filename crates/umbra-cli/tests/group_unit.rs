@@ -541,6 +541,7 @@ fn admit(
         username: id.username().to_owned(),
         identity_key: id.identity_key(),
         hosting: None,
+        certificate: None,
     };
     let commit = admitter
         .admit(admitter_id, &request.key_package, &from)

@@ -40,6 +40,19 @@ fn identifiers(db: &Path) -> HashMap<String, Vec<Vec<u8>>> {
         keys.push(user.as_bytes().to_vec());
         ids.insert(user, keys);
     }
+    // And each account's key, which signs its device list.
+    let mut stmt = conn
+        .prepare("SELECT username, account_key FROM accounts")
+        .expect("accounts");
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .expect("query");
+    for row in rows {
+        let (user, key) = row.expect("row");
+        ids.entry(user).or_default().push(key);
+    }
     ids
 }
 
@@ -89,12 +102,15 @@ fn check_rows(db: &Path, ids: &HashMap<String, Vec<Vec<u8>>>, plaintexts: &[Stri
                             users_in_row.push(user.clone());
                         }
                         // A username appears only as an account's own name,
-                        // or inside the user's own published key packages.
+                        // inside the user's own published key packages, or
+                        // in the account's own signed device list (in the
+                        // account's own row).
                         if contains(&value, user.as_bytes()) {
                             assert!(
                                 matches!(
                                     (table.as_str(), column.as_str()),
                                     ("accounts", "username")
+                                        | ("accounts", "device_list")
                                         | ("devices", "username")
                                         | ("key_packages", "data")
                                 ),

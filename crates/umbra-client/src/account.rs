@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use umbra_crypto::Identity;
 use umbra_crypto::mls;
+use umbra_crypto::{AccountKey, Identity};
 use umbra_net::dial::Route;
 use umbra_wire::invite::Invite;
 use umbra_wire::proto::{
@@ -68,7 +68,17 @@ impl Client {
                 String::from_utf8_lossy(&existing).into_owned(),
             ));
         }
-        let identity = Identity::generate(username)?;
+        let mut identity = Identity::generate(username)?;
+        // The account key vouches for this device, and for every device
+        // linked later; it stays on this device.
+        let account = AccountKey::generate()?;
+        let certificate = crate::linking::certify(&account, &identity)?;
+        identity.set_certificate(certificate.clone());
+        let keys = DeviceKeys {
+            identity_key: identity.identity_key(),
+            sealing_key: identity.sealing_key().to_vec(),
+        };
+        let device_list = crate::linking::sign_list(&account, username, 1, vec![keys.clone()])?;
         let token: [u8; 32] = random_bytes();
         let route = match &proxy {
             Some(link) => Route::Proxy(link.clone()),
@@ -83,12 +93,10 @@ impl Client {
         signed.extend_from_slice(&identity.sealing_key());
         let register = Register {
             username: username.to_string(),
-            device: Some(DeviceKeys {
-                identity_key: identity.identity_key(),
-                sealing_key: identity.sealing_key().to_vec(),
-            }),
+            device: Some(keys),
             signature: identity.sign(&signed)?,
             delivery_token_hash: Sha256::digest(token).to_vec(),
+            device_list: Some(device_list.clone()),
         };
         let registered = match server.call(client_frame::Body::Register(register)).await? {
             server_frame::Body::Registered(r) => r,
@@ -104,6 +112,8 @@ impl Client {
             set_setting(&tx, "identity_keypair", &secrets.identity_keypair)?;
             set_setting(&tx, "sealing_private", &secrets.sealing_private)?;
             set_setting(&tx, "delivery_token", &token)?;
+            set_setting(&tx, "account_keypair", &account.to_bytes()?)?;
+            crate::linking::keep(&tx, &account.public(), &certificate, &device_list)?;
             outbox::remember_limit(&tx, server.hello())?;
             if let Some(link) = &proxy {
                 set_setting(&tx, "proxy", link.to_string().as_bytes())?;

@@ -130,19 +130,35 @@ pub(crate) fn remember(
     Ok(Some(before))
 }
 
+/// The device key a card says signed it (unchecked).
+pub(crate) fn card_key(card: &BusinessCard) -> Option<Vec<u8>> {
+    BusinessProfile::decode(card.profile.as_slice())
+        .ok()
+        .map(|p| p.identity_key)
+}
+
 /// The label of the contact `username`, if it is a business (its stored
-/// card, checked again under the key it was first checked with).
+/// card, checked again: signed by a device its account key vouches for).
 pub fn label_of(conn: &Connection, username: &str) -> Result<Option<BusinessLabel>, ClientError> {
-    let row: Option<(Option<Vec<u8>>, Vec<u8>)> = conn
+    let card: Option<Option<Vec<u8>>> = conn
         .query_row(
-            "SELECT business_card, identity_key FROM contacts WHERE username = ?1",
+            "SELECT business_card FROM contacts WHERE username = ?1",
             [username],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )
         .optional()?;
-    let Some((Some(card), key)) = row else {
+    let Some(Some(card)) = card else {
         return Ok(None);
     };
+    let Some(key) = BusinessCard::decode(card.as_slice())
+        .ok()
+        .and_then(|c| card_key(&c))
+    else {
+        return Ok(None);
+    };
+    if !crate::contacts::is_vouched(conn, username, &key)? {
+        return Ok(None);
+    }
     let sign_key = sign_key(conn)?;
     Ok(check_card(&card, username, &key, sign_key.as_ref(), now_unix()).ok())
 }

@@ -20,7 +20,7 @@ use umbra_wire::proto::{
 use crate::business::{BusinessLabel, CardError, check_card, needs_refresh, now_unix, remember};
 use crate::client::Client;
 use crate::conn::ServerConn;
-use crate::contacts::check_identity;
+use crate::contacts::accept_listing;
 use crate::mls_store::Provider;
 use crate::profile::set_setting;
 use crate::{ClientError, now_ms};
@@ -185,28 +185,28 @@ impl Client {
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
         let listing = server.fetch_devices(username, false).await?;
         server.close().await;
-        let key = listing
-            .devices
-            .first()
-            .and_then(|d| d.keys.as_ref())
-            .map(|k| k.identity_key.clone())
-            .ok_or_else(|| ClientError::UnknownUser(username.to_string()))?;
+        let devices = accept_listing(self.profile.conn(), username, &listing)?;
+        if devices.is_empty() {
+            return Err(ClientError::UnknownUser(username.to_string()));
+        }
         let Some(card) = listing.business else {
             return Ok(None);
         };
-        self.believe_card(username, &key, &card).map(Some)
+        self.believe_card(username, &card).map(Some)
     }
 
-    /// Checks a card the directory listed for `username` (whose key is
-    /// pinned here) and keeps its label.
+    /// Checks a card the directory listed for `username` (signed by one of
+    /// the devices its account key vouches for) and keeps its label.
     pub(crate) fn believe_card(
         &self,
         username: &str,
-        identity_key: &[u8],
         card: &BusinessCard,
     ) -> Result<BusinessLabel, ClientError> {
         let conn = self.profile.conn();
-        check_identity(conn, username, identity_key)?;
+        let identity_key = crate::business::card_key(card)
+            .filter(|k| crate::contacts::is_vouched(conn, username, k).unwrap_or(false))
+            .ok_or_else(|| ClientError::Unvouched(username.to_string()))?;
+        let identity_key = identity_key.as_slice();
         let encoded = card.encode_to_vec();
         let label = check_card(
             &encoded,

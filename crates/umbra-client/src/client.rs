@@ -98,18 +98,22 @@ impl Client {
         let sealing: [u8; 32] = setting(conn, "sealing_private")?
             .try_into()
             .map_err(|_| ClientError::Protocol("corrupt sealing key".into()))?;
-        let identity = Identity::from_secrets(
+        let mut identity = Identity::from_secrets(
             &username,
             &IdentitySecrets {
                 identity_keypair: setting(conn, "identity_keypair")?,
                 sealing_private: sealing,
             },
         )?;
+        if let Some(certificate) = get_setting(conn, "device_certificate")? {
+            identity.set_certificate(certificate);
+        }
         let me = DeviceAddress {
             username: username.clone(),
             mailbox_id: setting(conn, "mailbox_id")?,
             sealing_key: identity.sealing_key().to_vec(),
             delivery_token: setting(conn, "delivery_token")?,
+            identity_key: identity.identity_key(),
         };
         let device_id = setting(conn, "device_id")?;
         let proxy = match get_setting(conn, "proxy")? {

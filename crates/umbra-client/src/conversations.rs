@@ -8,7 +8,7 @@ use umbra_crypto::mls::{self, VerifiedKeyPackage};
 use umbra_wire::e2e::{Content, DeviceAddress, GroupMeta, Leaving, content};
 
 use crate::client::{Client, required_group};
-use crate::contacts::{contact_address, group_recipients, save_address};
+use crate::contacts::{device_address, group_recipients, save_address};
 use crate::ledger::Staged;
 use crate::mls_store::Provider;
 use crate::model::{Conversation, Event, HistoryEntry};
@@ -114,7 +114,7 @@ impl Client {
         for r in &recipients {
             save_address(&tx, r)?;
             // Our meta message gives them our delivery token.
-            inbox::mark_announced(&tx, &group_id, &r.username)?;
+            inbox::mark_announced(&tx, &group_id, r)?;
         }
         if let Some(welcome) = &commit.welcome {
             outbox::enqueue(&tx, welcome, &recipients)?;
@@ -156,16 +156,18 @@ impl Client {
         name: &str,
     ) -> Result<Content, ClientError> {
         let mut members = Vec::new();
+        let own = self.identity.identity_key();
         for m in mls::members(group) {
-            if m.username == self.username() {
+            if m.identity_key == own {
                 continue;
             }
-            if let Some(r) = contact_address(conn, &m.username)? {
+            if let Some(r) = device_address(conn, &m.username, &m.identity_key)? {
                 members.push(DeviceAddress {
                     username: r.username,
                     mailbox_id: r.mailbox_id,
                     sealing_key: r.sealing_key.to_vec(),
                     delivery_token: Vec::new(),
+                    identity_key: r.identity_key,
                 });
             }
         }
@@ -204,7 +206,7 @@ impl Client {
             &mut group,
             &content.encode_to_vec(),
         )?;
-        let recipients = group_recipients(conn, &group, self.username())?;
+        let recipients = group_recipients(conn, &group, &self.identity.identity_key())?;
         outbox::enqueue_message(conn, &ct, &recipients, Some(&content.message_id))?;
         crate::receipts::expect(conn, &content.message_id, &recipients)?;
         conn.prepare_cached(
@@ -266,7 +268,8 @@ impl Client {
         self.ensure_addresses(&group_id).await?;
         let claimed = self.claim_all(members).await?;
         let me = self.username().to_string();
-        let added_now: std::cell::RefCell<Vec<String>> = std::cell::RefCell::new(Vec::new());
+        let own = self.identity.identity_key();
+        let added_now: std::cell::RefCell<Vec<Recipient>> = std::cell::RefCell::new(Vec::new());
         let (_, applied) = self
             .commit_through_ledger(
                 &group_id,
@@ -282,7 +285,7 @@ impl Client {
                     if todo.is_empty() {
                         return Ok(None);
                     }
-                    let existing = group_recipients(tx, group, &me)?;
+                    let existing = group_recipients(tx, group, &own)?;
                     let kps: Vec<VerifiedKeyPackage> =
                         todo.iter().map(|(k, _)| k.clone()).collect();
                     let commit = mls::stage_add_members(provider, &self.identity, group, &kps)?;
@@ -290,7 +293,7 @@ impl Client {
                     for r in &added {
                         save_address(tx, r)?;
                     }
-                    *added_now.borrow_mut() = added.iter().map(|r| r.username.clone()).collect();
+                    *added_now.borrow_mut() = added.clone();
                     Ok(Some(Staged {
                         commit,
                         members: existing,
@@ -299,18 +302,22 @@ impl Client {
                 },
                 |tx, provider, group| {
                     let added_now = added_now.borrow();
-                    for u in added_now.iter() {
-                        inbox::mark_announced(tx, &group_id, u)?;
+                    let mut names: Vec<&str> = Vec::new();
+                    for r in added_now.iter() {
+                        inbox::mark_announced(tx, &group_id, r)?;
+                        if r.username != me && !names.contains(&r.username.as_str()) {
+                            names.push(&r.username);
+                        }
                     }
                     let meta = self.meta_content(tx, group, name)?;
                     let ct = mls::encrypt(provider, &self.identity, group, &meta.encode_to_vec())?;
-                    let everyone = group_recipients(tx, group, &me)?;
+                    let everyone = group_recipients(tx, group, &own)?;
                     outbox::enqueue(tx, &ct, &everyone)?;
                     crate::profile::record_event(
                         tx,
                         &group_id,
                         &me,
-                        &format!("you added {}", added_now.join(", ")),
+                        &format!("you added {}", names.join(", ")),
                     )
                 },
             )
@@ -340,6 +347,7 @@ impl Client {
             }
         }
         let me = self.username().to_string();
+        let own = self.identity.identity_key();
         let (_, applied) = self
             .commit_through_ledger(
                 &group_id,
@@ -349,7 +357,7 @@ impl Client {
                         return Ok(None);
                     }
                     // The removed member gets the commit too, so they learn of it.
-                    let members = group_recipients(tx, group, &me)?;
+                    let members = group_recipients(tx, group, &own)?;
                     let commit =
                         mls::stage_remove_members(provider, &self.identity, group, &[member])?;
                     Ok(Some(Staged {
@@ -384,7 +392,7 @@ impl Client {
             let tx = self.profile.write()?;
             let provider = Provider::new(&self.crypto, &tx);
             let (mut group, ct) = self.encrypt_content(&provider, &group_id, &content)?;
-            let recipients = group_recipients(&tx, &group, self.username())?;
+            let recipients = group_recipients(&tx, &group, &self.identity.identity_key())?;
             outbox::enqueue(&tx, &ct, &recipients)?;
             mls::delete_group(&provider, &mut group)?;
             tx.execute(

@@ -121,7 +121,7 @@ impl Client {
                 // receipts stay owed until then.
                 continue;
             }
-            let members = group_recipients(&tx, &group, self.username())?;
+            let members = group_recipients(&tx, &group, &self.identity.identity_key())?;
             let Some(to) = members.iter().find(|r| r.username == author).cloned() else {
                 // The author has left: nobody to tell.
                 continue;

@@ -2,124 +2,129 @@
 //! conversation, fetching members' addresses, safety numbers, and the list of
 //! contacts this profile knows.
 
-use rusqlite::{OptionalExtension, params};
 use umbra_crypto::mls::{self, VerifiedKeyPackage};
 
 use crate::ClientError;
 use crate::account::validate_username;
 use crate::client::{Client, required_group};
 use crate::conn::ServerConn;
-use crate::contacts::{check_identity, contact_address, contact_token};
+use crate::contacts::{accept_listing, account_key, check_member, device_address, device_token};
 use crate::mls_store::Provider;
 use crate::model::Contact;
 use crate::outbox::Recipient;
 
 impl Client {
-    /// Looks up a user's device and claims a key package, checking that the
-    /// key package is theirs and matches the key we pinned for them.
+    /// Looks up a user's devices and claims a key package for each,
+    /// checking that the account key we pinned for them vouches for every
+    /// device, and that each key package is that device's. `except` skips
+    /// one device (our own, when claiming our other devices).
     async fn claim(
         &mut self,
         server: &mut ServerConn,
         username: &str,
-    ) -> Result<(VerifiedKeyPackage, Recipient), ClientError> {
+        except: Option<&[u8]>,
+    ) -> Result<Vec<(VerifiedKeyPackage, Recipient)>, ClientError> {
         validate_username(username)?;
-        if username == self.username() {
-            return Err(ClientError::Invalid(
-                "you cannot start a conversation with yourself".into(),
+        let listing = server.fetch_devices(username, true).await?;
+        let devices = accept_listing(self.profile.conn(), username, &listing)?;
+        let business = listing.business;
+        let mut out = Vec::with_capacity(devices.len());
+        for device in devices {
+            let keys = device.keys.unwrap_or_default();
+            if except == Some(keys.identity_key.as_slice()) {
+                continue;
+            }
+            let kp = mls::verify_key_package(
+                &Provider::new(&self.crypto, self.profile.conn()),
+                &device.key_package,
+            )?;
+            if kp.member.username != username || kp.member.identity_key != keys.identity_key {
+                return Err(ClientError::Protocol(format!(
+                    "the server handed out a key package that does not belong to `{username}`"
+                )));
+            }
+            let certified = check_member(self.profile.conn(), &kp.member)?;
+            if certified.sealing_key.as_slice() != keys.sealing_key.as_slice() {
+                return Err(ClientError::Unvouched(username.to_string()));
+            }
+            let token = device_token(self.profile.conn(), username, &keys.identity_key)?;
+            out.push((
+                kp,
+                Recipient {
+                    username: username.to_string(),
+                    identity_key: keys.identity_key,
+                    mailbox_id: device.mailbox_id,
+                    sealing_key: certified.sealing_key,
+                    delivery_token: token,
+                },
             ));
         }
-        let devices = server.fetch_devices(username, true).await?;
-        let business = devices.business;
-        let device = devices
-            .devices
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::UnknownUser(username.to_string()))?;
-        let keys = device.keys.unwrap_or_default();
-        let kp = mls::verify_key_package(
-            &Provider::new(&self.crypto, self.profile.conn()),
-            &device.key_package,
-        )?;
-        if kp.member.username != username || kp.member.identity_key != keys.identity_key {
-            return Err(ClientError::Protocol(format!(
-                "the server handed out a key package that does not belong to `{username}`"
-            )));
+        if out.is_empty() && except.is_none() {
+            return Err(ClientError::UnknownUser(username.to_string()));
         }
-        check_identity(self.profile.conn(), username, &keys.identity_key)?;
         if let Some(card) = &business
-            && let Err(e) = self.believe_card(username, &keys.identity_key, card)
+            && let Err(e) = self.believe_card(username, card)
         {
             // Before the first message the user learns whom they write to;
             // a card that does not check out is not shown (`umbra business
             // show` says why), and the account counts as a person's.
             tracing::warn!(error = %e, "a business card was refused");
         }
-        let sealing_key: [u8; 32] = keys
-            .sealing_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| ClientError::Protocol("bad sealing key".into()))?;
-        let token = contact_token(self.profile.conn(), username)?;
-        Ok((
-            kp,
-            Recipient {
-                username: username.to_string(),
-                mailbox_id: device.mailbox_id,
-                sealing_key,
-                delivery_token: token,
-            },
-        ))
+        Ok(out)
     }
 
-    /// Claims a key package for each of `members`, over one connection.
+    /// Claims a key package for each device of each of `members`, and of
+    /// our own other devices, over one connection.
     pub(crate) async fn claim_all(
         &mut self,
         members: &[&str],
     ) -> Result<Vec<(VerifiedKeyPackage, Recipient)>, ClientError> {
-        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
-        let mut claimed = Vec::with_capacity(members.len());
         for m in members {
-            claimed.push(self.claim(&mut server, m).await?);
+            if *m == self.username() {
+                return Err(ClientError::Invalid(
+                    "you cannot start a conversation with yourself".into(),
+                ));
+            }
+        }
+        let mut server = ServerConn::open(&self.invite, &self.route()).await?;
+        let mut claimed = Vec::new();
+        for m in members {
+            claimed.extend(self.claim(&mut server, m, None).await?);
+        }
+        if crate::linking::own_device_count(self.profile.conn())? > 1 {
+            let me = self.username().to_string();
+            let own = self.identity.identity_key();
+            claimed.extend(self.claim(&mut server, &me, Some(&own)).await?);
         }
         server.close().await;
         Ok(claimed)
     }
 
-    /// Fetches (anonymously) the address of group members we have none for,
-    /// checking each against the identity key MLS has for them.
+    /// Fetches (anonymously) the addresses of group members' devices we
+    /// have none for, from their accounts' signed device lists.
     pub(crate) async fn ensure_addresses(&mut self, group_id: &[u8]) -> Result<(), ClientError> {
-        let missing: Vec<mls::Member> = {
+        let own = self.identity.identity_key();
+        let missing: Vec<String> = {
             let provider = Provider::new(&self.crypto, self.profile.conn());
             let group = required_group(&provider, group_id)?;
-            mls::members(&group)
-                .into_iter()
-                .filter(|m| m.username != self.username())
-                .filter(|m| {
-                    contact_address(self.profile.conn(), &m.username)
-                        .ok()
-                        .flatten()
-                        .is_none()
-                })
-                .collect()
+            let mut users: Vec<String> = Vec::new();
+            for m in mls::members(&group) {
+                if m.identity_key == own || users.contains(&m.username) {
+                    continue;
+                }
+                if device_address(self.profile.conn(), &m.username, &m.identity_key)?.is_none() {
+                    users.push(m.username);
+                }
+            }
+            users
         };
         if missing.is_empty() {
             return Ok(());
         }
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
-        for member in missing {
-            let devices = server.fetch_devices(&member.username, false).await?;
-            let Some(device) = devices.devices.into_iter().next() else {
-                continue;
-            };
-            let keys = device.keys.unwrap_or_default();
-            if keys.identity_key != member.identity_key {
-                return Err(ClientError::KeyChanged(member.username));
-            }
-            check_identity(self.profile.conn(), &member.username, &keys.identity_key)?;
-            self.profile.conn().execute(
-                "UPDATE contacts SET mailbox_id = ?2, sealing_key = ?3 WHERE username = ?1",
-                params![member.username, device.mailbox_id, keys.sealing_key],
-            )?;
+        for username in missing {
+            let listing = server.fetch_devices(&username, false).await?;
+            accept_listing(self.profile.conn(), &username, &listing)?;
         }
         server.close().await;
         Ok(())
@@ -128,7 +133,10 @@ impl Client {
     /// Everyone we have talked to.
     pub fn contacts(&self) -> Result<Vec<Contact>, ClientError> {
         let mut stmt = self.profile.conn().prepare(
-            "SELECT username, identity_key, verified, delivery_token IS NOT NULL FROM contacts ORDER BY username",
+            "SELECT username, identity_key, verified,
+                 EXISTS (SELECT 1 FROM contact_devices d
+                         WHERE d.username = contacts.username AND d.delivery_token IS NOT NULL)
+             FROM contacts ORDER BY username",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(Contact {
@@ -141,36 +149,24 @@ impl Client {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The safety number with `username`; marks them verified when asked.
+    /// The safety number with `username` (over both accounts' keys, which
+    /// vouch for every device of each); marks them verified when asked.
     pub async fn verify(
         &mut self,
         username: &str,
         mark_verified: bool,
     ) -> Result<String, ClientError> {
-        let mut key: Option<Vec<u8>> = self
-            .profile
-            .conn()
-            .query_row(
-                "SELECT identity_key FROM contacts WHERE username = ?1",
-                [username],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let mut key = account_key(self.profile.conn(), username)?;
         if key.is_none() {
             validate_username(username)?;
             let mut server = ServerConn::open(&self.invite, &self.route()).await?;
-            let devices = server.fetch_devices(username, false).await?;
+            let listing = server.fetch_devices(username, false).await?;
             server.close().await;
-            let k = devices
-                .devices
-                .first()
-                .and_then(|d| d.keys.as_ref())
-                .map(|k| k.identity_key.clone())
-                .ok_or_else(|| ClientError::UnknownUser(username.to_string()))?;
-            check_identity(self.profile.conn(), username, &k)?;
-            key = Some(k);
+            accept_listing(self.profile.conn(), username, &listing)?;
+            key = account_key(self.profile.conn(), username)?;
         }
-        let key = key.unwrap_or_default();
+        let key = key.ok_or_else(|| ClientError::UnknownUser(username.to_string()))?;
+        let own = account_key(self.profile.conn(), self.username())?.unwrap_or_default();
         if mark_verified {
             self.profile.conn().execute(
                 "UPDATE contacts SET verified = 1 WHERE username = ?1",
@@ -179,7 +175,7 @@ impl Client {
         }
         Ok(umbra_crypto::safety::safety_number(
             self.username(),
-            &self.identity.identity_key(),
+            &own,
             username,
             &key,
         ))

@@ -85,12 +85,18 @@ pub enum ClientError {
     /// A group with that name already exists.
     #[error("a conversation named `{0}` already exists: choose another name")]
     ConversationExists(String),
-    /// A contact's identity key differs from the one first seen.
+    /// A contact's account key differs from the one first seen.
     #[error(
-        "the identity key of `{0}` has changed since you first talked: this can be a new device \
-         or an attack. Compare safety numbers with `umbra verify {0}` in person before trusting it"
+        "the account key of `{0}` has changed since you first talked: they made a new account, or \
+         this is an attack. Compare safety numbers with `umbra verify {0}` in person before trusting it"
     )]
     KeyChanged(String),
+    /// A device presented as a user's was not signed by their account key.
+    #[error(
+        "a device presented as `{0}`'s is not signed by their account key: it was refused (a \
+         forged device, or an account made by an older Umbra)"
+    )]
+    Unvouched(String),
     /// The server answered something that does not fit the protocol.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),

@@ -336,11 +336,11 @@ pub(crate) fn align_own_leaf(
     if umbra_crypto::mls::own_hosting(group).as_deref() == Some(statement.as_slice()) {
         return Ok(false);
     }
-    let me = identity.username();
-    let recipients = crate::contacts::group_recipients(conn, group, me)?;
+    let own = identity.identity_key();
+    let recipients = crate::contacts::group_recipients(conn, group, &own)?;
     let others = umbra_crypto::mls::members(group)
         .iter()
-        .filter(|m| m.username != me)
+        .filter(|m| m.identity_key != own)
         .count();
     if recipients.len() < others {
         return Ok(false);

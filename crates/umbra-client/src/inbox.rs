@@ -23,9 +23,10 @@ use crate::blocking::is_blocked;
 use crate::calls::group_signal::{self, GroupSignal};
 use crate::calls::records::{self, Ended, Outcome};
 use crate::calls::signal::Signal;
-use crate::contacts::{check_identity, group_recipients};
+use crate::contacts::{check_member, group_recipients, learn_mailbox, save_sender_address};
 use crate::mls_store::Provider;
 use crate::model::Event;
+use crate::outbox::Recipient;
 use crate::profile::Profile;
 use crate::{ClientError, now_ms, outbox, receipts};
 use crate::{business, hosting};
@@ -186,20 +187,24 @@ fn join(
 ) -> Result<Vec<Event>, ClientError> {
     let provider = Provider::new(ctx.crypto, conn);
     let (group, sender) = mls::join(&provider, welcome)?;
-    check_identity(conn, &sender.username, &sender.identity_key)?;
+    check_member(conn, &sender)?;
     let members = mls::members(&group);
+    let own = ctx.identity.identity_key();
+    let me = ctx.identity.username();
+    let mut others: Vec<String> = Vec::new();
     for m in &members {
-        if m.username != ctx.identity.username() {
-            check_identity(conn, &m.username, &m.identity_key)?;
+        if m.identity_key != own {
+            check_member(conn, m)?;
+        }
+        if m.username != me && !others.contains(&m.username) {
+            others.push(m.username.clone());
         }
     }
     let group_id = mls::group_id(&group);
-    let (kind, name, peer) = if members.len() == 2 {
-        (
-            "direct",
-            sender.username.clone(),
-            Some(sender.username.clone()),
-        )
+    // A 1:1 chat is a group of two accounts (each with all its devices);
+    // our own device that adds us to one names the other account.
+    let (kind, name, peer) = if others.len() == 1 {
+        ("direct", others[0].clone(), Some(others[0].clone()))
     } else {
         (
             "group",
@@ -221,7 +226,11 @@ fn join(
         // nothing shown.
         return Ok(Vec::new());
     }
-    let text = format!("{} started a conversation with you", sender.username);
+    let text = if sender.username == me {
+        format!("your conversation with {name}, from your other device")
+    } else {
+        format!("{} started a conversation with you", sender.username)
+    };
     crate::profile::record_event(conn, &group_id, &sender.username, &text)?;
     // What the business's leaf says of who reads the chat comes with its
     // first message, which carries its card: the line can then name it.
@@ -287,20 +296,27 @@ fn group_message(
     let mut events = Vec::new();
     match processed {
         Processed::Application { sender, data } => {
-            check_identity(conn, &sender.username, &sender.identity_key)?;
+            check_member(conn, &sender)?;
             let content = Content::decode(data.as_slice())
                 .map_err(|e| ClientError::Protocol(format!("malformed content: {e}")))?;
             if let Some(addr) = &content.sender {
-                if addr.username != sender.username {
+                if addr.username != sender.username
+                    || (!addr.identity_key.is_empty() && addr.identity_key != sender.identity_key)
+                {
                     return Err(ClientError::Protocol("content names another sender".into()));
                 }
-                let token = (!addr.delivery_token.is_empty()).then(|| addr.delivery_token.clone());
-                conn.execute(
-                    "UPDATE contacts SET mailbox_id = ?2, sealing_key = ?3,
-                     delivery_token = COALESCE(?4, delivery_token) WHERE username = ?1",
-                    params![sender.username, addr.mailbox_id, addr.sealing_key, token],
+                let token =
+                    (!addr.delivery_token.is_empty()).then_some(addr.delivery_token.as_slice());
+                save_sender_address(
+                    conn,
+                    &sender.username,
+                    &sender.identity_key,
+                    &addr.mailbox_id,
+                    token,
                 )?;
             }
+            // Another device of this account: what it sent is ours.
+            let from_self = sender.username == me;
             let blocked = is_blocked(conn, &sender.username)?;
             let card_seen = !content.business_card.is_empty() && !blocked;
             if card_seen {
@@ -327,6 +343,29 @@ fn group_message(
                     | content::Body::GroupCall(_)
                     | content::Body::Receipt(_),
                 ) if blocked => {}
+                // Our own other devices neither call nor send us receipts.
+                Some(
+                    content::Body::Call(_)
+                    | content::Body::GroupCall(_)
+                    | content::Body::Receipt(_),
+                ) if from_self => {}
+                Some(content::Body::Text(text)) if from_self => {
+                    let inserted = conn.execute(
+                        "INSERT OR IGNORE INTO history (group_id, message_id, sender, body, kind, sent_ms, received_ms, outgoing, read)
+                         VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?6, 1, 1)",
+                        params![group_id, content.message_id, me, text, content.sent_at_ms as i64, now_ms() as i64],
+                    )?;
+                    if inserted == 1 {
+                        events.push(Event::Message {
+                            conversation: name.clone(),
+                            sender: me.to_string(),
+                            text,
+                            sent_ms: content.sent_at_ms,
+                            business: None,
+                            hosting: None,
+                        });
+                    }
+                }
                 Some(content::Body::Receipt(r)) => {
                     let moved = receipts::received(conn, group_id, &sender.username, &r)?;
                     if !moved.is_empty() {
@@ -372,17 +411,16 @@ fn group_message(
                 }
                 Some(content::Body::Meta(meta)) => {
                     let members = mls::members(&group);
+                    let own = ctx.identity.identity_key();
                     for addr in meta.members {
-                        if let Some(m) = members.iter().find(|m| m.username == addr.username) {
-                            if m.username == me {
+                        if let Some(m) = members.iter().find(|m| {
+                            m.username == addr.username && m.identity_key == addr.identity_key
+                        }) {
+                            if m.identity_key == own {
                                 continue;
                             }
-                            check_identity(conn, &m.username, &m.identity_key)?;
-                            conn.execute(
-                                "UPDATE contacts SET mailbox_id = COALESCE(mailbox_id, ?2),
-                                 sealing_key = COALESCE(sealing_key, ?3) WHERE username = ?1",
-                                params![addr.username, addr.mailbox_id, addr.sealing_key],
-                            )?;
+                            check_member(conn, m)?;
+                            learn_mailbox(conn, &m.username, &m.identity_key, &addr.mailbox_id)?;
                         }
                     }
                     announce(conn, ctx, &provider, &mut group, group_id)?;
@@ -395,8 +433,11 @@ fn group_message(
                             "UPDATE conversations SET kind = 'group', name = ?2, peer = NULL WHERE group_id = ?1",
                             params![group_id, new_name],
                         )?;
-                        let text =
-                            format!("{} added you to the group `{new_name}`", sender.username);
+                        let text = if from_self {
+                            format!("your other device added this one to the group `{new_name}`")
+                        } else {
+                            format!("{} added you to the group `{new_name}`", sender.username)
+                        };
                         crate::profile::record_event(conn, group_id, &sender.username, &text)?;
                         events.push(Event::Info {
                             conversation: new_name.clone(),
@@ -437,22 +478,27 @@ fn group_message(
                         .into_iter()
                         .filter(|(_, u)| *u != sender.username)
                         .min_by_key(|(i, _)| *i);
-                    if committer.map(|(_, u)| u == me).unwrap_or(false)
+                    if committer
+                        .map(|(i, _)| i == mls::own_leaf_index(&group))
+                        .unwrap_or(false)
                         && !mls::has_own_commit(&group)
                     {
                         // Through the epoch ledger: held until the server
                         // says this commit has the epoch (settled by the
                         // command's next contact with the server).
-                        let members: Vec<_> = group_recipients(conn, &group, me)?
-                            .into_iter()
-                            .filter(|r| r.username != sender.username)
-                            .collect();
+                        let members: Vec<_> =
+                            group_recipients(conn, &group, &ctx.identity.identity_key())?
+                                .into_iter()
+                                .filter(|r| r.identity_key != sender.identity_key)
+                                .collect();
                         let tag = crate::ledger::epoch_tag(&provider, &group)?;
-                        let commit = mls::stage_remove_members(
+                        // The device that left (the account's other devices
+                        // stay until they leave too).
+                        let commit = mls::stage_remove_devices(
                             &provider,
                             ctx.identity,
                             &mut group,
-                            &[sender.username.as_str()],
+                            std::slice::from_ref(&sender.identity_key),
                         )?;
                         let staged = crate::ledger::Staged {
                             commit,
@@ -472,21 +518,13 @@ fn group_message(
             we_were_removed,
         } => {
             for m in &added {
-                if m.username != me {
-                    check_identity(conn, &m.username, &m.identity_key)?;
+                if m.identity_key != ctx.identity.identity_key() {
+                    check_member(conn, m)?;
                 }
             }
             let mut changes = Vec::new();
-            if !added.is_empty() {
-                changes.push(format!(
-                    "{} added {}",
-                    sender.username,
-                    added
-                        .iter()
-                        .map(|m| m.username.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+            if let Some(text) = membership_line(&sender.username, "added", "linked", &added) {
+                changes.push(text);
             }
             if we_were_removed {
                 changes.push(format!("{} removed you", sender.username));
@@ -495,12 +533,10 @@ fn group_message(
                     "UPDATE conversations SET active = 0 WHERE group_id = ?1",
                     [group_id],
                 )?;
-            } else if !removed.is_empty() {
-                changes.push(format!(
-                    "{} removed {}",
-                    sender.username,
-                    removed.join(", ")
-                ));
+            } else if let Some(text) =
+                membership_line(&sender.username, "removed", "unlinked", &removed)
+            {
+                changes.push(text);
             }
             for text in changes {
                 crate::profile::record_event(conn, group_id, &sender.username, &text)?;
@@ -517,6 +553,35 @@ fn group_message(
         Processed::Ignored => {}
     }
     Ok(events)
+}
+
+/// "alice added bob, carol", or "alice linked a new device" when the devices
+/// are the committer's own (`verb` / `own_verb`); `None` when nobody.
+fn membership_line(
+    committer: &str,
+    verb: &str,
+    own_verb: &str,
+    members: &[mls::Member],
+) -> Option<String> {
+    let mut users: Vec<&str> = Vec::new();
+    let mut own = 0;
+    for m in members {
+        if m.username == committer {
+            own += 1;
+        } else if !users.contains(&m.username.as_str()) {
+            users.push(&m.username);
+        }
+    }
+    let mut parts = Vec::new();
+    if !users.is_empty() {
+        parts.push(format!("{committer} {verb} {}", users.join(", ")));
+    }
+    match own {
+        0 => {}
+        1 => parts.push(format!("{committer} {own_verb} a device")),
+        n => parts.push(format!("{committer} {own_verb} {n} devices")),
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// A business's card on a message: checked against the sender MLS
@@ -643,12 +708,11 @@ fn announce<P: openmls_traits::OpenMlsProvider>(
     group: &mut openmls::prelude::MlsGroup,
     group_id: &[u8],
 ) -> Result<(), ClientError> {
-    let me = ctx.identity.username();
     let mut recipients = Vec::new();
-    for r in group_recipients(conn, group, me)? {
+    for r in group_recipients(conn, group, &ctx.identity.identity_key())? {
         let done: bool = conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM announced WHERE group_id = ?1 AND username = ?2)",
-            params![group_id, r.username],
+            params![group_id, announced_as(&r)],
             |row| row.get(0),
         )?;
         if !done {
@@ -671,20 +735,26 @@ fn announce<P: openmls_traits::OpenMlsProvider>(
     let ct = mls::encrypt(provider, ctx.identity, group, &content.encode_to_vec())?;
     outbox::enqueue(conn, &ct, &recipients)?;
     for r in &recipients {
-        mark_announced(conn, group_id, &r.username)?;
+        mark_announced(conn, group_id, r)?;
     }
     Ok(())
 }
 
-/// Records that `username` has our delivery token for this conversation.
+/// How `announced` names a device: its user and identity key.
+fn announced_as(r: &Recipient) -> String {
+    format!("{}/{}", r.username, hex::encode(&r.identity_key))
+}
+
+/// Records that the device `r` has our delivery token for this
+/// conversation.
 pub fn mark_announced(
     conn: &Connection,
     group_id: &[u8],
-    username: &str,
+    r: &Recipient,
 ) -> Result<(), ClientError> {
     conn.execute(
         "INSERT OR IGNORE INTO announced (group_id, username) VALUES (?1, ?2)",
-        params![group_id, username],
+        params![group_id, announced_as(r)],
     )?;
     Ok(())
 }

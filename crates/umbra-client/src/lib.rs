@@ -11,7 +11,9 @@
 //! - [`outbox`]: sealed envelopes waiting to be sent; written in the same
 //!   transaction as the MLS operation that produced them, deleted once the
 //!   server accepted them, so a crash never loses or forks a message.
-//! - [`contacts`]: the address book (pinned identity keys, addresses, tokens).
+//! - [`contacts`]: the address book (pinned account keys, the devices they
+//!   vouch for, their addresses and tokens).
+//! - [`linking`]: this account's own devices (account key, certificate, list).
 //! - [`inbox`]: applying received envelopes exactly once.
 //! - [`client`]: the [`Client`] (a registered profile) and what its
 //!   operations share; the operations themselves, one module each:
@@ -56,6 +58,7 @@ pub mod hosting;
 pub mod inbox;
 pub mod journal;
 pub mod ledger;
+pub mod linking;
 pub mod mls_store;
 pub mod model;
 pub mod outbox;

@@ -46,6 +46,8 @@ fn max_envelope(conn: &Connection) -> Result<usize, ClientError> {
 pub struct Recipient {
     /// For messages to the user only.
     pub username: String,
+    /// Which of the user's devices.
+    pub identity_key: Vec<u8>,
     /// The device mailbox.
     pub mailbox_id: Vec<u8>,
     /// The device sealing key.

@@ -168,6 +168,24 @@ impl Profile {
                  commit_msg BLOB NOT NULL
              )",
         )?;
+        // Linked devices: `contacts.identity_key` is the account key; the
+        // devices it vouches for, with their addresses, are here.
+        add_column(
+            &conn,
+            "contacts",
+            "list_version",
+            "INTEGER NOT NULL DEFAULT 0",
+        )?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS contact_devices (
+                 username TEXT NOT NULL,
+                 identity_key BLOB NOT NULL,
+                 sealing_key BLOB NOT NULL,
+                 mailbox_id BLOB,
+                 delivery_token BLOB,
+                 PRIMARY KEY (username, identity_key)
+             ) WITHOUT ROWID",
+        )?;
         mls_store::migrate(&mut conn)?;
         Ok(Self {
             dir: dir.to_path_buf(),

@@ -19,6 +19,9 @@ pub struct Identity {
     username: String,
     signer: SignatureKeyPair,
     sealing: StaticSecret,
+    /// What the account key says of this device (an encoded
+    /// `CertifiedDevice`), carried in every leaf of the device.
+    certificate: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -44,6 +47,7 @@ impl Identity {
             username: username.to_string(),
             signer,
             sealing: StaticSecret::random_from_rng(OsRng),
+            certificate: None,
         })
     }
 
@@ -58,6 +62,7 @@ impl Identity {
             username: username.to_string(),
             signer,
             sealing: StaticSecret::from(secrets.sealing_private),
+            certificate: None,
         })
     }
 
@@ -70,6 +75,16 @@ impl Identity {
                 .map_err(|_| CryptoError::InvalidKey)?,
             sealing_private: self.sealing.to_bytes(),
         })
+    }
+
+    /// Gives the device the certificate its account key signed for it.
+    pub fn set_certificate(&mut self, certificate: Vec<u8>) {
+        self.certificate = Some(certificate);
+    }
+
+    /// The device's certificate, once it has one.
+    pub fn certificate(&self) -> Option<&[u8]> {
+        self.certificate.as_deref()
     }
 
     /// The account name.
@@ -110,5 +125,56 @@ impl Identity {
             credential: BasicCredential::new(self.username.as_bytes().to_vec()).into(),
             signature_key: self.signer.public().into(),
         }
+    }
+}
+
+/// An account's key: Ed25519, held by the device that created the account.
+/// It signs each device's certificate and the account's device list, so a
+/// device it did not sign is never taken for the account's.
+pub struct AccountKey {
+    signer: SignatureKeyPair,
+}
+
+impl std::fmt::Debug for AccountKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountKey").finish_non_exhaustive()
+    }
+}
+
+impl AccountKey {
+    /// A fresh key.
+    pub fn generate() -> Result<Self, CryptoError> {
+        let signer = SignatureKeyPair::new(SignatureScheme::ED25519)
+            .map_err(|e| CryptoError::Group(format!("key generation failed: {e:?}")))?;
+        Ok(Self { signer })
+    }
+
+    /// Rebuilds the key from [`AccountKey::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let signer =
+            SignatureKeyPair::tls_deserialize_exact(bytes).map_err(|_| CryptoError::InvalidKey)?;
+        if signer.signature_scheme() != SignatureScheme::ED25519 || signer.public().len() != 32 {
+            return Err(CryptoError::InvalidKey);
+        }
+        Ok(Self { signer })
+    }
+
+    /// The key pair, serialized, for the device's own storage.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CryptoError> {
+        self.signer
+            .tls_serialize_detached()
+            .map_err(|_| CryptoError::InvalidKey)
+    }
+
+    /// The public key (32 bytes).
+    pub fn public(&self) -> Vec<u8> {
+        self.signer.public().to_vec()
+    }
+
+    /// Signs `message` (plain Ed25519).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.signer
+            .sign(message)
+            .map_err(|e| CryptoError::Group(format!("signing failed: {e:?}")))
     }
 }

@@ -1,6 +1,7 @@
 //! Umbra's end-to-end cryptography, with no I/O and no clock.
 //!
-//! - [`identity`]: a device's keys — the Ed25519 identity key that signs MLS
+//! - [`identity`]: the account key that vouches for its devices, and a
+//!   device's keys — the Ed25519 identity key that signs MLS
 //!   credentials and logins, and the X25519 sealing key envelopes are sealed to.
 //! - [`seal`]: sealed envelopes, so the server sees neither content nor sender.
 //! - [`mls`]: conversations as MLS groups (RFC 9420, via openmls): a 1:1 chat
@@ -16,4 +17,4 @@ pub mod safety;
 pub mod seal;
 
 pub use error::CryptoError;
-pub use identity::Identity;
+pub use identity::{AccountKey, Identity};

@@ -9,7 +9,10 @@
 //! one storage transaction.
 //!
 //! A member's credential is its username; its signature key is its device
-//! identity key, which the caller checks against what it pinned. A
+//! identity key. Each device is a member of its own (one leaf per device), and
+//! its leaf carries its certificate (extension [`CERTIFICATE_EXTENSION`],
+//! opaque here): what the account key says of the device, which the caller
+//! checks against the account key it pinned. A
 //! business's device also carries its hosting statement in its leaf (an
 //! extension of type `umbra_wire::hosting::EXTENSION_TYPE`, opaque here),
 //! which the caller checks; every leaf lists that type among its
@@ -34,6 +37,9 @@ const PAST_EPOCHS: usize = 5;
 
 /// The leaf node extension type of a business's hosting statement.
 pub const HOSTING_EXTENSION: u16 = 0xF0B1;
+/// The leaf node extension type of a device's certificate (what its
+/// account key says of it; `umbra_wire::devices::CERTIFICATE_EXTENSION`).
+pub const CERTIFICATE_EXTENSION: u16 = 0xF0B2;
 
 /// A group member as the application sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +50,8 @@ pub struct Member {
     pub identity_key: Vec<u8>,
     /// The hosting statement its leaf carries, unchecked (businesses only).
     pub hosting: Option<Vec<u8>>,
+    /// The device certificate its leaf carries, unchecked.
+    pub certificate: Option<Vec<u8>>,
 }
 
 impl Member {
@@ -63,18 +71,27 @@ fn member_from(credential: &Credential, key: &[u8]) -> Result<Member, CryptoErro
         username,
         identity_key: key.to_vec(),
         hosting: None,
+        certificate: None,
     })
 }
 
-/// The member a leaf node stands for, with its hosting statement.
+/// The member a leaf node stands for, with its hosting statement and
+/// certificate.
 fn member_of_leaf(leaf: &LeafNode) -> Result<Member, CryptoError> {
     let mut m = member_from(leaf.credential(), leaf.signature_key().as_slice())?;
     m.hosting = hosting_of(leaf.extensions());
+    m.certificate = certificate_of(leaf.extensions());
     Ok(m)
 }
 
 fn hosting_of(extensions: &Extensions<LeafNode>) -> Option<Vec<u8>> {
     extensions.unknown(HOSTING_EXTENSION).map(|u| u.0.clone())
+}
+
+fn certificate_of(extensions: &Extensions<LeafNode>) -> Option<Vec<u8>> {
+    extensions
+        .unknown(CERTIFICATE_EXTENSION)
+        .map(|u| u.0.clone())
 }
 
 /// What every Umbra leaf says it supports: our ciphersuite, last-resort key
@@ -86,29 +103,42 @@ fn capabilities() -> Capabilities {
         Some(&[
             ExtensionType::LastResort,
             ExtensionType::Unknown(HOSTING_EXTENSION),
+            ExtensionType::Unknown(CERTIFICATE_EXTENSION),
         ]),
         None,
         None,
     )
 }
 
-/// The leaf extensions carrying `hosting`, if any.
-fn leaf_extensions(hosting: Option<&[u8]>) -> Result<Extensions<LeafNode>, CryptoError> {
-    match hosting {
-        None => Ok(Extensions::default()),
-        Some(h) => Extensions::single(Extension::Unknown(
+/// The leaf extensions: the device's certificate, and `hosting` if any.
+fn leaf_extensions(
+    id: &Identity,
+    hosting: Option<&[u8]>,
+) -> Result<Extensions<LeafNode>, CryptoError> {
+    let mut all = Vec::new();
+    if let Some(c) = id.certificate() {
+        all.push(Extension::Unknown(
+            CERTIFICATE_EXTENSION,
+            UnknownExtension(c.to_vec()),
+        ));
+    }
+    if let Some(h) = hosting {
+        all.push(Extension::Unknown(
             HOSTING_EXTENSION,
             UnknownExtension(h.to_vec()),
-        ))
-        .map_err(err),
+        ));
     }
+    Extensions::from_vec(all).map_err(err)
 }
 
 fn err<E: std::fmt::Debug>(e: E) -> CryptoError {
     CryptoError::Group(format!("{e:?}"))
 }
 
-fn create_config(hosting: Option<&[u8]>) -> Result<MlsGroupCreateConfig, CryptoError> {
+fn create_config(
+    id: &Identity,
+    hosting: Option<&[u8]>,
+) -> Result<MlsGroupCreateConfig, CryptoError> {
     Ok(MlsGroupCreateConfig::builder()
         .ciphersuite(CIPHERSUITE)
         .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
@@ -116,7 +146,7 @@ fn create_config(hosting: Option<&[u8]>) -> Result<MlsGroupCreateConfig, CryptoE
         .padding_size(PADDING)
         .max_past_epochs(PAST_EPOCHS)
         .capabilities(capabilities())
-        .with_leaf_node_extensions(leaf_extensions(hosting)?)
+        .with_leaf_node_extensions(leaf_extensions(id, hosting)?)
         .map_err(err)?
         .build())
 }
@@ -143,7 +173,7 @@ pub fn new_key_package<P: OpenMlsProvider>(
     // or a key package carrying it fails verification.
     let mut builder = KeyPackage::builder()
         .leaf_node_capabilities(capabilities())
-        .leaf_node_extensions(leaf_extensions(hosting)?);
+        .leaf_node_extensions(leaf_extensions(id, hosting)?);
     if last_resort {
         builder = builder.mark_as_last_resort();
     }
@@ -196,7 +226,7 @@ pub fn create_group<P: OpenMlsProvider>(
     MlsGroup::new(
         provider,
         id.signer(),
-        &create_config(hosting)?,
+        &create_config(id, hosting)?,
         id.credential_with_key(),
     )
     .map_err(err)
@@ -217,10 +247,10 @@ pub fn members(group: &MlsGroup) -> Vec<Member> {
         .members()
         .filter_map(|m| {
             let mut member = member_from(&m.credential, &m.signature_key).ok()?;
-            member.hosting = group
-                .public_group()
-                .leaf(m.index)
-                .and_then(|leaf| hosting_of(leaf.extensions()));
+            if let Some(leaf) = group.public_group().leaf(m.index) {
+                member.hosting = hosting_of(leaf.extensions());
+                member.certificate = certificate_of(leaf.extensions());
+            }
             Some(member)
         })
         .collect()
@@ -257,7 +287,7 @@ pub fn stage_update_own_leaf<P: OpenMlsProvider>(
 ) -> Result<Commit, CryptoError> {
     let params = LeafNodeParameters::builder()
         .with_capabilities(capabilities())
-        .with_extensions(leaf_extensions(hosting)?)
+        .with_extensions(leaf_extensions(id, hosting)?)
         .build();
     let bundle = group
         .self_update(provider, id.signer(), params)
@@ -375,13 +405,39 @@ pub fn stage_remove_members<P: OpenMlsProvider>(
         })
         .map(|m| m.index)
         .collect();
+    stage_remove_leaves(provider, id, group, &indices, "member")
+}
+
+/// Removes the devices with these identity keys (whoever's they are),
+/// staged (see [`stage_update_own_leaf`]).
+pub fn stage_remove_devices<P: OpenMlsProvider>(
+    provider: &P,
+    id: &Identity,
+    group: &mut MlsGroup,
+    identity_keys: &[Vec<u8>],
+) -> Result<Commit, CryptoError> {
+    let indices: Vec<LeafNodeIndex> = group
+        .members()
+        .filter(|m| identity_keys.contains(&m.signature_key))
+        .map(|m| m.index)
+        .collect();
+    stage_remove_leaves(provider, id, group, &indices, "device")
+}
+
+fn stage_remove_leaves<P: OpenMlsProvider>(
+    provider: &P,
+    id: &Identity,
+    group: &mut MlsGroup,
+    indices: &[LeafNodeIndex],
+    what: &str,
+) -> Result<Commit, CryptoError> {
     if indices.is_empty() {
-        return Err(CryptoError::Group(
-            "no such member in this conversation".into(),
-        ));
+        return Err(CryptoError::Group(format!(
+            "no such {what} in this conversation"
+        )));
     }
     let (commit, _welcome, _info) = group
-        .remove_members(provider, id.signer(), &indices)
+        .remove_members(provider, id.signer(), indices)
         .map_err(err)?;
     Ok(Commit {
         commit: serialize(&commit)?,
@@ -480,8 +536,8 @@ pub enum Processed {
         sender: Member,
         /// New members.
         added: Vec<Member>,
-        /// Usernames removed.
-        removed: Vec<String>,
+        /// Devices removed.
+        removed: Vec<Member>,
         /// We were removed: the group is no longer usable.
         we_were_removed: bool,
     },
@@ -514,21 +570,26 @@ pub fn process<P: OpenMlsProvider>(
             }
             other => CryptoError::Rejected(format!("{other:?}")),
         })?;
-    let sender = member_from(
-        processed.credential(),
-        group
-            .members()
-            .find(|m| m.credential == *processed.credential())
-            .map(|m| m.signature_key)
-            .unwrap_or_default()
-            .as_slice(),
-    )?;
-    let still_member = members(group).iter().any(|m| m.is(&sender));
-    if epoch < current && !still_member {
-        // Readable with a past epoch's secrets, but its author has been
-        // removed since: not accepted.
-        return Err(CryptoError::WrongEpoch);
-    }
+    // The sender's own leaf (several devices of one account share a
+    // credential, so the leaf index says which). A message from a past
+    // epoch whose author's leaf is gone (or now holds someone else) is
+    // not accepted: its author has been removed since.
+    let sender = match processed.sender() {
+        Sender::Member(index) => group
+            .public_group()
+            .leaf(*index)
+            .filter(|leaf| leaf.credential() == processed.credential())
+            .map(member_of_leaf)
+            .transpose()?,
+        _ => None,
+    };
+    let Some(sender) = sender else {
+        return Err(if epoch < current {
+            CryptoError::WrongEpoch
+        } else {
+            CryptoError::Rejected("sender is not a member".into())
+        });
+    };
     match processed.into_content() {
         ProcessedMessageContent::ApplicationMessage(app) => Ok(Processed::Application {
             sender,
@@ -543,9 +604,9 @@ pub fn process<P: OpenMlsProvider>(
                 .remove_proposals()
                 .filter_map(|p| {
                     group
-                        .member(p.remove_proposal().removed())
-                        .and_then(|c| member_from(c, &[]).ok())
-                        .map(|m| m.username)
+                        .public_group()
+                        .leaf(p.remove_proposal().removed())
+                        .and_then(|leaf| member_of_leaf(leaf).ok())
                 })
                 .collect();
             let we_were_removed = staged.self_removed();

@@ -104,7 +104,13 @@ fn one_to_one_and_group_lifecycle() {
     let stale = mls::encrypt(&bob.provider, &bob.id, &mut gb, b"still here?").expect("enc");
     let c3 = mls::remove_members(&alice.provider, &alice.id, &mut ga, &["bob"]).expect("remove");
     match receive(&carol, &mut gc, &c3.commit).expect("commit") {
-        Processed::Commit { removed, .. } => assert_eq!(removed, vec!["bob".to_string()]),
+        Processed::Commit { removed, .. } => assert_eq!(
+            removed
+                .iter()
+                .map(|m| m.username.as_str())
+                .collect::<Vec<_>>(),
+            vec!["bob"]
+        ),
         other => panic!("{other:?}"),
     }
     match receive(&bob, &mut gb, &c3.commit).expect("commit") {

@@ -51,6 +51,15 @@ pub enum RequestError {
     /// The server cannot take this now.
     #[error("busy: {0}")]
     Busy(&'static str),
+    /// A device list no newer than the stored one.
+    #[error("a newer device list is already stored")]
+    StaleDeviceList,
+    /// A device list naming more devices than an account may have.
+    #[error(
+        "an account may have at most {} devices",
+        umbra_wire::devices::MAX_DEVICES
+    )]
+    TooManyDevices,
 }
 
 impl RequestError {
@@ -67,6 +76,8 @@ impl RequestError {
             Self::EnvelopeTooLarge => ErrorCode::EnvelopeTooLarge,
             Self::RateLimited => ErrorCode::RateLimited,
             Self::NoKeyPackages => ErrorCode::NoKeyPackages,
+            Self::StaleDeviceList => ErrorCode::StaleDeviceList,
+            Self::TooManyDevices => ErrorCode::TooManyDevices,
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Self::Internal => ErrorCode::Internal,
             Self::Busy(_) => ErrorCode::Busy,

@@ -11,6 +11,7 @@
 //! - `requests`: what each request does.
 //! - [`storage`]: the storage thread (group commit through `umbra-store`).
 //! - [`database`]: which store: the SQLite file, or a PostgreSQL database.
+//! - [`devices`]: device lists (linking, unlinking) and link slots.
 //! - [`doctor`]: `umbra server doctor`'s checks.
 //! - [`cluster`]: several nodes on one PostgreSQL database: wake-ups over
 //!   NATS.
@@ -33,6 +34,7 @@ pub mod cluster;
 pub mod config;
 mod connection;
 pub mod database;
+pub mod devices;
 pub mod doctor;
 pub mod error;
 pub mod keyfile;

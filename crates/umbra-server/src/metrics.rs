@@ -16,6 +16,10 @@ pub struct Metrics {
     pub logins: AtomicU64,
     /// Accounts registered.
     pub registrations: AtomicU64,
+    /// Devices linked to an existing account.
+    pub devices_linked: AtomicU64,
+    /// Devices unlinked from their account.
+    pub devices_unlinked: AtomicU64,
     /// Envelopes durably stored.
     pub envelopes_accepted: AtomicU64,
     /// Deliver frames sent.
@@ -98,6 +102,18 @@ impl Metrics {
             "counter",
             "Accounts registered.",
             c(&self.registrations),
+        );
+        put(
+            "umbra_devices_linked_total",
+            "counter",
+            "Devices linked to an existing account.",
+            c(&self.devices_linked),
+        );
+        put(
+            "umbra_devices_unlinked_total",
+            "counter",
+            "Devices unlinked from their account.",
+            c(&self.devices_unlinked),
         );
         put(
             "umbra_envelopes_accepted_total",

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use prost::Message;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -81,6 +82,18 @@ impl Conn {
             Req::SetBusinessCard(c) => self.set_business_card(rid, c).await?,
             Req::ClaimEpoch(c) => self.claim_epoch(rid, c).await?,
             Req::FetchEpoch(f) => self.fetch_epoch(rid, f).await?,
+            Req::UpdateDevices(u) => {
+                let r = self.update_devices(u).await;
+                self.answer(rid, r)?;
+            }
+            Req::PutLinkSlot(p) => {
+                let r = self.put_link_slot(p).await;
+                self.answer(rid, r)?;
+            }
+            Req::TakeLinkSlot(t) => {
+                let r = self.take_link_slot(t).await;
+                self.answer(rid, r)?;
+            }
             Req::GetRelayCredentials(_) => {
                 let r = self.relay_credentials();
                 self.answer(rid, r)?;
@@ -167,6 +180,7 @@ impl Conn {
         if !verify(&identity_key, &signed, &r.signature) {
             return Err(RequestError::BadSignature);
         }
+        let devices = crate::devices::first_list(r.device_list.as_ref(), &r.username, &keys)?;
         for _ in 0..3 {
             let mut device_id = [0u8; 16];
             let mut mailbox_id = [0u8; 16];
@@ -180,10 +194,15 @@ impl Conn {
                 sealing_key,
                 delivery_token_hash: token_hash,
             };
+            let devices = devices.clone();
             match self
                 .ctx
                 .storage
-                .call(|reply| Command::Register { device, reply })
+                .call(|reply| Command::Register {
+                    device,
+                    devices,
+                    reply,
+                })
                 .await
             {
                 Ok(()) => {
@@ -404,11 +423,17 @@ impl Conn {
                 reply,
             },
             move |listing| {
-                let (devices, card) = listing.ok_or(RequestError::UnknownUser)?;
+                let listing = listing.ok_or(RequestError::UnknownUser)?;
                 Ok(Resp::Devices(proto::Devices {
                     username: echo,
-                    business: card.map(|c| crate::business::listed(c, &sign, now_unix())),
-                    devices: devices
+                    business: listing
+                        .card
+                        .map(|c| crate::business::listed(c, &sign, now_unix())),
+                    device_list: listing
+                        .list
+                        .and_then(|l| proto::SignedDeviceList::decode(l.list.as_slice()).ok()),
+                    devices: listing
+                        .devices
                         .into_iter()
                         .map(|d| proto::Device {
                             device_id: d.device.device_id.to_vec(),

@@ -63,6 +63,13 @@ impl MailboxCache {
         }
     }
 
+    /// Forgets a mailbox (its device was unlinked).
+    pub fn remove(&self, mailbox: &MailboxId) {
+        if let Ok(mut m) = self.map.write() {
+            m.remove(mailbox);
+        }
+    }
+
     /// The route of a mailbox.
     pub fn get(&self, mailbox: &MailboxId) -> Option<Route> {
         self.map.read().ok().and_then(|m| m.get(mailbox).copied())
@@ -374,6 +381,17 @@ impl Registry {
     pub fn wake_all(&self) {
         for (_, inbox) in self.main_sessions() {
             inbox.wake();
+        }
+    }
+
+    /// Closes every session of `mailbox` here (its device was unlinked).
+    pub fn disconnect(&self, mailbox: &MailboxId) {
+        let gone = match self.online.lock() {
+            Ok(mut o) => [o.main.remove(mailbox), o.signalling.remove(mailbox)],
+            Err(_) => [None, None],
+        };
+        for inbox in gone.into_iter().flatten() {
+            inbox.mark_replaced();
         }
     }
 

@@ -152,6 +152,7 @@ impl Server {
             registry: Registry::default(),
             metrics,
             budget: IntroductionBudget::new(config.introductions_per_hour),
+            slots: crate::devices::SlotBudget::default(),
             limits: Limits {
                 max_frame_bytes: config.max_frame_bytes,
                 max_envelope_bytes: config.max_envelope_bytes,

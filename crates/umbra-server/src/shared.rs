@@ -28,6 +28,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Introduction budgets.
     pub budget: IntroductionBudget,
+    /// Link slots filled this minute.
+    pub slots: crate::devices::SlotBudget,
     /// Protocol limits.
     pub limits: Limits,
     /// Call relay credentials, when a relay is configured.

@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use umbra_store::{
-    Day, DeviceId, EpochClaim, LiveEnvelope, MailboxEntry, MailboxId, NewDevice, Store, StoreError,
-    StoreTx, StoredCard, StoredEnvelope, UserDevice,
+    AccountDevices, Day, DeviceId, EpochClaim, LiveEnvelope, MailboxEntry, MailboxId, NewDevice,
+    Store, StoreError, StoreTx, StoredCard, StoredEnvelope, UserDevice,
 };
 use umbra_wire::proto::{BusinessCard, BusinessProfile, Verification};
 
@@ -57,6 +57,8 @@ pub enum Refused {
     /// The session was superseded by a later login of the device (on this
     /// node or another): it may neither fetch nor acknowledge.
     Superseded,
+    /// A device list no newer than the stored one.
+    StaleDeviceList,
     /// Storage failed or is shutting down.
     Unavailable,
 }
@@ -71,6 +73,7 @@ fn refused(e: StoreError) -> Refused {
         StoreError::MailboxFull => Refused::MailboxFull,
         StoreError::TooManyKeyPackages { .. } => Refused::TooManyKeyPackages,
         StoreError::NoKeyPackages => Refused::NoKeyPackages,
+        StoreError::StaleDeviceList => Refused::StaleDeviceList,
         other => {
             tracing::error!(error = %other, "storage operation failed");
             Refused::Unavailable
@@ -94,6 +97,17 @@ pub struct LoginInfo {
     pub key_packages_left: u32,
 }
 
+/// A user's devices as FetchDevices hands them out.
+#[derive(Debug)]
+pub struct Listing {
+    /// The devices (with a claimed key package each, when claiming).
+    pub devices: Vec<UserDevice>,
+    /// A business account's card.
+    pub card: Option<StoredCard>,
+    /// The account's signed device list.
+    pub list: Option<AccountDevices>,
+}
+
 /// One storage request.
 #[non_exhaustive]
 pub enum Command {
@@ -101,8 +115,31 @@ pub enum Command {
     Register {
         /// The new device.
         device: NewDevice,
+        /// The account's first device list.
+        devices: AccountDevices,
         /// Answer.
         reply: Reply<()>,
+    },
+    /// An account's latest device list.
+    AccountDevices {
+        /// The account.
+        username: String,
+        /// Answer (`None`: no such account, or one without a key).
+        reply: Reply<Option<AccountDevices>>,
+    },
+    /// Replace an account's device list, link a device, unlink the
+    /// devices the list leaves out.
+    UpdateDevices {
+        /// The account.
+        username: String,
+        /// The new list (already checked against the account key).
+        devices: AccountDevices,
+        /// The device being linked.
+        new_device: Option<NewDevice>,
+        /// Identity keys of the devices the list names.
+        keep: Vec<[u8; 32]>,
+        /// Answer: the unlinked devices and their mailboxes.
+        reply: Reply<Vec<(DeviceId, MailboxId)>>,
     },
     /// Look up a device for login.
     Login {
@@ -125,8 +162,8 @@ pub enum Command {
         username: String,
         /// Claim one key package per device.
         claim: bool,
-        /// Answer (`None`: unknown user), with the card of a business.
-        reply: Reply<Option<(Vec<UserDevice>, Option<StoredCard>)>>,
+        /// Answer (`None`: unknown user).
+        reply: Reply<Option<Listing>>,
     },
     /// Make an account a business account, or replace its card.
     SetCard {
@@ -179,6 +216,22 @@ pub enum Command {
         per_hour: u32,
         /// Answer: held (`false`: the mailbox holds its most already).
         reply: Reply<bool>,
+    },
+    /// Leave data in a link slot (kept where online-only envelopes are).
+    PutSlot {
+        /// The slot's key.
+        key: MailboxId,
+        /// What is left there.
+        data: Vec<u8>,
+        /// Answer: `false` when the slot is taken.
+        reply: Reply<bool>,
+    },
+    /// Take what waits in a link slot.
+    TakeSlot {
+        /// The slot's key.
+        key: MailboxId,
+        /// Answer.
+        reply: Reply<Option<Vec<u8>>>,
     },
     /// Take the online-only envelopes held for a mailbox.
     TakeLive {
@@ -463,6 +516,31 @@ fn spend_introduction(
     }
 }
 
+/// Links and unlinks as [`StoreTx::update_devices`], refusing to link a
+/// second device with the key of one the account already has.
+fn update_devices(
+    tx: &mut dyn StoreTx,
+    username: &str,
+    devices: &AccountDevices,
+    new_device: Option<&NewDevice>,
+    keep: &[[u8; 32]],
+) -> Result<Vec<(DeviceId, MailboxId)>, Refused> {
+    if let Some(d) = new_device {
+        let existing = tx
+            .devices_for_user(username, false)
+            .map_err(refused)?
+            .ok_or(Refused::UnknownUser)?;
+        if existing
+            .iter()
+            .any(|e| e.device.identity_key == d.identity_key)
+        {
+            return Err(Refused::StaleDeviceList);
+        }
+    }
+    tx.update_devices(username, devices, new_device, keep)
+        .map_err(refused)
+}
+
 fn execute(
     tx: &mut dyn StoreTx,
     cmd: Command,
@@ -471,8 +549,12 @@ fn execute(
     sessions: &HashMap<MailboxId, u64>,
 ) -> Finish {
     match cmd {
-        Command::Register { device, reply } => {
-            let r = tx.register(&device, day).map_err(refused);
+        Command::Register {
+            device,
+            devices,
+            reply,
+        } => {
+            let r = tx.register(&device, &devices, day).map_err(refused);
             let entry = MailboxEntry {
                 mailbox_id: device.mailbox_id,
                 device_id: device.device_id,
@@ -500,9 +582,45 @@ fn execute(
         } => {
             let r = tx.devices_for_user(&username, claim).and_then(|d| match d {
                 None => Ok(None),
-                Some(d) => Ok(Some((d, tx.business_card(&username)?))),
+                Some(devices) => Ok(Some(Listing {
+                    devices,
+                    card: tx.business_card(&username)?,
+                    list: tx.account_devices(&username)?,
+                })),
             });
             answer(reply, r.map_err(refused))
+        }
+        Command::AccountDevices { username, reply } => {
+            answer(reply, tx.account_devices(&username).map_err(refused))
+        }
+        Command::UpdateDevices {
+            username,
+            devices,
+            new_device,
+            keep,
+            reply,
+        } => {
+            let r = update_devices(tx, &username, &devices, new_device.as_ref(), &keep);
+            let entry = new_device.map(|d| MailboxEntry {
+                mailbox_id: d.mailbox_id,
+                device_id: d.device_id,
+                delivery_token_hash: d.delivery_token_hash,
+            });
+            Box::new(move |ok, shared: &Shared| {
+                let r = if ok { r } else { Err(Refused::Unavailable) };
+                if let Ok(gone) = &r {
+                    if let Some(entry) = &entry {
+                        shared.cache.insert(entry);
+                        inc(&shared.metrics.devices_linked);
+                    }
+                    for (_, mailbox) in gone {
+                        shared.cache.remove(mailbox);
+                        shared.registry.disconnect(mailbox);
+                        inc(&shared.metrics.devices_unlinked);
+                    }
+                }
+                let _ = reply.send(r);
+            })
         }
         Command::SetCard {
             username,
@@ -572,6 +690,19 @@ fn execute(
                 }
                 let _ = reply.send(r);
             })
+        }
+        Command::PutSlot { key, data, reply } => {
+            let until = now + crate::devices::SLOT_HOLD.as_secs();
+            let r = tx
+                .expire_live(now)
+                .and_then(|_| tx.hold_live(&key, &data, false, now, until, 1));
+            answer(reply, r.map_err(refused))
+        }
+        Command::TakeSlot { key, reply } => {
+            let r = tx
+                .take_live(&key, now)
+                .map(|held| held.into_iter().next().map(|e| e.sealed));
+            answer(reply, r.map_err(refused))
         }
         Command::TakeLive { mailbox_id, reply } => {
             answer(reply, tx.take_live(&mailbox_id, now).map_err(refused))

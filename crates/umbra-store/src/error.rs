@@ -27,6 +27,9 @@ pub enum StoreError {
     /// A claim found a device without any key package, not even a last-resort one.
     #[error("a device has no key packages left")]
     NoKeyPackages,
+    /// A device list no newer than the stored one.
+    #[error("a newer device list is already stored")]
+    StaleDeviceList,
     /// The device would hold more key packages than allowed.
     #[error("too many key packages (at most {max} per device)")]
     TooManyKeyPackages {

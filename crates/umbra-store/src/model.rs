@@ -22,6 +22,19 @@ pub struct NewDevice {
     pub delivery_token_hash: [u8; 32],
 }
 
+/// An account's latest device list, as its account key signed it: opaque
+/// here (the server checks it before it stores it), kept with its version
+/// so that an older list never replaces a newer one, whatever node stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountDevices {
+    /// The account key every list must be signed with.
+    pub account_key: [u8; 32],
+    /// The list's version.
+    pub version: u64,
+    /// The signed list, encoded.
+    pub list: Vec<u8>,
+}
+
 /// A stored device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRecord {

@@ -1,8 +1,8 @@
 //! The storage interface the server is written against.
 
 use crate::model::{
-    DeviceId, DeviceRecord, EnvelopeAck, EpochClaim, LiveEnvelope, MailboxEntry, MailboxId,
-    NewDevice, NewEnvelope, StoredCard, StoredEnvelope, UserDevice,
+    AccountDevices, DeviceId, DeviceRecord, EnvelopeAck, EpochClaim, LiveEnvelope, MailboxEntry,
+    MailboxId, NewDevice, NewEnvelope, StoredCard, StoredEnvelope, UserDevice,
 };
 use crate::{Day, StoreError};
 
@@ -93,9 +93,33 @@ pub trait StoreTx {
     /// returns how many.
     fn expire_live(&mut self, now_secs: u64) -> Result<u64, StoreError>;
 
-    /// Creates an account with its first device. [`StoreError::UsernameTaken`]
-    /// if the name exists, [`StoreError::IdCollision`] if an id does.
-    fn register(&mut self, device: &NewDevice, today: Day) -> Result<(), StoreError>;
+    /// Creates an account with its first device and its first device list.
+    /// [`StoreError::UsernameTaken`] if the name exists,
+    /// [`StoreError::IdCollision`] if an id does.
+    fn register(
+        &mut self,
+        device: &NewDevice,
+        devices: &AccountDevices,
+        today: Day,
+    ) -> Result<(), StoreError>;
+
+    /// The account's latest device list (`None`: no such account, or one
+    /// made before accounts had keys).
+    fn account_devices(&mut self, username: &str) -> Result<Option<AccountDevices>, StoreError>;
+
+    /// Replaces the account's device list with `devices`, which must be
+    /// newer than the stored one ([`StoreError::StaleDeviceList`]; of two
+    /// nodes storing the same version at once, one wins), links
+    /// `new_device`, and unlinks every device of the account whose identity
+    /// key is not in `keep` (its key packages and envelopes go with it).
+    /// Returns the unlinked devices and their mailboxes.
+    fn update_devices(
+        &mut self,
+        username: &str,
+        devices: &AccountDevices,
+        new_device: Option<&NewDevice>,
+        keep: &[[u8; 32]],
+    ) -> Result<Vec<(DeviceId, MailboxId)>, StoreError>;
 
     /// The device with this id.
     fn device(&mut self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;

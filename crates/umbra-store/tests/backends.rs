@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::device;
+use common::{device, list};
 use umbra_store::pgtest::Cluster;
 use umbra_store::{
-    Day, EnvelopeAck, EpochClaim, Limits, NewEnvelope, PgStore, SqliteStore, Store, StoreError,
+    AccountDevices, Day, EnvelopeAck, EpochClaim, Limits, NewEnvelope, PgStore, SqliteStore, Store,
+    StoreError,
 };
 
 const TODAY: Day = Day(20_000);
@@ -52,14 +53,15 @@ fn register_and_look_up_survives_reopen(open: Open<'_>) {
     {
         let mut s = open();
         with_tx(&mut s, |tx| {
-            tx.register(&device("alice", 1), TODAY).expect("register");
+            tx.register(&device("alice", 1), &list(1), TODAY)
+                .expect("register");
             assert!(matches!(
-                tx.register(&device("alice", 2), TODAY),
+                tx.register(&device("alice", 2), &list(2), TODAY),
                 Err(StoreError::UsernameTaken)
             ));
             // Same device id under another name: collision, and no half-made account.
             assert!(matches!(
-                tx.register(&device("bob", 1), TODAY),
+                tx.register(&device("bob", 1), &list(1), TODAY),
                 Err(StoreError::IdCollision)
             ));
             assert!(tx.devices_for_user("bob", false).expect("lookup").is_none());
@@ -88,10 +90,87 @@ fn register_and_look_up_survives_reopen(open: Open<'_>) {
     });
 }
 
+fn devices_linked_and_unlinked(open: Open<'_>) {
+    let listed = |version: u64| AccountDevices {
+        version,
+        list: vec![version as u8; 3],
+        ..list(1)
+    };
+    {
+        let mut s = open();
+        with_tx(&mut s, |tx| {
+            tx.register(&device("alice", 1), &list(1), TODAY)
+                .expect("register");
+            assert_eq!(tx.account_devices("alice").expect("list"), Some(list(1)));
+            let gone = tx
+                .update_devices(
+                    "alice",
+                    &listed(2),
+                    Some(&device("alice", 2)),
+                    &[[1; 32], [2; 32]],
+                )
+                .expect("link");
+            assert!(gone.is_empty());
+            tx.store_envelope(&[102; 16], b"to the new device", false, TODAY)
+                .expect("store");
+            // The same version again, or an older one: refused, nothing changed.
+            for v in [1, 2] {
+                assert!(matches!(
+                    tx.update_devices("alice", &listed(v), Some(&device("alice", 3)), &[[1; 32]]),
+                    Err(StoreError::StaleDeviceList)
+                ));
+            }
+            assert!(matches!(
+                tx.update_devices("nobody", &listed(5), None, &[[1; 32]]),
+                Err(StoreError::UnknownUser)
+            ));
+        });
+    }
+    let mut s = open();
+    with_tx(&mut s, |tx| {
+        let devs = tx
+            .devices_for_user("alice", false)
+            .expect("lookup")
+            .expect("user");
+        assert_eq!(devs.len(), 2);
+        assert_eq!(tx.account_devices("alice").expect("list"), Some(listed(2)));
+        assert_eq!(tx.envelope_count().expect("count"), 1);
+        let gone = tx
+            .update_devices("alice", &listed(3), None, &[[1; 32]])
+            .expect("unlink");
+        assert_eq!(gone, vec![([2; 16], [102; 16])]);
+        // Its mailbox, envelopes and key packages went with it.
+        assert!(tx.mailbox(&[102; 16]).expect("mailbox").is_none());
+        assert_eq!(tx.envelope_count().expect("count"), 0);
+        assert_eq!(
+            tx.devices_for_user("alice", false)
+                .expect("lookup")
+                .expect("user")
+                .len(),
+            1
+        );
+        assert!(matches!(
+            tx.store_envelope(&[102; 16], b"late", false, TODAY),
+            Err(StoreError::UnknownMailbox)
+        ));
+    });
+}
+
+#[test]
+fn sqlite_devices_linked_and_unlinked() {
+    on_sqlite(devices_linked_and_unlinked);
+}
+
+#[test]
+fn postgres_devices_linked_and_unlinked() {
+    on_postgres("linked", devices_linked_and_unlinked);
+}
+
 fn key_packages_claim_falls_back_to_last_resort(open: Open<'_>) {
     let mut s = open();
     with_tx(&mut s, |tx| {
-        tx.register(&device("alice", 1), TODAY).expect("register");
+        tx.register(&device("alice", 1), &list(1), TODAY)
+            .expect("register");
         let dev = [1u8; 16];
         assert!(matches!(
             tx.devices_for_user("alice", true),
@@ -153,8 +232,10 @@ fn envelopes_store_fetch_ack_cap_and_expire(open: Open<'_>) {
     let (ids, b_id) = {
         let mut s = open();
         with_tx(&mut s, |tx| {
-            tx.register(&device("alice", 1), TODAY).expect("register");
-            tx.register(&device("bobby", 2), TODAY).expect("register");
+            tx.register(&device("alice", 1), &list(1), TODAY)
+                .expect("register");
+            tx.register(&device("bobby", 2), &list(2), TODAY)
+                .expect("register");
             let mut ids = Vec::new();
             for i in 0..5u8 {
                 ids.push(
@@ -291,7 +372,8 @@ fn rolled_back_transaction_leaves_nothing(open: Open<'_>) {
     let mut s = open();
     {
         let mut tx = s.begin().expect("begin");
-        tx.register(&device("alice", 1), TODAY).expect("register");
+        tx.register(&device("alice", 1), &list(1), TODAY)
+            .expect("register");
     }
     with_tx(&mut s, |tx| {
         assert!(
@@ -332,8 +414,10 @@ fn envelopes_stored_together_as_one_by_one(open: Open<'_>) {
     let nowhere = [9u8; 16];
     let mut s = open();
     let first = with_tx(&mut s, |tx| {
-        tx.register(&device("alice", 1), TODAY).expect("register");
-        tx.register(&device("bobby", 2), TODAY).expect("register");
+        tx.register(&device("alice", 1), &list(1), TODAY)
+            .expect("register");
+        tx.register(&device("bobby", 2), &list(2), TODAY)
+            .expect("register");
         tx.store_envelope(&a, b"a0", false, TODAY).expect("store")
     });
     let plan: [(&[u8; 16], &[u8], bool); 8] = [
@@ -418,7 +502,8 @@ fn acknowledgements_applied_together(open: Open<'_>) {
     let a = [101u8; 16];
     let mut s = open();
     let (ids, old, new) = with_tx(&mut s, |tx| {
-        tx.register(&device("alice", 1), TODAY).expect("register");
+        tx.register(&device("alice", 1), &list(1), TODAY)
+            .expect("register");
         let ids: Vec<u64> = (0..3u8)
             .map(|i| tx.store_envelope(&a, &[i], false, TODAY).expect("store"))
             .collect();
@@ -490,7 +575,7 @@ fn many_envelopes_in_and_out_in_order(open: Open<'_>) {
     let sealed: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 3]).collect();
     let got = with_tx(&mut s, |tx| {
         for (i, name) in ["alice", "bobby", "carol"].into_iter().enumerate() {
-            tx.register(&device(name, i as u8 + 1), TODAY)
+            tx.register(&device(name, i as u8 + 1), &list(i as u8 + 1), TODAY)
                 .expect("register");
         }
         let batch: Vec<NewEnvelope<'_>> = sealed
@@ -584,8 +669,10 @@ fn sessions_fence_and_budgets_hold(open: Open<'_>) {
     let mut s = open();
     let (a, b) = ([101u8; 16], [102u8; 16]);
     with_tx(&mut s, |tx| {
-        tx.register(&device("alice", 1), TODAY).expect("register");
-        tx.register(&device("bobby", 2), TODAY).expect("register");
+        tx.register(&device("alice", 1), &list(1), TODAY)
+            .expect("register");
+        tx.register(&device("bobby", 2), &list(2), TODAY)
+            .expect("register");
         // A later login supersedes the one before, wherever it was.
         let first = tx.start_session(&[1; 16]).expect("session");
         let second = tx.start_session(&[1; 16]).expect("session");
@@ -643,8 +730,10 @@ fn online_only_envelopes_are_held_briefly_and_taken_once(open: Open<'_>) {
     let (a, b) = ([101u8; 16], [102u8; 16]);
     let t = 2_000_000;
     with_tx(&mut s, |tx| {
-        tx.register(&device("alice", 1), TODAY).expect("register");
-        tx.register(&device("bobby", 2), TODAY).expect("register");
+        tx.register(&device("alice", 1), &list(1), TODAY)
+            .expect("register");
+        tx.register(&device("bobby", 2), &list(2), TODAY)
+            .expect("register");
         // Three for alice under a cap of three (one already past its hold
         // does not count), then no more.
         assert!(
@@ -707,7 +796,8 @@ fn sqlite_keeps_online_only_envelopes_out_of_the_file() {
     let mut s: Box<dyn Store> = Box::new(SqliteStore::open(&path, LIMITS).expect("open"));
     let marker = b"online-only-marker-7f3a9c";
     with_tx(&mut s, |tx| {
-        tx.register(&device("alice", 1), TODAY).expect("register");
+        tx.register(&device("alice", 1), &list(1), TODAY)
+            .expect("register");
         assert!(
             tx.hold_live(&[101; 16], marker, false, 10, 30, 8)
                 .expect("hold")
@@ -745,7 +835,8 @@ fn an_older_sqlite_file_upgrades_in_place() {
                 .expect("lookup")
                 .is_some()
         );
-        tx.register(&device("bobby", 2), TODAY).expect("register");
+        tx.register(&device("bobby", 2), &list(2), TODAY)
+            .expect("register");
         assert_eq!(tx.start_session(&[2; 16]).expect("the new column"), 1);
     });
     let conn = rusqlite::Connection::open(&path).expect("open");

@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 
 mod common;
 
-use common::device;
+use common::{device, list};
 use umbra_store::pgtest::Cluster;
 use umbra_store::{Day, EpochClaim, Limits, PgStore, Store, StoreError};
 
@@ -114,7 +114,8 @@ fn key_packages_claimed_from_every_node_at_once_are_never_handed_out_twice() {
     let mut store = PgStore::connect(&url, limits(10)).expect("connect");
     const PACKAGES: usize = 400;
     once(&mut store, |tx| {
-        tx.register(&device("alice", 1), TODAY).expect("register");
+        tx.register(&device("alice", 1), &list(1), TODAY)
+            .expect("register");
         let kps: Vec<Vec<u8>> = (0..PACKAGES)
             .map(|i| format!("kp-{i}").into_bytes())
             .collect();
@@ -166,8 +167,10 @@ fn a_mailbox_written_from_every_node_at_once_numbers_in_commit_order_and_keeps_i
     const CAP: u64 = 300;
     let mut store = PgStore::connect(&url, limits(CAP)).expect("connect");
     once(&mut store, |tx| {
-        tx.register(&device("alice", 1), TODAY).expect("register");
-        tx.register(&device("bobby", 2), TODAY).expect("register");
+        tx.register(&device("alice", 1), &list(1), TODAY)
+            .expect("register");
+        tx.register(&device("bobby", 2), &list(2), TODAY)
+            .expect("register");
     });
     let (a, b) = ([101u8; 16], [102u8; 16]);
     // Eight nodes store into both mailboxes in batches, half of them in the
@@ -235,7 +238,8 @@ fn the_store_finds_its_way_back_after_the_database_restarts() {
     let url = cluster.database("restart").expect("db");
     let mut store = PgStore::connect(&url, limits(10)).expect("connect");
     once(&mut store, |tx| {
-        tx.register(&device("alice", 1), TODAY).expect("register");
+        tx.register(&device("alice", 1), &list(1), TODAY)
+            .expect("register");
         tx.store_envelope(&[101; 16], b"kept", false, TODAY)
             .expect("store");
     });

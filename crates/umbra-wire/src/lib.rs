@@ -7,6 +7,8 @@
 //!   that carries the frames (client pins the server's static key).
 //! - [`business`] and [`hosting`]: what a business's card and its hosting
 //!   statement sign, and the rules they are checked by.
+//! - [`devices`]: what an account key signs of its devices (certificates in
+//!   their MLS leaves, the versioned device list) and the checks.
 //! - [`invite`]: the `umbra://join?...` links that carry host, port and server key,
 //!   and the `umbra://unit?...` addresses of forwarding units.
 //! - [`proxy`]: proxy links (`umbra://proxy?...`) and the admission preamble
@@ -24,6 +26,7 @@
 
 mod aead;
 pub mod business;
+pub mod devices;
 pub mod error;
 pub mod frame;
 pub mod front;

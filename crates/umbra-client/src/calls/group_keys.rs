@@ -189,6 +189,7 @@ impl CallGroup {
                         sender.username
                     )));
                 }
+                let removed: Vec<String> = removed.into_iter().map(|m| m.username).collect();
                 for r in &removed {
                     self.leaving.remove(r);
                 }
@@ -274,6 +275,7 @@ mod tests {
             username: id.username().to_owned(),
             identity_key: id.identity_key(),
             hosting: None,
+            certificate: None,
         }
     }
 

@@ -59,7 +59,7 @@ impl Client {
         let tx = self.profile.write()?;
         let provider = Provider::new(&self.crypto, &tx);
         let (group, mls) = self.encrypt_content(&provider, group_id, &content)?;
-        let mut to = group_recipients(&tx, &group, self.username())?;
+        let mut to = group_recipients(&tx, &group, &self.identity.identity_key())?;
         if let Some(only) = only {
             to.retain(|r| only.contains(&r.username));
         }

@@ -50,7 +50,7 @@ impl Client {
         let tx = self.profile.write()?;
         let provider = Provider::new(&self.crypto, &tx);
         let (group, ct) = self.encrypt_content(&provider, group_id, &content)?;
-        let to = group_recipients(&tx, &group, self.username())?
+        let to = group_recipients(&tx, &group, &self.identity.identity_key())?
             .into_iter()
             .next()
             .ok_or_else(|| {

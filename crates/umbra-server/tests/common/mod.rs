@@ -80,9 +80,32 @@ pub struct Client {
 pub struct Account {
     pub username: String,
     pub key: SigningKey,
+    /// The account key: signs the device lists.
+    pub account: SigningKey,
+    /// The device keys of the account's list.
+    pub device: proto::DeviceKeys,
     pub device_id: Vec<u8>,
     pub mailbox_id: Vec<u8>,
     pub token: Vec<u8>,
+}
+
+/// `devices` at `version`, signed by `account`.
+pub fn device_list(
+    account: &SigningKey,
+    username: &str,
+    version: u64,
+    devices: Vec<proto::DeviceKeys>,
+) -> proto::SignedDeviceList {
+    let list = proto::DeviceList {
+        username: username.to_string(),
+        account_key: account.verifying_key().to_bytes().to_vec(),
+        version,
+        devices,
+    };
+    umbra_wire::devices::sign_list(&list, |m| {
+        Ok::<_, std::convert::Infallible>(account.sign(m).to_bytes().to_vec())
+    })
+    .unwrap_or_else(|never| match never {})
 }
 
 impl Client {
@@ -151,15 +174,21 @@ impl Client {
         msg.extend_from_slice(&identity);
         msg.extend_from_slice(&sealing);
         let sig = key.sign(&msg).to_bytes().to_vec();
+        let mut account_seed = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut account_seed);
+        let account = SigningKey::from_bytes(&account_seed);
+        let device = proto::DeviceKeys {
+            identity_key: identity.to_vec(),
+            sealing_key: sealing.to_vec(),
+        };
+        let device_list = device_list(&account, username, 1, vec![device.clone()]);
         let resp = self
             .call(Req::Register(proto::Register {
                 username: username.to_string(),
-                device: Some(proto::DeviceKeys {
-                    identity_key: identity.to_vec(),
-                    sealing_key: sealing.to_vec(),
-                }),
+                device: Some(device.clone()),
                 signature: sig,
                 delivery_token_hash: Sha256::digest(&token).to_vec(),
+                device_list: Some(device_list),
             }))
             .await;
         let Resp::Registered(r) = resp else {
@@ -170,6 +199,8 @@ impl Client {
         Account {
             username: username.to_string(),
             key,
+            account,
+            device,
             device_id: r.device_id,
             mailbox_id: r.mailbox_id,
             token,

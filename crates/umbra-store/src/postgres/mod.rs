@@ -39,6 +39,10 @@ pub(crate) struct Statements {
     pub(crate) insert_account: Statement,
     pub(crate) insert_device: Statement,
     pub(crate) account_exists: Statement,
+    pub(crate) account_devices: Statement,
+    pub(crate) set_device_list: Statement,
+    pub(crate) delete_device: Statement,
+    pub(crate) live_drop: Statement,
     pub(crate) device: Statement,
     pub(crate) devices_of: Statement,
     pub(crate) device_exists: Statement,
@@ -87,8 +91,16 @@ impl Statements {
         let mut p = |sql: &str| c.prepare(sql);
         Ok(Self {
             insert_account: p(
-                "INSERT INTO accounts (username, created_day) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                "INSERT INTO accounts (username, created_day, account_key, device_list, list_version) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             )?,
+            account_devices: p(
+                "SELECT account_key, device_list, list_version FROM accounts WHERE username = $1",
+            )?,
+            set_device_list: p("UPDATE accounts SET device_list = $3, list_version = $4 \
+                 WHERE username = $1 AND account_key = $2 AND list_version < $4")?,
+            delete_device: p("DELETE FROM devices WHERE device_id = $1")?,
+            live_drop: p("DELETE FROM live WHERE mailbox_id = $1")?,
             insert_device: p(
                 "INSERT INTO devices (device_id, username, identity_key, sealing_key, \
                  mailbox_id, delivery_token_hash) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",

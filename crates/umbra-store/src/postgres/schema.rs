@@ -2,7 +2,8 @@
 //!
 //! The same versions as the SQLite file's (1: accounts, devices, key
 //! packages, envelopes; 2: business cards; 3: sessions and introduction
-//! budgets; 4: online-only envelopes held for a device on another node), so
+//! budgets; 4: online-only envelopes held for a device on another node; 5:
+//! the epoch ledger; 6: account keys and device lists), so
 //! both backends say the same
 //! thing with `schema_version`; an older database upgrades in place, in one
 //! transaction, and a newer one is refused. Differences from SQLite, for
@@ -16,7 +17,7 @@ use postgres::Transaction;
 use crate::StoreError;
 
 /// The schema version this program writes (as the SQLite backend's).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -99,8 +100,20 @@ CREATE TABLE epochs (
 CREATE INDEX epochs_by_day ON epochs (stored_day);
 ";
 
+/// Version 6, as SQLite's: each account's key and latest signed device
+/// list with its version; a new list is stored by one conditional update
+/// (`list_version < new`), so of two nodes storing lists at once, the
+/// newer one stays.
+const SCHEMA_V6: &str = "
+ALTER TABLE accounts ADD COLUMN account_key BYTEA CHECK (length(account_key) = 32);
+ALTER TABLE accounts ADD COLUMN device_list BYTEA;
+ALTER TABLE accounts ADD COLUMN list_version BIGINT NOT NULL DEFAULT 0;
+";
+
 /// The migrations, in order: version `i + 1` is `STEPS[i]`.
-const STEPS: [&str; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const STEPS: [&str; 6] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
 
 /// The version the database is at (0: empty).
 pub fn version(tx: &mut Transaction<'_>) -> Result<i64, StoreError> {

@@ -14,8 +14,8 @@ use postgres::types::ToSql;
 
 use super::Statements;
 use crate::model::{
-    DeviceId, DeviceRecord, EnvelopeAck, EpochClaim, Limits, LiveEnvelope, MailboxEntry, MailboxId,
-    NewDevice, NewEnvelope, StoredCard, StoredEnvelope, UserDevice,
+    AccountDevices, DeviceId, DeviceRecord, EnvelopeAck, EpochClaim, Limits, LiveEnvelope,
+    MailboxEntry, MailboxId, NewDevice, NewEnvelope, StoredCard, StoredEnvelope, UserDevice,
 };
 use crate::traits::StoreTx;
 use crate::{Day, StoreError};
@@ -27,7 +27,30 @@ pub struct PgTx<'a> {
     limits: Limits,
 }
 
+fn version(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 impl<'a> PgTx<'a> {
+    /// Inserts a device; 0 when its id or mailbox collides.
+    fn insert_device(
+        tx: &mut Transaction<'_>,
+        st: &Statements,
+        d: &NewDevice,
+    ) -> Result<u64, StoreError> {
+        Ok(tx.execute(
+            &st.insert_device,
+            &[
+                &&d.device_id[..],
+                &d.username,
+                &&d.identity_key[..],
+                &&d.sealing_key[..],
+                &&d.mailbox_id[..],
+                &&d.delivery_token_hash[..],
+            ],
+        )?)
+    }
+
     pub(crate) fn new(tx: Transaction<'a>, st: &'a Statements, limits: Limits) -> Self {
         Self { tx, st, limits }
     }
@@ -266,29 +289,105 @@ impl StoreTx for PgTx<'_> {
         Ok(n)
     }
 
-    fn register(&mut self, d: &NewDevice, today: Day) -> Result<(), StoreError> {
+    fn register(
+        &mut self,
+        d: &NewDevice,
+        list: &AccountDevices,
+        today: Day,
+    ) -> Result<(), StoreError> {
         let st = self.st;
         let mut sp = self.tx.savepoint("register")?;
-        if sp.execute(&st.insert_account, &[&d.username, &day(today)])? == 0 {
+        if sp.execute(
+            &st.insert_account,
+            &[
+                &d.username,
+                &day(today),
+                &&list.account_key[..],
+                &list.list,
+                &version(list.version),
+            ],
+        )? == 0
+        {
             return Err(StoreError::UsernameTaken);
         }
-        let inserted = sp.execute(
-            &st.insert_device,
-            &[
-                &&d.device_id[..],
-                &d.username,
-                &&d.identity_key[..],
-                &&d.sealing_key[..],
-                &&d.mailbox_id[..],
-                &&d.delivery_token_hash[..],
-            ],
-        )?;
-        if inserted == 0 {
+        if Self::insert_device(&mut sp, st, d)? == 0 {
             // Dropping the savepoint takes the account back too.
             return Err(StoreError::IdCollision);
         }
         sp.commit()?;
         Ok(())
+    }
+
+    fn account_devices(&mut self, username: &str) -> Result<Option<AccountDevices>, StoreError> {
+        let Some(row) = self.tx.query_opt(&self.st.account_devices, &[&username])? else {
+            return Ok(None);
+        };
+        let key: Option<Vec<u8>> = row.get(0);
+        let list: Option<Vec<u8>> = row.get(1);
+        let v: i64 = row.get(2);
+        Ok(match (key, list) {
+            (Some(key), Some(list)) => Some(AccountDevices {
+                account_key: key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("account key"))?,
+                version: u64::try_from(v).unwrap_or(0),
+                list,
+            }),
+            _ => None,
+        })
+    }
+
+    fn update_devices(
+        &mut self,
+        username: &str,
+        list: &AccountDevices,
+        new_device: Option<&NewDevice>,
+        keep: &[[u8; 32]],
+    ) -> Result<Vec<(DeviceId, MailboxId)>, StoreError> {
+        let st = self.st;
+        if let Some(d) = new_device
+            && d.username != username
+        {
+            return Err(StoreError::UnknownUser);
+        }
+        let mut sp = self.tx.savepoint("devices")?;
+        let updated = sp.execute(
+            &st.set_device_list,
+            &[
+                &username,
+                &&list.account_key[..],
+                &list.list,
+                &version(list.version),
+            ],
+        )?;
+        if updated == 0 {
+            let known = sp.query_opt(&st.account_devices, &[&username])?;
+            return Err(match known {
+                Some(r) if r.get::<_, Option<Vec<u8>>>(0).is_some() => StoreError::StaleDeviceList,
+                _ => StoreError::UnknownUser,
+            });
+        }
+        if let Some(d) = new_device
+            && Self::insert_device(&mut sp, st, d)? == 0
+        {
+            return Err(StoreError::IdCollision);
+        }
+        let devices = sp
+            .query(&st.devices_of, &[&username])?
+            .iter()
+            .map(device_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut gone = Vec::new();
+        for d in devices {
+            if !keep.contains(&d.identity_key) {
+                sp.execute(&st.delete_device, &[&&d.device_id[..]])?;
+                sp.execute(&st.live_drop, &[&&d.mailbox_id[..]])?;
+                gone.push((d.device_id, d.mailbox_id));
+            }
+        }
+        sp.commit()?;
+        Ok(gone)
     }
 
     fn device(&mut self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {

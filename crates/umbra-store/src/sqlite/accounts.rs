@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::convert::fixed;
-use crate::model::{DeviceId, DeviceRecord, MailboxEntry, MailboxId, NewDevice};
+use crate::model::{AccountDevices, DeviceId, DeviceRecord, MailboxEntry, MailboxId, NewDevice};
 use crate::{Day, StoreError};
 
 const DEVICE_COLUMNS: &str =
@@ -28,8 +28,13 @@ fn mailbox_row(row: &Row<'_>) -> rusqlite::Result<MailboxEntry> {
     })
 }
 
-/// Creates the account and its first device, atomically.
-pub fn register(tx: &mut Transaction<'_>, d: &NewDevice, today: Day) -> Result<(), StoreError> {
+/// Creates the account, its first device and its first list, atomically.
+pub fn register(
+    tx: &mut Transaction<'_>,
+    d: &NewDevice,
+    list: &AccountDevices,
+    today: Day,
+) -> Result<(), StoreError> {
     let sp = tx.savepoint()?;
     let taken: Option<i64> = sp
         .prepare_cached("SELECT 1 FROM accounts WHERE username = ?1")?
@@ -38,9 +43,28 @@ pub fn register(tx: &mut Transaction<'_>, d: &NewDevice, today: Day) -> Result<(
     if taken.is_some() {
         return Err(StoreError::UsernameTaken);
     }
-    sp.prepare_cached("INSERT INTO accounts (username, created_day) VALUES (?1, ?2)")?
-        .execute(params![d.username, today.0])?;
-    let inserted = sp
+    sp.prepare_cached(
+        "INSERT INTO accounts (username, created_day, account_key, device_list, list_version) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        d.username,
+        today.0,
+        &list.account_key[..],
+        list.list,
+        version(list.version)
+    ])?;
+    insert_device(&sp, d)?;
+    sp.commit()?;
+    Ok(())
+}
+
+fn version(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn insert_device(tx: &Connection, d: &NewDevice) -> Result<(), StoreError> {
+    let inserted = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO devices (device_id, username, identity_key, sealing_key, \
              mailbox_id, delivery_token_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -56,8 +80,77 @@ pub fn register(tx: &mut Transaction<'_>, d: &NewDevice, today: Day) -> Result<(
     if inserted == 0 {
         return Err(StoreError::IdCollision);
     }
-    sp.commit()?;
     Ok(())
+}
+
+/// The account's latest device list, if it has one.
+pub fn account_devices(
+    tx: &Connection,
+    username: &str,
+) -> Result<Option<AccountDevices>, StoreError> {
+    type Row = (Option<Vec<u8>>, Option<Vec<u8>>, i64);
+    let row: Option<Row> = tx
+        .prepare_cached(
+            "SELECT account_key, device_list, list_version FROM accounts WHERE username = ?1",
+        )?
+        .query_row([username], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    Ok(match row {
+        Some((Some(key), Some(list), v)) => Some(AccountDevices {
+            account_key: key
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("account key"))?,
+            version: u64::try_from(v).unwrap_or(0),
+            list,
+        }),
+        _ => None,
+    })
+}
+
+/// Stores a newer list, links `new_device`, unlinks the devices not kept.
+pub fn update_devices(
+    tx: &mut Transaction<'_>,
+    username: &str,
+    list: &AccountDevices,
+    new_device: Option<&NewDevice>,
+    keep: &[[u8; 32]],
+) -> Result<Vec<(DeviceId, MailboxId)>, StoreError> {
+    let sp = tx.savepoint()?;
+    let updated = sp
+        .prepare_cached(
+            "UPDATE accounts SET device_list = ?3, list_version = ?4 \
+             WHERE username = ?1 AND account_key = ?2 AND list_version < ?4",
+        )?
+        .execute(params![
+            username,
+            &list.account_key[..],
+            list.list,
+            version(list.version)
+        ])?;
+    if updated == 0 {
+        return Err(match account_devices(&sp, username)? {
+            None => StoreError::UnknownUser,
+            Some(_) => StoreError::StaleDeviceList,
+        });
+    }
+    if let Some(d) = new_device {
+        if d.username != username {
+            return Err(StoreError::UnknownUser);
+        }
+        insert_device(&sp, d)?;
+    }
+    let mut gone = Vec::new();
+    for d in devices_of(&sp, username)?.unwrap_or_default() {
+        if !keep.contains(&d.identity_key) {
+            sp.prepare_cached("DELETE FROM devices WHERE device_id = ?1")?
+                .execute([&d.device_id[..]])?;
+            super::live::take(&sp, &d.mailbox_id, 0)?;
+            gone.push((d.device_id, d.mailbox_id));
+        }
+    }
+    sp.commit()?;
+    Ok(gone)
 }
 
 /// One device by id.

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -80,8 +80,20 @@ CREATE TABLE epochs (
 CREATE INDEX epochs_by_day ON epochs (stored_day);
 ";
 
+/// Version 6: each account's key and latest signed device list (opaque,
+/// checked by the server before it is stored) with its version. An account
+/// made before has neither (NULL): it keeps its one device and cannot link
+/// another.
+const SCHEMA_V6: &str = "
+ALTER TABLE accounts ADD COLUMN account_key BLOB CHECK (length(account_key) = 32);
+ALTER TABLE accounts ADD COLUMN device_list BLOB;
+ALTER TABLE accounts ADD COLUMN list_version INTEGER NOT NULL DEFAULT 0;
+";
+
 /// The migrations, in order: version `i + 1` is `STEPS[i]`.
-const STEPS: [&str; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const STEPS: [&str; 6] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
 
 /// Connection settings: WAL, `synchronous=NORMAL`, foreign keys, busy timeout.
 pub fn configure(conn: &Connection) -> Result<(), StoreError> {

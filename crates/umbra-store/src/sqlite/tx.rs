@@ -6,8 +6,8 @@ use rusqlite::Transaction;
 
 use super::{accounts, business, envelopes, epochs, key_packages, live};
 use crate::model::{
-    DeviceId, DeviceRecord, EpochClaim, Limits, LiveEnvelope, MailboxEntry, MailboxId, NewDevice,
-    StoredCard, StoredEnvelope, UserDevice,
+    AccountDevices, DeviceId, DeviceRecord, EpochClaim, Limits, LiveEnvelope, MailboxEntry,
+    MailboxId, NewDevice, StoredCard, StoredEnvelope, UserDevice,
 };
 use crate::traits::StoreTx;
 use crate::{Day, StoreError};
@@ -148,8 +148,31 @@ impl StoreTx for SqliteTx<'_> {
         business::all(&self.tx)
     }
 
-    fn register(&mut self, device: &NewDevice, today: Day) -> Result<(), StoreError> {
-        accounts::register(&mut self.tx, device, today)
+    fn register(
+        &mut self,
+        device: &NewDevice,
+        devices: &AccountDevices,
+        today: Day,
+    ) -> Result<(), StoreError> {
+        accounts::register(&mut self.tx, device, devices, today)
+    }
+
+    fn account_devices(&mut self, username: &str) -> Result<Option<AccountDevices>, StoreError> {
+        accounts::account_devices(&self.tx, username)
+    }
+
+    fn update_devices(
+        &mut self,
+        username: &str,
+        devices: &AccountDevices,
+        new_device: Option<&NewDevice>,
+        keep: &[[u8; 32]],
+    ) -> Result<Vec<(DeviceId, MailboxId)>, StoreError> {
+        let gone = accounts::update_devices(&mut self.tx, username, devices, new_device, keep)?;
+        for (_, mailbox) in &gone {
+            self.counts.insert(*mailbox, None);
+        }
+        Ok(gone)
     }
 
     fn device(&mut self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
