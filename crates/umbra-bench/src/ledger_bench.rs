@@ -16,7 +16,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -24,7 +24,7 @@ use serde::Serialize;
 use umbra_client::Client;
 
 use crate::business_load::percentile_ms;
-use crate::util::{RemoveOnDrop, spawn_logged, wait_for_line};
+use crate::util::{RemoveOnDrop, start_server};
 
 /// Flags of `umbra bench groups`.
 #[derive(Debug, Clone, Args)]
@@ -89,33 +89,8 @@ pub async fn run(args: &LedgerBenchArgs) -> anyhow::Result<LedgerReport> {
     std::fs::create_dir_all(&dir)?;
     let _cleanup = RemoveOnDrop(dir.clone());
     crate::note!("starting umbra server");
-    let log = dir.join("server.log");
-    let server_args: Vec<String> = [
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--introductions-per-hour",
-        "1000000",
-        "--data-dir",
-    ]
-    .into_iter()
-    .map(String::from)
-    .chain([dir.join("server").to_string_lossy().into_owned()])
-    .collect();
-    // At info, the server's ready line names its metrics address.
-    let mut server = spawn_logged(&bin, &server_args, &log, Some("info"))?;
-    let ready = wait_for_line(&log, "umbra server ready", Duration::from_secs(30)).await?;
-    let field = |key: &str| -> anyhow::Result<String> {
-        ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .map(str::to_string)
-            .with_context(|| format!("no {key} in {ready}"))
-    };
-    let invite = field("invite=")?;
-    let metrics = field("metrics=")?;
+    let mut server = start_server(&bin, &dir.join("server"), &dir.join("server.log")).await?;
+    let (invite, metrics) = (server.invite.clone(), server.metrics.clone());
 
     crate::note!("registering {} members and their partners", args.members);
     for i in 0..args.members {
@@ -158,7 +133,7 @@ pub async fn run(args: &LedgerBenchArgs) -> anyhow::Result<LedgerReport> {
             lost_per_change: lost / delays.len().max(1) as f64,
         });
     }
-    let _ = server.kill().await;
+    let _ = server.child.kill().await;
     Ok(LedgerReport {
         members: args.members,
         levels,

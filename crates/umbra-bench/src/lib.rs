@@ -32,13 +32,16 @@
 //! [`cpu`] reads processes' CPU time for both; [`mls_bench`] is `umbra bench
 //! mls`, a conversation's MLS costs as it grows, classical beside
 //! post-quantum (in memory, no server); [`ledger_bench`] is `umbra bench
-//! groups`, how long a group change takes when members make them at once.
+//! groups`, how long a group change takes when members make them at once;
+//! [`devices_bench`] is `umbra bench devices`, what a message costs as users
+//! have more devices.
 
 pub mod args;
 pub mod business_bench;
 pub mod business_load;
 pub mod call_bench;
 pub mod cpu;
+pub mod devices_bench;
 pub mod ejabberd;
 mod janus;
 mod janus_peer;

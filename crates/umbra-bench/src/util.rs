@@ -74,3 +74,51 @@ pub(crate) async fn wait_for_line(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A bench's own `umbra server` (SQLite in `data`, log in `log`, no
+/// introduction budget to speak of), killed when dropped.
+pub(crate) struct BenchServer {
+    /// The process.
+    pub child: Child,
+    /// Its invite link.
+    pub invite: String,
+    /// Its metrics address.
+    pub metrics: String,
+}
+
+/// Starts `bin server` for a bench and waits until it is ready.
+pub(crate) async fn start_server(
+    bin: &str,
+    data: &Path,
+    log: &Path,
+) -> anyhow::Result<BenchServer> {
+    let args: Vec<String> = [
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--introductions-per-hour",
+        "1000000",
+        "--data-dir",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([data.to_string_lossy().into_owned()])
+    .collect();
+    // At info, the server's ready line names its invite and metrics.
+    let child = spawn_logged(bin, &args, log, Some("info"))?;
+    let ready = wait_for_line(log, "umbra server ready", Duration::from_secs(30)).await?;
+    let field = |key: &str| -> anyhow::Result<String> {
+        ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no {key} in {ready}"))
+    };
+    Ok(BenchServer {
+        invite: field("invite=")?,
+        metrics: field("metrics=")?,
+        child,
+    })
+}

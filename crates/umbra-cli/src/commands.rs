@@ -128,13 +128,29 @@ pub enum NetworkCommand {
     Show,
 }
 
-fn open(profile: &Path, proxy: &Option<ProxyLink>, fd: Option<i32>) -> anyhow::Result<Client> {
+pub(crate) fn open(
+    profile: &Path,
+    proxy: &Option<ProxyLink>,
+    fd: Option<i32>,
+) -> anyhow::Result<Client> {
     let passphrase = crate::unlock::current(profile, fd)?;
     let mut client = Client::open(profile, passphrase.as_deref().map(|p| p.as_str()))?;
     if let Some(link) = proxy {
         client.use_proxy(link.clone());
     }
     Ok(client)
+}
+
+/// What `register` and `link` print: the account, its server, the profile.
+pub(crate) fn account_made(client: &Client, profile: &Path, text: &str, out: Output) {
+    out.value(
+        &serde_json::json!({
+            "username": client.username(),
+            "server": client.invite().address(),
+            "profile": profile.display().to_string(),
+        }),
+        &format!("{text}\nprofile: {}", profile.display()),
+    );
 }
 
 /// Runs a client command.
@@ -154,19 +170,12 @@ pub async fn run(
             let passphrase = crate::unlock::for_new_profile(profile, fd, no_passphrase)?;
             let passphrase = passphrase.as_deref().map(|p| p.as_str());
             let client = Client::register(profile, &invite, &username, proxy, passphrase).await?;
-            out.value(
-                &serde_json::json!({
-                    "username": client.username(),
-                    "server": client.invite().address(),
-                    "profile": profile.display().to_string(),
-                }),
-                &format!(
-                    "registered `{}` on {}\nprofile: {}",
-                    client.username(),
-                    client.invite().address(),
-                    profile.display()
-                ),
+            let text = format!(
+                "registered `{}` on {}",
+                client.username(),
+                client.invite().address()
             );
+            account_made(&client, profile, &text, out);
         }
         Command::Send { to, text } => {
             let mut client = open(profile, &proxy, fd)?;
@@ -548,6 +557,8 @@ pub async fn run(
         | Command::Relay(_)
         | Command::Proxy(_)
         | Command::Demo
+        | Command::Devices { .. }
+        | Command::Link { .. }
         | Command::Bench(_) => {
             unreachable!("handled in main")
         }

@@ -29,6 +29,7 @@ mod calling;
 mod commands;
 mod daemon;
 mod demo;
+mod devices;
 mod exit;
 mod flags;
 mod output;
@@ -181,6 +182,28 @@ enum Command {
     },
     /// Show this profile's account and server.
     Whoami,
+    /// This account's devices: list them (no subcommand), link a new one,
+    /// unlink one.
+    Devices {
+        #[command(subcommand)]
+        cmd: Option<devices::DevicesCommand>,
+    },
+    /// Make this machine one of your devices: give it the link (or code)
+    /// `umbra devices link` shows on a device you already use, then
+    /// confirm there the fingerprint this one prints.
+    Link {
+        /// The link (umbra://link?...), or the code with --invite.
+        link: String,
+        /// The server's invite link, when LINK is a bare code.
+        #[arg(long, env = "UMBRA_INVITE")]
+        invite: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Keep the profile without a passphrase (see `umbra register`).
+        #[arg(long)]
+        no_passphrase: bool,
+    },
     /// The passphrase that locks this profile: status, set or change, remove.
     #[command(subcommand)]
     Passphrase(unlock::PassphraseCommand),
@@ -235,6 +258,9 @@ enum BenchWhich {
     /// How long a group change takes when several members make one at the
     /// same moment (the epoch ledger): delay and lost claims per change.
     Groups(umbra_bench::ledger_bench::LedgerBenchArgs),
+    /// What a message costs when each user has several devices (each its
+    /// own member): envelopes, bytes and send time per message.
+    Devices(umbra_bench::devices_bench::DevicesBenchArgs),
 }
 
 fn default_profile() -> PathBuf {
@@ -321,6 +347,10 @@ async fn bench(b: BenchCommand, out: output::Output) -> anyhow::Result<()> {
             let report = umbra_bench::ledger_bench::run(&args).await?;
             out.value(&report, &report.to_string());
         }
+        Some(BenchWhich::Devices(args)) => {
+            let report = umbra_bench::devices_bench::run(&args).await?;
+            out.value(&report, &report.to_string());
+        }
         Some(BenchWhich::Xmpp(args)) => {
             let report = umbra_bench::xmpp_bench::run(&args).await?;
             out.value(&report, &report.to_string());
@@ -382,6 +412,30 @@ async fn run(cli: Cli, flags: flags::ClientFlags) -> anyhow::Result<()> {
                     anyhow::bail!("interrupted: the servers the bench started are stopped")
                 }
             }
+        }
+        Command::Devices { cmd } => {
+            daemon::init_logging("warn");
+            devices::run(cmd, &profile, &proxy, flags.passphrase_fd, out).await
+        }
+        Command::Link {
+            link,
+            invite,
+            timeout,
+            no_passphrase,
+        } => {
+            daemon::init_logging("warn");
+            let passphrase = unlock::for_new_profile(&profile, flags.passphrase_fd, no_passphrase)?;
+            let passphrase = passphrase.as_deref().map(|p| p.as_str());
+            devices::join(
+                &link,
+                invite.as_deref(),
+                timeout,
+                &profile,
+                proxy,
+                passphrase,
+                out,
+            )
+            .await
         }
         other => {
             daemon::init_logging("warn");

@@ -36,9 +36,10 @@ fn identifiers(db: &Path) -> HashMap<String, Vec<Vec<u8>>> {
         })
         .expect("query");
     for row in rows {
-        let (user, mut keys) = row.expect("row");
-        keys.push(user.as_bytes().to_vec());
-        ids.insert(user, keys);
+        let (user, keys) = row.expect("row");
+        let all = ids.entry(user.clone()).or_default();
+        all.extend(keys);
+        all.push(user.as_bytes().to_vec());
     }
     // And each account's key, which signs its device list.
     let mut stmt = conn
@@ -198,6 +199,16 @@ fn server_storage_and_logs_hold_no_content_sender_or_client_ip() {
         &["group", "send", "secret-group-name-Pw27"],
         "secret-group-msg-Lm44",
     );
+    // A second device of the first user: linked through the server's link
+    // slots and added to both conversations through the epoch ledger.
+    common::link_device(&p(a), &p("second-device"));
+    ok(&p("second-device"), &["sync"]);
+    say(
+        &mut plaintexts,
+        "second-device",
+        &["group", "send", "secret-group-name-Pw27"],
+        "secret-second-device-Wd58",
+    );
     ok(&p(b), &["sync"]);
     say(
         &mut plaintexts,
@@ -220,6 +231,13 @@ fn server_storage_and_logs_hold_no_content_sender_or_client_ip() {
     );
     let rows = check_rows(&db, &ids, &plaintexts);
     assert!(rows > 10);
+    // The tables linking filled were among those read: the epoch ledger's
+    // claims, and the first user's two devices with its signed list.
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert!(count("SELECT count(*) FROM epochs") > 0);
+    assert_eq!(count("SELECT count(*) FROM devices"), 4);
+    drop(conn);
     raw_files_clean(&data, &plaintexts);
 
     ok(&p(c), &["sync"]);

@@ -42,6 +42,56 @@ pub fn validate_username(username: &str) -> Result<(), ClientError> {
     }
 }
 
+/// A new profile in `dir`, encrypted under a new key kept under
+/// `passphrase` (or unlocked with it, if the directory already has a key);
+/// refused if it already holds an account.
+pub(crate) fn new_profile(dir: &Path, passphrase: Option<&str>) -> Result<Profile, ClientError> {
+    crate::profile::make_dir(dir)?;
+    let key = match crate::profile_key::protection(dir)? {
+        None => Some(crate::profile_key::create(dir, passphrase)?),
+        Some(_) => crate::profile_key::unlock(dir, passphrase)?,
+    };
+    let profile = Profile::open(dir, key.as_ref())?;
+    if let Some(existing) = get_setting(profile.conn(), "username")? {
+        return Err(ClientError::AlreadyRegistered(
+            dir.to_path_buf(),
+            String::from_utf8_lossy(&existing).into_owned(),
+        ));
+    }
+    Ok(profile)
+}
+
+/// What a profile keeps of a device the server just created.
+pub(crate) struct NewDevice<'a> {
+    pub invite: &'a Invite,
+    pub identity: &'a Identity,
+    pub device_id: &'a [u8],
+    pub mailbox_id: &'a [u8],
+    pub token: &'a [u8; 32],
+    pub proxy: Option<&'a ProxyLink>,
+}
+
+/// Keeps a new device's settings in the profile (within `tx`).
+pub(crate) fn keep_device(
+    tx: &rusqlite::Connection,
+    d: &NewDevice<'_>,
+    hello: &umbra_wire::proto::ServerHello,
+) -> Result<(), ClientError> {
+    let secrets = d.identity.secrets()?;
+    set_setting(tx, "invite", d.invite.to_string().as_bytes())?;
+    set_setting(tx, "username", d.identity.username().as_bytes())?;
+    set_setting(tx, "device_id", d.device_id)?;
+    set_setting(tx, "mailbox_id", d.mailbox_id)?;
+    set_setting(tx, "identity_keypair", &secrets.identity_keypair)?;
+    set_setting(tx, "sealing_private", &secrets.sealing_private)?;
+    set_setting(tx, "delivery_token", d.token)?;
+    outbox::remember_limit(tx, hello)?;
+    if let Some(link) = d.proxy {
+        set_setting(tx, "proxy", link.to_string().as_bytes())?;
+    }
+    Ok(())
+}
+
 impl Client {
     /// Creates an account on the server named by `invite_link` and stores it
     /// in the profile directory, encrypted under a new key kept under
@@ -56,18 +106,7 @@ impl Client {
     ) -> Result<Self, ClientError> {
         validate_username(username)?;
         let invite = Invite::parse(invite_link)?;
-        crate::profile::make_dir(dir)?;
-        let key = match crate::profile_key::protection(dir)? {
-            None => Some(crate::profile_key::create(dir, passphrase)?),
-            Some(_) => crate::profile_key::unlock(dir, passphrase)?,
-        };
-        let profile = Profile::open(dir, key.as_ref())?;
-        if let Some(existing) = get_setting(profile.conn(), "username")? {
-            return Err(ClientError::AlreadyRegistered(
-                dir.to_path_buf(),
-                String::from_utf8_lossy(&existing).into_owned(),
-            ));
-        }
+        let profile = new_profile(dir, passphrase)?;
         let mut identity = Identity::generate(username)?;
         // The account key vouches for this device, and for every device
         // linked later; it stays on this device.
@@ -102,22 +141,22 @@ impl Client {
             server_frame::Body::Registered(r) => r,
             other => return Err(ClientError::Protocol(format!("{other:?}"))),
         };
-        let secrets = identity.secrets()?;
         {
             let tx = profile.write()?;
-            set_setting(&tx, "invite", invite.to_string().as_bytes())?;
-            set_setting(&tx, "username", username.as_bytes())?;
-            set_setting(&tx, "device_id", &registered.device_id)?;
-            set_setting(&tx, "mailbox_id", &registered.mailbox_id)?;
-            set_setting(&tx, "identity_keypair", &secrets.identity_keypair)?;
-            set_setting(&tx, "sealing_private", &secrets.sealing_private)?;
-            set_setting(&tx, "delivery_token", &token)?;
             set_setting(&tx, "account_keypair", &account.to_bytes()?)?;
+            keep_device(
+                &tx,
+                &NewDevice {
+                    invite: &invite,
+                    identity: &identity,
+                    device_id: &registered.device_id,
+                    mailbox_id: &registered.mailbox_id,
+                    token: &token,
+                    proxy: proxy.as_ref(),
+                },
+                server.hello(),
+            )?;
             crate::linking::keep(&tx, &account.public(), &certificate, &device_list)?;
-            outbox::remember_limit(&tx, server.hello())?;
-            if let Some(link) = &proxy {
-                set_setting(&tx, "proxy", link.to_string().as_bytes())?;
-            }
             tx.commit()?;
         }
         let mut client = Self::open_with_key(dir, profile.key())?;

@@ -24,6 +24,8 @@ impl Client {
         let group_id = match existing {
             Some(g) => {
                 events.extend(self.hosting_checked(&g, to).await?);
+                // A device of theirs (or ours) added since we last wrote.
+                self.ensure_addresses(&g).await?;
                 g
             }
             None => {
@@ -149,7 +151,7 @@ impl Client {
         Ok(group_id)
     }
 
-    fn meta_content(
+    pub(crate) fn meta_content(
         &self,
         conn: &Connection,
         group: &openmls::prelude::MlsGroup,
@@ -208,7 +210,7 @@ impl Client {
         )?;
         let recipients = group_recipients(conn, &group, &self.identity.identity_key())?;
         outbox::enqueue_message(conn, &ct, &recipients, Some(&content.message_id))?;
-        crate::receipts::expect(conn, &content.message_id, &recipients)?;
+        crate::receipts::expect(conn, &content.message_id, &recipients, self.username())?;
         conn.prepare_cached(
             "INSERT INTO history (group_id, message_id, sender, body, kind, sent_ms, received_ms, outgoing)
              VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?5, 1)",
@@ -346,39 +348,53 @@ impl Client {
                 )));
             }
         }
-        let me = self.username().to_string();
+        let applied = self
+            .remove_through_ledger(
+                &group_id,
+                |m| m.username == member,
+                &format!("you removed {member}"),
+            )
+            .await?;
+        events.extend(applied);
+        events.extend(self.flush_now().await?);
+        Ok(events)
+    }
+
+    /// Removes from a conversation the devices `select` picks (through the
+    /// epoch ledger; nothing if a concurrent change removed them already),
+    /// recording `event`. The removed devices get the commit too, so they
+    /// learn of it. Returns what applying others' changes showed.
+    pub(crate) async fn remove_through_ledger(
+        &self,
+        group_id: &[u8],
+        select: impl Fn(&mls::Member) -> bool,
+        event: &str,
+    ) -> Result<Vec<Event>, ClientError> {
         let own = self.identity.identity_key();
         let (_, applied) = self
             .commit_through_ledger(
-                &group_id,
+                group_id,
                 |tx, provider, group| {
-                    // A concurrent change may have removed them already.
-                    if !mls::members(group).iter().any(|m| m.username == member) {
+                    let gone: Vec<Vec<u8>> = mls::members(group)
+                        .into_iter()
+                        .filter(|m| select(m))
+                        .map(|m| m.identity_key)
+                        .collect();
+                    if gone.is_empty() {
                         return Ok(None);
                     }
-                    // The removed member gets the commit too, so they learn of it.
                     let members = group_recipients(tx, group, &own)?;
-                    let commit =
-                        mls::stage_remove_members(provider, &self.identity, group, &[member])?;
+                    let commit = mls::stage_remove_devices(provider, &self.identity, group, &gone)?;
                     Ok(Some(Staged {
                         commit,
                         members,
                         added: Vec::new(),
                     }))
                 },
-                |tx, _, _| {
-                    crate::profile::record_event(
-                        tx,
-                        &group_id,
-                        &me,
-                        &format!("you removed {member}"),
-                    )
-                },
+                |tx, _, _| crate::profile::record_event(tx, group_id, self.username(), event),
             )
             .await?;
-        events.extend(applied);
-        events.extend(self.flush_now().await?);
-        Ok(events)
+        Ok(applied)
     }
 
     /// Leaves a group: tells the members, who remove us, and forgets it.
@@ -507,10 +523,13 @@ impl Client {
             } else {
                 None
             };
-            let members: Vec<String> = group
-                .as_ref()
-                .map(|g| mls::members(g).into_iter().map(|m| m.username).collect())
-                .unwrap_or_default();
+            // Accounts, each once (a member's devices are leaves of their own).
+            let mut members: Vec<String> = Vec::new();
+            for m in group.as_ref().map(mls::members).unwrap_or_default() {
+                if !members.contains(&m.username) {
+                    members.push(m.username);
+                }
+            }
             let mut hosting = Vec::new();
             for m in &members {
                 if let Some(l) = crate::hosting::label_in(conn, &gid, m)? {

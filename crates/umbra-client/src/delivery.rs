@@ -122,10 +122,16 @@ impl Client {
                 continue;
             }
             let members = group_recipients(&tx, &group, &self.identity.identity_key())?;
-            let Some(to) = members.iter().find(|r| r.username == author).cloned() else {
+            // Every device of the author (each keeps its own statuses).
+            let to: Vec<_> = members
+                .iter()
+                .filter(|r| r.username == author)
+                .cloned()
+                .collect();
+            if to.is_empty() {
                 // The author has left: nobody to tell.
                 continue;
-            };
+            }
             let gap: i64 = tx
                 .query_row(
                     "SELECT gap FROM receipt_gaps WHERE group_id = ?1",
@@ -155,7 +161,7 @@ impl Client {
                 message_ids: ids,
             });
             let (_, ct) = self.encrypt_content(&provider, &gid, &self.content(body))?;
-            outbox::enqueue(&tx, &ct, std::slice::from_ref(&to))?;
+            outbox::enqueue(&tx, &ct, &to)?;
             if members.len() > 1 {
                 tx.execute(
                     "INSERT INTO receipt_gaps (group_id, gap) VALUES (?1, 1)

@@ -13,7 +13,9 @@
 //!   server accepted them, so a crash never loses or forks a message.
 //! - [`contacts`]: the address book (pinned account keys, the devices they
 //!   vouch for, their addresses and tokens).
-//! - [`linking`]: this account's own devices (account key, certificate, list).
+//! - [`linking`]: this account's own devices (account key, certificate, list),
+//!   link codes and the sealed messages linking exchanges.
+//! - [`devices`]: linking, unlinking and listing this account's devices.
 //! - [`inbox`]: applying received envelopes exactly once.
 //! - [`client`]: the [`Client`] (a registered profile) and what its
 //!   operations share; the operations themselves, one module each:
@@ -52,6 +54,7 @@ pub mod conn;
 pub mod contacts;
 pub mod conversations;
 pub mod delivery;
+pub mod devices;
 pub mod directory;
 pub mod error;
 pub mod hosting;

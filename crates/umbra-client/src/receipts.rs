@@ -75,13 +75,15 @@ pub fn read_receipts(conn: &Connection) -> Result<bool, ClientError> {
     Ok(get_setting(conn, "read_receipts")?.as_deref() != Some(b"off"))
 }
 
-/// Records, for a message we are posting, who it goes to.
+/// Records, for a message we are posting, who it goes to (other people:
+/// `me`'s own devices owe no receipts).
 pub(crate) fn expect(
     conn: &Connection,
     message_id: &[u8],
     recipients: &[outbox::Recipient],
+    me: &str,
 ) -> Result<(), ClientError> {
-    for r in recipients {
+    for r in recipients.iter().filter(|r| r.username != me) {
         conn.prepare_cached(
             "INSERT OR IGNORE INTO message_status (message_id, username, level) VALUES (?1, ?2, 0)",
         )?

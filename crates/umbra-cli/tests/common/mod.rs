@@ -374,3 +374,55 @@ pub fn signal(sig: &str, pid: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// `umbra devices link` on `primary` and `umbra link` on `new`, the link
+/// and the fingerprint carried across; returns the new device's id.
+pub fn link_device(primary: &Path, new: &Path) -> String {
+    let mut offer = command(primary)
+        .args(["devices", "link", "--timeout", "60"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("devices link");
+    let offer_err = lines_of(offer.stderr.take().expect("stderr"));
+    let link = loop {
+        let line = offer_err
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the link is shown");
+        if let Some(l) = line.trim().strip_prefix("umbra link '") {
+            break l.trim_end_matches('\'').to_string();
+        }
+    };
+    assert!(link.starts_with("umbra://link?"), "{link}");
+    let mut joining = command(new)
+        .args(["link", &link, "--no-passphrase", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("link");
+    let join_err = lines_of(joining.stderr.take().expect("stderr"));
+    let fingerprint = loop {
+        let line = join_err
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the fingerprint is shown");
+        if let Some(f) = line.strip_prefix("This device's fingerprint: ") {
+            break f.trim().to_string();
+        }
+    };
+    // The user reads it on the new device and types it on the old one.
+    let mut stdin = offer.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, format!("{fingerprint}\n").as_bytes()).expect("type it");
+    drop(stdin);
+    let joined = wait_timeout(&mut joining, Duration::from_secs(90));
+    assert!(joined.success(), "umbra link failed");
+    let offered = offer.wait_with_output().expect("devices link");
+    assert!(
+        offered.status.success(),
+        "devices link failed: {}",
+        String::from_utf8_lossy(&offered.stderr)
+    );
+    let said = String::from_utf8_lossy(&offered.stdout);
+    assert!(said.contains(&format!("linked {fingerprint}")), "{said}");
+    fingerprint
+}
