@@ -93,6 +93,9 @@ pub async fn run(
             }
             let linked = client.link_approve(&offer, &ask).await?;
             let id = linked.id.clone();
+            // Conversations waiting to be received are the new device's too.
+            let events = client.sync().await?;
+            out.events(&events);
             if !out.json {
                 tell!("Linked {id}; adding it to your conversations...");
             }

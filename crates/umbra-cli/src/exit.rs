@@ -68,6 +68,7 @@ fn client(e: &ClientError) -> Failure {
         ClientError::Unreachable { .. } | ClientError::Queued(..) => Failure::Unreachable,
         ClientError::Server { .. }
         | ClientError::UnknownUser(_)
+        | ClientError::Unlinked(_)
         | ClientError::UnitRefused(_)
         | ClientError::TooLarge { .. } => Failure::Refused,
         ClientError::ProxyLink(_) | ClientError::Invite(_) | ClientError::Invalid(_) => {

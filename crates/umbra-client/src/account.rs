@@ -185,9 +185,14 @@ impl Client {
             signature: self.identity.sign(&signed)?,
             signalling,
         };
-        let left = match server.call(client_frame::Body::Login(login)).await? {
-            server_frame::Body::LoggedIn(l) => l.key_packages_left,
-            other => return Err(ClientError::Protocol(format!("{other:?}"))),
+        let left = match server.call(client_frame::Body::Login(login)).await {
+            Ok(server_frame::Body::LoggedIn(l)) => l.key_packages_left,
+            Ok(other) => return Err(ClientError::Protocol(format!("{other:?}"))),
+            Err(ClientError::Server {
+                code: umbra_wire::proto::ErrorCode::UnknownDevice,
+                ..
+            }) => return Err(ClientError::Unlinked(self.username().to_string())),
+            Err(e) => return Err(e),
         };
         if left < KEY_PACKAGE_LOW_WATER {
             self.upload_key_packages(server, false).await?;

@@ -91,6 +91,12 @@ pub enum ClientError {
          this is an attack. Compare safety numbers with `umbra verify {0}` in person before trusting it"
     )]
     KeyChanged(String),
+    /// The server no longer knows this device: it was unlinked.
+    #[error(
+        "this device is no longer one of `{0}`'s devices (it was unlinked, or the account is gone): \
+         link it again with `umbra link` in a new profile"
+    )]
+    Unlinked(String),
     /// A device presented as a user's was not signed by their account key.
     #[error(
         "a device presented as `{0}`'s is not signed by their account key: it was refused (a \
