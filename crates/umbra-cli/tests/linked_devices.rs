@@ -148,6 +148,37 @@ fn three_devices_of_one_user_in_chats_and_groups() {
     ok(&p("alice"), &["sync"]);
     assert!(texts(&p("alice"), "bob").contains(&"after the laptop left".to_string()));
     assert!(phone.len() > 4);
+
+    // Leaving a group from one device takes the account out: every device.
+    ok(&p("phone"), &["group", "leave", "trio"]);
+    for who in ["bob", "carol", "bob", "carol", "alice"] {
+        ok(&p(who), &["sync"]);
+    }
+    let convs: serde_json::Value =
+        serde_json::from_str(ok(&p("alice"), &["--json", "conversations"]).trim()).expect("json");
+    let trio = convs
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|c| c["name"] == "trio")
+        .expect("trio");
+    assert_eq!(trio["active"], false, "{trio}");
+    let convs: serde_json::Value =
+        serde_json::from_str(ok(&p("bob"), &["--json", "conversations"]).trim()).expect("json");
+    let trio = convs
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|c| c["name"] == "trio")
+        .expect("trio");
+    assert!(
+        !trio["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .any(|m| m == "alice"),
+        "{trio}"
+    );
     assert!(server.stop().success());
 }
 

@@ -397,7 +397,8 @@ impl Client {
         Ok(applied)
     }
 
-    /// Leaves a group: tells the members, who remove us, and forgets it.
+    /// Leaves a group: tells the members, who remove us (every device of
+    /// this account), and forgets it.
     pub async fn group_leave(&mut self, name: &str) -> Result<Vec<Event>, ClientError> {
         let group_id = self.group_id_by_name(name)?;
         // Apply what others changed first, so our commit builds on it.

@@ -492,13 +492,13 @@ fn group_message(
                                 .filter(|r| r.identity_key != sender.identity_key)
                                 .collect();
                         let tag = crate::ledger::epoch_tag(&provider, &group)?;
-                        // The device that left (the account's other devices
-                        // stay until they leave too).
-                        let commit = mls::stage_remove_devices(
+                        // The account leaves, every device of it: its other
+                        // devices get the commit and learn they are out.
+                        let commit = mls::stage_remove_members(
                             &provider,
                             ctx.identity,
                             &mut group,
-                            std::slice::from_ref(&sender.identity_key),
+                            &[sender.username.as_str()],
                         )?;
                         let staged = crate::ledger::Staged {
                             commit,
