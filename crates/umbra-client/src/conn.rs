@@ -94,54 +94,74 @@ impl ServerConn {
         self.wait_for(id).await
     }
 
-    /// Sends many requests at once (pipelined) and returns their answers in order.
+    /// Sends many requests at once (pipelined) and returns their answers in
+    /// the order of the requests. The server may answer them in another
+    /// order (a request it refuses at once overtakes earlier ones waiting
+    /// for storage): each answer is matched by its request id.
     pub async fn call_many(
         &mut self,
         bodies: Vec<client_frame::Body>,
     ) -> Result<Vec<Result<server_frame::Body, ClientError>>, ClientError> {
-        let mut ids = Vec::with_capacity(bodies.len());
-        for body in bodies {
+        let mut waiting = std::collections::HashMap::with_capacity(bodies.len());
+        for (i, body) in bodies.into_iter().enumerate() {
             let (id, frame) = self.frame(body);
             self.ch.writer.queue(&frame)?;
-            ids.push(id);
+            waiting.insert(id, i);
         }
         self.ch.writer.flush().await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(match self.wait_for(id).await {
-                Err(ClientError::Server { code, message }) => {
-                    Err(ClientError::Server { code, message })
-                }
-                other => Ok(other?),
-            });
+        let mut out: Vec<Option<Result<server_frame::Body, ClientError>>> =
+            (0..waiting.len()).map(|_| None).collect();
+        while !waiting.is_empty() {
+            let Some((id, answer)) = self.next_answer().await? else {
+                continue;
+            };
+            let i = waiting.remove(&id).ok_or_else(|| {
+                ClientError::Protocol(format!("answer to request {id}, which was not asked"))
+            })?;
+            out[i] = Some(answer);
         }
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(ClientError::Protocol("no answer".into()))))
+            .collect())
     }
 
     async fn wait_for(&mut self, id: u64) -> Result<server_frame::Body, ClientError> {
         loop {
-            let frame = self.recv_frame().await?;
-            if frame.request_id == 0 {
-                if let Some(body) = frame.body {
-                    self.pushes.push_back(body);
-                }
+            let Some((got, answer)) = self.next_answer().await? else {
                 continue;
-            }
-            if frame.request_id != id {
+            };
+            if got != id {
                 return Err(ClientError::Protocol(format!(
-                    "answer to request {} while waiting for {id}",
-                    frame.request_id
+                    "answer to request {got} while waiting for {id}"
                 )));
             }
-            return match frame.body {
-                Some(server_frame::Body::Error(e)) => Err(ClientError::Server {
-                    code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
-                    message: e.message,
-                }),
-                Some(body) => Ok(body),
-                None => Err(ClientError::Protocol("empty answer".into())),
-            };
+            return answer;
         }
+    }
+
+    /// The next frame: an answer (its request id, and the body or the
+    /// server's error), or `None` for a push, which is kept for
+    /// [`ServerConn::next_push`].
+    async fn next_answer(
+        &mut self,
+    ) -> Result<Option<(u64, Result<server_frame::Body, ClientError>)>, ClientError> {
+        let frame = self.recv_frame().await?;
+        if frame.request_id == 0 {
+            if let Some(body) = frame.body {
+                self.pushes.push_back(body);
+            }
+            return Ok(None);
+        }
+        let answer = match frame.body {
+            Some(server_frame::Body::Error(e)) => Err(ClientError::Server {
+                code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+                message: e.message,
+            }),
+            Some(body) => Ok(body),
+            None => Err(ClientError::Protocol("empty answer".into())),
+        };
+        Ok(Some((frame.request_id, answer)))
     }
 
     async fn recv_frame(&mut self) -> Result<ServerFrame, ClientError> {

@@ -183,6 +183,14 @@ pub async fn flush(db: &Connection, server: &mut ServerConn) -> Result<Vec<Event
                     ErrorCode::RateLimited | ErrorCode::Busy | ErrorCode::Internal => {
                         kept += 1;
                     }
+                    // A device unlinked since we last heard of its account
+                    // (its removal from the conversation is on its way):
+                    // it is not to read this, and the account's other
+                    // devices have their own copies.
+                    ErrorCode::UnknownMailbox => {
+                        tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+                            .execute([id])?;
+                    }
                     _ => {
                         settle(&tx, *id, "failed")?;
                         warnings.push(Event::Warning {
