@@ -75,7 +75,7 @@ pub async fn run(
                     "On the new machine, run:\n  umbra link '{}'\n(or `umbra link {} --invite LINK`)\n{}\nWaiting for it...",
                     offer.link,
                     offer.code,
-                    qr(&offer.link)
+                    umbra_proxy::link::qr(&offer.link)
                 );
             }
             let ask = client
@@ -169,14 +169,4 @@ fn ask_user(fingerprint: &str) -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(same_fingerprint(answer.trim(), fingerprint) && !answer.trim().is_empty())
-}
-
-fn qr(text: &str) -> String {
-    qrcode::QrCode::new(text.as_bytes())
-        .map(|code| {
-            code.render::<qrcode::render::unicode::Dense1x2>()
-                .quiet_zone(true)
-                .build()
-        })
-        .unwrap_or_default()
 }

@@ -64,8 +64,13 @@ pub(crate) fn account_key(
 }
 
 /// Checks that a group member's device is vouched for by its account's
-/// key (pinning that key on first sight), and remembers the device.
+/// key (pinning that key on first sight), and remembers the device. A
+/// device already vouched for (by its certificate or the signed list) is
+/// looked up, not checked again: this runs for every message received.
 pub(crate) fn check_member(conn: &Connection, m: &Member) -> Result<Certified, ClientError> {
+    if let Some(known) = vouched(conn, &m.username, &m.identity_key)? {
+        return Ok(known);
+    }
     let certified = m
         .certificate
         .as_deref()
@@ -171,11 +176,35 @@ pub(crate) fn is_vouched(
     username: &str,
     identity_key: &[u8],
 ) -> Result<bool, ClientError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM contact_devices WHERE username = ?1 AND identity_key = ?2")?
-        .query_row(params![username, identity_key], |_| Ok(()))
-        .optional()?
-        .is_some())
+    Ok(vouched(conn, username, identity_key)?.is_some())
+}
+
+/// What was vouched for a device of `username` already: the account key
+/// pinned for them and the device's sealing key.
+fn vouched(
+    conn: &Connection,
+    username: &str,
+    identity_key: &[u8],
+) -> Result<Option<Certified>, ClientError> {
+    let sealing: Option<Vec<u8>> = conn
+        .prepare_cached(
+            "SELECT sealing_key FROM contact_devices WHERE username = ?1 AND identity_key = ?2",
+        )?
+        .query_row(params![username, identity_key], |r| r.get(0))
+        .optional()?;
+    let (Some(sealing), Some(account)) = (sealing, account_key(conn, username)?) else {
+        return Ok(None);
+    };
+    match (
+        <[u8; 32]>::try_from(sealing.as_slice()),
+        <[u8; 32]>::try_from(account.as_slice()),
+    ) {
+        (Ok(sealing_key), Ok(account_key)) => Ok(Some(Certified {
+            account_key,
+            sealing_key,
+        })),
+        _ => Ok(None),
+    }
 }
 
 /// One device's address, if we know it.

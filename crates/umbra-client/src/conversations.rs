@@ -13,7 +13,7 @@ use crate::ledger::Staged;
 use crate::mls_store::Provider;
 use crate::model::{Conversation, Event, HistoryEntry};
 use crate::outbox::{self, Recipient};
-use crate::{ClientError, inbox, now_ms};
+use crate::{ClientError, now_ms};
 
 impl Client {
     /// Sends a 1:1 message, starting the conversation if needed.
@@ -116,7 +116,7 @@ impl Client {
         for r in &recipients {
             save_address(&tx, r)?;
             // Our meta message gives them our delivery token.
-            inbox::mark_announced(&tx, &group_id, r)?;
+            crate::announce::mark_announced(&tx, &group_id, r)?;
         }
         if let Some(welcome) = &commit.welcome {
             outbox::enqueue(&tx, welcome, &recipients)?;
@@ -306,7 +306,7 @@ impl Client {
                     let added_now = added_now.borrow();
                     let mut names: Vec<&str> = Vec::new();
                     for r in added_now.iter() {
-                        inbox::mark_announced(tx, &group_id, r)?;
+                        crate::announce::mark_announced(tx, &group_id, r)?;
                         if r.username != me && !names.contains(&r.username.as_str()) {
                             names.push(&r.username);
                         }

@@ -29,6 +29,7 @@ use umbra_wire::proto::{
 };
 use umbra_wire::proxy::ProxyLink;
 
+use crate::ClientError;
 use crate::account::{NewDevice, keep_device, new_profile};
 use crate::client::{Client, random_bytes};
 use crate::conn::ServerConn;
@@ -38,7 +39,6 @@ use crate::linking::{Leg, LinkSecret, fingerprint, link_text};
 use crate::mls_store::Provider;
 use crate::outbox::{self, Recipient};
 use crate::profile::get_setting;
-use crate::{ClientError, inbox};
 
 /// How often a waiting device looks in its slot.
 const POLL: Duration = Duration::from_millis(500);
@@ -336,7 +336,7 @@ impl Client {
                         }))
                     },
                     |tx, provider, group| {
-                        inbox::mark_announced(tx, &group_id, &claimed.1)?;
+                        crate::announce::mark_announced(tx, &group_id, &claimed.1)?;
                         let meta = self.meta_content(tx, group, &meta_name)?;
                         let ct =
                             mls::encrypt(provider, &self.identity, group, &meta.encode_to_vec())?;

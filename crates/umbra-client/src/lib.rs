@@ -17,6 +17,7 @@
 //!   link codes and the sealed messages linking exchanges.
 //! - [`devices`]: linking, unlinking and listing this account's devices.
 //! - [`inbox`]: applying received envelopes exactly once.
+//! - [`announce`]: giving our delivery token to a conversation's devices.
 //! - [`client`]: the [`Client`] (a registered profile) and what its
 //!   operations share; the operations themselves, one module each:
 //!   [`account`] (register, login, relay credentials), [`directory`] (user
@@ -44,6 +45,7 @@
 //! - [`error`]: what can go wrong, phrased for the user.
 
 pub mod account;
+pub mod announce;
 pub mod app;
 pub mod blocking;
 pub mod business;

@@ -165,12 +165,7 @@ impl LinkSecret {
 
     /// The code as the user types it: eight groups of four hex digits.
     pub fn code(&self) -> String {
-        hex::encode(self.0)
-            .as_bytes()
-            .chunks(4)
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect::<Vec<_>>()
-            .join("-")
+        grouped_hex(&self.0)
     }
 
     /// Reads a typed code (dashes and spaces ignored, any case).
@@ -226,8 +221,12 @@ pub fn fingerprint(identity_key: &[u8], sealing_key: &[u8]) -> String {
     h.update(b"umbra-device-fingerprint-v1");
     h.update(identity_key);
     h.update(sealing_key);
-    let d = h.finalize();
-    hex::encode(&d[..8])
+    grouped_hex(&h.finalize()[..8])
+}
+
+/// `bytes` in hex, four digits to a group, groups joined by '-'.
+fn grouped_hex(bytes: &[u8]) -> String {
+    hex::encode(bytes)
         .as_bytes()
         .chunks(4)
         .map(|c| String::from_utf8_lossy(c).into_owned())

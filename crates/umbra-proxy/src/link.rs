@@ -48,12 +48,18 @@ pub fn created(data_dir: &Path) -> u64 {
 /// The link as text and as a terminal QR code.
 pub fn show(link: &ProxyLink) -> String {
     let text = link.to_string();
-    let qr = qrcode::QrCode::new(text.as_bytes())
+    let qr = qr(&text);
+    format!("{text}\n{qr}")
+}
+
+/// `text` as a QR code drawn with terminal block characters (empty if it
+/// does not fit one).
+pub fn qr(text: &str) -> String {
+    qrcode::QrCode::new(text.as_bytes())
         .map(|code| {
             code.render::<qrcode::render::unicode::Dense1x2>()
                 .quiet_zone(true)
                 .build()
         })
-        .unwrap_or_default();
-    format!("{text}\n{qr}")
+        .unwrap_or_default()
 }

@@ -201,18 +201,12 @@ impl Conn {
             })
             .await
             .map_err(refused)?;
-        let (device_id, mailbox_id) = ids.unwrap_or_default();
+        let (device_id, mailbox_id) = ids
+            .map(|(d, m)| (d.to_vec(), m.to_vec()))
+            .unwrap_or_default();
         Ok(Resp::DevicesUpdated(proto::DevicesUpdated {
-            device_id: if ids.is_some() {
-                device_id.to_vec()
-            } else {
-                Vec::new()
-            },
-            mailbox_id: if ids.is_some() {
-                mailbox_id.to_vec()
-            } else {
-                Vec::new()
-            },
+            device_id,
+            mailbox_id,
             unlinked: u32::try_from(gone.len()).unwrap_or(u32::MAX),
         }))
     }
@@ -286,9 +280,27 @@ mod tests {
         assert!(b.take(t + Duration::from_secs(61)));
     }
 
+    /// A stranger who knows someone's mailbox id (every contact does) names
+    /// it as a slot, hoping to take the online-only envelopes (call
+    /// signals) held for that mailbox in the same table, as they are with
+    /// several nodes. Without the hash the take would hand them over.
     #[test]
-    fn a_slot_never_names_the_mailbox_it_is() {
+    fn a_slot_named_after_a_mailbox_takes_nothing_held_for_it() {
+        use umbra_store::{Limits, SqliteStore, Store};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SqliteStore::open(&dir.path().join("db"), Limits::default()).expect("open");
         let mailbox = [7u8; 16];
-        assert_ne!(slot_key(&mailbox), mailbox);
+        let mut tx = store.begin().expect("begin");
+        assert!(
+            tx.hold_live(&mailbox, b"an offer for carol", false, 100, 120, 8)
+                .expect("hold")
+        );
+        assert!(
+            tx.take_live(&slot_key(&mailbox), 101)
+                .expect("take")
+                .is_empty()
+        );
+        // What the hash stands between: the same take under the mailbox id.
+        assert_eq!(tx.take_live(&mailbox, 101).expect("take").len(), 1);
     }
 }

@@ -5,49 +5,13 @@
 
 mod common;
 
-use common::{device, list};
-use umbra_store::pgtest::Cluster;
+use common::{
+    LIMITS, Open, TODAY, device, list, on_postgres, on_postgres_with, on_sqlite, on_sqlite_with,
+    with_tx,
+};
 use umbra_store::{
-    AccountDevices, Day, EnvelopeAck, EpochClaim, Limits, NewEnvelope, PgStore, SqliteStore, Store,
-    StoreError,
+    Day, EnvelopeAck, EpochClaim, Limits, NewEnvelope, SqliteStore, Store, StoreError,
 };
-
-const TODAY: Day = Day(20_000);
-
-const LIMITS: Limits = Limits {
-    mailbox_cap: 5,
-    key_package_cap: 3,
-};
-
-/// Opens the store under test (again: the same file or database).
-type Open<'a> = &'a dyn Fn() -> Box<dyn Store>;
-
-fn on_sqlite(test: impl FnOnce(Open<'_>)) {
-    on_sqlite_with(LIMITS, test)
-}
-
-fn on_sqlite_with(limits: Limits, test: impl FnOnce(Open<'_>)) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("db.sqlite");
-    test(&|| Box::new(SqliteStore::open(&path, limits).expect("open")))
-}
-
-fn on_postgres(name: &str, test: impl FnOnce(Open<'_>)) {
-    on_postgres_with(name, LIMITS, test)
-}
-
-fn on_postgres_with(name: &str, limits: Limits, test: impl FnOnce(Open<'_>)) {
-    let cluster = Cluster::start().expect("a PostgreSQL server (apt-get install postgresql)");
-    let url = cluster.database(name).expect("database");
-    test(&|| Box::new(PgStore::connect(&url, limits).expect("connect")))
-}
-
-fn with_tx<T>(store: &mut Box<dyn Store>, f: impl FnOnce(&mut dyn umbra_store::StoreTx) -> T) -> T {
-    let mut tx = store.begin().expect("begin");
-    let out = f(&mut *tx);
-    tx.commit().expect("commit");
-    out
-}
 
 fn register_and_look_up_survives_reopen(open: Open<'_>) {
     {
@@ -88,82 +52,6 @@ fn register_and_look_up_survives_reopen(open: Open<'_>) {
         assert_eq!(devs[0].device.delivery_token_hash, [9; 32]);
         assert!(tx.device(&[7; 16]).expect("device").is_none());
     });
-}
-
-fn devices_linked_and_unlinked(open: Open<'_>) {
-    let listed = |version: u64| AccountDevices {
-        version,
-        list: vec![version as u8; 3],
-        ..list(1)
-    };
-    {
-        let mut s = open();
-        with_tx(&mut s, |tx| {
-            tx.register(&device("alice", 1), &list(1), TODAY)
-                .expect("register");
-            assert_eq!(tx.account_devices("alice").expect("list"), Some(list(1)));
-            let gone = tx
-                .update_devices(
-                    "alice",
-                    &listed(2),
-                    Some(&device("alice", 2)),
-                    &[[1; 32], [2; 32]],
-                )
-                .expect("link");
-            assert!(gone.is_empty());
-            tx.store_envelope(&[102; 16], b"to the new device", false, TODAY)
-                .expect("store");
-            // The same version again, or an older one: refused, nothing changed.
-            for v in [1, 2] {
-                assert!(matches!(
-                    tx.update_devices("alice", &listed(v), Some(&device("alice", 3)), &[[1; 32]]),
-                    Err(StoreError::StaleDeviceList)
-                ));
-            }
-            assert!(matches!(
-                tx.update_devices("nobody", &listed(5), None, &[[1; 32]]),
-                Err(StoreError::UnknownUser)
-            ));
-        });
-    }
-    let mut s = open();
-    with_tx(&mut s, |tx| {
-        let devs = tx
-            .devices_for_user("alice", false)
-            .expect("lookup")
-            .expect("user");
-        assert_eq!(devs.len(), 2);
-        assert_eq!(tx.account_devices("alice").expect("list"), Some(listed(2)));
-        assert_eq!(tx.envelope_count().expect("count"), 1);
-        let gone = tx
-            .update_devices("alice", &listed(3), None, &[[1; 32]])
-            .expect("unlink");
-        assert_eq!(gone, vec![([2; 16], [102; 16])]);
-        // Its mailbox, envelopes and key packages went with it.
-        assert!(tx.mailbox(&[102; 16]).expect("mailbox").is_none());
-        assert_eq!(tx.envelope_count().expect("count"), 0);
-        assert_eq!(
-            tx.devices_for_user("alice", false)
-                .expect("lookup")
-                .expect("user")
-                .len(),
-            1
-        );
-        assert!(matches!(
-            tx.store_envelope(&[102; 16], b"late", false, TODAY),
-            Err(StoreError::UnknownMailbox)
-        ));
-    });
-}
-
-#[test]
-fn sqlite_devices_linked_and_unlinked() {
-    on_sqlite(devices_linked_and_unlinked);
-}
-
-#[test]
-fn postgres_devices_linked_and_unlinked() {
-    on_postgres("linked", devices_linked_and_unlinked);
 }
 
 fn key_packages_claim_falls_back_to_last_resort(open: Open<'_>) {

@@ -1,7 +1,10 @@
-//! What the store tests share: a device to register, and its account's
-//! first device list.
+//! What the store tests share: a device to register, its account's first
+//! device list, and running one test on both backends.
 
-use umbra_store::{AccountDevices, NewDevice};
+#![allow(dead_code)]
+
+use umbra_store::pgtest::Cluster;
+use umbra_store::{AccountDevices, Day, Limits, NewDevice, PgStore, SqliteStore, Store};
 
 /// Device `n` of `name`, every id and key derived from `n`.
 pub fn device(name: &str, n: u8) -> NewDevice {
@@ -23,4 +26,44 @@ pub fn list(n: u8) -> AccountDevices {
         version: 1,
         list: vec![n],
     }
+}
+
+pub const TODAY: Day = Day(20_000);
+
+pub const LIMITS: Limits = Limits {
+    mailbox_cap: 5,
+    key_package_cap: 3,
+};
+
+/// Opens the store under test (again: the same file or database).
+pub type Open<'a> = &'a dyn Fn() -> Box<dyn Store>;
+
+pub fn on_sqlite(test: impl FnOnce(Open<'_>)) {
+    on_sqlite_with(LIMITS, test)
+}
+
+pub fn on_sqlite_with(limits: Limits, test: impl FnOnce(Open<'_>)) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db.sqlite");
+    test(&|| Box::new(SqliteStore::open(&path, limits).expect("open")))
+}
+
+pub fn on_postgres(name: &str, test: impl FnOnce(Open<'_>)) {
+    on_postgres_with(name, LIMITS, test)
+}
+
+pub fn on_postgres_with(name: &str, limits: Limits, test: impl FnOnce(Open<'_>)) {
+    let cluster = Cluster::start().expect("a PostgreSQL server (apt-get install postgresql)");
+    let url = cluster.database(name).expect("database");
+    test(&|| Box::new(PgStore::connect(&url, limits).expect("connect")))
+}
+
+pub fn with_tx<T>(
+    store: &mut Box<dyn Store>,
+    f: impl FnOnce(&mut dyn umbra_store::StoreTx) -> T,
+) -> T {
+    let mut tx = store.begin().expect("begin");
+    let out = f(&mut *tx);
+    tx.commit().expect("commit");
+    out
 }
