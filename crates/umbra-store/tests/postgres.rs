@@ -1,7 +1,7 @@
 //! What the PostgreSQL store must do that one process on SQLite never had
 //! to: several connections (as several server nodes) writing at once, an
 //! older schema upgraded in place, a newer one refused, and the database
-//! restarting under it.
+//! restarting under it, or a node stalling inside a batch.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
@@ -281,5 +281,57 @@ fn the_store_finds_its_way_back_after_the_database_restarts() {
     // would have.
     once(&mut store, |tx| {
         assert!(tx.take_live(&[101; 16], 10).expect("take").is_empty());
+    });
+}
+
+#[test]
+fn a_node_stalled_inside_a_batch_holds_no_mailbox_for_long() {
+    let cluster = Cluster::start().expect("postgres");
+    let url = cluster.database("stalled").expect("db");
+    let mut stalled = PgStore::connect(&url, limits(10)).expect("connect");
+    once(&mut stalled, |tx| {
+        tx.register(&device("alice", 1), &list(1), TODAY)
+            .expect("register");
+    });
+    let mailbox = [101u8; 16];
+    // One node locks Alice's mailbox row, as every batch that delivers to or
+    // stores for her does, and then stops dead (SIGSTOP, a suspended
+    // machine) before it commits.
+    let mut tx = stalled.begin().expect("begin");
+    tx.lock_mailboxes(&[mailbox], &[]).expect("lock");
+    // Another node stores for Alice meanwhile: it waits for that lock, but
+    // not for as long as the stalled node sleeps.
+    let (done, finished) = std::sync::mpsc::channel();
+    let other = url.clone();
+    std::thread::spawn(move || {
+        let mut s = PgStore::connect(&other, limits(10)).expect("connect");
+        let stored = s.begin().and_then(|mut tx| {
+            tx.lock_mailboxes(&[mailbox], &[])?;
+            let id = tx.store_envelope(&mailbox, b"meanwhile", false, TODAY)?;
+            tx.commit()?;
+            Ok(id)
+        });
+        let _ = done.send(stored);
+    });
+    let waited = std::time::Instant::now();
+    let stored = finished
+        .recv_timeout(umbra_store::postgres::STALLED_SESSION * 6)
+        .expect("the other node still waits on the stalled node's lock");
+    assert_eq!(stored.expect("stored"), 1);
+    assert!(waited.elapsed() >= umbra_store::postgres::STALLED_SESSION / 2);
+    // The stalled node wakes: its batch is refused, not half-applied, and
+    // its next batch works on a fresh connection and sees the envelope.
+    assert!(
+        tx.store_envelope(&mailbox, b"late", false, TODAY)
+            .and_then(|_| tx.commit())
+            .is_err(),
+        "the stalled batch committed after its session was ended"
+    );
+    once(&mut stalled, |tx| {
+        let got = tx
+            .fetch_envelopes(&mailbox, 0, 10, usize::MAX)
+            .expect("fetch");
+        let texts: Vec<&[u8]> = got.iter().map(|e| &e.sealed[..]).collect();
+        assert_eq!(texts, vec![&b"meanwhile"[..]]);
     });
 }

@@ -321,8 +321,23 @@ fn connect(url: &str) -> Result<Client, StoreError> {
     // afresh each time avoids it but costs a third of the throughput;
     // ruling sequential scans out keeps the plans cached and right.
     client.batch_execute("SET enable_seqscan = off")?;
+    // A node that stops dead mid-batch (frozen by SIGSTOP, its machine
+    // suspended, its network gone) would hold its mailboxes' row locks
+    // until it woke, and every other node storing for those devices would
+    // wait as long. A batch never idles inside its transaction (its
+    // commands are all there before it begins), so the database ends such a
+    // session after a few seconds; the stalled node finds its connection
+    // closed, answers that batch "unavailable" and connects afresh.
+    client.batch_execute(&format!(
+        "SET idle_in_transaction_session_timeout = {}",
+        STALLED_SESSION.as_millis()
+    ))?;
     Ok(client)
 }
+
+/// How long a node's session may sit idle inside a transaction before the
+/// database ends it and releases its locks.
+pub const STALLED_SESSION: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host/db`) and
