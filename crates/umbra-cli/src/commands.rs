@@ -453,12 +453,16 @@ pub async fn run(
                 for l in &c.hosting {
                     business.push_str(&format!("\n{:<20} {}", "", l.text));
                 }
+                let keys = match (c.active, c.post_quantum) {
+                    (false, _) => " (left)",
+                    (true, true) => "  [post-quantum]",
+                    (true, false) => "  [classical]",
+                };
                 text.push_str(&format!(
-                    "{:<20} {:<6} {}{}{business}\n",
+                    "{:<20} {:<6} {}{keys}{business}\n",
                     c.name,
                     c.kind,
                     c.members.join(", "),
-                    if c.active { "" } else { " (left)" }
                 ));
             }
             if convs.is_empty() {

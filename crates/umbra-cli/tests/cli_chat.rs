@@ -153,7 +153,7 @@ fn errors_name_the_problem() {
         &dir.path().join("server"),
         "127.0.0.1:0",
         &dir.path().join("server.log"),
-        &["--max-envelope-bytes", "4096"],
+        &["--max-envelope-bytes", "16384"],
     );
     let p = |n: &str| dir.path().join(n);
 
@@ -216,10 +216,10 @@ fn errors_name_the_problem() {
     // A message over the server's limit is refused before anything is
     // written: it is not in the history, and the next message goes through.
     ok(&p("alice"), &["send", "bob", "first"]);
-    let long = "x".repeat(20_000);
+    let long = "x".repeat(40_000);
     let err = fails_with(&p("alice"), &["send", "bob", &long], 5);
     assert!(err.contains("too large for this server"), "{err}");
-    assert!(err.contains("at most 4096"), "{err}");
+    assert!(err.contains("at most 16384"), "{err}");
     said_once(&err);
     ok(&p("alice"), &["send", "bob", "second"]);
     let bodies: Vec<String> = history(&p("bob"), "alice")

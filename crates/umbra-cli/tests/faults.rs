@@ -69,11 +69,13 @@ impl Raw {
         }
     }
 
-    async fn devices(&mut self, user: &str, claim: bool) -> umbra_wire::proto::Devices {
+    /// Looks `user` up, claiming packages of `suite` when given.
+    async fn devices(&mut self, user: &str, suite: Option<u32>) -> umbra_wire::proto::Devices {
         match self
             .call(client_frame::Body::FetchDevices(FetchDevices {
                 username: user.into(),
-                claim_key_packages: claim,
+                claim_key_packages: suite.is_some(),
+                suites: suite.into_iter().collect(),
             }))
             .await
         {
@@ -144,7 +146,7 @@ fn forged_replayed_and_oversize_envelopes() {
             }
         }
         // Forgeries: random bytes, and a valid seal around junk.
-        let devices = raw.devices("bob", false).await;
+        let devices = raw.devices("bob", None).await;
         let sealing: [u8; 32] = devices.devices[0]
             .keys
             .as_ref()
@@ -197,21 +199,25 @@ fn last_resort_key_package_keeps_new_conversations_possible() {
     rt().block_on(async {
         let mut bob = register(dir.path(), &server.invite, "bob").await;
         let mut raw = Raw::open(&server.invite).await;
-        let mut last_resort_seen = 0;
-        for _ in 0..60 {
-            let d = raw.devices("bob", true).await;
-            assert!(
-                !d.devices[0].key_package.is_empty(),
-                "a key package is always handed out"
-            );
-            if d.devices[0].key_package_is_last_resort {
-                last_resort_seen += 1;
+        // Both suites' packages used up: new conversations (post-quantum
+        // ones) join through the last-resort package.
+        for suite in [0x0003, 0x004F] {
+            let mut last_resort_seen = 0;
+            for _ in 0..60 {
+                let d = raw.devices("bob", Some(suite)).await;
+                assert!(
+                    !d.devices[0].key_package.is_empty(),
+                    "a key package is always handed out"
+                );
+                if d.devices[0].key_package_is_last_resort {
+                    last_resort_seen += 1;
+                }
             }
+            assert!(
+                last_resort_seen >= 10,
+                "the last-resort package is reused once the others are gone"
+            );
         }
-        assert!(
-            last_resort_seen >= 10,
-            "the last-resort package is reused once the others are gone"
-        );
         let mut alice = register(dir.path(), &server.invite, "alice").await;
         let mut carol = register(dir.path(), &server.invite, "carol").await;
         alice.send("bob", "from alice").await.expect("alice send");
@@ -220,8 +226,10 @@ fn last_resort_key_package_keeps_new_conversations_possible() {
         got.sort();
         assert_eq!(got, vec!["from alice", "from carol"]);
         // Bob's next login uploaded fresh key packages.
-        let d = raw.devices("bob", true).await;
-        assert!(!d.devices[0].key_package_is_last_resort);
+        for suite in [0x0003, 0x004F] {
+            let d = raw.devices("bob", Some(suite)).await;
+            assert!(!d.devices[0].key_package_is_last_resort);
+        }
     });
 }
 

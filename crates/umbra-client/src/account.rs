@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use openmls::prelude::Ciphersuite;
 use sha2::{Digest, Sha256};
 use umbra_crypto::mls;
 use umbra_crypto::{AccountKey, Identity};
@@ -12,6 +13,7 @@ use umbra_wire::proto::{
     DeviceKeys, Login, Register, RelayCredentials, UploadKeyPackages, client_frame, server_frame,
 };
 use umbra_wire::proxy::ProxyLink;
+use umbra_wire::suites;
 
 use crate::ClientError;
 use crate::client::{Client, random_bytes};
@@ -185,8 +187,8 @@ impl Client {
             signature: self.identity.sign(&signed)?,
             signalling,
         };
-        let left = match server.call(client_frame::Body::Login(login)).await {
-            Ok(server_frame::Body::LoggedIn(l)) => l.key_packages_left,
+        let logged_in = match server.call(client_frame::Body::Login(login)).await {
+            Ok(server_frame::Body::LoggedIn(l)) => l,
             Ok(other) => return Err(ClientError::Protocol(format!("{other:?}"))),
             Err(ClientError::Server {
                 code: umbra_wire::proto::ErrorCode::UnknownDevice,
@@ -194,18 +196,38 @@ impl Client {
             }) => return Err(ClientError::Unlinked(self.username().to_string())),
             Err(e) => return Err(e),
         };
-        if left < KEY_PACKAGE_LOW_WATER {
-            self.upload_key_packages(server, false).await?;
+        // Suites running low, the post-quantum one first: a device whose
+        // classical packages (which say it supports post-quantum) were
+        // stored while its post-quantum ones were not would look to others
+        // like a server withholding them. A server that counts no
+        // post-quantum packages is older than this client and would keep
+        // them as classical: none are sent to it.
+        let mut low = Vec::new();
+        if let Some(pq) = logged_in
+            .key_package_counts
+            .iter()
+            .find(|c| c.suite == u32::from(suites::POST_QUANTUM))
+            && pq.left < KEY_PACKAGE_LOW_WATER
+        {
+            low.push(mls::POST_QUANTUM);
+        }
+        if logged_in.key_packages_left < KEY_PACKAGE_LOW_WATER {
+            low.push(mls::CLASSICAL);
+        }
+        for suite in low {
+            self.upload_key_packages(server, suite, false).await?;
         }
         Ok(())
     }
 
-    /// Uploads a batch of key packages (their leaves carrying this device's
-    /// hosting statement, if it has one) and a last-resort one; with
-    /// `replace`, the server first withdraws every package it held for us.
+    /// Uploads a batch of key packages of `suite` (their leaves carrying
+    /// this device's hosting statement, if it has one) and a last-resort
+    /// one; with `replace`, the server first withdraws every package of the
+    /// suite it held for us.
     pub(crate) async fn upload_key_packages(
         &mut self,
         server: &mut ServerConn,
+        suite: Ciphersuite,
         replace: bool,
     ) -> Result<(), ClientError> {
         let upload = {
@@ -217,17 +239,19 @@ impl Client {
                 kps.push(mls::new_key_package(
                     &provider,
                     &self.identity,
+                    suite,
                     false,
                     hosting.as_deref(),
                 )?);
             }
             let last_resort =
-                mls::new_key_package(&provider, &self.identity, true, hosting.as_deref())?;
+                mls::new_key_package(&provider, &self.identity, suite, true, hosting.as_deref())?;
             tx.commit()?;
             UploadKeyPackages {
                 key_packages: kps,
                 last_resort,
                 replace,
+                suite: u32::from(mls::suite_code(suite)),
             }
         };
         server

@@ -12,6 +12,7 @@
 //! a commit each customer applies and sees.
 
 use prost::Message;
+use umbra_crypto::mls;
 use umbra_wire::business::{PROFILE_CONTEXT, check_profile, signed_bytes};
 use umbra_wire::proto::{
     BusinessCard, BusinessField, BusinessProfile, SetBusinessCard, client_frame, server_frame,
@@ -105,7 +106,7 @@ impl Client {
     /// `None` if this is not a business account.
     pub async fn refresh_business_card(&mut self) -> Result<Option<BusinessLabel>, ClientError> {
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
-        let listing = server.fetch_devices(self.username(), false).await?;
+        let listing = server.fetch_devices(self.username(), &[]).await?;
         server.close().await;
         let Some(mut card) = listing.business else {
             return Ok(None);
@@ -183,7 +184,7 @@ impl Client {
     ) -> Result<Option<BusinessLabel>, ClientError> {
         crate::validate_username(username)?;
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
-        let listing = server.fetch_devices(username, false).await?;
+        let listing = server.fetch_devices(username, &[]).await?;
         server.close().await;
         let devices = accept_listing(self.profile.conn(), username, &listing)?;
         if devices.is_empty() {
@@ -320,7 +321,9 @@ impl Client {
         if before.as_deref() != Some(hosting.as_slice()) {
             let mut server = ServerConn::open(&self.invite, &self.route()).await?;
             self.login_session(&mut server, true).await?;
-            self.upload_key_packages(&mut server, true).await?;
+            for suite in mls::SUITES {
+                self.upload_key_packages(&mut server, suite, true).await?;
+            }
             server.close().await;
         }
         Ok(HostingSet {

@@ -192,15 +192,18 @@ impl ServerConn {
     }
 
     /// Looks a user's devices up (anonymous), claiming a key package per
-    /// device when `claim`. An unknown user is [`ClientError::UnknownUser`].
+    /// device when `claim` names ciphersuites (code points, preferred
+    /// first: all packages are of the first suite every device has). An
+    /// unknown user is [`ClientError::UnknownUser`].
     pub async fn fetch_devices(
         &mut self,
         username: &str,
-        claim: bool,
+        claim: &[u16],
     ) -> Result<Devices, ClientError> {
         let body = client_frame::Body::FetchDevices(FetchDevices {
             username: username.to_string(),
-            claim_key_packages: claim,
+            claim_key_packages: !claim.is_empty(),
+            suites: claim.iter().map(|&s| u32::from(s)).collect(),
         });
         match self.call(body).await {
             Ok(server_frame::Body::Devices(d)) => Ok(d),

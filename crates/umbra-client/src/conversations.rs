@@ -104,11 +104,11 @@ impl Client {
         name: Option<&str>,
         members: &[&str],
     ) -> Result<Vec<u8>, ClientError> {
-        let claimed = self.claim_all(members).await?;
+        let (claimed, suite) = self.claim_new(members).await?;
         let tx = self.profile.write()?;
         let hosting = crate::hosting::own(&tx)?;
         let provider = Provider::new(&self.crypto, &tx);
-        let mut group = mls::create_group(&provider, &self.identity, hosting.as_deref())?;
+        let mut group = mls::create_group(&provider, &self.identity, suite, hosting.as_deref())?;
         let kps: Vec<VerifiedKeyPackage> = claimed.iter().map(|(k, _)| k.clone()).collect();
         let commit = mls::add_members(&provider, &self.identity, &mut group, &kps)?;
         let group_id = mls::group_id(&group);
@@ -268,7 +268,34 @@ impl Client {
         // Apply what others changed first, so our commit builds on it.
         let mut events = self.sync().await?;
         self.ensure_addresses(&group_id).await?;
-        let claimed = self.claim_all(members).await?;
+        // The group's suite is fixed: every new device must have packages
+        // of it, and a post-quantum group keeps its Welcome within bounds.
+        let (suite, leaves) = {
+            let provider = Provider::new(&self.crypto, self.profile.conn());
+            let group = required_group(&provider, &group_id)?;
+            (mls::group_suite(&group), mls::leaves(&group).len())
+        };
+        for m in members {
+            if *m == self.username() {
+                return Err(ClientError::Invalid(
+                    "you cannot start a conversation with yourself".into(),
+                ));
+            }
+        }
+        let claimed: Vec<(VerifiedKeyPackage, Recipient)> = self
+            .claim_all_of(members, &[suite])
+            .await?
+            .into_iter()
+            .flat_map(|(_, c)| c)
+            .collect();
+        if suite == mls::POST_QUANTUM && leaves + claimed.len() > mls::POST_QUANTUM_MAX_DEVICES {
+            return Err(ClientError::Invalid(format!(
+                "a post-quantum conversation holds at most {} devices, and this one has {leaves}: \
+                 adding these {} would pass that (start a new group for more people)",
+                mls::POST_QUANTUM_MAX_DEVICES,
+                claimed.len()
+            )));
+        }
         let me = self.username().to_string();
         let own = self.identity.identity_key();
         let added_now: std::cell::RefCell<Vec<Recipient>> = std::cell::RefCell::new(Vec::new());
@@ -543,6 +570,9 @@ impl Client {
                 members,
                 active: group.is_some(),
                 epoch: group.as_ref().map(mls::epoch).unwrap_or(0),
+                post_quantum: group
+                    .as_ref()
+                    .is_some_and(|g| mls::group_suite(g) == mls::POST_QUANTUM),
                 business,
                 hosting,
             });

@@ -15,6 +15,7 @@
 
 use std::time::{Duration, Instant};
 
+use openmls::prelude::Ciphersuite;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use umbra_crypto::mls::{self, VerifiedKeyPackage};
@@ -150,7 +151,7 @@ impl Client {
     /// account key.
     async fn current_list(&self) -> Result<DeviceList, ClientError> {
         let mut server = ServerConn::open(&self.invite, &self.route()).await?;
-        let listing = server.fetch_devices(self.username(), false).await?;
+        let listing = server.fetch_devices(self.username(), &[]).await?;
         server.close().await;
         let own = get_setting(self.profile.conn(), "account_key")?;
         let signed = listing
@@ -309,7 +310,14 @@ impl Client {
         };
         let mut added = 0;
         for (group_id, kind, name) in groups {
-            let claimed = self.claim_own(identity_key, timeout).await?;
+            let suite = {
+                let provider = Provider::new(&self.crypto, self.profile.conn());
+                match mls::load_group(&provider, &group_id)? {
+                    Some(g) => mls::group_suite(&g),
+                    None => continue,
+                }
+            };
+            let claimed = self.claim_own(identity_key, suite, timeout).await?;
             let meta_name = if kind == "group" { name } else { String::new() };
             let own = self.identity.identity_key();
             let (made, _) = self
@@ -358,18 +366,19 @@ impl Client {
         Ok(added)
     }
 
-    /// A key package of our device `identity_key`, waiting up to `timeout`
-    /// for it to publish some.
+    /// A key package of `suite` of our device `identity_key`, waiting up to
+    /// `timeout` for it to publish some.
     async fn claim_own(
         &mut self,
         identity_key: &[u8],
+        suite: Ciphersuite,
         timeout: Duration,
     ) -> Result<(VerifiedKeyPackage, Recipient), ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
             let mut server = ServerConn::open(&self.invite, &self.route()).await?;
             let me = self.username().to_string();
-            let r = server.fetch_devices(&me, true).await;
+            let r = server.fetch_devices(&me, &[mls::suite_code(suite)]).await;
             server.close().await;
             match r {
                 Ok(listing) => {

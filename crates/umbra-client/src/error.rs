@@ -103,6 +103,21 @@ pub enum ClientError {
          forged device, or an account made by an older Umbra)"
     )]
     Unvouched(String),
+    /// The server handed out a classical key package for a device of a
+    /// user that says (in its signed leaf) it supports post-quantum
+    /// conversations: a downgrade, refused.
+    #[error(
+        "the server offered only classical keys for a device of `{0}` that supports post-quantum \
+         conversations: refusing a weaker conversation (a server withholding their post-quantum \
+         keys, or one older than this client: ask its operator)"
+    )]
+    Downgraded(String),
+    /// A user has a device that cannot join a post-quantum conversation.
+    #[error(
+        "`{0}` has a device without post-quantum keys (an older Umbra), which cannot join this \
+         post-quantum conversation: ask them to update, or start a new group"
+    )]
+    NotPostQuantum(String),
     /// The server answered something that does not fit the protocol.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),

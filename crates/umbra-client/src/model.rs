@@ -257,6 +257,9 @@ pub struct Conversation {
     pub active: bool,
     /// MLS epoch.
     pub epoch: u64,
+    /// Whether its keys are post-quantum (X-Wing), fixed when it was made;
+    /// false for a classical one or one we left.
+    pub post_quantum: bool,
     /// For a 1:1 conversation with a business: its checked card.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub business: Option<crate::business::BusinessLabel>,

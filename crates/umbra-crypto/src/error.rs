@@ -41,6 +41,12 @@ pub enum CryptoError {
     /// The storage behind the MLS state failed.
     #[error("MLS state storage failed: {0}")]
     Storage(String),
+    /// A Welcome or key package of an MLS ciphersuite this version does not
+    /// know (made by a newer Umbra).
+    #[error(
+        "made with MLS ciphersuite 0x{0:04x}, which this version of Umbra does not know: update Umbra"
+    )]
+    UnsupportedSuite(u16),
     /// A key had the wrong length or form.
     #[error("invalid key material")]
     InvalidKey,

@@ -17,6 +17,13 @@
 //! extension of type `umbra_wire::hosting::EXTENSION_TYPE`, opaque here),
 //! which the caller checks; every leaf lists that type among its
 //! capabilities, as MLS requires of a leaf that carries it.
+//!
+//! Two ciphersuites, fixed for a group's life when it is made: the
+//! post-quantum [`POST_QUANTUM`] (X-Wing) and the classical [`CLASSICAL`].
+//! Every leaf says it supports both; a key package is of one. A Welcome or
+//! key package of any other suite is refused as
+//! [`CryptoError::UnsupportedSuite`] before openmls parses it, so the user
+//! is told to update rather than shown a decoding error.
 
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
@@ -24,9 +31,45 @@ use openmls_traits::OpenMlsProvider;
 
 use crate::{CryptoError, Identity};
 
-/// The ciphersuite of every Umbra group.
-pub const CIPHERSUITE: Ciphersuite =
-    Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519;
+/// The classical suite: every group made before post-quantum ones, and
+/// groups too large for X-Wing's sizes.
+pub const CLASSICAL: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519;
+
+/// The post-quantum suite: X-Wing (ML-KEM-768 with X25519) as the KEM,
+/// AES-128-GCM, SHA-256, Ed25519 signatures (so identities, certificates and
+/// safety numbers are the same as in classical groups).
+pub const POST_QUANTUM: Ciphersuite = Ciphersuite::MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519;
+
+/// The most devices (leaves) a post-quantum group is made with or grows
+/// to. Every leaf and every filled parent node of the ratchet tree holds an
+/// X-Wing public key (1,216 bytes), and a Welcome carries the whole tree:
+/// at this size a full tree's Welcome stays under the server's 128 KiB
+/// envelope limit. Larger conversations are made classical.
+pub const POST_QUANTUM_MAX_DEVICES: usize = 40;
+
+/// Every suite a leaf supports, preferred first.
+pub const SUITES: [Ciphersuite; 2] = [POST_QUANTUM, CLASSICAL];
+
+/// A suite's code point (as key package uploads and claims name it).
+pub fn suite_code(suite: Ciphersuite) -> u16 {
+    suite.into()
+}
+
+/// The suite with this code point, if it is one of [`SUITES`].
+pub fn suite_of(code: u16) -> Result<Ciphersuite, CryptoError> {
+    SUITES
+        .into_iter()
+        .find(|s| suite_code(*s) == code)
+        .ok_or(CryptoError::UnsupportedSuite(code))
+}
+
+/// The suite of a group.
+pub fn group_suite(group: &MlsGroup) -> Ciphersuite {
+    group.ciphersuite()
+}
+
+/// The wire format code point of a Welcome (RFC 9420, 6).
+const WELCOME_WIRE_FORMAT: u16 = 0x0003;
 
 /// Messages are padded to a multiple of this, hiding exact lengths.
 const PADDING: usize = 64;
@@ -99,7 +142,7 @@ fn certificate_of(extensions: &Extensions<LeafNode>) -> Option<Vec<u8>> {
 fn capabilities() -> Capabilities {
     Capabilities::new(
         None,
-        Some(&[CIPHERSUITE]),
+        Some(&SUITES),
         Some(&[
             ExtensionType::LastResort,
             ExtensionType::Unknown(HOSTING_EXTENSION),
@@ -137,10 +180,11 @@ fn err<E: std::fmt::Debug>(e: E) -> CryptoError {
 
 fn create_config(
     id: &Identity,
+    suite: Ciphersuite,
     hosting: Option<&[u8]>,
 ) -> Result<MlsGroupCreateConfig, CryptoError> {
     Ok(MlsGroupCreateConfig::builder()
-        .ciphersuite(CIPHERSUITE)
+        .ciphersuite(suite)
         .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
         .padding_size(PADDING)
@@ -160,12 +204,13 @@ fn join_config() -> MlsGroupJoinConfig {
         .build()
 }
 
-/// A new key package for `id`, serialized, its leaf carrying `hosting` (a
-/// business's statement) if given. A last-resort one may be used by several
-/// joiners; the others are used once.
+/// A new key package of `suite` for `id`, serialized, its leaf carrying
+/// `hosting` (a business's statement) if given. A last-resort one may be
+/// used by several joiners; the others are used once.
 pub fn new_key_package<P: OpenMlsProvider>(
     provider: &P,
     id: &Identity,
+    suite: Ciphersuite,
     last_resort: bool,
     hosting: Option<&[u8]>,
 ) -> Result<Vec<u8>, CryptoError> {
@@ -178,7 +223,7 @@ pub fn new_key_package<P: OpenMlsProvider>(
         builder = builder.mark_as_last_resort();
     }
     let bundle = builder
-        .build(CIPHERSUITE, provider, id.signer(), id.credential_with_key())
+        .build(suite, provider, id.signer(), id.credential_with_key())
         .map_err(err)?;
     bundle
         .key_package()
@@ -191,6 +236,12 @@ pub fn new_key_package<P: OpenMlsProvider>(
 pub struct VerifiedKeyPackage {
     /// Who it belongs to, per its credential.
     pub member: Member,
+    /// Its suite: the suite of any group it can join.
+    pub suite: Ciphersuite,
+    /// Whether its leaf says it supports the post-quantum suite (a device
+    /// whose classical package says so could have joined a post-quantum
+    /// group).
+    pub supports_post_quantum: bool,
     key_package: KeyPackage,
 }
 
@@ -199,34 +250,43 @@ pub fn verify_key_package<P: OpenMlsProvider>(
     provider: &P,
     bytes: &[u8],
 ) -> Result<VerifiedKeyPackage, CryptoError> {
+    // A KeyPackage opens with its protocol version and then its suite.
+    if let Some(code) = bytes.get(2..4) {
+        suite_of(u16::from_be_bytes([code[0], code[1]]))?;
+    }
     let kp_in = KeyPackageIn::tls_deserialize_exact(bytes)
         .map_err(|e| CryptoError::InvalidKeyPackage(format!("{e:?}")))?;
     let key_package = kp_in
         .validate(provider.crypto(), ProtocolVersion::Mls10)
         .map_err(|e| CryptoError::InvalidKeyPackage(format!("{e:?}")))?;
-    if key_package.ciphersuite() != CIPHERSUITE {
-        return Err(CryptoError::InvalidKeyPackage(
-            "unsupported ciphersuite".into(),
-        ));
-    }
+    let suite = suite_of(suite_code(key_package.ciphersuite()))?;
     let member = member_of_leaf(key_package.leaf_node())?;
+    let supports_post_quantum = key_package
+        .leaf_node()
+        .capabilities()
+        .ciphersuites()
+        .iter()
+        .any(|s| s.value() == suite_code(POST_QUANTUM));
     Ok(VerifiedKeyPackage {
         member,
+        suite,
+        supports_post_quantum,
         key_package,
     })
 }
 
-/// Creates a group with `id` as its only member, its leaf carrying
-/// `hosting` if given.
+/// Creates a group of `suite` with `id` as its only member, its leaf
+/// carrying `hosting` if given.
 pub fn create_group<P: OpenMlsProvider>(
     provider: &P,
     id: &Identity,
+    suite: Ciphersuite,
     hosting: Option<&[u8]>,
 ) -> Result<MlsGroup, CryptoError> {
     MlsGroup::new(
         provider,
         id.signer(),
-        &create_config(id, hosting)?,
+        &create_config(id, suite, hosting)?,
         id.credential_with_key(),
     )
     .map_err(err)
@@ -486,6 +546,13 @@ pub enum Incoming {
 
 /// Parses a serialized MLS message.
 pub fn parse(bytes: &[u8]) -> Result<Incoming, CryptoError> {
+    // An MLSMessage opens with its version and wire format; a Welcome's
+    // body with its suite. One of a suite we do not know is named as such.
+    if let Some(head) = bytes.get(..6)
+        && u16::from_be_bytes([head[2], head[3]]) == WELCOME_WIRE_FORMAT
+    {
+        suite_of(u16::from_be_bytes([head[4], head[5]]))?;
+    }
     let msg = MlsMessageIn::tls_deserialize_exact(bytes)
         .map_err(|e| CryptoError::MalformedMessage(format!("{e:?}")))?;
     match msg.extract() {

@@ -1,23 +1,12 @@
 //! MLS conversations between in-memory members: 1:1, groups, removal, epochs.
 
-use openmls_rust_crypto::OpenMlsRustCrypto;
-use umbra_crypto::Identity;
+mod common;
+
+use common::{Person, person};
 use umbra_crypto::mls::{self, Incoming, Processed};
 
-struct Person {
-    id: Identity,
-    provider: OpenMlsRustCrypto,
-}
-
-fn person(name: &str) -> Person {
-    Person {
-        id: Identity::generate(name).expect("identity"),
-        provider: OpenMlsRustCrypto::default(),
-    }
-}
-
 fn kp(p: &Person) -> mls::VerifiedKeyPackage {
-    let bytes = mls::new_key_package(&p.provider, &p.id, false, None).expect("kp");
+    let bytes = mls::new_key_package(&p.provider, &p.id, mls::CLASSICAL, false, None).expect("kp");
     mls::verify_key_package(&p.provider, &bytes).expect("verify")
 }
 
@@ -49,7 +38,8 @@ fn one_to_one_and_group_lifecycle() {
     assert_eq!(bob_kp.member.username, "bob");
     assert_eq!(bob_kp.member.identity_key, bob.id.identity_key());
 
-    let mut ga = mls::create_group(&alice.provider, &alice.id, None).expect("create");
+    let mut ga =
+        mls::create_group(&alice.provider, &alice.id, mls::CLASSICAL, None).expect("create");
     let c = mls::add_members(&alice.provider, &alice.id, &mut ga, &[bob_kp]).expect("add");
     let mut gb = join(&bob, c.welcome.as_deref().expect("welcome"));
     assert_eq!(mls::epoch(&ga), mls::epoch(&gb));
@@ -138,10 +128,12 @@ fn last_resort_key_package_joins_and_can_be_reused() {
     let alice = person("alice");
     let carol = person("carol");
     let bob = person("bob");
-    let bytes = mls::new_key_package(&bob.provider, &bob.id, true, None).expect("last resort");
+    let bytes = mls::new_key_package(&bob.provider, &bob.id, mls::CLASSICAL, true, None)
+        .expect("last resort");
     for creator in [&alice, &carol] {
         let kp = mls::verify_key_package(&creator.provider, &bytes).expect("verifies");
-        let mut g = mls::create_group(&creator.provider, &creator.id, None).expect("create");
+        let mut g = mls::create_group(&creator.provider, &creator.id, mls::CLASSICAL, None)
+            .expect("create");
         let c = mls::add_members(&creator.provider, &creator.id, &mut g, &[kp]).expect("add");
         let mut gb = join(&bob, c.welcome.as_deref().expect("welcome"));
         let ct = mls::encrypt(&creator.provider, &creator.id, &mut g, b"hi").expect("enc");
@@ -155,7 +147,8 @@ fn last_resort_key_package_joins_and_can_be_reused() {
 #[test]
 fn tampered_key_package_is_refused() {
     let bob = person("bob");
-    let mut bytes = mls::new_key_package(&bob.provider, &bob.id, true, None).expect("kp");
+    let mut bytes =
+        mls::new_key_package(&bob.provider, &bob.id, mls::CLASSICAL, true, None).expect("kp");
     let n = bytes.len();
     bytes[n - 10] ^= 1;
     assert!(mls::verify_key_package(&bob.provider, &bytes).is_err());

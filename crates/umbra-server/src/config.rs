@@ -134,7 +134,10 @@ pub struct ServerArgs {
     /// Most simultaneous client connections [default: 20000].
     #[arg(long, env = "UMBRA_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Largest sealed envelope accepted, in bytes [default: 131072].
+    /// Largest sealed envelope accepted, in bytes [default: 131072]. Less
+    /// keeps larger groups from forming: a post-quantum conversation's
+    /// Welcome is about 6 KB for two people and up to 128 KiB at its 40
+    /// devices.
     #[arg(long, env = "UMBRA_MAX_ENVELOPE_BYTES", value_name = "BYTES")]
     pub max_envelope_bytes: Option<u32>,
     /// Largest protocol frame, in bytes [default: 262144].

@@ -15,6 +15,7 @@ use umbra_store::EpochClaim;
 use umbra_wire::proto::{
     self, ClientFrame, ErrorCode, client_frame::Body as Req, server_frame::Body as Resp,
 };
+use umbra_wire::suites;
 
 use crate::connection::{Conn, ConnError, Flow, LoginState};
 use crate::error::{RequestError, error_frame, reply};
@@ -308,9 +309,24 @@ impl Conn {
         }));
         self.idle = None;
         inc(&self.ctx.shared.metrics.logins);
+        let left = |suite| {
+            info.key_packages_left
+                .iter()
+                .find(|(s, _)| *s == suite)
+                .map_or(0, |(_, n)| *n)
+        };
         Ok(Resp::LoggedIn(proto::LoggedIn {
             mailbox_id: info.mailbox_id.to_vec(),
-            key_packages_left: info.key_packages_left,
+            key_packages_left: left(suites::CLASSICAL),
+            key_package_counts: info
+                .key_packages_left
+                .iter()
+                .filter(|(s, _)| *s != suites::CLASSICAL)
+                .map(|&(suite, left)| proto::KeyPackageCount {
+                    suite: u32::from(suite),
+                    left,
+                })
+                .collect(),
         }))
     }
 
@@ -359,12 +375,19 @@ impl Conn {
         if u.key_packages.iter().any(Vec::is_empty) {
             return self.answer(rid, Err(RequestError::InvalidArgument("empty key package")));
         }
+        let Some(suite) = suites::named(u.suite) else {
+            return self.answer(
+                rid,
+                Err(RequestError::InvalidArgument("unknown ciphersuite")),
+            );
+        };
         let packages = u.key_packages;
         let replace = u.replace;
         self.pend(
             rid,
             |reply| Command::Upload {
                 device_id,
+                suite,
                 packages,
                 last_resort,
                 replace,
@@ -412,7 +435,21 @@ impl Conn {
             return self.answer(rid, Err(RequestError::InvalidUsername));
         }
         let username = f.username;
-        let claim = f.claim_key_packages;
+        // The suites asked for, in order; unknown ones are skipped (a newer
+        // client's first choice), and none at all means the classical one.
+        let claim: Vec<u16> = match (f.claim_key_packages, f.suites.is_empty()) {
+            (false, _) => Vec::new(),
+            (true, true) => vec![suites::CLASSICAL],
+            (true, false) => f
+                .suites
+                .iter()
+                .filter_map(|&s| suites::named(s))
+                .take(suites::ALL.len())
+                .collect(),
+        };
+        if f.claim_key_packages && claim.is_empty() {
+            return self.answer(rid, Err(RequestError::NoKeyPackages));
+        }
         let echo = username.clone();
         let sign = self.ctx.shared.sign.clone();
         self.pend(
@@ -444,6 +481,7 @@ impl Conn {
                             }),
                             key_package: d.key_package.unwrap_or_default(),
                             key_package_is_last_resort: d.key_package_is_last_resort,
+                            suite: u32::from(d.suite),
                         })
                         .collect(),
                 }))

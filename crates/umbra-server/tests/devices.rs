@@ -36,6 +36,7 @@ async fn devices_are_linked_and_unlinked_under_the_account_key_only() {
         .call(Req::FetchDevices(proto::FetchDevices {
             username: "bob".into(),
             claim_key_packages: false,
+            ..Default::default()
         }))
         .await;
     let Resp::Devices(d) = r else { panic!("{r:?}") };
@@ -105,6 +106,7 @@ async fn devices_are_linked_and_unlinked_under_the_account_key_only() {
         .call(Req::FetchDevices(proto::FetchDevices {
             username: "bob".into(),
             claim_key_packages: false,
+            ..Default::default()
         }))
         .await;
     let Resp::Devices(d) = r else { panic!("{r:?}") };

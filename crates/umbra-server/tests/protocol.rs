@@ -42,6 +42,7 @@ async fn register_login_upload_and_claim_key_packages() {
             key_packages: vec![vec![1]],
             last_resort: vec![],
             replace: false,
+            ..Default::default()
         }))
         .await;
     assert_eq!(error_code(&r), Some(ErrorCode::NotLoggedIn));
@@ -57,6 +58,7 @@ async fn register_login_upload_and_claim_key_packages() {
         .call(Req::FetchDevices(proto::FetchDevices {
             username: "alice".into(),
             claim_key_packages: true,
+            ..Default::default()
         }))
         .await;
     assert_eq!(error_code(&r), Some(ErrorCode::NoKeyPackages));
@@ -66,6 +68,7 @@ async fn register_login_upload_and_claim_key_packages() {
             key_packages: vec![b"kp1".to_vec(), b"kp2".to_vec()],
             last_resort: b"last".to_vec(),
             replace: false,
+            ..Default::default()
         }))
         .await;
     assert!(matches!(
@@ -81,6 +84,7 @@ async fn register_login_upload_and_claim_key_packages() {
             .call(Req::FetchDevices(proto::FetchDevices {
                 username: "alice".into(),
                 claim_key_packages: true,
+                ..Default::default()
             }))
             .await;
         let Resp::Devices(d) = r else { panic!("{r:?}") };
@@ -104,11 +108,70 @@ async fn register_login_upload_and_claim_key_packages() {
             (b"last".to_vec(), true),
         ]
     );
+    // Packages of the post-quantum suite are kept and counted apart: a
+    // claim preferring them takes them, one naming no suite (an older
+    // client) or only classical ones never does, and a suite the server
+    // does not know is refused.
+    let r = c
+        .call(Req::UploadKeyPackages(proto::UploadKeyPackages {
+            key_packages: vec![b"pq1".to_vec()],
+            last_resort: b"pq-last".to_vec(),
+            suite: 0x004F,
+            ..Default::default()
+        }))
+        .await;
+    assert!(
+        matches!(
+            r,
+            Resp::KeyPackagesStored(proto::KeyPackagesStored {
+                key_packages_left: 1
+            })
+        ),
+        "{r:?}"
+    );
+    let r = c
+        .call(Req::UploadKeyPackages(proto::UploadKeyPackages {
+            key_packages: vec![b"odd".to_vec()],
+            suite: 0x7777,
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(error_code(&r), Some(ErrorCode::InvalidArgument));
+    let mut claim_of = async |suites: Vec<u32>| {
+        let r = anon
+            .call(Req::FetchDevices(proto::FetchDevices {
+                username: "alice".into(),
+                claim_key_packages: true,
+                suites,
+            }))
+            .await;
+        let Resp::Devices(d) = r else { panic!("{r:?}") };
+        (d.devices[0].suite, d.devices[0].key_package.clone())
+    };
+    assert_eq!(claim_of(vec![]).await, (3, b"last".to_vec()));
+    assert_eq!(claim_of(vec![3]).await, (3, b"last".to_vec()));
+    assert_eq!(claim_of(vec![0x4F, 3]).await, (0x4F, b"pq1".to_vec()));
+    assert_eq!(
+        claim_of(vec![0x7777, 0x4F]).await,
+        (0x4F, b"pq-last".to_vec())
+    );
+    let mut again = Client::connect(&srv.invite).await;
+    let (li, _) = again.login(&alice).await;
+    assert_eq!(li.key_packages_left, 0);
+    assert_eq!(
+        li.key_package_counts,
+        vec![proto::KeyPackageCount {
+            suite: 0x4F,
+            left: 0
+        }]
+    );
+
     // Without claiming: no package.
     let r = anon
         .call(Req::FetchDevices(proto::FetchDevices {
             username: "alice".into(),
             claim_key_packages: false,
+            ..Default::default()
         }))
         .await;
     let Resp::Devices(d) = r else { panic!("{r:?}") };
@@ -118,6 +181,7 @@ async fn register_login_upload_and_claim_key_packages() {
         .call(Req::FetchDevices(proto::FetchDevices {
             username: "nobody".into(),
             claim_key_packages: false,
+            ..Default::default()
         }))
         .await;
     assert_eq!(error_code(&r), Some(ErrorCode::UnknownUser));

@@ -37,8 +37,9 @@ pub mod traits;
 pub use day::Day;
 pub use error::StoreError;
 pub use model::{
-    AccountDevices, DeviceId, DeviceRecord, EnvelopeAck, EpochClaim, Limits, LiveEnvelope,
-    MailboxEntry, MailboxId, NewDevice, NewEnvelope, StoredCard, StoredEnvelope, UserDevice,
+    AccountDevices, DeviceId, DeviceRecord, EnvelopeAck, EpochClaim, LEGACY_SUITE, Limits,
+    LiveEnvelope, MailboxEntry, MailboxId, NewDevice, NewEnvelope, StoredCard, StoredEnvelope,
+    UserDevice,
 };
 pub use postgres::{Health, PgStore};
 pub use sqlite::SqliteStore;

@@ -61,7 +61,36 @@ pub struct UserDevice {
     pub key_package: Option<Vec<u8>>,
     /// Whether the claimed package is the (kept) last-resort one.
     pub key_package_is_last_resort: bool,
+    /// The MLS ciphersuite of the claimed package (0 when none was).
+    pub suite: u16,
 }
+
+impl UserDevice {
+    /// The device without a key package.
+    pub fn unclaimed(device: DeviceRecord) -> Self {
+        Self {
+            device,
+            key_package: None,
+            key_package_is_last_resort: false,
+            suite: 0,
+        }
+    }
+
+    /// The device with the package of `suite` just claimed for it.
+    pub fn claimed(device: DeviceRecord, package: Vec<u8>, last_resort: bool, suite: u16) -> Self {
+        Self {
+            device,
+            key_package: Some(package),
+            key_package_is_last_resort: last_resort,
+            suite,
+        }
+    }
+}
+
+/// The MLS ciphersuite of every key package stored before packages had
+/// one (`MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519`), and the one
+/// an older client means when it names none.
+pub const LEGACY_SUITE: u16 = 0x0003;
 
 /// What the server caches per mailbox to route envelopes without reading storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

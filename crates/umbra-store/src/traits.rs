@@ -125,12 +125,18 @@ pub trait StoreTx {
     fn device(&mut self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
 
     /// The devices of a user (`None` if the user does not exist). With
-    /// `claim`, atomically takes one key package per device: a regular one if
-    /// any is left (it is deleted), else the last-resort one (which is kept).
+    /// `claim` not empty (MLS ciphersuites, preferred first), atomically
+    /// takes one key package per device, of the first suite that device
+    /// has one of: a regular one if any is left (it is deleted), else the
+    /// last-resort one (which is kept). [`StoreError::NoKeyPackages`] (and
+    /// nothing taken) when a device has none of the suites. Each device is
+    /// judged alone: the client decides what suite a conversation takes,
+    /// from the devices it accepts (a device the server added on its own
+    /// must not sway it).
     fn devices_for_user(
         &mut self,
         username: &str,
-        claim: bool,
+        claim: &[u16],
     ) -> Result<Option<Vec<UserDevice>>, StoreError>;
 
     /// The device and token hash behind a mailbox.
@@ -146,20 +152,22 @@ pub trait StoreTx {
         hash: &[u8; 32],
     ) -> Result<(), StoreError>;
 
-    /// Adds key packages (and replaces the last-resort one when given);
-    /// with `replace`, first withdraws every package the device had, the
-    /// last-resort one too. All or nothing. Returns the regular packages
-    /// left afterwards.
+    /// Adds key packages of MLS ciphersuite `suite` (and replaces that
+    /// suite's last-resort one when given); with `replace`, first withdraws
+    /// every package of the suite the device had, the last-resort one too.
+    /// All or nothing. Returns the regular packages of the suite left
+    /// afterwards (the cap holds per suite).
     fn upload_key_packages(
         &mut self,
         device_id: &DeviceId,
+        suite: u16,
         packages: &[Vec<u8>],
         last_resort: Option<&[u8]>,
         replace: bool,
     ) -> Result<u32, StoreError>;
 
-    /// Regular (non-last-resort) key packages left for a device.
-    fn key_packages_left(&mut self, device_id: &DeviceId) -> Result<u32, StoreError>;
+    /// Regular (non-last-resort) key packages of `suite` left for a device.
+    fn key_packages_left(&mut self, device_id: &DeviceId, suite: u16) -> Result<u32, StoreError>;
 
     /// Stores one envelope; returns its id. [`StoreError::UnknownMailbox`] or
     /// [`StoreError::MailboxFull`] when refused.

@@ -10,7 +10,7 @@ use common::{
     with_tx,
 };
 use umbra_store::{
-    Day, EnvelopeAck, EpochClaim, Limits, NewEnvelope, SqliteStore, Store, StoreError,
+    Day, EnvelopeAck, EpochClaim, LEGACY_SUITE, Limits, NewEnvelope, SqliteStore, Store, StoreError,
 };
 
 fn register_and_look_up_survives_reopen(open: Open<'_>) {
@@ -28,7 +28,7 @@ fn register_and_look_up_survives_reopen(open: Open<'_>) {
                 tx.register(&device("bob", 1), &list(1), TODAY),
                 Err(StoreError::IdCollision)
             ));
-            assert!(tx.devices_for_user("bob", false).expect("lookup").is_none());
+            assert!(tx.devices_for_user("bob", &[]).expect("lookup").is_none());
         });
     }
     let mut s = open();
@@ -45,7 +45,7 @@ fn register_and_look_up_survives_reopen(open: Open<'_>) {
             Err(StoreError::UnknownDevice)
         ));
         let devs = tx
-            .devices_for_user("alice", false)
+            .devices_for_user("alice", &[])
             .expect("lookup")
             .expect("user");
         assert_eq!(devs.len(), 1);
@@ -61,24 +61,30 @@ fn key_packages_claim_falls_back_to_last_resort(open: Open<'_>) {
             .expect("register");
         let dev = [1u8; 16];
         assert!(matches!(
-            tx.devices_for_user("alice", true),
+            tx.devices_for_user("alice", &[LEGACY_SUITE]),
             Err(StoreError::NoKeyPackages)
         ));
         let left = tx
-            .upload_key_packages(&dev, &[vec![1], vec![2]], Some(&[0xaa]), false)
+            .upload_key_packages(
+                &dev,
+                LEGACY_SUITE,
+                &[vec![1], vec![2]],
+                Some(&[0xaa]),
+                false,
+            )
             .expect("upload");
         assert_eq!(left, 2);
         assert!(matches!(
-            tx.upload_key_packages(&dev, &[vec![3], vec![4]], None, false),
+            tx.upload_key_packages(&dev, LEGACY_SUITE, &[vec![3], vec![4]], None, false),
             Err(StoreError::TooManyKeyPackages { max: 3 })
         ));
-        assert_eq!(tx.key_packages_left(&dev).expect("left"), 2);
+        assert_eq!(tx.key_packages_left(&dev, LEGACY_SUITE).expect("left"), 2);
         // Last resort replaced.
-        tx.upload_key_packages(&dev, &[], Some(&[0xbb]), false)
+        tx.upload_key_packages(&dev, LEGACY_SUITE, &[], Some(&[0xbb]), false)
             .expect("replace");
         let claim = |tx: &mut dyn umbra_store::StoreTx| {
             let d = tx
-                .devices_for_user("alice", true)
+                .devices_for_user("alice", &[LEGACY_SUITE])
                 .expect("claim")
                 .expect("user");
             (d[0].key_package.clone(), d[0].key_package_is_last_resort)
@@ -87,28 +93,35 @@ fn key_packages_claim_falls_back_to_last_resort(open: Open<'_>) {
         assert_eq!(claim(tx), (Some(vec![2]), false));
         assert_eq!(claim(tx), (Some(vec![0xbb]), true));
         assert_eq!(claim(tx), (Some(vec![0xbb]), true));
-        assert_eq!(tx.key_packages_left(&dev).expect("left"), 0);
+        assert_eq!(tx.key_packages_left(&dev, LEGACY_SUITE).expect("left"), 0);
         assert!(matches!(
-            tx.upload_key_packages(&[5; 16], &[vec![1]], None, false),
+            tx.upload_key_packages(&[5; 16], LEGACY_SUITE, &[vec![1]], None, false),
             Err(StoreError::UnknownDevice)
         ));
         // Replacing withdraws every package the device had, the last-resort
         // one too; over the cap, nothing is withdrawn either.
-        tx.upload_key_packages(&dev, &[vec![6], vec![7]], Some(&[0xcc]), false)
-            .expect("refill");
+        tx.upload_key_packages(
+            &dev,
+            LEGACY_SUITE,
+            &[vec![6], vec![7]],
+            Some(&[0xcc]),
+            false,
+        )
+        .expect("refill");
         assert!(matches!(
             tx.upload_key_packages(
                 &dev,
+                LEGACY_SUITE,
                 &[vec![8], vec![8], vec![8], vec![8]],
                 Some(&[0xdd]),
                 true
             ),
             Err(StoreError::TooManyKeyPackages { max: 3 })
         ));
-        assert_eq!(tx.key_packages_left(&dev).expect("left"), 2);
-        tx.upload_key_packages(&dev, &[vec![9]], Some(&[0xee]), true)
+        assert_eq!(tx.key_packages_left(&dev, LEGACY_SUITE).expect("left"), 2);
+        tx.upload_key_packages(&dev, LEGACY_SUITE, &[vec![9]], Some(&[0xee]), true)
             .expect("replace all");
-        assert_eq!(tx.key_packages_left(&dev).expect("left"), 1);
+        assert_eq!(tx.key_packages_left(&dev, LEGACY_SUITE).expect("left"), 1);
         assert_eq!(claim(tx), (Some(vec![9]), false));
         assert_eq!(claim(tx), (Some(vec![0xee]), true));
     });
@@ -264,11 +277,7 @@ fn rolled_back_transaction_leaves_nothing(open: Open<'_>) {
             .expect("register");
     }
     with_tx(&mut s, |tx| {
-        assert!(
-            tx.devices_for_user("alice", false)
-                .expect("lookup")
-                .is_none()
-        );
+        assert!(tx.devices_for_user("alice", &[]).expect("lookup").is_none());
     });
 }
 
@@ -718,11 +727,7 @@ fn an_older_sqlite_file_upgrades_in_place() {
     }
     let mut s: Box<dyn Store> = Box::new(SqliteStore::open(&path, LIMITS).expect("upgrade"));
     with_tx(&mut s, |tx| {
-        assert!(
-            tx.devices_for_user("alice", false)
-                .expect("lookup")
-                .is_some()
-        );
+        assert!(tx.devices_for_user("alice", &[]).expect("lookup").is_some());
         tx.register(&device("bobby", 2), &list(2), TODAY)
             .expect("register");
         assert_eq!(tx.start_session(&[2; 16]).expect("the new column"), 1);

@@ -45,7 +45,7 @@ fn devices_linked_and_unlinked(open: Open<'_>) {
     let mut s = open();
     with_tx(&mut s, |tx| {
         let devs = tx
-            .devices_for_user("alice", false)
+            .devices_for_user("alice", &[])
             .expect("lookup")
             .expect("user");
         assert_eq!(devs.len(), 2);
@@ -59,7 +59,7 @@ fn devices_linked_and_unlinked(open: Open<'_>) {
         assert!(tx.mailbox(&[102; 16]).expect("mailbox").is_none());
         assert_eq!(tx.envelope_count().expect("count"), 0);
         assert_eq!(
-            tx.devices_for_user("alice", false)
+            tx.devices_for_user("alice", &[])
                 .expect("lookup")
                 .expect("user")
                 .len(),

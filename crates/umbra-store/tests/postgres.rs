@@ -10,7 +10,7 @@ mod common;
 
 use common::{device, list};
 use umbra_store::pgtest::Cluster;
-use umbra_store::{Day, EpochClaim, Limits, PgStore, Store, StoreError};
+use umbra_store::{Day, EpochClaim, LEGACY_SUITE, Limits, PgStore, Store, StoreError};
 
 const TODAY: Day = Day(20_000);
 
@@ -35,8 +35,17 @@ fn an_older_schema_upgrades_in_place_and_a_newer_one_is_refused() {
     assert_eq!(PgStore::schema_version(&url).expect("version"), 1);
     {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-        c.batch_execute("INSERT INTO accounts (username, created_day) VALUES ('alice', 1)")
-            .expect("a version 1 row");
+        c.batch_execute(
+            "INSERT INTO accounts (username, created_day) VALUES ('alice', 1);
+             INSERT INTO devices (device_id, username, identity_key, sealing_key, mailbox_id,
+                 delivery_token_hash)
+               VALUES (decode(repeat('01', 16), 'hex'), 'alice', decode(repeat('01', 32), 'hex'),
+                 decode(repeat('02', 32), 'hex'), decode(repeat('65', 16), 'hex'),
+                 decode(repeat('03', 32), 'hex'));
+             INSERT INTO key_packages (device_id, data, last_resort)
+               VALUES (decode(repeat('01', 16), 'hex'), 'old', false)",
+        )
+        .expect("version 1 rows");
     }
     let mut store = PgStore::connect(&url, limits(10)).expect("upgrade");
     assert_eq!(
@@ -44,12 +53,14 @@ fn an_older_schema_upgrades_in_place_and_a_newer_one_is_refused() {
         umbra_store::postgres::schema::SCHEMA_VERSION
     );
     once(&mut store, |tx| {
-        // The old row is there, and the new table works.
-        assert!(
-            tx.devices_for_user("alice", false)
-                .expect("lookup")
-                .is_some()
-        );
+        // The old rows are there, a key package from before suites is the
+        // classical suite's, and the new table works.
+        let claimed = tx
+            .devices_for_user("alice", &[0x004F, LEGACY_SUITE])
+            .expect("claim")
+            .expect("user");
+        assert_eq!(claimed[0].suite, LEGACY_SUITE);
+        assert_eq!(claimed[0].key_package.as_deref(), Some(&b"old"[..]));
         tx.set_business_card("alice", b"card", false).expect("card");
     });
     // Connecting again changes nothing.
@@ -119,7 +130,7 @@ fn key_packages_claimed_from_every_node_at_once_are_never_handed_out_twice() {
         let kps: Vec<Vec<u8>> = (0..PACKAGES)
             .map(|i| format!("kp-{i}").into_bytes())
             .collect();
-        tx.upload_key_packages(&[1; 16], &kps, Some(b"last"), false)
+        tx.upload_key_packages(&[1; 16], LEGACY_SUITE, &kps, Some(b"last"), false)
             .expect("upload");
     });
     // Eight connections, as eight nodes, claim as fast as they can, each
@@ -136,7 +147,7 @@ fn key_packages_claimed_from_every_node_at_once_are_never_handed_out_twice() {
                 for _ in 0..PACKAGES / nodes + 10 {
                     let mut tx = s.begin().expect("begin");
                     let d = tx
-                        .devices_for_user("alice", true)
+                        .devices_for_user("alice", &[LEGACY_SUITE])
                         .expect("claim")
                         .expect("user");
                     tx.commit().expect("commit");

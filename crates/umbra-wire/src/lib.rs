@@ -19,6 +19,7 @@
 //!   flight and the TLS records that carry the stream after it.
 //! - [`mask`]: keystream masks that hide the framing of a proxied stream
 //!   and of every Noise channel's length prefixes.
+//! - [`suites`]: the MLS ciphersuites key packages are kept and claimed by.
 //! - [`error`]: what can go wrong on the wire.
 //!
 //! Sockets live in `umbra-net`; this crate only turns bytes into messages and
@@ -37,6 +38,7 @@ pub mod mask;
 pub mod noise;
 pub mod proxy;
 pub mod signature;
+pub mod suites;
 pub mod upgrade;
 
 pub use error::WireError;

@@ -76,7 +76,7 @@ impl JoinRequest {
     /// A fresh key package under `id` (used once, for this call).
     pub fn new(id: &Identity) -> Result<Self, ClientError> {
         let provider = OpenMlsRustCrypto::default();
-        let key_package = mls::new_key_package(&provider, id, false, None)?;
+        let key_package = mls::new_key_package(&provider, id, mls::CLASSICAL, false, None)?;
         Ok(Self {
             provider,
             key_package,
@@ -101,7 +101,7 @@ impl CallGroup {
     /// Starts a call's group with this device alone in it.
     pub fn start(id: &Identity) -> Result<Self, ClientError> {
         let provider = OpenMlsRustCrypto::default();
-        let group = mls::create_group(&provider, id, None)?;
+        let group = mls::create_group(&provider, id, mls::CLASSICAL, None)?;
         Ok(Self {
             provider,
             group,

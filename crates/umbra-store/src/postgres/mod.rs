@@ -143,26 +143,27 @@ impl Statements {
                 "SELECT mailbox_id, max(seq) FROM envelopes WHERE mailbox_id = ANY($1) \
                  GROUP BY mailbox_id",
             )?,
-            kp_left: p(
-                "SELECT count(*) FROM key_packages WHERE device_id = $1 AND NOT last_resort",
+            kp_left: p("SELECT count(*) FROM key_packages \
+                 WHERE device_id = $1 AND suite = $2 AND NOT last_resort")?,
+            kp_delete_all: p("DELETE FROM key_packages WHERE device_id = $1 AND suite = $2")?,
+            kp_insert_many: p(
+                "INSERT INTO key_packages (device_id, suite, data, last_resort) \
+                 SELECT $1, $2, d, false FROM unnest($3::bytea[]) AS d",
             )?,
-            kp_delete_all: p("DELETE FROM key_packages WHERE device_id = $1")?,
-            kp_insert_many: p("INSERT INTO key_packages (device_id, data, last_resort) \
-                 SELECT $1, d, false FROM unnest($2::bytea[]) AS d")?,
             kp_delete_last_resort: p(
-                "DELETE FROM key_packages WHERE device_id = $1 AND last_resort",
+                "DELETE FROM key_packages WHERE device_id = $1 AND suite = $2 AND last_resort",
             )?,
             kp_insert_last_resort: p(
-                "INSERT INTO key_packages (device_id, data, last_resort) VALUES ($1, $2, true)",
+                "INSERT INTO key_packages (device_id, suite, data, last_resort) \
+                 VALUES ($1, $2, $3, true)",
             )?,
             kp_claim: p(
                 "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages \
-                 WHERE device_id = $1 AND NOT last_resort ORDER BY id LIMIT 1 \
+                 WHERE device_id = $1 AND suite = $2 AND NOT last_resort ORDER BY id LIMIT 1 \
                  FOR UPDATE SKIP LOCKED) RETURNING data",
             )?,
-            kp_last_resort: p(
-                "SELECT data FROM key_packages WHERE device_id = $1 AND last_resort LIMIT 1",
-            )?,
+            kp_last_resort: p("SELECT data FROM key_packages \
+                 WHERE device_id = $1 AND suite = $2 AND last_resort LIMIT 1")?,
             store_envelope: p(
                 "WITH s AS (UPDATE devices SET next_seq = next_seq + 1, stored = stored + 1 \
                             WHERE mailbox_id = $1 AND stored < $2 RETURNING next_seq) \

@@ -3,7 +3,8 @@
 //! The same versions as the SQLite file's (1: accounts, devices, key
 //! packages, envelopes; 2: business cards; 3: sessions and introduction
 //! budgets; 4: online-only envelopes held for a device on another node; 5:
-//! the epoch ledger; 6: account keys and device lists), so
+//! the epoch ledger; 6: account keys and device lists; 7: key packages
+//! per ciphersuite), so
 //! both backends say the same
 //! thing with `schema_version`; an older database upgrades in place, in one
 //! transaction, and a newer one is refused. Differences from SQLite, for
@@ -17,7 +18,7 @@ use postgres::Transaction;
 use crate::StoreError;
 
 /// The schema version this program writes (as the SQLite backend's).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -110,9 +111,16 @@ ALTER TABLE accounts ADD COLUMN device_list BYTEA;
 ALTER TABLE accounts ADD COLUMN list_version BIGINT NOT NULL DEFAULT 0;
 ";
 
+/// Version 7, as SQLite's: each key package's MLS ciphersuite.
+const SCHEMA_V7: &str = "
+ALTER TABLE key_packages ADD COLUMN suite INTEGER NOT NULL DEFAULT 3;
+DROP INDEX key_packages_by_device;
+CREATE INDEX key_packages_by_device ON key_packages (device_id, suite, last_resort, id);
+";
+
 /// The migrations, in order: version `i + 1` is `STEPS[i]`.
-const STEPS: [&str; 6] = [
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+const STEPS: [&str; 7] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
 ];
 
 /// The version the database is at (0: empty).

@@ -125,13 +125,14 @@ impl PgTx<'_> {
         tx: &mut Transaction<'_>,
         st: &Statements,
         device: &DeviceId,
+        suite: i32,
     ) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
         let id = &device[..];
-        if let Some(r) = tx.query_opt(&st.kp_claim, &[&id])? {
+        if let Some(r) = tx.query_opt(&st.kp_claim, &[&id, &suite])? {
             return Ok(Some((r.get(0), false)));
         }
         Ok(tx
-            .query_opt(&st.kp_last_resort, &[&id])?
+            .query_opt(&st.kp_last_resort, &[&id, &suite])?
             .map(|r| (r.get(0), true)))
     }
 }
@@ -400,7 +401,7 @@ impl StoreTx for PgTx<'_> {
     fn devices_for_user(
         &mut self,
         username: &str,
-        claim: bool,
+        claim: &[u16],
     ) -> Result<Option<Vec<UserDevice>>, StoreError> {
         let st = self.st;
         if self
@@ -416,30 +417,25 @@ impl StoreTx for PgTx<'_> {
             .iter()
             .map(device_row)
             .collect::<Result<Vec<_>, _>>()?;
-        if !claim {
+        if claim.is_empty() {
             return Ok(Some(
-                devices
-                    .into_iter()
-                    .map(|device| UserDevice {
-                        device,
-                        key_package: None,
-                        key_package_is_last_resort: false,
-                    })
-                    .collect(),
+                devices.into_iter().map(UserDevice::unclaimed).collect(),
             ));
         }
         let mut sp = self.tx.savepoint("claim")?;
         let mut out = Vec::with_capacity(devices.len());
         for device in devices {
+            let mut taken = None;
+            for &suite in claim {
+                if let Some((p, lr)) =
+                    Self::claim(&mut sp, st, &device.device_id, i32::from(suite))?
+                {
+                    taken = Some(UserDevice::claimed(device.clone(), p, lr, suite));
+                    break;
+                }
+            }
             // Dropping the savepoint gives back the packages taken so far.
-            let Some((p, last_resort)) = Self::claim(&mut sp, st, &device.device_id)? else {
-                return Err(StoreError::NoKeyPackages);
-            };
-            out.push(UserDevice {
-                device,
-                key_package: Some(p),
-                key_package_is_last_resort: last_resort,
-            });
+            out.push(taken.ok_or(StoreError::NoKeyPackages)?);
         }
         sp.commit()?;
         Ok(Some(out))
@@ -477,6 +473,7 @@ impl StoreTx for PgTx<'_> {
     fn upload_key_packages(
         &mut self,
         device_id: &DeviceId,
+        suite: u16,
         packages: &[Vec<u8>],
         last_resort: Option<&[u8]>,
         replace: bool,
@@ -484,34 +481,35 @@ impl StoreTx for PgTx<'_> {
         let st = self.st;
         let cap = self.limits.key_package_cap;
         let id = &device_id[..];
+        let suite = i32::from(suite);
         if !self.exists(&st.device_exists, &id)? {
             return Err(StoreError::UnknownDevice);
         }
         let mut sp = self.tx.savepoint("upload")?;
         if replace {
-            sp.execute(&st.kp_delete_all, &[&id])?;
+            sp.execute(&st.kp_delete_all, &[&id, &suite])?;
         }
-        let have: i64 = sp.query_one(&st.kp_left, &[&id])?.get(0);
+        let have: i64 = sp.query_one(&st.kp_left, &[&id, &suite])?.get(0);
         let total = u64::try_from(have).unwrap_or(0) + packages.len() as u64;
         if total > u64::from(cap) {
             // Dropping the savepoint undoes the withdrawal too.
             return Err(StoreError::TooManyKeyPackages { max: cap });
         }
         if !packages.is_empty() {
-            sp.execute(&st.kp_insert_many, &[&id, &packages])?;
+            sp.execute(&st.kp_insert_many, &[&id, &suite, &packages])?;
         }
         if let Some(lr) = last_resort {
-            sp.execute(&st.kp_delete_last_resort, &[&id])?;
-            sp.execute(&st.kp_insert_last_resort, &[&id, &lr])?;
+            sp.execute(&st.kp_delete_last_resort, &[&id, &suite])?;
+            sp.execute(&st.kp_insert_last_resort, &[&id, &suite, &lr])?;
         }
         sp.commit()?;
         Ok(u32::try_from(total).unwrap_or(u32::MAX))
     }
 
-    fn key_packages_left(&mut self, device_id: &DeviceId) -> Result<u32, StoreError> {
+    fn key_packages_left(&mut self, device_id: &DeviceId, suite: u16) -> Result<u32, StoreError> {
         let n: i64 = self
             .tx
-            .query_one(&self.st.kp_left, &[&&device_id[..]])?
+            .query_one(&self.st.kp_left, &[&&device_id[..], &i32::from(suite)])?
             .get(0);
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -90,9 +90,18 @@ ALTER TABLE accounts ADD COLUMN device_list BLOB;
 ALTER TABLE accounts ADD COLUMN list_version INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Version 7: each key package's MLS ciphersuite (its code point; 3, the
+/// classical suite, for every package stored before), so a device keeps
+/// packages of each suite it supports and a claim names the suite.
+const SCHEMA_V7: &str = "
+ALTER TABLE key_packages ADD COLUMN suite INTEGER NOT NULL DEFAULT 3;
+DROP INDEX key_packages_by_device;
+CREATE INDEX key_packages_by_device ON key_packages(device_id, suite, last_resort, id);
+";
+
 /// The migrations, in order: version `i + 1` is `STEPS[i]`.
-const STEPS: [&str; 6] = [
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+const STEPS: [&str; 7] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
 ];
 
 /// Connection settings: WAL, `synchronous=NORMAL`, foreign keys, busy timeout.

@@ -182,7 +182,7 @@ impl StoreTx for SqliteTx<'_> {
     fn devices_for_user(
         &mut self,
         username: &str,
-        claim: bool,
+        claim: &[u16],
     ) -> Result<Option<Vec<UserDevice>>, StoreError> {
         let sp = self.tx.savepoint()?;
         let Some(devices) = accounts::devices_of(&sp, username)? else {
@@ -190,20 +190,19 @@ impl StoreTx for SqliteTx<'_> {
         };
         let mut out = Vec::with_capacity(devices.len());
         for device in devices {
-            let (key_package, last_resort) = if claim {
-                match key_packages::claim(&sp, &device.device_id)? {
-                    Some((p, lr)) => (Some(p), lr),
-                    // Dropping the savepoint rolls back the claims made so far.
-                    None => return Err(StoreError::NoKeyPackages),
+            if claim.is_empty() {
+                out.push(UserDevice::unclaimed(device));
+                continue;
+            }
+            let mut taken = None;
+            for &suite in claim {
+                if let Some((p, lr)) = key_packages::claim(&sp, &device.device_id, suite)? {
+                    taken = Some(UserDevice::claimed(device.clone(), p, lr, suite));
+                    break;
                 }
-            } else {
-                (None, false)
-            };
-            out.push(UserDevice {
-                device,
-                key_package,
-                key_package_is_last_resort: last_resort,
-            });
+            }
+            // Dropping the savepoint gives back the packages taken so far.
+            out.push(taken.ok_or(StoreError::NoKeyPackages)?);
         }
         sp.commit()?;
         Ok(Some(out))
@@ -228,16 +227,25 @@ impl StoreTx for SqliteTx<'_> {
     fn upload_key_packages(
         &mut self,
         device_id: &DeviceId,
+        suite: u16,
         packages: &[Vec<u8>],
         last_resort: Option<&[u8]>,
         replace: bool,
     ) -> Result<u32, StoreError> {
         let cap = self.limits.key_package_cap;
-        key_packages::upload(&mut self.tx, device_id, packages, last_resort, replace, cap)
+        key_packages::upload(
+            &mut self.tx,
+            device_id,
+            suite,
+            packages,
+            last_resort,
+            replace,
+            cap,
+        )
     }
 
-    fn key_packages_left(&mut self, device_id: &DeviceId) -> Result<u32, StoreError> {
-        key_packages::left(&self.tx, device_id)
+    fn key_packages_left(&mut self, device_id: &DeviceId, suite: u16) -> Result<u32, StoreError> {
+        key_packages::left(&self.tx, device_id, suite)
     }
 
     fn store_envelope(
