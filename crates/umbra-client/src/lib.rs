@@ -39,6 +39,8 @@
 //! `directory`, `account`, `client`, `inbox`, `hosting`, `business`,
 //! `receipts`, `blocking`, `contacts`, then `outbox`, `journal`, `conn`,
 //! `profile`, `profile_key`, `mls_store`, `model`, `error`.
+//! - [`transfer`]: attachment blobs sealed and uploaded, downloaded and
+//!   opened, both resumable (uses `conn` only).
 //! - [`calls`]: calls, gluing end-to-end signalling to the media engine
 //!   (`umbra-call`): settings, records, ringing, offer and answer.
 //! - [`model`]: what the operations return.
@@ -71,6 +73,7 @@ pub mod profile;
 pub mod profile_key;
 pub mod receipts;
 pub mod receive;
+pub mod transfer;
 
 pub use account::validate_username;
 pub use client::Client;

@@ -47,6 +47,9 @@ pub enum CryptoError {
         "made with MLS ciphersuite 0x{0:04x}, which this version of Umbra does not know: update Umbra"
     )]
     UnsupportedSuite(u16),
+    /// An attachment could not be sealed or opened.
+    #[error("attachment: {0}")]
+    Attachment(&'static str),
     /// A key had the wrong length or form.
     #[error("invalid key material")]
     InvalidKey,

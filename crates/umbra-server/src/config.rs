@@ -57,6 +57,13 @@ pub struct ServerConfig {
     pub key_package_cap: u32,
     /// Days after which an undelivered envelope is deleted.
     pub envelope_expiry_days: u32,
+    /// Largest attachment blob accepted (sealed and padded), in bytes.
+    pub max_blob_bytes: u64,
+    /// Days after which an attachment blob is deleted.
+    pub blob_expiry_days: u32,
+    /// Attachment bytes this node accepts per hour from everyone together
+    /// (anonymous uploads: what bounds the disk they can take).
+    pub blob_bytes_per_hour: u64,
     /// File holding the secret shared with the call relay (TURN REST scheme);
     /// without it the server hands out no relay credentials.
     pub relay_secret_file: Option<PathBuf>,
@@ -68,6 +75,10 @@ pub struct ServerConfig {
     /// as `umbra relay` prints it), given to clients with relay credentials.
     pub unit: Option<String>,
 }
+
+/// The default largest blob: a 2 GiB file, sealed (a 16-byte tag per 64 KiB
+/// chunk; 2 GiB needs no padding).
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = (2 << 30) + (2 << 30) / (64 * 1024) * 16;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -89,6 +100,9 @@ impl Default for ServerConfig {
             mailbox_cap: 10_000,
             key_package_cap: 200,
             envelope_expiry_days: 30,
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
+            blob_expiry_days: 30,
+            blob_bytes_per_hour: 64 << 30,
             relay_secret_file: None,
             relay_urls: Vec::new(),
             relay_credential_ttl_secs: 86_400,
@@ -161,6 +175,18 @@ pub struct ServerArgs {
     /// Days after which undelivered envelopes are deleted [default: 30].
     #[arg(long, env = "UMBRA_ENVELOPE_EXPIRY_DAYS", value_name = "DAYS")]
     pub envelope_expiry_days: Option<u32>,
+    /// Largest attachment accepted, in bytes once sealed and padded
+    /// [default: 2148007936, a 2 GiB file].
+    #[arg(long, env = "UMBRA_MAX_BLOB_BYTES", value_name = "BYTES")]
+    pub max_blob_bytes: Option<u64>,
+    /// Days after which attachments are deleted [default: 30].
+    #[arg(long, env = "UMBRA_BLOB_EXPIRY_DAYS", value_name = "DAYS")]
+    pub blob_expiry_days: Option<u32>,
+    /// Attachment bytes this node takes per hour, from everyone together
+    /// [default: 68719476736, 64 GiB]. Uploads are anonymous: this bounds
+    /// the disk they can fill.
+    #[arg(long, env = "UMBRA_BLOB_BYTES_PER_HOUR", value_name = "BYTES")]
+    pub blob_bytes_per_hour: Option<u64>,
     /// File with the secret shared with the call relay; enables handing out
     /// relay credentials to logged-in clients.
     #[arg(long, env = "UMBRA_RELAY_SECRET_FILE", value_name = "FILE")]
@@ -229,6 +255,9 @@ impl Layered for ServerConfig {
         set(&mut self.mailbox_cap, &args.mailbox_cap);
         set(&mut self.key_package_cap, &args.key_package_cap);
         set(&mut self.envelope_expiry_days, &args.envelope_expiry_days);
+        set(&mut self.max_blob_bytes, &args.max_blob_bytes);
+        set(&mut self.blob_expiry_days, &args.blob_expiry_days);
+        set(&mut self.blob_bytes_per_hour, &args.blob_bytes_per_hour);
         set_opt(&mut self.relay_secret_file, &args.relay_secret_file);
         if !args.relay_urls.is_empty() {
             self.relay_urls = args.relay_urls.clone();
@@ -298,9 +327,9 @@ impl ServerConfig {
         if self.sweep_secs == 0 {
             return Err(ConfigError::Invalid("sweep_secs must be at least 1"));
         }
-        if self.mailbox_cap == 0 || self.envelope_expiry_days == 0 {
+        if self.mailbox_cap == 0 || self.envelope_expiry_days == 0 || self.blob_expiry_days == 0 {
             return Err(ConfigError::Invalid(
-                "mailbox_cap and envelope_expiry_days must be at least 1",
+                "mailbox_cap, envelope_expiry_days and blob_expiry_days must be at least 1",
             ));
         }
         Ok(())

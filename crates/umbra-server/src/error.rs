@@ -60,6 +60,21 @@ pub enum RequestError {
         umbra_wire::devices::MAX_DEVICES
     )]
     TooManyDevices,
+    /// No such blob, or not complete yet.
+    #[error("no such attachment blob (not complete, expired, deleted, or never made)")]
+    NoSuchBlob,
+    /// A blob over the server's size limit.
+    #[error("attachments on this server are at most {max} bytes once encrypted")]
+    BlobTooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// A blob written at another offset than what it holds.
+    #[error("the blob holds {expected} bytes: go on from there")]
+    BlobOffset {
+        /// What it holds.
+        expected: u64,
+    },
 }
 
 impl RequestError {
@@ -82,6 +97,9 @@ impl RequestError {
             Self::Internal => ErrorCode::Internal,
             Self::Busy(_) => ErrorCode::Busy,
             Self::NoRelay => ErrorCode::NoRelay,
+            Self::NoSuchBlob => ErrorCode::NoSuchBlob,
+            Self::BlobTooLarge { .. } => ErrorCode::BlobTooLarge,
+            Self::BlobOffset { .. } => ErrorCode::BlobOffset,
         }
     }
 }

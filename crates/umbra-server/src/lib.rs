@@ -12,6 +12,8 @@
 //! - [`storage`]: the storage thread (group commit through `umbra-store`).
 //! - [`database`]: which store: the SQLite file, or a PostgreSQL database.
 //! - [`devices`]: device lists (linking, unlinking) and link slots.
+//! - [`blobs`]: attachment blobs (anonymous, resumable upload; download by
+//!   id), kept by `umbra-store`'s blob store under the data directory.
 //! - [`doctor`]: `umbra server doctor`'s checks.
 //! - [`cluster`]: several nodes on one PostgreSQL database: wake-ups over
 //!   NATS.
@@ -28,6 +30,7 @@
 //! carry no username, device id, mailbox id or message bytes: only aggregate
 //! events and counts.
 
+pub mod blobs;
 pub mod budget;
 pub mod business;
 pub mod cluster;

@@ -61,6 +61,14 @@ pub struct Metrics {
     pub epochs_won: AtomicU64,
     /// Epoch claims that lost to another commit.
     pub epochs_lost: AtomicU64,
+    /// Attachment blobs created.
+    pub blobs_created: AtomicU64,
+    /// Attachment bytes received.
+    pub blob_bytes_received: AtomicU64,
+    /// Attachment bytes sent to downloaders.
+    pub blob_bytes_sent: AtomicU64,
+    /// Attachment blobs deleted by expiry.
+    pub blobs_expired: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -114,6 +122,30 @@ impl Metrics {
             "counter",
             "Devices unlinked from their account.",
             c(&self.devices_unlinked),
+        );
+        put(
+            "umbra_blobs_created_total",
+            "counter",
+            "Attachment blobs created.",
+            c(&self.blobs_created),
+        );
+        put(
+            "umbra_blob_bytes_received_total",
+            "counter",
+            "Attachment bytes received.",
+            c(&self.blob_bytes_received),
+        );
+        put(
+            "umbra_blob_bytes_sent_total",
+            "counter",
+            "Attachment bytes sent to downloaders.",
+            c(&self.blob_bytes_sent),
+        );
+        put(
+            "umbra_blobs_expired_total",
+            "counter",
+            "Attachment blobs deleted by expiry.",
+            c(&self.blobs_expired),
         );
         put(
             "umbra_envelopes_accepted_total",

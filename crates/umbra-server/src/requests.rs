@@ -95,6 +95,22 @@ impl Conn {
                 let r = self.take_link_slot(t).await;
                 self.answer(rid, r)?;
             }
+            Req::CreateBlob(c) => {
+                let r = self.create_blob(c).await;
+                self.answer(rid, r)?;
+            }
+            Req::PutBlob(p) => {
+                let r = self.put_blob(p).await;
+                self.answer(rid, r)?;
+            }
+            Req::GetBlob(g) => {
+                let r = self.get_blob(g).await;
+                self.answer(rid, r)?;
+            }
+            Req::DeleteBlob(d) => {
+                let r = self.delete_blob(d).await;
+                self.answer(rid, r)?;
+            }
             Req::GetRelayCredentials(_) => {
                 let r = self.relay_credentials();
                 self.answer(rid, r)?;

@@ -153,6 +153,14 @@ impl Server {
             metrics,
             budget: IntroductionBudget::new(config.introductions_per_hour),
             slots: crate::devices::SlotBudget::default(),
+            blobs: crate::blobs::Blobs {
+                store: Arc::new(
+                    umbra_store::FsBlobStore::open(&config.data_dir.join("blobs"))
+                        .context("opening the attachment store")?,
+                ),
+                max_bytes: config.max_blob_bytes,
+                budget: crate::blobs::ByteBudget::new(config.blob_bytes_per_hour),
+            },
             limits: Limits {
                 max_frame_bytes: config.max_frame_bytes,
                 max_envelope_bytes: config.max_envelope_bytes,
@@ -262,6 +270,8 @@ impl Server {
         ));
         let expiry_storage = storage.clone();
         let expiry_days = config.envelope_expiry_days;
+        let blob_days = config.blob_expiry_days;
+        let expiry_shared = shared.clone();
         let expiry_task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
             loop {
@@ -271,6 +281,21 @@ impl Server {
                         max_age_days: expiry_days,
                     })
                     .await;
+                let blobs = expiry_shared.blobs.store.clone();
+                let today = umbra_store::Day::from_unix_seconds(crate::storage::unix_now());
+                match tokio::task::spawn_blocking(move || blobs.expire(today, blob_days)).await {
+                    Ok(Ok(n)) => {
+                        if n > 0 {
+                            expiry_shared
+                                .metrics
+                                .blobs_expired
+                                .fetch_add(n, Ordering::Relaxed);
+                            tracing::info!(count = n, "expired old attachments");
+                        }
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "attachment expiry failed"),
+                    Err(_) => tracing::error!("attachment expiry stopped"),
+                }
             }
         });
         let sweep_task = shared.bus.get().is_some().then(|| {

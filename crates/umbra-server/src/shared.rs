@@ -30,6 +30,8 @@ pub struct Shared {
     pub budget: IntroductionBudget,
     /// Link slots filled this minute.
     pub slots: crate::devices::SlotBudget,
+    /// Attachment blobs.
+    pub blobs: crate::blobs::Blobs,
     /// Protocol limits.
     pub limits: Limits,
     /// Call relay credentials, when a relay is configured.

@@ -213,7 +213,7 @@ fn run_batch(store: &mut dyn Store, batch: &mut Vec<Command>, shared: &Shared) -
     stop
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

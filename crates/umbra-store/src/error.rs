@@ -44,6 +44,21 @@ pub enum StoreError {
         /// Version this program writes.
         supported: i64,
     },
+    /// No such blob (or not this uploader's).
+    #[error("no such blob")]
+    UnknownBlob,
+    /// A blob written at another offset than what it holds.
+    #[error("the blob holds {expected} bytes: write from there")]
+    BlobOffset {
+        /// What the blob holds.
+        expected: u64,
+    },
+    /// A write past a blob's declared size.
+    #[error("more bytes than the blob's declared size")]
+    BlobTooLong,
+    /// A file of the blob store failed.
+    #[error("blob storage: {0}")]
+    Io(String),
     /// Stored data is not what the schema promises (corrupt file).
     #[error("corrupt stored data: {0}")]
     Corrupt(&'static str),

@@ -9,6 +9,7 @@
 //! - [`error`]: [`StoreError`], with a distinct variant for every outcome the
 //!   server turns into a protocol error (username taken, mailbox full, ...).
 //! - [`day`]: coarse time: storage never keeps anything finer than a day.
+//! - [`blobs`]: attachment blobs ([`BlobStore`]; files under a directory).
 //! - [`sqlite`]: the embedded default backend (WAL, `synchronous=NORMAL`).
 //! - [`postgres`]: the backend several server nodes share
 //!   (`synchronous_commit` on).
@@ -25,6 +26,7 @@
 //!
 //! Time is passed in (a [`Day`]); nothing here reads the clock.
 
+pub mod blobs;
 pub mod day;
 pub mod error;
 pub mod model;
@@ -34,6 +36,7 @@ pub mod postgres;
 pub mod sqlite;
 pub mod traits;
 
+pub use blobs::{BlobId, BlobMeta, BlobState, BlobStore, FsBlobStore};
 pub use day::Day;
 pub use error::StoreError;
 pub use model::{
