@@ -41,12 +41,16 @@ pub enum GroupCommand {
         /// The group.
         name: String,
     },
-    /// Send a message to a group.
+    /// Send a message to a group: text, a file (--file, uploaded once for
+    /// everyone) or a location (--location).
     Send {
         /// The group.
         name: String,
-        /// The message text.
-        text: String,
+        /// The message text (a caption, with --file).
+        #[arg(required_unless_present_any = ["file", "location"])]
+        text: Option<String>,
+        #[command(flatten)]
+        attach: crate::attach::Attach,
     },
 }
 
@@ -177,14 +181,33 @@ pub async fn run(
             );
             account_made(&client, profile, &text, out);
         }
-        Command::Send { to, text } => {
+        Command::Send { to, text, attach } if attach.any() => {
             let mut client = open(profile, &proxy, fd)?;
+            let target = umbra_client::attachments::Target::User(&to);
+            crate::attach::send(&mut client, target, text.as_deref(), &attach, &out).await?;
+        }
+        Command::Attachments => {
+            let client = open(profile, &proxy, fd)?;
+            crate::attach::list(&client, &out)?;
+        }
+        Command::Save { id, path } => {
+            let mut client = open(profile, &proxy, fd)?;
+            crate::attach::save(&mut client, &id, path, &out).await?;
+        }
+        Command::Send { to, text, .. } => {
+            let mut client = open(profile, &proxy, fd)?;
+            let text = text.unwrap_or_default();
             let events = client.send(&to, &text).await?;
             out.events(&events);
             out.value(
                 &serde_json::json!({ "sent": true, "to": to }),
                 &format!("sent to {to}"),
             );
+        }
+        Command::Group(GroupCommand::Send { name, text, attach }) if attach.any() => {
+            let mut client = open(profile, &proxy, fd)?;
+            let target = umbra_client::attachments::Target::Group(&name);
+            crate::attach::send(&mut client, target, text.as_deref(), &attach, &out).await?;
         }
         Command::Group(g) => {
             let mut client = open(profile, &proxy, fd)?;
@@ -210,8 +233,10 @@ pub async fn run(
                 GroupCommand::Leave { name } => {
                     (client.group_leave(name).await?, format!("left `{name}`"))
                 }
-                GroupCommand::Send { name, text } => (
-                    client.group_send(name, text).await?,
+                GroupCommand::Send { name, text, .. } => (
+                    client
+                        .group_send(name, text.as_deref().unwrap_or_default())
+                        .await?,
                     format!("sent to `{name}`"),
                 ),
             };

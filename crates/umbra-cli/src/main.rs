@@ -24,6 +24,7 @@ macro_rules! tell {
     ($($t:tt)*) => { $crate::output::tell(format_args!($($t)*)) };
 }
 
+mod attach;
 mod business_host;
 mod calling;
 mod commands;
@@ -96,12 +97,16 @@ enum Command {
         #[arg(long)]
         no_passphrase: bool,
     },
-    /// Send a 1:1 message (starts the conversation if needed).
+    /// Send a 1:1 message (starts the conversation if needed): text, a
+    /// file (--file) or a location (--location).
     Send {
         /// Recipient's username.
         to: String,
-        /// The message text.
-        text: String,
+        /// The message text (a caption, with --file).
+        #[arg(required_unless_present_any = ["file", "location"])]
+        text: Option<String>,
+        #[command(flatten)]
+        attach: attach::Attach,
     },
     /// Group conversations.
     #[command(subcommand)]
@@ -172,6 +177,16 @@ enum Command {
     Business(commands::BusinessCommand),
     /// List conversations and their members.
     Conversations,
+    /// List the files received and sent, with the ids `umbra save` takes.
+    Attachments,
+    /// Fetch an attachment, check it, and write it to PATH (default: its
+    /// name, in the current directory).
+    Save {
+        /// The message id (a prefix is enough), from `umbra attachments`.
+        id: String,
+        /// Where to write it (a directory keeps its name).
+        path: Option<std::path::PathBuf>,
+    },
     /// Show the safety number to compare with USER out of band.
     Verify {
         /// The other person's username.

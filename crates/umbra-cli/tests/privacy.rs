@@ -145,6 +145,12 @@ fn check_rows(db: &Path, ids: &HashMap<String, Vec<Vec<u8>>>, plaintexts: &[Stri
 fn raw_files_clean(data_dir: &Path, plaintexts: &[String]) {
     for entry in std::fs::read_dir(data_dir).expect("data dir") {
         let path = entry.expect("entry").path();
+        // The blob store's directories, and whatever else is under the
+        // data directory, are read too.
+        if path.is_dir() {
+            raw_files_clean(&path, plaintexts);
+            continue;
+        }
         let bytes = std::fs::read(&path).expect("read");
         for p in plaintexts {
             assert!(

@@ -18,6 +18,18 @@ use crate::{ClientError, now_ms};
 impl Client {
     /// Sends a 1:1 message, starting the conversation if needed.
     pub async fn send(&mut self, to: &str, text: &str) -> Result<Vec<Event>, ClientError> {
+        let content = self.content(content::Body::Text(text.to_string()));
+        self.send_content(to, content, text).await
+    }
+
+    /// Sends `content` to `to` (starting the conversation if needed);
+    /// `shown` is what the history shows of it.
+    pub(crate) async fn send_content(
+        &mut self,
+        to: &str,
+        content: Content,
+        shown: &str,
+    ) -> Result<Vec<Event>, ClientError> {
         crate::blocking::refuse_blocked(self.profile.conn(), to)?;
         let mut events = self.flush_earlier().await?;
         let existing = direct_conversation(self.profile.conn(), to)?;
@@ -37,7 +49,7 @@ impl Client {
             }
         };
         self.keep_card_fresh().await?;
-        self.post(&group_id, text)?;
+        self.post(&group_id, content, shown)?;
         events.extend(self.flush_now().await?);
         Ok(events)
     }
@@ -179,16 +191,16 @@ impl Client {
         })))
     }
 
-    /// Encrypts `text` for a conversation and queues it.
-    fn post(&mut self, group_id: &[u8], text: &str) -> Result<(), ClientError> {
+    /// Encrypts `content` for a conversation and queues it.
+    fn post(&mut self, group_id: &[u8], content: Content, shown: &str) -> Result<(), ClientError> {
         let tx = self.profile.write()?;
-        self.post_in(&tx, group_id, text)?;
+        self.post_content_in(&tx, group_id, content, shown)?;
         tx.commit()?;
         Ok(())
     }
 
-    /// [`Client::post`] within the caller's transaction `conn`; returns the
-    /// new message's id.
+    /// A text message posted within the caller's transaction `conn`;
+    /// returns the new message's id.
     pub(crate) fn post_in(
         &self,
         conn: &Connection,
@@ -196,6 +208,18 @@ impl Client {
         text: &str,
     ) -> Result<Vec<u8>, ClientError> {
         let content = self.content(content::Body::Text(text.to_string()));
+        self.post_content_in(conn, group_id, content, text)
+    }
+
+    /// [`Client::post`] within the caller's transaction `conn`; returns the
+    /// message's id. The history shows `shown`.
+    fn post_content_in(
+        &self,
+        conn: &Connection,
+        group_id: &[u8],
+        content: Content,
+        shown: &str,
+    ) -> Result<Vec<u8>, ClientError> {
         let provider = Provider::new(&self.crypto, conn);
         // A business whose leaf does not carry its statement yet (a
         // conversation joined from a key package made before a change of
@@ -215,7 +239,7 @@ impl Client {
             "INSERT INTO history (group_id, message_id, sender, body, kind, sent_ms, received_ms, outgoing)
              VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?5, 1)",
         )?
-        .execute(params![group_id, content.message_id, self.username(), text, content.sent_at_ms as i64])?;
+        .execute(params![group_id, content.message_id, self.username(), shown, content.sent_at_ms as i64])?;
         Ok(content.message_id)
     }
 
@@ -452,12 +476,24 @@ impl Client {
 
     /// Sends a message to a group.
     pub async fn group_send(&mut self, name: &str, text: &str) -> Result<Vec<Event>, ClientError> {
+        let content = self.content(content::Body::Text(text.to_string()));
+        self.group_send_content(name, content, text).await
+    }
+
+    /// Sends `content` to the group `name`; `shown` is what the history
+    /// shows of it.
+    pub(crate) async fn group_send_content(
+        &mut self,
+        name: &str,
+        content: Content,
+        shown: &str,
+    ) -> Result<Vec<Event>, ClientError> {
         let group_id = self.group_id_by_name(name)?;
         let mut events = self.flush_earlier().await?;
         events.extend(self.hosting_checked(&group_id, name).await?);
         self.ensure_addresses(&group_id).await?;
         self.keep_card_fresh().await?;
-        self.post(&group_id, text)?;
+        self.post(&group_id, content, shown)?;
         events.extend(self.flush_now().await?);
         Ok(events)
     }

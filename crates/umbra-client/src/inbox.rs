@@ -334,7 +334,12 @@ fn group_message(
             if card_seen || !hosting::known(conn, group_id, &sender.username)? {
                 events.extend(hosting::reconcile_group(conn, group_id, &name, &group, me)?);
             }
-            match content.body {
+            // An attachment or a location is shown as a line of text from
+            // here on (an attachment's details are kept; `umbra
+            // attachments` lists only those whose message was shown).
+            let body =
+                crate::attachments::arrived(conn, group_id, &content.message_id, content.body)?;
+            match body {
                 // Nothing from a blocked account is shown or answered.
                 Some(
                     content::Body::Text(_)
@@ -507,7 +512,8 @@ fn group_message(
                         crate::ledger::hold(conn, group_id, &tag, &staged)?;
                     }
                 }
-                None => {}
+                // Made text above.
+                Some(content::Body::Attachment(_) | content::Body::Location(_)) | None => {}
             }
         }
         Processed::Commit {

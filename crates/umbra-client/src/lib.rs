@@ -40,7 +40,9 @@
 //! `receipts`, `blocking`, `contacts`, then `outbox`, `journal`, `conn`,
 //! `profile`, `profile_key`, `mls_store`, `model`, `error`.
 //! - [`transfer`]: attachment blobs sealed and uploaded, downloaded and
-//!   opened, both resumable (uses `conn` only).
+//!   opened, both resumable (uses `conn` only); [`attachments`]: files and
+//!   locations as messages, and what the profile keeps of them (after
+//!   `conversations`, before `transfer`).
 //! - [`calls`]: calls, gluing end-to-end signalling to the media engine
 //!   (`umbra-call`): settings, records, ringing, offer and answer.
 //! - [`model`]: what the operations return.
@@ -49,6 +51,7 @@
 pub mod account;
 pub mod announce;
 pub mod app;
+pub mod attachments;
 pub mod blocking;
 pub mod business;
 pub mod business_account;

@@ -7,7 +7,9 @@
 //! business member's leaf says of who hosts it (`hosting`), the journal an
 //! application passes on (`journal`) and the idempotency keys of its sends
 //! (`idempotency`), which
-//! group members we have given our delivery token to, and the MLS state
+//! group members we have given our delivery token to, the attachments
+//! messages carried (what fetching and opening each needs, and where it
+//! was saved), and the MLS state
 //! (openmls's own tables). The directory is created private (0700). The
 //! database is encrypted under the profile's data key ([`crate::profile_key`]):
 //! every connection to it starts by giving SQLCipher that key.
@@ -57,6 +59,19 @@ CREATE TABLE IF NOT EXISTS history (
     outgoing INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_by_group ON history (group_id, id);
+CREATE TABLE IF NOT EXISTS attachments (
+    message_id BLOB PRIMARY KEY,
+    group_id BLOB NOT NULL,
+    blob_id BLOB NOT NULL,
+    key BLOB NOT NULL,
+    digest BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    path TEXT,
+    write_token BLOB
+);
 CREATE TABLE IF NOT EXISTS seen (
     hash BLOB PRIMARY KEY
 ) WITHOUT ROWID;

@@ -1,0 +1,164 @@
+//! Attachments on the command line: `send --file` / `--location` (1:1 and
+//! groups), `umbra attachments`, `umbra save`, with progress on stderr.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use umbra_client::Client;
+use umbra_client::attachments::Target;
+use umbra_wire::e2e::attachment::Kind;
+
+use crate::output::Output;
+
+/// What a message may carry besides text.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Attach {
+    /// Send this file (photos included), encrypted on this device; the
+    /// message text, if any, goes with it as a caption.
+    #[arg(long, value_name = "PATH", conflicts_with = "location")]
+    pub file: Option<PathBuf>,
+    /// Send a location: the server never sees it.
+    #[arg(long, value_name = "LAT,LON", allow_hyphen_values = true)]
+    pub location: Option<String>,
+}
+
+impl Attach {
+    /// Whether anything is attached.
+    pub fn any(&self) -> bool {
+        self.file.is_some() || self.location.is_some()
+    }
+}
+
+fn parse_location(s: &str) -> anyhow::Result<(f64, f64)> {
+    let (lat, lon) = s
+        .split_once(',')
+        .context("a location is LAT,LON, e.g. 48.8584,2.2945")?;
+    Ok((
+        lat.trim().parse().context("the latitude is not a number")?,
+        lon.trim()
+            .parse()
+            .context("the longitude is not a number")?,
+    ))
+}
+
+/// Prints a transfer's progress on stderr (at most every half second), not
+/// in JSON mode.
+fn progress(out: &Output, verb: &'static str) -> impl FnMut(u64, u64) {
+    let quiet = out.json;
+    let mut last: Option<Instant> = None;
+    move |done, total| {
+        if quiet {
+            return;
+        }
+        let now = Instant::now();
+        let finished = done >= total;
+        if !finished && last.is_some_and(|l| now.duration_since(l) < Duration::from_millis(500)) {
+            return;
+        }
+        last = Some(now);
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
+        eprintln!(
+            "{verb}: {pct}% ({:.1} of {:.1} MiB)",
+            done as f64 / 1048576.0,
+            total as f64 / 1048576.0
+        );
+    }
+}
+
+/// Sends what `attach` names (with `text` as a caption) to `target`.
+pub async fn send(
+    client: &mut Client,
+    target: Target<'_>,
+    text: Option<&str>,
+    attach: &Attach,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let events = if let Some(path) = &attach.file {
+        let mut shown = progress(out, "uploading");
+        client
+            .send_file(target, path, text.unwrap_or(""), Kind::File, &mut shown)
+            .await?
+    } else if let Some(loc) = &attach.location {
+        let (lat, lon) = parse_location(loc)?;
+        let mut events = client.send_location(target, lat, lon).await?;
+        if let Some(t) = text.filter(|t| !t.is_empty()) {
+            events.extend(match target {
+                Target::User(u) => client.send(u, t).await?,
+                Target::Group(g) => client.group_send(g, t).await?,
+            });
+        }
+        events
+    } else {
+        anyhow::bail!("nothing to send: give a text, --file or --location");
+    };
+    out.events(&events);
+    let to = match target {
+        Target::User(u) => u.to_string(),
+        Target::Group(g) => format!("`{g}`"),
+    };
+    out.value(
+        &serde_json::json!({ "sent": true, "to": to }),
+        &format!("sent to {to}"),
+    );
+    Ok(())
+}
+
+/// `umbra attachments`.
+pub fn list(client: &Client, out: &Output) -> anyhow::Result<()> {
+    let all = client.attachments()?;
+    let mut text = String::new();
+    for a in &all {
+        text.push_str(&format!(
+            "{}  {:<16} {:<12} {} ({} bytes){}\n",
+            &a.id[..12],
+            a.conversation,
+            a.sender,
+            a.name,
+            a.size,
+            a.path
+                .as_ref()
+                .map(|p| format!("  saved: {p}"))
+                .unwrap_or_default()
+        ));
+    }
+    if all.is_empty() {
+        text.push_str("(no attachments yet)\n");
+    }
+    out.value(&all, text.trim_end());
+    Ok(())
+}
+
+/// `umbra save ID [PATH]`.
+pub async fn save(
+    client: &mut Client,
+    id: &str,
+    path: Option<PathBuf>,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let mut shown = progress(out, "downloading");
+    let dest = client
+        .save_attachment(id, path.as_deref(), &mut shown)
+        .await?;
+    out.value(
+        &serde_json::json!({ "saved": dest }),
+        &format!("saved to {}", dest.display()),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_location;
+
+    #[test]
+    fn locations_parse_or_say_why_not() {
+        assert_eq!(
+            parse_location("48.8584,2.2945").expect("ok"),
+            (48.8584, 2.2945)
+        );
+        assert_eq!(parse_location("-33.9, -70.6").expect("ok"), (-33.9, -70.6));
+        assert!(parse_location("48.8584").is_err());
+        assert!(parse_location("north,south").is_err());
+    }
+}
