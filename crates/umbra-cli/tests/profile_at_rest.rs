@@ -15,6 +15,10 @@ use std::process::{Output, Stdio};
 
 use common::{ServerProc, ok};
 
+/// The contact's name in the stolen-profile test: long enough that finding
+/// it in the encrypted file means a leak, not chance (a 3-byte name turns
+/// up by chance in about one of every 16 MiB of ciphertext).
+const BOB: &str = "bartholomew";
 const ALICE_PASS: &str = "a long walk by the grey river";
 const SECRET_TEXT: &str = "the key is under the third flowerpot";
 const REPLY_TEXT: &str = "noted, see you at the harbour";
@@ -83,8 +87,8 @@ fn a_copied_profile_reveals_nothing_without_the_passphrase() {
         ALICE_PASS,
     );
     assert!(out.status.success(), "{}", text(&out));
-    common::register(&bob, &node.invite, "bob");
-    let out = with_pass(&alice, &["send", "bob", SECRET_TEXT], ALICE_PASS);
+    common::register(&bob, &node.invite, BOB);
+    let out = with_pass(&alice, &["send", BOB, SECRET_TEXT], ALICE_PASS);
     assert!(out.status.success(), "{}", text(&out));
     ok(&bob, &["sync"]);
     ok(&bob, &["send", "alice", REPLY_TEXT]);
@@ -115,7 +119,7 @@ fn a_copied_profile_reveals_nothing_without_the_passphrase() {
             SECRET_TEXT,
             REPLY_TEXT,
             "alice",
-            "bob",
+            BOB,
             "127.0.0.1",
             invite_key.as_str(),
             "SQLite format 3",
@@ -136,7 +140,7 @@ fn a_copied_profile_reveals_nothing_without_the_passphrase() {
     drop(conn);
 
     // Without the passphrase, and with a wrong one: a clear error, exit 6.
-    let out = run(&stolen, &["history", "bob"], &[], Stdio::null());
+    let out = run(&stolen, &["history", BOB], &[], Stdio::null());
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     let err = text(&out);
     assert!(
@@ -144,11 +148,7 @@ fn a_copied_profile_reveals_nothing_without_the_passphrase() {
         "{err}"
     );
     common::said_once(&err);
-    let out = with_pass(
-        &stolen,
-        &["history", "bob"],
-        "a long walk by the gray river",
-    );
+    let out = with_pass(&stolen, &["history", BOB], "a long walk by the gray river");
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     let err = text(&out);
     assert!(
@@ -156,7 +156,7 @@ fn a_copied_profile_reveals_nothing_without_the_passphrase() {
         "{err}"
     );
     common::said_once(&err);
-    let out = with_pass(&stolen, &["send", "bob", "from the thief"], "guess");
+    let out = with_pass(&stolen, &["send", BOB, "from the thief"], "guess");
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     assert_eq!(
         files(&stolen),
@@ -170,7 +170,7 @@ fn a_copied_profile_reveals_nothing_without_the_passphrase() {
     std::fs::write(&pass_file, format!("{ALICE_PASS}\n")).unwrap();
     let out = run(
         &stolen,
-        &["history", "bob", "--passphrase-fd", "0"],
+        &["history", BOB, "--passphrase-fd", "0"],
         &[],
         std::fs::File::open(&pass_file).unwrap().into(),
     );
