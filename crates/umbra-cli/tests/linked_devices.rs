@@ -161,23 +161,9 @@ fn three_devices_of_one_user_in_chats_and_groups() {
     for who in ["bob", "carol", "bob", "carol", "alice"] {
         ok(&p(who), &["sync"]);
     }
-    let convs: serde_json::Value =
-        serde_json::from_str(ok(&p("alice"), &["--json", "conversations"]).trim()).expect("json");
-    let trio = convs
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|c| c["name"] == "trio")
-        .expect("trio");
+    let trio = common::conversation(&p("alice"), "trio");
     assert_eq!(trio["active"], false, "{trio}");
-    let convs: serde_json::Value =
-        serde_json::from_str(ok(&p("bob"), &["--json", "conversations"]).trim()).expect("json");
-    let trio = convs
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|c| c["name"] == "trio")
-        .expect("trio");
+    let trio = common::conversation(&p("bob"), "trio");
     assert!(
         !trio["members"]
             .as_array()

@@ -14,11 +14,7 @@ use common::{ServerProc, fails, history, ok};
 /// `umbra --json conversations`: whether the conversation `name` is
 /// post-quantum.
 fn post_quantum(profile: &Path, name: &str) -> bool {
-    let out = ok(profile, &["--json", "conversations"]);
-    let all: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
-    all.iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no conversation {name}: {out}"))["post_quantum"]
+    common::conversation(profile, name)["post_quantum"]
         .as_bool()
         .expect("post_quantum")
 }

@@ -298,6 +298,15 @@ pub fn ok(profile: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The entry of `umbra --json conversations` named `name`.
+pub fn conversation(profile: &Path, name: &str) -> serde_json::Value {
+    let out = ok(profile, &["--json", "conversations"]);
+    let all: Vec<serde_json::Value> = serde_json::from_str(out.trim()).expect("json");
+    all.into_iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no conversation {name}: {out}"))
+}
+
 /// Like [`umbra`], asserting failure and returning stderr.
 pub fn fails(profile: &Path, args: &[&str]) -> String {
     let out = umbra(profile, args);
