@@ -128,52 +128,67 @@ pub struct WavSource {
     pos: usize,
 }
 
-fn file_err(path: &Path, e: impl std::fmt::Display) -> CallError {
+pub(crate) fn file_err(path: &Path, e: impl std::fmt::Display) -> CallError {
     CallError::AudioFile {
         path: path.display().to_string(),
         why: e.to_string(),
     }
 }
 
+/// The samples of a WAV file, converted to 48 kHz mono, and the file's own
+/// sample rate. `max_seconds` refuses a longer file before reading it.
+pub fn read_wav(path: &Path, max_seconds: Option<u32>) -> Result<(Vec<i16>, u32), CallError> {
+    let reader = hound::WavReader::open(path).map_err(|e| file_err(path, e))?;
+    let spec = reader.spec();
+    if let Some(max) = max_seconds {
+        let seconds = u64::from(reader.duration()) / u64::from(spec.sample_rate.max(1));
+        if seconds > u64::from(max) {
+            return Err(file_err(
+                path,
+                format!("it lasts {seconds} s, longer than the {max} s allowed"),
+            ));
+        }
+    }
+    let channels = usize::from(spec.channels.max(1));
+    let raw: Vec<i16> = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Int, 16) => reader
+            .into_samples::<i16>()
+            .collect::<Result<_, _>>()
+            .map_err(|e| file_err(path, e))?,
+        (hound::SampleFormat::Int, bits) if bits <= 32 => {
+            let shift = bits.saturating_sub(16);
+            reader
+                .into_samples::<i32>()
+                .map(|s| s.map(|v| (v >> shift) as i16))
+                .collect::<Result<_, _>>()
+                .map_err(|e| file_err(path, e))?
+        }
+        (hound::SampleFormat::Float, 32) => reader
+            .into_samples::<f32>()
+            .map(|s| s.map(|v| (v.clamp(-1.0, 1.0) * 32_767.0) as i16))
+            .collect::<Result<_, _>>()
+            .map_err(|e| file_err(path, e))?,
+        (fmt, bits) => {
+            return Err(file_err(
+                path,
+                format!("unsupported sample format {fmt:?} with {bits} bits"),
+            ));
+        }
+    };
+    let mono: Vec<i16> = raw
+        .chunks(channels)
+        .map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / c.len() as i32) as i16)
+        .collect();
+    Ok((
+        resample(&mono, spec.sample_rate, SAMPLE_RATE),
+        spec.sample_rate,
+    ))
+}
+
 impl WavSource {
     /// Reads the whole file (a call's worth of audio is small).
     pub fn open(path: &Path) -> Result<Self, CallError> {
-        let reader = hound::WavReader::open(path).map_err(|e| file_err(path, e))?;
-        let spec = reader.spec();
-        let channels = usize::from(spec.channels.max(1));
-        let raw: Vec<i16> = match (spec.sample_format, spec.bits_per_sample) {
-            (hound::SampleFormat::Int, 16) => reader
-                .into_samples::<i16>()
-                .collect::<Result<_, _>>()
-                .map_err(|e| file_err(path, e))?,
-            (hound::SampleFormat::Int, bits) if bits <= 32 => {
-                let shift = bits.saturating_sub(16);
-                reader
-                    .into_samples::<i32>()
-                    .map(|s| s.map(|v| (v >> shift) as i16))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| file_err(path, e))?
-            }
-            (hound::SampleFormat::Float, 32) => reader
-                .into_samples::<f32>()
-                .map(|s| s.map(|v| (v.clamp(-1.0, 1.0) * 32_767.0) as i16))
-                .collect::<Result<_, _>>()
-                .map_err(|e| file_err(path, e))?,
-            (fmt, bits) => {
-                return Err(file_err(
-                    path,
-                    format!("unsupported sample format {fmt:?} with {bits} bits"),
-                ));
-            }
-        };
-        let mono: Vec<i16> = raw
-            .chunks(channels)
-            .map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / c.len() as i32) as i16)
-            .collect();
-        Ok(Self {
-            samples: resample(&mono, spec.sample_rate, SAMPLE_RATE),
-            pos: 0,
-        })
+        Ok(Self::from_samples(read_wav(path, None)?.0))
     }
 
     /// Audio already at 48 kHz mono.
@@ -237,14 +252,21 @@ impl WavSink {
     }
 }
 
-impl Sink for WavSink {
-    fn play(&mut self, frame: &Pcm) -> Result<(), CallError> {
+impl WavSink {
+    /// Appends samples (any number: a file need not end on a frame).
+    pub fn write(&mut self, samples: &[i16]) -> Result<(), CallError> {
         if let Some(w) = self.writer.as_mut() {
-            for &s in frame {
+            for &s in samples {
                 w.write_sample(s).map_err(|e| file_err(&self.path, e))?;
             }
         }
         Ok(())
+    }
+}
+
+impl Sink for WavSink {
+    fn play(&mut self, frame: &Pcm) -> Result<(), CallError> {
+        self.write(frame)
     }
 
     fn finish(&mut self) -> Result<(), CallError> {

@@ -12,6 +12,8 @@
 //! - [`group`]: a group call's audio at one member: sealing what it says,
 //!   and opening, buffering and mixing what each other member says.
 //! - [`audio`]: sources (tone, WAV, silence) and sinks (WAV, memory).
+//! - [`voice_note`]: voice messages: a recording to an Ogg Opus file and
+//!   back.
 //! - [`analysis`]: frequency and level measurement of what was heard.
 //! - `device` (feature `audio-device`): microphone and speaker through cpal.
 //! - [`driver`]: the I/O edge: a UDP socket, a 20 ms audio clock and a tokio
@@ -37,6 +39,7 @@ mod error;
 pub mod group;
 pub mod group_driver;
 pub mod jitter;
+pub mod voice_note;
 
 pub use engine::relay::Transport;
 pub use engine::{CallStats, Engine, EngineConfig, EngineEvent, Path, RelayServer, Role};

@@ -1,10 +1,14 @@
-//! Attachments on the command line: `send --file` / `--location` (1:1 and
-//! groups), `umbra attachments`, `umbra save`, with progress on stderr.
+//! Attachments on the command line: `send --file` / `--voice` /
+//! `--location` (1:1 and groups), `umbra attachments` (and `delete`),
+//! `umbra save`, `umbra play`, with progress on stderr.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use umbra_call::audio::{AudioOut, Sink, WavSink};
+use umbra_call::codec::FRAME;
+use umbra_call::voice_note;
 use umbra_client::Client;
 use umbra_client::attachments::Target;
 use umbra_wire::e2e::attachment::Kind;
@@ -16,8 +20,12 @@ use crate::output::Output;
 pub struct Attach {
     /// Send this file (photos included), encrypted on this device; the
     /// message text, if any, goes with it as a caption.
-    #[arg(long, value_name = "PATH", conflicts_with = "location")]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["location", "voice"])]
     pub file: Option<PathBuf>,
+    /// Send a voice message recorded in this WAV file (any rate, mono or
+    /// stereo; at most 15 minutes): encoded to Opus on this device.
+    #[arg(long, value_name = "FILE.wav", conflicts_with = "location")]
+    pub voice: Option<PathBuf>,
     /// Send a location: the server never sees it.
     #[arg(long, value_name = "LAT,LON", allow_hyphen_values = true)]
     pub location: Option<String>,
@@ -26,7 +34,7 @@ pub struct Attach {
 impl Attach {
     /// Whether anything is attached.
     pub fn any(&self) -> bool {
-        self.file.is_some() || self.location.is_some()
+        self.file.is_some() || self.voice.is_some() || self.location.is_some()
     }
 }
 
@@ -79,6 +87,11 @@ pub async fn send(
         client
             .send_file(target, path, text.unwrap_or(""), Kind::File, &mut shown)
             .await?
+    } else if let Some(wav) = &attach.voice {
+        let mut shown = progress(out, "uploading");
+        client
+            .send_voice(target, wav, text.unwrap_or(""), &mut shown)
+            .await?
     } else if let Some(loc) = &attach.location {
         let (lat, lon) = parse_location(loc)?;
         let mut events = client.send_location(target, lat, lon).await?;
@@ -90,7 +103,7 @@ pub async fn send(
         }
         events
     } else {
-        anyhow::bail!("nothing to send: give a text, --file or --location");
+        anyhow::bail!("nothing to send: give a text, --file, --voice or --location");
     };
     out.events(&events);
     let to = match target {
@@ -104,18 +117,38 @@ pub async fn send(
     Ok(())
 }
 
+/// `umbra attachments` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AttachmentsCommand {
+    /// Delete a file you sent from the server: whoever has not fetched it
+    /// yet can no longer get it (copies already fetched stay).
+    Delete {
+        /// The message id (a prefix is enough).
+        id: String,
+    },
+}
+
 /// `umbra attachments`.
 pub fn list(client: &Client, out: &Output) -> anyhow::Result<()> {
     let all = client.attachments()?;
     let mut text = String::new();
     for a in &all {
+        let what = match a.kind {
+            "voice" => {
+                let secs = a.duration_ms.div_ceil(1000);
+                format!("voice {}:{:02}", secs / 60, secs % 60)
+            }
+            kind => kind.to_string(),
+        };
         text.push_str(&format!(
-            "{}  {:<16} {:<12} {} ({} bytes){}\n",
+            "{}  {:<16} {:<12} {:<10} {} ({} bytes, {}){}\n",
             &a.id[..12],
             a.conversation,
             a.sender,
+            what,
             a.name,
             a.size,
+            a.state,
             a.path
                 .as_ref()
                 .map(|p| format!("  saved: {p}"))
@@ -126,6 +159,62 @@ pub fn list(client: &Client, out: &Output) -> anyhow::Result<()> {
         text.push_str("(no attachments yet)\n");
     }
     out.value(&all, text.trim_end());
+    Ok(())
+}
+
+/// `umbra play ID [--out speaker|PATH.wav]`: a WAV file gets exactly the
+/// message's samples; the speaker is fed in real time.
+pub async fn play(client: &mut Client, id: &str, to: &str, out: &Output) -> anyhow::Result<()> {
+    let mut shown = progress(out, "downloading");
+    let ogg = client.voice_message(id, &mut shown).await?;
+    let samples = match AudioOut::parse(to) {
+        AudioOut::Wav(path) => {
+            let mut wav = WavSink::create(&path)?;
+            let n = voice_note::decode(ogg.as_slice(), |s| wav.write(s))?;
+            wav.finish()?;
+            out.value(
+                &serde_json::json!({ "exported": path, "samples": n }),
+                &format!(
+                    "wrote {} ({:.1} s, 48 kHz mono)",
+                    path.display(),
+                    n as f64 / 48_000.0
+                ),
+            );
+            return Ok(());
+        }
+        AudioOut::Discard => voice_note::decode(ogg.as_slice(), |_| Ok(()))?,
+        speaker => {
+            let mut sink = speaker.open()?;
+            let mut pending: Vec<i16> = Vec::new();
+            let mut clock = tokio::time::interval(Duration::from_millis(20));
+            let mut frames = Vec::new();
+            let n = voice_note::decode(ogg.as_slice(), |s| {
+                pending.extend_from_slice(s);
+                while pending.len() >= FRAME {
+                    let mut f = [0i16; FRAME];
+                    f.copy_from_slice(&pending[..FRAME]);
+                    pending.drain(..FRAME);
+                    frames.push(f);
+                }
+                Ok(())
+            })?;
+            if !pending.is_empty() {
+                let mut f = [0i16; FRAME];
+                f[..pending.len()].copy_from_slice(&pending);
+                frames.push(f);
+            }
+            for f in &frames {
+                clock.tick().await;
+                sink.play(f)?;
+            }
+            sink.finish()?;
+            n
+        }
+    };
+    out.value(
+        &serde_json::json!({ "played": samples }),
+        &format!("played {:.1} s", samples as f64 / 48_000.0),
+    );
     Ok(())
 }
 

@@ -96,6 +96,48 @@ pub enum SettingsCommand {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Attachments up to this size are fetched as soon as their message
+    /// arrives (kept encrypted in the profile until saved); larger ones
+    /// wait for `umbra save`. A size such as `16M` (the default), `500K`,
+    /// `off` or `all`.
+    AutoFetch {
+        /// `off`, `all`, or a size in bytes with an optional K, M or G.
+        #[arg(value_parser = parse_size)]
+        size: u64,
+    },
+}
+
+/// `16M`, `500K`, `2G`, `1234`, `off` (0) or `all`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    match s.to_ascii_lowercase().as_str() {
+        "off" | "none" => return Ok(0),
+        "all" => return Ok(u64::MAX),
+        _ => {}
+    }
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("`{s}` is not a size: try 16M, 500K, off or all"))
+}
+
+fn size_text(n: u64) -> String {
+    match n {
+        0 => "off (every attachment waits for `umbra save`)".into(),
+        u64::MAX => "all (every attachment is fetched on arrival)".into(),
+        n if n % (1 << 30) == 0 => format!("up to {} GiB", n >> 30),
+        n if n % (1 << 20) == 0 => format!("up to {} MiB", n >> 20),
+        n if n % (1 << 10) == 0 => format!("up to {} KiB", n >> 10),
+        n => format!("up to {n} bytes"),
+    }
 }
 
 fn clock(secs: u64) -> String {
@@ -342,7 +384,9 @@ pub fn settings(client: &Client, cmd: SettingsCommand, out: Output) -> anyhow::R
         SettingsCommand::ProtectIp { state } => client.set_protect_ip(state == "on")?,
         SettingsCommand::WhoCanCall { who } => client.set_who_can_call(WhoCanCall::parse(&who)?)?,
         SettingsCommand::ReadReceipts { state } => client.set_read_receipts(state == "on")?,
+        SettingsCommand::AutoFetch { size } => client.set_auto_fetch_limit(size)?,
     }
+    let auto_fetch = client.auto_fetch_limit()?;
     let s = client.call_settings()?;
     let read_receipts = client.read_receipts()?;
     let who = serde_json::to_value(s.who_can_call)
@@ -351,17 +395,37 @@ pub fn settings(client: &Client, cmd: SettingsCommand, out: Output) -> anyhow::R
         .unwrap_or_default();
     let mut json = serde_json::to_value(s)?;
     json["read_receipts"] = read_receipts.into();
+    json["auto_fetch_bytes"] = auto_fetch.into();
     out.value(
         &json,
         &format!(
-            "protect IP address in calls: {}\nwho can call you: {who}\nread receipts: {}",
+            "protect IP address in calls: {}\nwho can call you: {who}\nread receipts: {}\n\
+             fetch attachments on arrival: {}",
             if s.protect_ip {
                 "on (every call is relayed: the other side only sees the relay's address; quality may be lower)"
             } else {
                 "off (calls go peer to peer once answered: each side can see the other's IP address)"
             },
-            if read_receipts { "on" } else { "off" }
+            if read_receipts { "on" } else { "off" },
+            size_text(auto_fetch)
         ),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_or_say_why_not() {
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("500k"), Ok(500 << 10));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1234"), Ok(1234));
+        assert_eq!(parse_size("off"), Ok(0));
+        assert_eq!(parse_size("all"), Ok(u64::MAX));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
 }

@@ -186,9 +186,23 @@ pub async fn run(
             let target = umbra_client::attachments::Target::User(&to);
             crate::attach::send(&mut client, target, text.as_deref(), &attach, &out).await?;
         }
-        Command::Attachments => {
+        Command::Attachments { cmd: None } => {
             let client = open(profile, &proxy, fd)?;
             crate::attach::list(&client, &out)?;
+        }
+        Command::Attachments {
+            cmd: Some(crate::attach::AttachmentsCommand::Delete { id }),
+        } => {
+            let mut client = open(profile, &proxy, fd)?;
+            let name = client.delete_upload(&id).await?;
+            out.value(
+                &serde_json::json!({ "deleted": name }),
+                &format!("deleted `{name}` from the server: whoever has not fetched it can no longer get it"),
+            );
+        }
+        Command::Play { id, out: to } => {
+            let mut client = open(profile, &proxy, fd)?;
+            crate::attach::play(&mut client, &id, &to, &out).await?;
         }
         Command::Save { id, path } => {
             let mut client = open(profile, &proxy, fd)?;

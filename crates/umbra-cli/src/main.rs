@@ -140,7 +140,7 @@ enum Command {
         limit: usize,
     },
     /// Settings: protect IP address in calls, who can call you, read
-    /// receipts.
+    /// receipts, attachments fetched on arrival.
     #[command(subcommand)]
     Settings(calling::SettingsCommand),
     /// Receive what is waiting, then exit.
@@ -177,8 +177,23 @@ enum Command {
     Business(commands::BusinessCommand),
     /// List conversations and their members.
     Conversations,
-    /// List the files received and sent, with the ids `umbra save` takes.
-    Attachments,
+    /// List the files and voice messages received and sent, with the ids
+    /// `umbra save` and `umbra play` take; or delete one you sent from the
+    /// server.
+    Attachments {
+        #[command(subcommand)]
+        cmd: Option<attach::AttachmentsCommand>,
+    },
+    /// Play a voice message (fetching it first if needed) on the speaker,
+    /// or export it as a WAV file with --out.
+    Play {
+        /// The message id (a prefix is enough), from `umbra attachments`.
+        id: String,
+        /// `speaker` (needs a build with the `audio-device` feature), or a
+        /// path to write a 48 kHz mono WAV file to.
+        #[arg(long, value_name = "speaker|PATH.wav", default_value = "speaker")]
+        out: String,
+    },
     /// Fetch an attachment, check it, and write it to PATH (default: its
     /// name, in the current directory).
     Save {

@@ -1,5 +1,5 @@
 //! Chatting through `umbra proxy`, with the real binaries: the client never
-//! contacts the server's own address, and the proxy sees (and logs) nothing
+//! contacts the server's own address (messages, groups, attachments), and the proxy sees (and logs) nothing
 //! but ciphertext.
 
 mod common;
@@ -97,6 +97,40 @@ fn with_a_proxy_the_client_never_contacts_the_server_address() {
     assert!(history(&p("bob"), "alice").contains(&("alice".into(), "hello via the proxy".into())));
     assert!(history(&p("alice"), "bob").contains(&("bob".into(), "hello back".into())));
     assert!(history(&p("bob"), "pals").contains(&("alice".into(), "group via the proxy".into())));
+    // Attachments too: uploads, fetching on arrival and saving all go
+    // through the proxy.
+    let photo: Vec<u8> = (0..(1 << 20) + 77).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(p("lake.jpg"), &photo).expect("photo");
+    std::fs::write(p("plan.txt"), b"meet at nine").expect("file");
+    let path = |n: &str| p(n).to_string_lossy().into_owned();
+    ok(&p("alice"), &["send", "bob", "--file", &path("lake.jpg")]);
+    ok(
+        &p("alice"),
+        &["group", "send", "pals", "--file", &path("plan.txt")],
+    );
+    ok(&p("bob"), &["sync"]);
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&p("bob"), &["--json", "attachments"])).expect("json");
+    for (name, bytes) in [
+        ("lake.jpg", photo.as_slice()),
+        ("plan.txt", b"meet at nine"),
+    ] {
+        let a = listed
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {listed:?}"));
+        assert_eq!(a["state"], "fetched", "{a}");
+        let out = p(&format!("bob-{name}"));
+        ok(
+            &p("bob"),
+            &[
+                "save",
+                a["id"].as_str().expect("id"),
+                &out.to_string_lossy(),
+            ],
+        );
+        assert_eq!(std::fs::read(&out).expect("saved"), bytes);
+    }
     assert_eq!(
         touched.load(Ordering::SeqCst),
         0,

@@ -7,7 +7,7 @@
 //! ([`crate::transfer`]). The history shows a line for it; the
 //! `attachments` table keeps the rest, by message id.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rusqlite::{Connection, params};
 use umbra_wire::e2e::{Attachment, Location, attachment::Kind, content};
@@ -15,7 +15,8 @@ use umbra_wire::e2e::{Attachment, Location, attachment::Kind, content};
 use crate::ClientError;
 use crate::client::Client;
 use crate::model::Event;
-use crate::transfer::{self, BlobRef, Progress};
+use crate::transfer::{self, Progress};
+use umbra_call::voice_note;
 
 /// Where a message with an attachment goes.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +25,17 @@ pub enum Target<'a> {
     User(&'a str),
     /// The group of this name.
     Group(&'a str),
+}
+
+/// What describes an uploaded blob in its message.
+struct Sent<'a> {
+    name: String,
+    media_type: &'static str,
+    kind: Kind,
+    duration_ms: u32,
+    caption: &'a str,
+    /// The file on this device it was sent from.
+    local: Option<&'a Path>,
 }
 
 /// An attachment the profile knows of.
@@ -41,8 +53,18 @@ pub struct AttachmentEntry {
     pub media_type: String,
     /// Its size in bytes.
     pub size: u64,
+    /// `file`, `photo` or `voice`.
+    pub kind: &'static str,
+    /// A voice message's length.
+    pub duration_ms: u64,
     /// Where it is on this machine, once saved (or sent from).
     pub path: Option<String>,
+    /// `fetched` (kept sealed in the profile: saving needs no network),
+    /// `waiting` (on the server; `umbra save` fetches it), `gone` (expired
+    /// or deleted on the server before it was fetched), `sent` (from this
+    /// device) or `deleted` (sent from this device, then deleted from the
+    /// server).
+    pub state: &'static str,
 }
 
 /// What the history shows of an attachment.
@@ -52,12 +74,31 @@ pub fn describe(a: &Attachment) -> String {
         Kind::Photo => "photo",
         Kind::File => "file",
     };
-    let mut line = format!("[{what}: {} ({})]", a.name, size_text(a.size));
+    let mut line = if a.kind() == Kind::Voice {
+        let secs = a.duration_ms.div_ceil(1000);
+        format!(
+            "[{what}: {}:{:02}, {}]",
+            secs / 60,
+            secs % 60,
+            size_text(a.size)
+        )
+    } else {
+        format!("[{what}: {} ({})]", a.name, size_text(a.size))
+    };
     if !a.caption.is_empty() {
         line.push(' ');
         line.push_str(&a.caption);
     }
     line
+}
+
+/// The name of an attachment kind, as stored.
+pub(crate) fn kind_name(kind: i32) -> &'static str {
+    match Kind::try_from(kind).unwrap_or(Kind::File) {
+        Kind::Voice => "voice",
+        Kind::Photo => "photo",
+        Kind::File => "file",
+    }
 }
 
 /// What the history shows of a location.
@@ -94,7 +135,7 @@ fn media_type(name: &str) -> &'static str {
 
 /// A file name a sender gave, made safe to write: no directories, no
 /// leading dots, not empty.
-fn safe_name(name: &str) -> String {
+pub(crate) fn safe_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base
         .chars()
@@ -120,8 +161,8 @@ pub(crate) fn remember(
 ) -> Result<(), ClientError> {
     conn.execute(
         "INSERT OR IGNORE INTO attachments (message_id, group_id, blob_id, key, digest, size, name,
-             media_type, kind, path, write_token)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             media_type, kind, path, write_token, duration_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             message_id,
             group_id,
@@ -134,6 +175,7 @@ pub(crate) fn remember(
             a.kind,
             path.map(|p| p.to_string_lossy().into_owned()),
             write_token,
+            i64::from(a.duration_ms),
         ],
     )?;
     Ok(())
@@ -182,16 +224,64 @@ impl Client {
             )));
         }
         let up = transfer::upload(&self.invite, &self.route(), path, progress).await?;
+        let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let sent = Sent {
+            name: safe_name(&name),
+            media_type: media_type(&name),
+            kind,
+            duration_ms: 0,
+            caption,
+            local: Some(&absolute),
+        };
+        self.send_uploaded(target, up, sent).await
+    }
+
+    /// Records the WAV file `wav` as a voice message (Opus, in an Ogg
+    /// file made in memory), uploads it and sends it to `target`.
+    pub async fn send_voice(
+        &mut self,
+        target: Target<'_>,
+        wav: &Path,
+        caption: &str,
+        progress: Progress<'_>,
+    ) -> Result<Vec<Event>, ClientError> {
+        let (samples, rate) = umbra_call::audio::read_wav(wav, Some(voice_note::MAX_SECONDS))?;
+        let mut ogg = Vec::new();
+        let encoded = voice_note::encode(&samples, rate, &mut ogg)?;
+        let stem = wav
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "voice".into());
+        let up = transfer::upload_bytes(&self.invite, &self.route(), ogg, progress).await?;
+        let sent = Sent {
+            name: safe_name(&format!("{stem}.opus")),
+            media_type: "audio/ogg",
+            kind: Kind::Voice,
+            duration_ms: u32::try_from(encoded.duration_ms).unwrap_or(u32::MAX),
+            caption,
+            local: None,
+        };
+        self.send_uploaded(target, up, sent).await
+    }
+
+    /// Sends the message for an uploaded blob and keeps what it says (and
+    /// the token that deletes the blob).
+    async fn send_uploaded(
+        &mut self,
+        target: Target<'_>,
+        up: transfer::Uploaded,
+        sent: Sent<'_>,
+    ) -> Result<Vec<Event>, ClientError> {
         let attachment = Attachment {
             blob_id: up.blob.blob_id.clone(),
             key: up.blob.key.as_bytes().to_vec(),
             digest: up.blob.digest.to_vec(),
             size: up.blob.size,
-            media_type: media_type(&name).to_string(),
-            name: safe_name(&name),
-            kind: kind as i32,
-            duration_ms: 0,
-            caption: caption.to_string(),
+            media_type: sent.media_type.to_string(),
+            name: sent.name,
+            kind: sent.kind as i32,
+            duration_ms: sent.duration_ms,
+            caption: sent.caption.to_string(),
         };
         let shown = describe(&attachment);
         let content = self.content(content::Body::Attachment(attachment.clone()));
@@ -202,13 +292,12 @@ impl Client {
             Target::Group(g) => Some(self.group_id_by_name(g)?),
         };
         if let Some(group_id) = group_id {
-            let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
             remember(
                 self.profile.conn(),
                 &group_id,
                 &message_id,
                 &attachment,
-                Some(&absolute),
+                sent.local,
                 Some(&up.write_token),
             )?;
         }
@@ -252,7 +341,8 @@ impl Client {
     pub fn attachments(&self) -> Result<Vec<AttachmentEntry>, ClientError> {
         let conn = self.profile.conn();
         let mut stmt = conn.prepare(
-            "SELECT a.message_id, c.name, h.sender, a.name, a.media_type, a.size, a.path
+            "SELECT a.message_id, c.name, h.sender, a.name, a.media_type, a.size, a.path, a.kind,
+                    a.duration_ms, a.fetched, a.write_token IS NOT NULL
              FROM attachments a JOIN history h ON h.message_id = a.message_id
              JOIN conversations c ON c.group_id = a.group_id ORDER BY h.id",
         )?;
@@ -265,80 +355,18 @@ impl Client {
                 media_type: r.get(4)?,
                 size: r.get::<_, i64>(5)? as u64,
                 path: r.get(6)?,
+                kind: kind_name(r.get(7)?),
+                duration_ms: r.get::<_, i64>(8)? as u64,
+                state: match (r.get::<_, i64>(9)?, r.get::<_, bool>(10)?) {
+                    (-1, true) => "deleted",
+                    (_, true) => "sent",
+                    (1, _) => "fetched",
+                    (-1, _) => "gone",
+                    _ => "waiting",
+                },
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Fetches the attachment of the message whose id starts with `id`,
-    /// checks it and writes it to `dest` (default: its name in the current
-    /// directory). Returns where it went.
-    pub async fn save_attachment(
-        &mut self,
-        id: &str,
-        dest: Option<&Path>,
-        progress: Progress<'_>,
-    ) -> Result<PathBuf, ClientError> {
-        let prefix = id.to_ascii_lowercase();
-        let found: Vec<(Vec<u8>, BlobRef, String)> = {
-            let conn = self.profile.conn();
-            let mut stmt = conn
-                .prepare("SELECT message_id, blob_id, key, digest, size, name FROM attachments")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (mid, blob_id, key, digest, size, name) = row?;
-                if !prefix.is_empty() && hex::encode(&mid).starts_with(&prefix) {
-                    let blob = BlobRef {
-                        blob_id,
-                        key: transfer::key_of(&key)?,
-                        digest: <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| {
-                            ClientError::Invalid("a stored attachment digest is damaged".into())
-                        })?,
-                        size: size as u64,
-                    };
-                    out.push((mid, blob, name));
-                }
-            }
-            out
-        };
-        let (message_id, blob, name) = match found.len() {
-            1 => found
-                .into_iter()
-                .next()
-                .ok_or(ClientError::Invalid(String::new()))?,
-            0 => {
-                return Err(ClientError::Invalid(format!(
-                    "no attachment with id `{id}`: `umbra attachments` lists them"
-                )));
-            }
-            _ => {
-                return Err(ClientError::Invalid(format!(
-                    "`{id}` names several attachments: give more of the id"
-                )));
-            }
-        };
-        let dest = match dest {
-            Some(d) if d.is_dir() => d.join(&name),
-            Some(d) => d.to_path_buf(),
-            None => PathBuf::from(&name),
-        };
-        transfer::download(&self.invite, &self.route(), &blob, &dest, progress).await?;
-        let absolute = std::fs::canonicalize(&dest).unwrap_or_else(|_| dest.clone());
-        self.profile.conn().execute(
-            "UPDATE attachments SET path = ?2 WHERE message_id = ?1",
-            params![message_id, absolute.to_string_lossy()],
-        )?;
-        Ok(dest)
     }
 }
 

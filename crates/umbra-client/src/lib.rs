@@ -41,8 +41,11 @@
 //! `profile`, `profile_key`, `mls_store`, `model`, `error`.
 //! - [`transfer`]: attachment blobs sealed and uploaded, downloaded and
 //!   opened, both resumable (uses `conn` only); [`attachments`]: files and
-//!   locations as messages, and what the profile keeps of them (after
-//!   `conversations`, before `transfer`).
+//!   locations and voice messages as messages, and what the profile keeps
+//!   of them (after `conversations`, before `transfer`); [`media`]: what
+//!   arrived, fetched (on arrival up to a size, or on demand), saved,
+//!   opened as a voice message, or deleted by its sender (after `receive`,
+//!   before `attachments`).
 //! - [`calls`]: calls, gluing end-to-end signalling to the media engine
 //!   (`umbra-call`): settings, records, ringing, offer and answer.
 //! - [`model`]: what the operations return.
@@ -69,6 +72,7 @@ pub mod inbox;
 pub mod journal;
 pub mod ledger;
 pub mod linking;
+pub mod media;
 pub mod mls_store;
 pub mod model;
 pub mod outbox;

@@ -10,7 +10,8 @@
 //! group members we have given our delivery token to, the attachments
 //! messages carried (what fetching and opening each needs, and where it
 //! was saved), and the MLS state
-//! (openmls's own tables). The directory is created private (0700). The
+//! (openmls's own tables). `DIR/media/` holds attachments fetched but not
+//! yet saved, still sealed under keys only the database holds. The directory is created private (0700). The
 //! database is encrypted under the profile's data key ([`crate::profile_key`]):
 //! every connection to it starts by giving SQLCipher that key.
 //! Several processes may use one profile at once (`listen` in one terminal,
@@ -172,6 +173,20 @@ impl Profile {
         add_column(&conn, "contacts", "business_card", "BLOB")?;
         add_column(&conn, "conversations", "hosting_unseen", "TEXT")?;
         add_column(&conn, "outbox", "recipient", "TEXT")?;
+        // Attachments: a voice message's length, and whether the sealed
+        // blob is in `media/` (1), not yet (0), or gone from the server (-1).
+        add_column(
+            &conn,
+            "attachments",
+            "duration_ms",
+            "INTEGER NOT NULL DEFAULT 0",
+        )?;
+        add_column(
+            &conn,
+            "attachments",
+            "fetched",
+            "INTEGER NOT NULL DEFAULT 0",
+        )?;
         conn.execute_batch("CREATE INDEX IF NOT EXISTS outbox_by_message ON outbox (message_id)")?;
         // Group commits waiting for their epoch at the server (`ledger`),
         // and the envelopes they hold back.

@@ -55,6 +55,7 @@ impl Client {
         events.extend(self.catch_up_deferred().await?);
         self.owe_and_queue_receipts()?;
         events.extend(self.flush_earlier().await?);
+        events.extend(self.fetch_arrived().await?);
         Ok(events)
     }
 
@@ -175,6 +176,15 @@ impl Client {
                         server.ack(vec![d.envelope_id]).await?;
                     }
                     self.owe_and_queue_receipts()?;
+                    if applied
+                        .events
+                        .iter()
+                        .any(|e| matches!(e, Event::Message { .. }))
+                    {
+                        for e in self.fetch_arrived().await? {
+                            on_event(&e);
+                        }
+                    }
                     for signal in applied.signals {
                         let Some(calls) = calls.as_deref_mut() else {
                             continue;

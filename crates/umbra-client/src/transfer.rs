@@ -11,7 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -29,8 +29,54 @@ use crate::conn::ServerConn;
 
 /// Chunks sent before waiting for their answers.
 const IN_FLIGHT: usize = 8;
-/// Connections tried before a transfer gives up.
-const ATTEMPTS: u32 = 6;
+/// How long a transfer keeps reconnecting while nothing moves (a server
+/// restarting, a network coming back) before it gives up.
+const PATIENCE: Duration = Duration::from_secs(60);
+/// First and longest wait between reconnections.
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(4);
+
+/// When to try another connection: at once after progress, with growing
+/// waits while nothing moves, never after a refusal.
+struct Retry {
+    stalled_since: Option<Instant>,
+    wait: Duration,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Self {
+            stalled_since: None,
+            wait: RETRY_MIN,
+        }
+    }
+
+    /// After a failed connection that got as far as `done` bytes (`before`
+    /// when it started): waits and returns `Ok` to go on, or the error.
+    async fn after(
+        &mut self,
+        e: ClientError,
+        before: u64,
+        done: u64,
+        what: &str,
+    ) -> Result<(), ClientError> {
+        if !retryable(&e) {
+            return Err(e);
+        }
+        if done > before {
+            self.stalled_since = None;
+            self.wait = RETRY_MIN;
+        }
+        let since = *self.stalled_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= PATIENCE {
+            return Err(e);
+        }
+        tracing::warn!(error = %e, done, "{what} interrupted; resuming");
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(RETRY_MAX);
+        Ok(())
+    }
+}
 
 /// What a recipient needs to fetch and open a file: what the message that
 /// carries it holds.
@@ -58,9 +104,14 @@ pub struct Uploaded {
 /// Where a transfer stands: bytes done of the total.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
+/// What an upload reads from: a file, or bytes made on this device (a
+/// voice message).
+pub trait Plain: Read + Seek + Send {}
+impl<T: Read + Seek + Send> Plain for T {}
+
 /// Reads chunk `index` of the padded stream of `file` (of `len` bytes):
 /// the file's bytes, then zeros.
-fn plain_chunk(file: &mut File, len: u64, index: u64) -> Result<Vec<u8>, ClientError> {
+fn plain_chunk(file: &mut dyn Plain, len: u64, index: u64) -> Result<Vec<u8>, ClientError> {
     let padded = padded_len(len);
     let start = index * CHUNK as u64;
     let end = (start + CHUNK as u64).min(padded);
@@ -74,7 +125,7 @@ fn plain_chunk(file: &mut File, len: u64, index: u64) -> Result<Vec<u8>, ClientE
 }
 
 fn sealed(
-    file: &mut File,
+    file: &mut dyn Plain,
     key: &AttachmentKey,
     len: u64,
     index: u64,
@@ -115,8 +166,36 @@ pub async fn upload(
     path: &Path,
     progress: Progress<'_>,
 ) -> Result<Uploaded, ClientError> {
-    let mut file = File::open(path)?;
+    let file = File::open(path)?;
     let size = file.metadata()?.len();
+    upload_from(invite, route, Box::new(file), size, progress).await
+}
+
+/// [`upload`] of bytes in memory.
+pub async fn upload_bytes(
+    invite: &Invite,
+    route: &Route,
+    bytes: Vec<u8>,
+    progress: Progress<'_>,
+) -> Result<Uploaded, ClientError> {
+    let size = bytes.len() as u64;
+    upload_from(
+        invite,
+        route,
+        Box::new(std::io::Cursor::new(bytes)),
+        size,
+        progress,
+    )
+    .await
+}
+
+async fn upload_from(
+    invite: &Invite,
+    route: &Route,
+    mut file: Box<dyn Plain>,
+    size: u64,
+    progress: Progress<'_>,
+) -> Result<Uploaded, ClientError> {
     let key = AttachmentKey::generate();
     let total = sealed_len(size);
     let chunks = chunk_count(padded_len(size));
@@ -124,7 +203,7 @@ pub async fn upload(
     // network), so a resumed upload needs no state of its own.
     let mut h = Sha256::new();
     for i in 0..chunks {
-        h.update(sealed(&mut file, &key, size, i)?);
+        h.update(sealed(file.as_mut(), &key, size, i)?);
     }
     let digest: [u8; 32] = h.finalize().into();
     let mut write_token = [0u8; 32];
@@ -135,17 +214,14 @@ pub async fn upload(
         size,
         write_token,
         blob_id: None,
+        acknowledged: 0,
     };
-    let mut attempt = 0;
+    let mut retry = Retry::new();
     loop {
-        attempt += 1;
+        let before = up.acknowledged;
         match up.once(invite, route, &mut *progress).await {
             Ok(()) => break,
-            Err(e) if retryable(&e) && attempt < ATTEMPTS => {
-                tracing::info!(error = %e, attempt, "upload interrupted; resuming");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            Err(e) => return Err(e),
+            Err(e) => retry.after(e, before, up.acknowledged, "upload").await?,
         }
     }
     progress(total, total);
@@ -162,12 +238,14 @@ pub async fn upload(
 
 /// An upload under way: what a new connection needs to go on with it.
 struct Upload {
-    file: File,
+    file: Box<dyn Plain>,
     key: AttachmentKey,
     size: u64,
     write_token: [u8; 32],
     /// Set once the server made the blob.
     blob_id: Option<Vec<u8>>,
+    /// Bytes the server has said it holds.
+    acknowledged: u64,
 }
 
 impl Upload {
@@ -185,6 +263,7 @@ impl Upload {
             size,
             write_token,
             blob_id,
+            acknowledged,
         } = self;
         let size = *size;
         let total = sealed_len(size);
@@ -214,6 +293,7 @@ impl Upload {
             })
         };
         let (mut at, mut complete) = blob_state(conn.call(put(0, Vec::new())).await?)?;
+        *acknowledged = at;
         let step = (CHUNK + TAG) as u64;
         while !complete {
             progress(at, total);
@@ -222,7 +302,7 @@ impl Upload {
             let mut offset = at;
             while batch.len() < IN_FLIGHT && offset < total {
                 let index = offset / step;
-                let chunk = sealed(file, key, size, index)?;
+                let chunk = sealed(file.as_mut(), key, size, index)?;
                 let skip = (offset - index * step) as usize;
                 let data = chunk[skip..].to_vec();
                 let next = offset + data.len() as u64;
@@ -236,6 +316,7 @@ impl Upload {
             }
             for answer in conn.call_many(batch).await? {
                 (at, complete) = blob_state(answer?)?;
+                *acknowledged = at;
             }
         }
         conn.close().await;
@@ -260,22 +341,35 @@ pub async fn download(
     dest: &Path,
     progress: Progress<'_>,
 ) -> Result<(), ClientError> {
-    let total = sealed_len(blob.size);
     let part = part_path(dest);
-    let mut attempt = 0;
+    fetch_sealed(invite, route, blob, &part, progress).await?;
+    open_sealed(&part, blob, dest)?;
+    let _ = std::fs::remove_file(&part);
+    Ok(())
+}
+
+/// Downloads the sealed blob `blob` names into `sealed` (resuming from
+/// what is there already) and checks it against the message's digest: a
+/// blob the server changed is deleted and refused.
+pub async fn fetch_sealed(
+    invite: &Invite,
+    route: &Route,
+    blob: &BlobRef,
+    sealed: &Path,
+    progress: Progress<'_>,
+) -> Result<(), ClientError> {
+    let total = sealed_len(blob.size);
+    let have = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut retry = Retry::new();
     loop {
-        attempt += 1;
-        match download_once(invite, route, &blob.blob_id, total, &part, &mut *progress).await {
+        let before = have(sealed);
+        match download_once(invite, route, &blob.blob_id, total, sealed, &mut *progress).await {
             Ok(()) => break,
-            Err(e) if retryable(&e) && attempt < ATTEMPTS => {
-                tracing::info!(error = %e, attempt, "download interrupted; resuming");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            Err(e) => return Err(e),
+            Err(e) => retry.after(e, before, have(sealed), "download").await?,
         }
     }
     progress(total, total);
-    open_part(&part, blob, dest)
+    check_digest(sealed, blob)
 }
 
 async fn download_once(
@@ -332,46 +426,64 @@ async fn download_once(
     Ok(())
 }
 
-/// Checks the sealed blob in `part` and opens it into `dest` (through a
-/// temporary file, so `dest` appears whole or not at all); `part` is
-/// removed once done, and left for a new download if refused.
-fn open_part(part: &Path, blob: &BlobRef, dest: &Path) -> Result<(), ClientError> {
-    let mut sealed_file = File::open(part)?;
+/// Checks the sealed blob in `sealed` against the digest the message
+/// gives; deletes it if it differs (a new download starts afresh).
+fn check_digest(sealed: &Path, blob: &BlobRef) -> Result<(), ClientError> {
+    let mut file = File::open(sealed)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK + TAG];
     loop {
-        let n = sealed_file.read(&mut buf)?;
+        let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
     }
     if h.finalize().as_slice() != blob.digest {
-        let _ = std::fs::remove_file(part);
+        let _ = std::fs::remove_file(sealed);
         return Err(ClientError::Crypto(umbra_crypto::CryptoError::Attachment(
             "the attachment was altered or is not the one the message names",
         )));
     }
-    let opener = Opener::new(&blob.key, blob.size);
+    Ok(())
+}
+
+/// Opens the checked sealed blob in `sealed` into `dest` (through a
+/// temporary file, so `dest` appears whole or not at all).
+pub fn open_sealed(sealed: &Path, blob: &BlobRef, dest: &Path) -> Result<(), ClientError> {
     let tmp = dest.with_extension("opening");
-    let mut out = File::create(&tmp)?;
-    sealed_file.seek(SeekFrom::Start(0))?;
-    for index in 0..opener.chunks() {
-        let n = opener.sealed_chunk_len(index);
-        sealed_file.read_exact(&mut buf[..n])?;
-        match opener.open(index, &buf[..n]) {
-            Ok(plain) => out.write_all(&plain)?,
-            Err(e) => {
-                drop(out);
-                let _ = std::fs::remove_file(&tmp);
-                let _ = std::fs::remove_file(part);
-                return Err(e.into());
-            }
+    let result = File::create(&tmp)
+        .map_err(ClientError::from)
+        .and_then(|mut out| {
+            open_sealed_into(sealed, blob, &mut out)?;
+            out.sync_all()?;
+            Ok(())
+        });
+    match result {
+        Ok(()) => Ok(std::fs::rename(&tmp, dest)?),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
         }
     }
-    out.sync_all()?;
-    std::fs::rename(&tmp, dest)?;
-    let _ = std::fs::remove_file(part);
+}
+
+/// Opens the sealed blob in `sealed` chunk by chunk into `out`; a chunk
+/// that does not open (a wrong key, a cut or changed blob) stops it with
+/// the reason.
+pub fn open_sealed_into(
+    sealed: &Path,
+    blob: &BlobRef,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    let mut file = File::open(sealed)?;
+    let opener = Opener::new(&blob.key, blob.size);
+    let mut buf = vec![0u8; CHUNK + TAG];
+    for index in 0..opener.chunks() {
+        let n = opener.sealed_chunk_len(index);
+        file.read_exact(&mut buf[..n])?;
+        out.write_all(&opener.open(index, &buf[..n])?)?;
+    }
     Ok(())
 }
 
