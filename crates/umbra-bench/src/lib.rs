@@ -34,9 +34,11 @@
 //! post-quantum (in memory, no server); [`ledger_bench`] is `umbra bench
 //! groups`, how long a group change takes when members make them at once;
 //! [`devices_bench`] is `umbra bench devices`, what a message costs as users
-//! have more devices.
+//! have more devices; [`attachments_bench`] is `umbra bench attachments`, a
+//! large file up and down beside curl and nginx.
 
 pub mod args;
+pub mod attachments_bench;
 pub mod business_bench;
 pub mod business_load;
 pub mod call_bench;

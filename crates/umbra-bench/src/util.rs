@@ -92,6 +92,16 @@ pub(crate) async fn start_server(
     data: &Path,
     log: &Path,
 ) -> anyhow::Result<BenchServer> {
+    start_server_with(bin, data, log, &[]).await
+}
+
+/// [`start_server`] with more flags.
+pub(crate) async fn start_server_with(
+    bin: &str,
+    data: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> anyhow::Result<BenchServer> {
     let args: Vec<String> = [
         "server",
         "--listen",
@@ -105,6 +115,7 @@ pub(crate) async fn start_server(
     .into_iter()
     .map(String::from)
     .chain([data.to_string_lossy().into_owned()])
+    .chain(extra.iter().map(|s| s.to_string()))
     .collect();
     // At info, the server's ready line names its invite and metrics.
     let child = spawn_logged(bin, &args, log, Some("info"))?;

@@ -2,6 +2,7 @@
 //! `--location` (1:1 and groups), `umbra attachments` (and `delete`),
 //! `umbra save`, `umbra play`, with progress on stderr.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -50,10 +51,12 @@ fn parse_location(s: &str) -> anyhow::Result<(f64, f64)> {
     ))
 }
 
-/// Prints a transfer's progress on stderr (at most every half second), not
-/// in JSON mode.
+/// Shows a transfer's progress on stderr, not in JSON mode: a bar redrawn
+/// in place on a terminal, else a line at most every half second.
 fn progress(out: &Output, verb: &'static str) -> impl FnMut(u64, u64) {
     let quiet = out.json;
+    let terminal = std::io::stderr().is_terminal();
+    let started = Instant::now();
     let mut last: Option<Instant> = None;
     move |done, total| {
         if quiet {
@@ -61,16 +64,27 @@ fn progress(out: &Output, verb: &'static str) -> impl FnMut(u64, u64) {
         }
         let now = Instant::now();
         let finished = done >= total;
-        if !finished && last.is_some_and(|l| now.duration_since(l) < Duration::from_millis(500)) {
+        let every = if terminal { 100 } else { 500 };
+        if !finished && last.is_some_and(|l| now.duration_since(l) < Duration::from_millis(every)) {
             return;
         }
         last = Some(now);
         let pct = (done * 100).checked_div(total).unwrap_or(100);
-        eprintln!(
-            "{verb}: {pct}% ({:.1} of {:.1} MiB)",
-            done as f64 / 1048576.0,
-            total as f64 / 1048576.0
-        );
+        let mib = |n: u64| n as f64 / 1048576.0;
+        if terminal {
+            let filled = (pct as usize * 30 / 100).min(30);
+            let rate = mib(done) / now.duration_since(started).as_secs_f64().max(0.001);
+            eprint!(
+                "\r{verb} [{}{}] {pct:>3}% {:.1}/{:.1} MiB, {rate:.1} MiB/s{}",
+                "#".repeat(filled),
+                "-".repeat(30 - filled),
+                mib(done),
+                mib(total),
+                if finished { "\n" } else { "" }
+            );
+        } else {
+            eprintln!("{verb}: {pct}% ({:.1} of {:.1} MiB)", mib(done), mib(total));
+        }
     }
 }
 

@@ -126,6 +126,33 @@ impl ServerConn {
             .collect())
     }
 
+    /// Queues a request without waiting for its answer (sent at the next
+    /// [`ServerConn::flush`]); the answer comes from
+    /// [`ServerConn::next_reply`]. For a window of requests kept in flight.
+    pub fn queue(&mut self, body: client_frame::Body) -> Result<u64, ClientError> {
+        let (id, frame) = self.frame(body);
+        self.ch.writer.queue(&frame)?;
+        Ok(id)
+    }
+
+    /// Sends what [`ServerConn::queue`] queued.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        Ok(self.ch.writer.flush().await?)
+    }
+
+    /// The next answer to a queued request: its id, and the body or the
+    /// server's error. Pushes meanwhile are kept for
+    /// [`ServerConn::next_push`].
+    pub async fn next_reply(
+        &mut self,
+    ) -> Result<(u64, Result<server_frame::Body, ClientError>), ClientError> {
+        loop {
+            if let Some(answer) = self.next_answer().await? {
+                return Ok(answer);
+            }
+        }
+    }
+
     async fn wait_for(&mut self, id: u64) -> Result<server_frame::Body, ClientError> {
         loop {
             let Some((got, answer)) = self.next_answer().await? else {

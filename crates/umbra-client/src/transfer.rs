@@ -27,8 +27,10 @@ use umbra_wire::proto::{
 use crate::ClientError;
 use crate::conn::ServerConn;
 
-/// Chunks sent before waiting for their answers.
+/// Requests kept in flight.
 const IN_FLIGHT: usize = 8;
+/// Bytes a download asks for at once: the most a server gives.
+const READ: usize = 128 * 1024;
 /// How long a transfer keeps reconnecting while nothing moves (a server
 /// restarting, a network coming back) before it gives up.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -192,29 +194,23 @@ pub async fn upload_bytes(
 async fn upload_from(
     invite: &Invite,
     route: &Route,
-    mut file: Box<dyn Plain>,
+    file: Box<dyn Plain>,
     size: u64,
     progress: Progress<'_>,
 ) -> Result<Uploaded, ClientError> {
     let key = AttachmentKey::generate();
     let total = sealed_len(size);
-    let chunks = chunk_count(padded_len(size));
-    // The digest first, from a local pass (sealing is cheap next to the
-    // network), so a resumed upload needs no state of its own.
-    let mut h = Sha256::new();
-    for i in 0..chunks {
-        h.update(sealed(file.as_mut(), &key, size, i)?);
-    }
-    let digest: [u8; 32] = h.finalize().into();
     let mut write_token = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut write_token);
     let mut up = Upload {
-        file,
+        file: Some(file),
         key,
         size,
         write_token,
         blob_id: None,
         acknowledged: 0,
+        digest: Sha256::new(),
+        hashed: 0,
     };
     let mut retry = Retry::new();
     loop {
@@ -225,6 +221,18 @@ async fn upload_from(
         }
     }
     progress(total, total);
+    // Every chunk went through `Upload::seal` in order, unless the server
+    // said "complete" early; those left are hashed here.
+    let chunks = chunk_count(padded_len(size));
+    let mut file = up
+        .file
+        .take()
+        .ok_or(ClientError::Protocol("the upload lost its file".into()))?;
+    while up.hashed < chunks {
+        let chunk = sealed(file.as_mut(), &up.key, size, up.hashed)?;
+        up.hashed(up.hashed, &chunk);
+    }
+    let digest: [u8; 32] = up.digest.finalize().into();
     Ok(Uploaded {
         blob: BlobRef {
             blob_id: up.blob_id.unwrap_or_default(),
@@ -238,7 +246,9 @@ async fn upload_from(
 
 /// An upload under way: what a new connection needs to go on with it.
 struct Upload {
-    file: Box<dyn Plain>,
+    /// What is uploaded (lent to the sealing thread while a connection
+    /// lasts).
+    file: Option<Box<dyn Plain>>,
     key: AttachmentKey,
     size: u64,
     write_token: [u8; 32],
@@ -246,41 +256,48 @@ struct Upload {
     blob_id: Option<Vec<u8>>,
     /// Bytes the server has said it holds.
     acknowledged: u64,
+    /// SHA-256 of the sealed chunks `0..hashed`: each chunk is hashed the
+    /// first time it is sealed (sealing is deterministic, so a chunk sealed
+    /// again after a resume is the same bytes).
+    digest: Sha256,
+    hashed: u64,
 }
 
 impl Upload {
+    /// Adds sealed chunk `index` to the digest if it is the next one.
+    fn hashed(&mut self, index: u64, chunk: &[u8]) {
+        if index == self.hashed {
+            self.digest.update(chunk);
+            self.hashed += 1;
+        }
+    }
+
     /// One connection's worth: makes the blob if not yet made, asks where
-    /// it stands, sends the rest.
+    /// it stands, sends the rest with [`IN_FLIGHT`] chunks kept in flight,
+    /// sealed on a thread of their own a few chunks ahead.
     async fn once(
         &mut self,
         invite: &Invite,
         route: &Route,
         progress: Progress<'_>,
     ) -> Result<(), ClientError> {
-        let Self {
-            file,
-            key,
-            size,
-            write_token,
-            blob_id,
-            acknowledged,
-        } = self;
-        let size = *size;
+        let size = self.size;
         let total = sealed_len(size);
+        let write_token = self.write_token;
         let mut conn = ServerConn::open(invite, route).await?;
-        let id = match blob_id {
+        let id = match &self.blob_id {
             Some(id) => id.clone(),
             None => {
                 let r = conn
                     .call(Req::CreateBlob(CreateBlob {
                         size: total,
-                        write_hash: Sha256::digest(*write_token).to_vec(),
+                        write_hash: Sha256::digest(write_token).to_vec(),
                     }))
                     .await?;
                 let Resp::BlobCreated(c) = r else {
                     return Err(ClientError::Protocol(format!("{r:?}")));
                 };
-                *blob_id = Some(c.blob_id.clone());
+                self.blob_id = Some(c.blob_id.clone());
                 c.blob_id
             }
         };
@@ -292,35 +309,90 @@ impl Upload {
                 data,
             })
         };
-        let (mut at, mut complete) = blob_state(conn.call(put(0, Vec::new())).await?)?;
-        *acknowledged = at;
-        let step = (CHUNK + TAG) as u64;
-        while !complete {
-            progress(at, total);
-            // The rest of the chunk the server is in, then whole chunks.
-            let mut batch = Vec::with_capacity(IN_FLIGHT);
-            let mut offset = at;
-            while batch.len() < IN_FLIGHT && offset < total {
-                let index = offset / step;
-                let chunk = sealed(file.as_mut(), key, size, index)?;
-                let skip = (offset - index * step) as usize;
-                let data = chunk[skip..].to_vec();
-                let next = offset + data.len() as u64;
-                batch.push(put(offset, data));
-                offset = next;
-            }
-            if batch.is_empty() {
-                // Nothing left to send yet not complete: the server disagrees
-                // about the size.
-                return Err(ClientError::Protocol("the upload ended unfinished".into()));
-            }
-            for answer in conn.call_many(batch).await? {
-                (at, complete) = blob_state(answer?)?;
-                *acknowledged = at;
-            }
+        let (at, complete) = blob_state(conn.call(put(0, Vec::new())).await?)?;
+        self.acknowledged = at;
+        if complete {
+            conn.close().await;
+            return Ok(());
         }
+        let step = (CHUNK + TAG) as u64;
+        let (first, chunks) = (at / step, chunk_count(padded_len(size)));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
+        let mut file = self
+            .file
+            .take()
+            .ok_or(ClientError::Protocol("the upload lost its file".into()))?;
+        let key = self.key.clone();
+        let sealer = tokio::task::spawn_blocking(move || {
+            for index in first..chunks {
+                let chunk = sealed(file.as_mut(), &key, size, index).map(|c| (index, c));
+                let failed = chunk.is_err();
+                if tx.blocking_send(chunk).is_err() || failed {
+                    break;
+                }
+            }
+            file
+        });
+        let sent = self.stream(&mut conn, &mut rx, &put, at, progress).await;
+        drop(rx);
+        self.file = Some(
+            sealer
+                .await
+                .map_err(|e| ClientError::Protocol(format!("sealing stopped: {e}")))?,
+        );
+        sent?;
         conn.close().await;
         Ok(())
+    }
+
+    /// Sends the sealed chunks `rx` gives from byte `at` on, keeping
+    /// [`IN_FLIGHT`] requests in flight, until the server holds it all.
+    async fn stream(
+        &mut self,
+        conn: &mut ServerConn,
+        rx: &mut tokio::sync::mpsc::Receiver<Result<(u64, Vec<u8>), ClientError>>,
+        put: &impl Fn(u64, Vec<u8>) -> Req,
+        mut at: u64,
+        progress: Progress<'_>,
+    ) -> Result<(), ClientError> {
+        let total = sealed_len(self.size);
+        let step = (CHUNK + TAG) as u64;
+        let (mut offset, mut in_flight, mut complete) = (at, 0usize, false);
+        loop {
+            while in_flight < IN_FLIGHT && offset < total {
+                let Some(next) = rx.recv().await else {
+                    return Err(ClientError::Protocol("sealing stopped".into()));
+                };
+                let (index, chunk) = next?;
+                self.hashed(index, &chunk);
+                // The rest of the chunk the server is in, then whole chunks.
+                let skip = (offset - index * step) as usize;
+                let data = if skip == 0 {
+                    chunk
+                } else {
+                    chunk[skip..].to_vec()
+                };
+                offset += data.len() as u64;
+                conn.queue(put(offset - data.len() as u64, data))?;
+                in_flight += 1;
+            }
+            if in_flight == 0 {
+                if complete {
+                    return Ok(());
+                }
+                // Nothing left to send yet not complete: the server
+                // disagrees about the size.
+                return Err(ClientError::Protocol("the upload ended unfinished".into()));
+            }
+            conn.flush().await?;
+            let (_, answer) = conn.next_reply().await?;
+            in_flight -= 1;
+            let (held, done) = blob_state(answer?)?;
+            at = at.max(held);
+            complete |= done;
+            self.acknowledged = at;
+            progress(at, total);
+        }
     }
 }
 
@@ -359,93 +431,123 @@ pub async fn fetch_sealed(
     progress: Progress<'_>,
 ) -> Result<(), ClientError> {
     let total = sealed_len(blob.size);
-    let have = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let mut retry = Retry::new();
-    loop {
-        let before = have(sealed);
-        match download_once(invite, route, &blob.blob_id, total, sealed, &mut *progress).await {
-            Ok(()) => break,
-            Err(e) => retry.after(e, before, have(sealed), "download").await?,
-        }
-    }
-    progress(total, total);
-    check_digest(sealed, blob)
-}
-
-async fn download_once(
-    invite: &Invite,
-    route: &Route,
-    blob_id: &[u8],
-    total: u64,
-    part: &Path,
-    progress: Progress<'_>,
-) -> Result<(), ClientError> {
-    let mut out = OpenOptions::new().create(true).append(true).open(part)?;
-    let mut have = out.metadata()?.len();
+    let mut out = OpenOptions::new().create(true).append(true).open(sealed)?;
+    let have = out.metadata()?.len();
     if have > total {
+        drop(out);
+        let _ = std::fs::remove_file(sealed);
         return Err(ClientError::Invalid(format!(
-            "{} is longer than the attachment: delete it and download again",
-            part.display()
+            "{} was longer than the attachment and was deleted: download it again",
+            sealed.display()
         )));
     }
-    if have == total {
-        return Ok(());
-    }
-    let mut conn = ServerConn::open(invite, route).await?;
-    let want = (CHUNK + TAG) as u32;
-    while have < total {
-        progress(have, total);
-        let mut batch = Vec::with_capacity(IN_FLIGHT);
-        let mut offset = have;
-        while batch.len() < IN_FLIGHT && offset < total {
-            batch.push(Req::GetBlob(GetBlob {
-                blob_id: blob_id.to_vec(),
-                offset,
-                max_bytes: want,
-            }));
-            offset += u64::from(want);
-        }
-        for answer in conn.call_many(batch).await? {
-            let Resp::BlobData(d) = answer? else {
-                return Err(ClientError::Protocol("not blob data".into()));
-            };
-            if d.size != total {
-                return Err(ClientError::Crypto(umbra_crypto::CryptoError::Attachment(
-                    "the server's blob is not the size the message gives",
-                )));
-            }
-            if d.data.is_empty() && have < total {
-                return Err(ClientError::Protocol("the server sent no bytes".into()));
-            }
-            out.write_all(&d.data)?;
-            have += d.data.len() as u64;
-        }
-    }
-    out.sync_all()?;
-    conn.close().await;
-    Ok(())
-}
-
-/// Checks the sealed blob in `sealed` against the digest the message
-/// gives; deletes it if it differs (a new download starts afresh).
-fn check_digest(sealed: &Path, blob: &BlobRef) -> Result<(), ClientError> {
-    let mut file = File::open(sealed)?;
-    let mut h = Sha256::new();
+    // The digest goes along with the download; a resumed one first reads
+    // what an earlier run left.
+    let mut digest = Sha256::new();
+    let mut kept = File::open(sealed)?;
     let mut buf = vec![0u8; CHUNK + TAG];
     loop {
-        let n = file.read(&mut buf)?;
+        let n = kept.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        digest.update(&buf[..n]);
     }
-    if h.finalize().as_slice() != blob.digest {
+    let mut down = Download {
+        out: &mut out,
+        digest,
+        have,
+        total,
+    };
+    let mut retry = Retry::new();
+    loop {
+        let before = down.have;
+        match down
+            .once(invite, route, &blob.blob_id, &mut *progress)
+            .await
+        {
+            Ok(()) => break,
+            Err(e) => retry.after(e, before, down.have, "download").await?,
+        }
+    }
+    down.out.sync_all()?;
+    progress(total, total);
+    if down.digest.finalize().as_slice() != blob.digest {
         let _ = std::fs::remove_file(sealed);
         return Err(ClientError::Crypto(umbra_crypto::CryptoError::Attachment(
             "the attachment was altered or is not the one the message names",
         )));
     }
     Ok(())
+}
+
+/// A download under way: the sealed bytes so far, written and hashed.
+struct Download<'a> {
+    out: &'a mut File,
+    digest: Sha256,
+    have: u64,
+    total: u64,
+}
+
+impl Download<'_> {
+    /// One connection's worth, [`IN_FLIGHT`] requests in flight; answers
+    /// are written in order whatever order they come in.
+    async fn once(
+        &mut self,
+        invite: &Invite,
+        route: &Route,
+        blob_id: &[u8],
+        progress: Progress<'_>,
+    ) -> Result<(), ClientError> {
+        if self.have == self.total {
+            return Ok(());
+        }
+        let mut conn = ServerConn::open(invite, route).await?;
+        let want = READ as u64;
+        let mut asked = self.have;
+        let mut pending: std::collections::HashMap<u64, u64> = Default::default();
+        let mut arrived: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
+        while self.have < self.total {
+            while pending.len() < IN_FLIGHT && asked < self.total {
+                let id = conn.queue(Req::GetBlob(GetBlob {
+                    blob_id: blob_id.to_vec(),
+                    offset: asked,
+                    max_bytes: want as u32,
+                }))?;
+                pending.insert(id, asked);
+                asked += want.min(self.total - asked);
+            }
+            conn.flush().await?;
+            let (id, answer) = conn.next_reply().await?;
+            let offset = pending.remove(&id).ok_or_else(|| {
+                ClientError::Protocol(format!("answer to request {id}, not asked"))
+            })?;
+            let Resp::BlobData(d) = answer? else {
+                return Err(ClientError::Protocol("not blob data".into()));
+            };
+            if d.size != self.total {
+                return Err(ClientError::Crypto(umbra_crypto::CryptoError::Attachment(
+                    "the server's blob is not the size the message gives",
+                )));
+            }
+            let expected = want.min(self.total - offset);
+            if d.data.len() as u64 != expected {
+                return Err(ClientError::Protocol(format!(
+                    "the server sent {} bytes where {expected} were asked",
+                    d.data.len()
+                )));
+            }
+            arrived.insert(offset, d.data);
+            while let Some(data) = arrived.remove(&self.have) {
+                self.out.write_all(&data)?;
+                self.digest.update(&data);
+                self.have += data.len() as u64;
+            }
+            progress(self.have, self.total);
+        }
+        conn.close().await;
+        Ok(())
+    }
 }
 
 /// Opens the checked sealed blob in `sealed` into `dest` (through a
