@@ -69,6 +69,40 @@ fn three_nodes_behave_as_one_service_and_the_bus_carries_nothing_to_read() {
         history(&p("bob"), "alice"),
         [("alice".to_string(), "hello from node zero".to_string())]
     );
+    // A file uploaded through node 0 is fetched through nodes 1 and 2: the
+    // blob is in the database every node reads.
+    let route: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(p("route.pdf"), &route).expect("file");
+    ok(
+        &p("alice"),
+        &[
+            "group",
+            "send",
+            "trip",
+            "--file",
+            &p("route.pdf").to_string_lossy(),
+        ],
+    );
+    for u in ["bob", "carol"] {
+        ok(&p(u), &["sync"]);
+        let listed: Vec<serde_json::Value> =
+            serde_json::from_str(&ok(&p(u), &["--json", "attachments"])).expect("json");
+        let a = listed
+            .iter()
+            .find(|a| a["name"] == "route.pdf")
+            .unwrap_or_else(|| panic!("{u}: {listed:?}"));
+        assert_eq!(a["state"], "fetched", "{u}: {a}");
+        let out = p(&format!("{u}-route.pdf"));
+        ok(
+            &p(u),
+            &[
+                "save",
+                a["id"].as_str().expect("id"),
+                &out.to_string_lossy(),
+            ],
+        );
+        assert_eq!(std::fs::read(&out).expect("saved"), route, "{u}");
+    }
 
     // The tap heard subjects and one-word payloads: no mailbox id (raw or
     // hex), no username, no text.

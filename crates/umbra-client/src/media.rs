@@ -120,6 +120,14 @@ impl Client {
         if let Some(dir) = sealed.parent() {
             crate::profile::make_dir(dir)?;
         }
+        // Another process on this profile (`umbra listen` fetching on
+        // arrival while `umbra save` runs) may be fetching it: one at a
+        // time, and the second finds it done.
+        let lock = std::fs::File::create(sealed.with_extension("lock"))?;
+        lock.lock()?;
+        if sealed.exists() {
+            return Ok(sealed);
+        }
         let part = transfer::part_path(&sealed);
         let fetched =
             transfer::fetch_sealed(&self.invite, &self.route(), &a.blob, &part, progress).await;
@@ -135,6 +143,7 @@ impl Client {
             "UPDATE attachments SET fetched = ?2 WHERE message_id = ?1",
             params![a.message_id, state],
         )?;
+        drop(lock);
         match fetched {
             Err(e) if no_blob(&e) => Err(ClientError::Invalid(format!(
                 "`{}` is no longer on the server (it expired, or its sender deleted it) \

@@ -5,7 +5,7 @@
 //! a blob is an id, a size and the hash of its uploader's write token. What
 //! keeps anonymous uploads from filling the disk is this node's budget of
 //! bytes per hour (reserved in full when a blob is created), the largest
-//! size, and expiry. The file work runs on blocking threads.
+//! size, and expiry. The storage work runs on blocking threads.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +21,20 @@ use crate::metrics::inc;
 /// The most a download answer carries (well inside the smallest frame
 /// limit a server may set).
 pub const MAX_READ: usize = 128 * 1024;
+
+/// Where this node keeps blobs: files in its data directory, or, for
+/// nodes sharing a PostgreSQL database, that database, so that a blob
+/// uploaded through one node is fetched through any other.
+pub fn open_store(config: &crate::config::ServerConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
+    use anyhow::Context;
+    Ok(match &config.database {
+        Some(url) => Arc::new(umbra_store::PgBlobStore::new(&url.0)),
+        None => Arc::new(
+            umbra_store::FsBlobStore::open(&config.data_dir.join("blobs"))
+                .context("opening the attachment store")?,
+        ),
+    })
+}
 
 /// The blob store of this node with its limits.
 pub struct Blobs {

@@ -154,10 +154,7 @@ impl Server {
             budget: IntroductionBudget::new(config.introductions_per_hour),
             slots: crate::devices::SlotBudget::default(),
             blobs: crate::blobs::Blobs {
-                store: Arc::new(
-                    umbra_store::FsBlobStore::open(&config.data_dir.join("blobs"))
-                        .context("opening the attachment store")?,
-                ),
+                store: crate::blobs::open_store(&config)?,
                 max_bytes: config.max_blob_bytes,
                 budget: crate::blobs::ByteBudget::new(config.blob_bytes_per_hour),
             },

@@ -44,6 +44,6 @@ pub use model::{
     LiveEnvelope, MailboxEntry, MailboxId, NewDevice, NewEnvelope, StoredCard, StoredEnvelope,
     UserDevice,
 };
-pub use postgres::{Health, PgStore};
+pub use postgres::{Health, PgBlobStore, PgStore};
 pub use sqlite::SqliteStore;
 pub use traits::{Store, StoreTx};

@@ -3,6 +3,7 @@
 //! - [`schema`]: tables, versions and migrations (the same versions as the
 //!   SQLite file's).
 //! - [`tx`]: [`PgTx`], the [`StoreTx`](crate::StoreTx) implementation.
+//! - [`blobs`]: [`PgBlobStore`], attachment blobs every node reads.
 //!
 //! One connection per store, used by the server's one storage thread: each
 //! batch of commands is one transaction, committed with `synchronous_commit`
@@ -24,6 +25,7 @@
 //! claimed with `FOR UPDATE SKIP LOCKED`, so claims from every node at once
 //! never hand one out twice.
 
+pub mod blobs;
 pub mod schema;
 pub mod tx;
 
@@ -32,6 +34,7 @@ use postgres::{Client, NoTls, Statement};
 use crate::StoreError;
 use crate::model::Limits;
 use crate::traits::{Store, StoreTx};
+pub use blobs::PgBlobStore;
 pub use tx::PgTx;
 
 /// Every statement the backend runs, prepared once per connection.

@@ -18,7 +18,7 @@ use postgres::Transaction;
 use crate::StoreError;
 
 /// The schema version this program writes (as the SQLite backend's).
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -118,9 +118,31 @@ DROP INDEX key_packages_by_device;
 CREATE INDEX key_packages_by_device ON key_packages (device_id, suite, last_resort, id);
 ";
 
+/// Version 8: attachment blobs, where every node reads them
+/// ([`super::blobs`]); SQLite's version 8 has nothing to add, its node
+/// keeping blobs as files beside it.
+const SCHEMA_V8: &str = "
+CREATE TABLE blobs (
+    id          BYTEA PRIMARY KEY CHECK (length(id) = 16),
+    size        BIGINT NOT NULL CHECK (size >= 0),
+    write_hash  BYTEA NOT NULL CHECK (length(write_hash) = 32),
+    created_day INTEGER NOT NULL,
+    received    BIGINT NOT NULL DEFAULT 0,
+    complete    BOOLEAN NOT NULL DEFAULT false
+);
+CREATE INDEX blobs_by_day ON blobs (created_day);
+CREATE TABLE blob_pieces (
+    blob_id BYTEA NOT NULL REFERENCES blobs (id) ON DELETE CASCADE,
+    at      BIGINT NOT NULL,
+    data    BYTEA NOT NULL,
+    PRIMARY KEY (blob_id, at)
+);
+ALTER TABLE blob_pieces ALTER COLUMN data SET STORAGE EXTERNAL;
+";
+
 /// The migrations, in order: version `i + 1` is `STEPS[i]`.
-const STEPS: [&str; 7] = [
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
+const STEPS: [&str; 8] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
 ];
 
 /// The version the database is at (0: empty).

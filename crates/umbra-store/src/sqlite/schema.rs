@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE accounts (
@@ -99,9 +99,13 @@ DROP INDEX key_packages_by_device;
 CREATE INDEX key_packages_by_device ON key_packages(device_id, suite, last_resort, id);
 ";
 
+/// Version 8, as PostgreSQL's: attachment blobs, which a single node keeps
+/// as files beside this database (`FsBlobStore`): nothing to add here.
+const SCHEMA_V8: &str = "";
+
 /// The migrations, in order: version `i + 1` is `STEPS[i]`.
-const STEPS: [&str; 7] = [
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
+const STEPS: [&str; 8] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
 ];
 
 /// Connection settings: WAL, `synchronous=NORMAL`, foreign keys, busy timeout.
