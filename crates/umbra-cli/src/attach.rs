@@ -58,8 +58,9 @@ fn progress(out: &Output, verb: &'static str) -> impl FnMut(u64, u64) {
     let terminal = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last: Option<Instant> = None;
+    let mut ended = false;
     move |done, total| {
-        if quiet {
+        if quiet || ended {
             return;
         }
         let now = Instant::now();
@@ -69,6 +70,7 @@ fn progress(out: &Output, verb: &'static str) -> impl FnMut(u64, u64) {
             return;
         }
         last = Some(now);
+        ended = finished;
         let pct = (done * 100).checked_div(total).unwrap_or(100);
         let mib = |n: u64| n as f64 / 1048576.0;
         if terminal {
@@ -198,6 +200,13 @@ pub async fn play(client: &mut Client, id: &str, to: &str, out: &Output) -> anyh
         }
         AudioOut::Discard => voice_note::decode(ogg.as_slice(), |_| Ok(()))?,
         speaker => {
+            if !umbra_call::audio::HAS_DEVICES {
+                anyhow::bail!(
+                    "this build has no sound-card support: give --out FILE.wav to export the \
+                     voice message, or rebuild with `--features audio-device` (on Linux it needs \
+                     libasound2-dev)"
+                );
+            }
             let mut sink = speaker.open()?;
             let mut pending: Vec<i16> = Vec::new();
             let mut clock = tokio::time::interval(Duration::from_millis(20));

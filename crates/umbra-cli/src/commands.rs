@@ -46,8 +46,8 @@ pub enum GroupCommand {
     Send {
         /// The group.
         name: String,
-        /// The message text (a caption, with --file).
-        #[arg(required_unless_present_any = ["file", "location"])]
+        /// The message text (a caption, with --file or --voice).
+        #[arg(required_unless_present_any = ["file", "voice", "location"])]
         text: Option<String>,
         #[command(flatten)]
         attach: crate::attach::Attach,

@@ -98,12 +98,12 @@ enum Command {
         no_passphrase: bool,
     },
     /// Send a 1:1 message (starts the conversation if needed): text, a
-    /// file (--file) or a location (--location).
+    /// file (--file), a voice message (--voice) or a location (--location).
     Send {
         /// Recipient's username.
         to: String,
-        /// The message text (a caption, with --file).
-        #[arg(required_unless_present_any = ["file", "location"])]
+        /// The message text (a caption, with --file or --voice).
+        #[arg(required_unless_present_any = ["file", "voice", "location"])]
         text: Option<String>,
         #[command(flatten)]
         attach: attach::Attach,
