@@ -80,7 +80,7 @@ pub fn encode(samples: &[i16], input_rate: u32, out: impl Write) -> Result<Encod
     // samples come out too.
     let total = samples.len() + pre_skip;
     let packets = total.div_ceil(FRAME).max(1);
-    let end_granule = (samples.len() + pre_skip) as u64;
+    let end_granule = total as u64;
     let mut frame = [0i16; FRAME];
     let mut packet = vec![0u8; MAX_PACKET];
     for i in 0..packets {

@@ -150,10 +150,10 @@ pub fn list(client: &Client, out: &Output) -> anyhow::Result<()> {
     let mut text = String::new();
     for a in &all {
         let what = match a.kind {
-            "voice" => {
-                let secs = a.duration_ms.div_ceil(1000);
-                format!("voice {}:{:02}", secs / 60, secs % 60)
-            }
+            "voice" => format!(
+                "voice {}",
+                umbra_client::attachments::duration_text(a.duration_ms)
+            ),
             kind => kind.to_string(),
         };
         text.push_str(&format!(

@@ -75,11 +75,9 @@ pub fn describe(a: &Attachment) -> String {
         Kind::File => "file",
     };
     let mut line = if a.kind() == Kind::Voice {
-        let secs = a.duration_ms.div_ceil(1000);
         format!(
-            "[{what}: {}:{:02}, {}]",
-            secs / 60,
-            secs % 60,
+            "[{what}: {}, {}]",
+            duration_text(u64::from(a.duration_ms)),
             size_text(a.size)
         )
     } else {
@@ -90,6 +88,12 @@ pub fn describe(a: &Attachment) -> String {
         line.push_str(&a.caption);
     }
     line
+}
+
+/// A voice message's length as `m:ss`, rounded up to the second.
+pub fn duration_text(duration_ms: u64) -> String {
+    let secs = duration_ms.div_ceil(1000);
+    format!("{}:{:02}", secs / 60, secs % 60)
 }
 
 /// The name of an attachment kind, as stored.

@@ -73,34 +73,15 @@ impl Client {
 
     /// The attachment of the message whose id starts with `id`.
     fn stored(&self, id: &str) -> Result<Stored, ClientError> {
-        let prefix = id.to_ascii_lowercase();
         let conn = self.profile.conn();
-        let mut stmt = conn.prepare(
-            "SELECT message_id, blob_id, key, digest, size, name, kind, write_token
-             FROM attachments",
-        )?;
-        let mut rows = stmt.query([])?;
-        let mut found = Vec::new();
-        while let Some(r) = rows.next()? {
-            let message_id: Vec<u8> = r.get(0)?;
-            if prefix.is_empty() || !hex::encode(&message_id).starts_with(&prefix) {
-                continue;
-            }
-            found.push(Stored {
-                message_id,
-                blob: blob_ref(
-                    r.get(1)?,
-                    &r.get::<_, Vec<u8>>(2)?,
-                    &r.get::<_, Vec<u8>>(3)?,
-                    r.get(4)?,
-                )?,
-                name: r.get(5)?,
-                kind: kind_name(r.get(6)?),
-                write_token: r.get(7)?,
-            });
-        }
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT_STORED} WHERE ?1 <> '' AND substr(lower(hex(message_id)), 1, length(?1)) = ?1 LIMIT 2"
+        ))?;
+        let mut found = stmt
+            .query_map([id.to_ascii_lowercase()], stored_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         match found.len() {
-            1 => found.pop().ok_or(ClientError::Invalid(String::new())),
+            1 => found.pop().ok_or(ClientError::Invalid(String::new()))?,
             0 => Err(ClientError::Invalid(format!(
                 "no attachment with id `{id}`: `umbra attachments` lists them"
             ))),
@@ -164,24 +145,23 @@ impl Client {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let ids: Vec<Vec<u8>> = {
+        let waiting: Vec<Result<Stored, ClientError>> = {
             let conn = self.profile.conn();
-            let mut stmt = conn.prepare(
-                "SELECT a.message_id FROM attachments a
-                 JOIN history h ON h.message_id = a.message_id
-                 WHERE a.fetched = 0 AND a.write_token IS NULL AND a.size <= ?1 ORDER BY h.id",
-            )?;
-            let rows = stmt.query_map([limit.min(i64::MAX as u64) as i64], |r| r.get(0))?;
+            let mut stmt = conn.prepare(&format!(
+                "{SELECT_STORED} WHERE fetched = 0 AND write_token IS NULL AND size <= ?1
+                   AND message_id IN (SELECT message_id FROM history) ORDER BY rowid"
+            ))?;
+            let rows = stmt.query_map([limit.min(i64::MAX as u64) as i64], stored_row)?;
             rows.collect::<Result<_, _>>()?
         };
         let mut events = Vec::new();
-        for id in ids {
-            let a = self.stored(&hex::encode(&id))?;
+        for a in waiting {
+            let a = a?;
             if let Err(e) = self.fetch(&a, &mut |_, _| {}).await {
                 events.push(Event::Warning {
                     text: format!("could not fetch `{}` yet: {e}", a.name),
                 });
-                if !no_blob(&e) && !matches!(e, ClientError::Invalid(_)) {
+                if !matches!(e, ClientError::Invalid(_)) {
                     // The server is unreachable: the rest would fail too.
                     break;
                 }
@@ -271,6 +251,32 @@ impl Client {
         )?;
         Ok(a.name)
     }
+}
+
+/// The columns [`stored_row`] reads.
+const SELECT_STORED: &str =
+    "SELECT message_id, blob_id, key, digest, size, name, kind, write_token FROM attachments";
+
+/// One row of [`SELECT_STORED`]; a damaged row is an error of its own, not
+/// a failed query.
+fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Stored, ClientError>> {
+    let message_id: Vec<u8> = r.get(0)?;
+    let blob = blob_ref(
+        r.get(1)?,
+        &r.get::<_, Vec<u8>>(2)?,
+        &r.get::<_, Vec<u8>>(3)?,
+        r.get(4)?,
+    );
+    let name: String = r.get(5)?;
+    let kind = kind_name(r.get(6)?);
+    let write_token: Option<Vec<u8>> = r.get(7)?;
+    Ok(blob.map(|blob| Stored {
+        message_id,
+        blob,
+        name,
+        kind,
+        write_token,
+    }))
 }
 
 /// A stored attachment's blob reference, or why it is damaged.

@@ -221,7 +221,7 @@ async fn upload_from(
         }
     }
     progress(total, total);
-    // Every chunk went through `Upload::seal` in order, unless the server
+    // Every chunk went through `Upload::hashed` in order, unless the server
     // said "complete" early; those left are hashed here.
     let chunks = chunk_count(padded_len(size));
     let mut file = up
